@@ -1,0 +1,331 @@
+"""The shared HTTP transport: one kept-alive urllib3 pool per base URL, timeouts, error mapping.
+
+Every provider call of the process goes through :func:`post_json`. Pools are keyed by origin
+(scheme, host, port) and created lazily, once, behind :func:`pool_for`, so a thousand concurrent
+calls to one API share one pool of kept-alive connections instead of opening a thousand.
+
+Pitfalls this module guards against:
+
+* **urllib3 is imported lazily**, on the first request, not when this module is imported: importing
+  urllib3 imports ``ssl``, and ``ssl`` must not be imported before ``gevent.monkey.patch_all()``.
+* **Pool size.** A pool smaller than the number of concurrent calls makes urllib3 open extra
+  connections and then throw them away ("Connection pool is full, discarding connection"), which
+  defeats keep-alive. Unless ``settings().http_pool_size`` says otherwise, pools hold
+  ``max(max_concurrency, 1024)`` connections and never block (``block=False``); a pool is rebuilt
+  bigger when ``max_concurrency`` grows past it.
+* **No retries here.** urllib3 runs with ``retries=False`` and ``redirect=False``: the retry layer
+  (``greenagents.retry``) is the one owner of retrying, so a failure is reported exactly once.
+* **Timeouts.** ``connect_timeout`` bounds opening the connection, ``timeout`` bounds each wait for
+  data (urllib3 read timeout, i.e. between bytes). A whole-call deadline is the runtime's job.
+
+>>> from greenagents.http import HttpResponse, raise_for_status
+>>> raise_for_status(HttpResponse(200, {}, b"{}"), provider="openai")
+>>> raise_for_status(HttpResponse(429, {"Retry-After": "2"}, b""), provider="openai")
+Traceback (most recent call last):
+...
+greenagents.errors.RateLimited: openai answered 429 Too Many Requests; slow down: lower \
+max_concurrency or wait 2.0 s before retrying
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import threading
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from .config import settings
+from .errors import (
+    AuthError,
+    BadRequest,
+    ConnectionFailed,
+    ProviderError,
+    RateLimited,
+    ServerError,
+    Timeout,
+    redact,
+)
+
+if TYPE_CHECKING:
+    from urllib3 import HTTPConnectionPool
+
+__all__ = ["Headers", "HttpResponse", "close_pools", "pool_for", "post_json", "raise_for_status"]
+
+# Smallest pool built when http_pool_size is None: no "pool is full" discards at 1,000+ concurrent.
+MIN_AUTO_POOL_SIZE = 1024
+
+_lock = threading.Lock()
+_pools: dict[tuple[str, str, int], tuple[int, HTTPConnectionPool]] = {}
+
+
+class Headers(Mapping[str, str]):
+    """Read-only, case-insensitive response headers.
+
+    >>> Headers({"Retry-After": "3"})["retry-after"]
+    '3'
+    """
+
+    def __init__(self, items: Mapping[str, str] | Iterable[tuple[str, str]] = ()) -> None:
+        pairs = items.items() if isinstance(items, Mapping) else items
+        self._data = {name.lower(): value for name, value in pairs}
+
+    def __getitem__(self, name: str) -> str:
+        return self._data[name.lower()]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __repr__(self) -> str:
+        return f"Headers({self._data!r})"
+
+
+@dataclass(frozen=True)
+class HttpResponse:
+    """A complete HTTP answer: status, case-insensitive headers, and the whole body as bytes.
+
+    >>> HttpResponse(200, {"Content-Type": "application/json"}, b"{}").headers["content-type"]
+    'application/json'
+    """
+
+    status: int
+    headers: Headers = field(repr=False)
+    data: bytes = field(repr=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.headers, Headers):
+            object.__setattr__(self, "headers", Headers(self.headers))
+
+
+def _origin(url: str) -> tuple[str, str, int]:
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https") or not parts.hostname:
+        raise BadRequest(f"cannot send a request to {url!r}: the URL must start with http:// or "
+                         "https:// and name a host; check the base URL")
+    return scheme, parts.hostname, parts.port or (443 if scheme == "https" else 80)
+
+
+def _origin_text(url: str) -> str:
+    """``scheme://host:port`` of ``url``: safe to show (no path, query or user:password)."""
+    scheme, host, port = _origin(url)
+    return f"{scheme}://{host}:{port}"
+
+
+def _wanted_pool_size() -> int:
+    current = settings()
+    return current.http_pool_size or max(current.max_concurrency, MIN_AUTO_POOL_SIZE)
+
+
+def pool_for(url: str) -> HTTPConnectionPool:
+    """The shared, kept-alive connection pool of ``url``'s origin, created on first use.
+
+    Creation is serialized by a lock, so concurrent first calls build one pool, not several. A
+    pool is replaced by a bigger one when the wanted size grew (``configure(max_concurrency=...)``);
+    connections still in use by the old pool are closed when returned.
+
+    >>> pool_for("http://127.0.0.1:9/v1") is pool_for("http://127.0.0.1:9/other")
+    True
+    """
+    key = _origin(url)
+    size = _wanted_pool_size()
+    entry = _pools.get(key)
+    if entry is not None and entry[0] >= size:
+        return entry[1]
+    import urllib3  # lazily: urllib3 imports ssl, which must come after monkey-patching
+
+    with _lock:
+        entry = _pools.get(key)
+        if entry is None or entry[0] < size:
+            scheme, host, port = key
+            pool_class = urllib3.HTTPSConnectionPool if scheme == "https" else urllib3.HTTPConnectionPool
+            new = pool_class(host, port, maxsize=size, block=False, retries=False)
+            _pools[key] = (size, new)
+            if entry is not None:
+                entry[1].close()
+            entry = (size, new)
+    return entry[1]
+
+
+def close_pools() -> None:
+    """Close every pool and forget it (tests, shutdown). The next request builds a fresh pool.
+
+    >>> close_pools()
+    """
+    with _lock:
+        entries = list(_pools.values())
+        _pools.clear()
+    for _, pool in entries:
+        pool.close()
+
+
+def post_json(url: str, body: Mapping[str, Any], headers: Mapping[str, str], *,
+              timeout: float | None = None, provider: str | None = None,
+              hint: str | None = None) -> HttpResponse:
+    """POST ``body`` as JSON to ``url`` over the shared pool; return the complete response.
+
+    Any status is returned as is (see :func:`raise_for_status`); transport failures raise
+    :class:`~greenagents.errors.ConnectionFailed` or :class:`~greenagents.errors.Timeout`, with
+    ``hint`` (e.g. ``"check OPENAI_BASE_URL"``) appended to the message. ``timeout`` overrides
+    ``settings().timeout`` for this request. Headers are sent but never appear in errors.
+
+    >>> post_json("http://127.0.0.1:9/v1/chat", {}, {}, provider="openai", hint="check X")
+    Traceback (most recent call last):
+    ...
+    greenagents.errors.ConnectionFailed: openai: could not connect to http://127.0.0.1:9 \
+(connection refused); is the server running? check X
+    """
+    current = settings()
+    read_timeout = current.timeout if timeout is None else timeout
+    payload = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+    send = {"content-type": "application/json", "accept": "application/json", **headers}
+    pool = pool_for(url)
+    parts = urlsplit(url)
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    import urllib3
+
+    try:
+        raw = pool.urlopen(
+            "POST", path, body=payload, headers=send, retries=False, redirect=False,
+            assert_same_host=False, preload_content=True,
+            timeout=urllib3.Timeout(connect=min(current.connect_timeout, read_timeout),
+                                    read=read_timeout))
+    except Exception as exc:
+        mapped = _transport_error(exc, url, provider, hint)
+        if mapped is None:
+            raise
+        raise mapped from exc
+    return HttpResponse(raw.status, Headers(raw.headers.items()), raw.data)
+
+
+def _transport_error(exc: Exception, url: str, provider: str | None,
+                     hint: str | None) -> ProviderError | None:
+    """Map a urllib3 exception to ours; None for anything that is not a transport failure."""
+    from urllib3 import exceptions as u3
+
+    where = _origin_text(url)
+    who = f"{provider}: " if provider else ""
+    tail = f" {hint}" if hint else ""
+    if isinstance(exc, u3.NameResolutionError):  # before NewConnectionError: it subclasses it
+        text = f"could not resolve the host of {where}; check the URL and your network;{tail}"
+    elif isinstance(exc, u3.NewConnectionError):  # before ConnectTimeoutError: it subclasses it
+        text = f"could not connect to {where} ({_reason(exc)}); is the server running?{tail}"
+    elif isinstance(exc, u3.ConnectTimeoutError):
+        return Timeout(f"{who}no connection to {where} within the connect timeout; is the host "
+                       f"reachable? raise connect_timeout if it is slow;{tail}", provider=provider)
+    elif isinstance(exc, u3.ReadTimeoutError):
+        return Timeout(f"{who}{where} sent no answer within the timeout; retry, or raise the "
+                       "timeout for long generations", provider=provider)
+    elif isinstance(exc, u3.SSLError):
+        text = f"TLS handshake with {where} failed ({_reason(exc)}); check the URL's scheme and " \
+               f"certificates;{tail}"
+    elif isinstance(exc, (u3.ProtocolError, u3.ProxyError, u3.DecodeError)):
+        text = f"the connection to {where} broke mid-request ({_reason(exc)}); retrying usually " \
+               "helps"
+    else:
+        return None
+    return ConnectionFailed(who + text.rstrip(";"), provider=provider)
+
+
+def _reason(exc: BaseException) -> str:
+    """A short, secret-free cause: the innermost OS-level error's name or message."""
+    inner = [a for a in getattr(exc, "args", ()) if isinstance(a, BaseException)]
+    if inner or exc.__cause__ is not None:
+        return _reason(inner[0] if inner else exc.__cause__)  # type: ignore[arg-type]
+    if isinstance(exc, ConnectionRefusedError) or "Connection refused" in str(exc):
+        return "connection refused"
+    if isinstance(exc, ConnectionResetError):
+        return "connection reset by peer"
+    name = type(exc).__name__
+    text = str(exc).split(": ", 1)[-1][:120]
+    return f"{name}: {text}" if text else name
+
+
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds the provider asked us to wait: ``retry-after-ms`` first, then ``Retry-After``.
+
+    >>> _retry_after(Headers({"retry-after-ms": "1500", "Retry-After": "9"}))
+    1.5
+    """
+    millis = headers.get("retry-after-ms")
+    if millis:
+        try:
+            return max(0.0, float(millis) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _status_text(status: int) -> str:
+    try:
+        return f"{status} {HTTPStatus(status).phrase}"
+    except ValueError:
+        return "529 Overloaded" if status == 529 else str(status)
+
+
+def raise_for_status(response: HttpResponse, *, provider: str, message: str | None = None,
+                     key_env: str | None = None, api_key: str | None = None) -> None:
+    """Raise the :mod:`greenagents.errors` class for a non-2xx ``response``; return for 2xx.
+
+    ``message`` is the provider's own explanation (from its JSON error body); it is included after
+    masking ``api_key`` and anything shaped like a key. ``key_env`` names the variable to check on
+    401/403.
+
+    ==========================  ====================================================
+    429                         RateLimited (retry_after from retry-after-ms / Retry-After)
+    408                         Timeout
+    409, 5xx, 529               ServerError (retryable)
+    401, 403                    AuthError
+    other 4xx, 3xx              BadRequest
+    ==========================  ====================================================
+
+    >>> raise_for_status(HttpResponse(401, {}, b""), provider="anthropic",
+    ...                  message="invalid x-api-key", key_env="ANTHROPIC_API_KEY")
+    Traceback (most recent call last):
+    ...
+    greenagents.errors.AuthError: anthropic answered 401 Unauthorized: invalid x-api-key; check \
+ANTHROPIC_API_KEY
+    """
+    status = response.status
+    if 200 <= status < 300:
+        return
+    said = f"{provider} answered {_status_text(status)}"
+    if message:
+        said += ": " + redact(message.strip()[:500], api_key)
+    kw: dict[str, Any] = {"status": status, "provider": provider}
+    if status == 429:
+        wait = _retry_after(response.headers)
+        todo = f"wait {wait:.1f} s before retrying" if wait is not None else "retry later"
+        raise RateLimited(f"{said}; slow down: lower max_concurrency or {todo}",
+                          retry_after=wait, **kw)
+    if status == 408:
+        raise Timeout(f"{said}; the provider timed out, retrying usually helps", **kw)
+    if status == 409 or status >= 500:
+        raise ServerError(f"{said}; the provider failed, retrying usually helps", **kw)
+    if status in (401, 403):
+        raise AuthError(f"{said}; check {key_env or 'the API key'}", **kw)
+    if status == 404:
+        raise BadRequest(f"{said}; check the model name and the base URL", **kw)
+    if 300 <= status < 400:
+        where = redact(response.headers.get("location", "elsewhere"), api_key)
+        raise BadRequest(f"{said}; redirected to {where}: point the base URL there", **kw)
+    raise BadRequest(f"{said}; the request was rejected, fix the model, messages or parameters",
+                     **kw)

@@ -1,0 +1,153 @@
+"""Model names to endpoints, and the one I/O function the agent layer calls: :func:`complete`.
+
+``"provider/name"`` picks the provider; a bare name means OpenAI. The base URL is the explicit
+``base_url`` argument, else ``OPENAI_BASE_URL`` / ``ANTHROPIC_BASE_URL`` (``OLLAMA_HOST`` for
+Ollama), else the public API. Keys come from ``OPENAI_API_KEY`` / ``ANTHROPIC_API_KEY``; a missing
+key is an error only when talking to the public API (local servers rarely want one).
+
+The environment is read on every :func:`resolve` call, so tests can ``monkeypatch.setenv``; the
+endpoint built for one combination of inputs is cached. Importing this package does not import
+urllib3 or ssl (that waits for the first request, after monkey-patching).
+
+>>> ep = resolve("ollama/llama3")
+>>> ep.provider.name, ep.model, ep.base_url
+('ollama', 'llama3', 'http://127.0.0.1:11434/v1')
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .. import http
+from ..errors import ConfigError
+from .anthropic import AnthropicProvider
+from .base import Completion, Message, Provider, Request
+from .openai import OpenAIProvider, strict_schema
+
+__all__ = ["AnthropicProvider", "Completion", "Endpoint", "Message", "OpenAIProvider",
+           "Provider", "Request", "complete", "resolve", "strict_schema"]
+
+
+@dataclass(frozen=True)
+class _Kind:
+    """How to reach one provider: its class, variables and public default."""
+
+    make: Callable[..., Provider]
+    key_env: str | None
+    base_url_env: str
+    default_base_url: str
+
+
+_KINDS: dict[str, _Kind] = {
+    "openai": _Kind(OpenAIProvider, "OPENAI_API_KEY", "OPENAI_BASE_URL",
+                    "https://api.openai.com/v1"),
+    "anthropic": _Kind(AnthropicProvider, "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL",
+                       "https://api.anthropic.com"),
+    "ollama": _Kind(OpenAIProvider, None, "OLLAMA_HOST", "127.0.0.1:11434"),
+}
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A resolved model: the provider that speaks its format, the model name to send, where, how.
+
+    The API key is held but never shown: ``repr`` says only whether one is set.
+
+    >>> resolve("openai/gpt-4o-mini", base_url="http://127.0.0.1:8000/v1")
+    Endpoint(provider='openai', model='gpt-4o-mini', base_url='http://127.0.0.1:8000/v1', \
+key=None)
+    """
+
+    provider: Provider
+    model: str
+    base_url: str
+    api_key: str | None = field(default=None, repr=False)
+    key_env: str | None = None
+
+    def __repr__(self) -> str:
+        key = f"'set from {self.key_env}'" if self.api_key else "None"
+        return (f"Endpoint(provider={self.provider.name!r}, model={self.model!r}, "
+                f"base_url={self.base_url!r}, key={key})")
+
+
+def _ollama_url(host: str) -> str:
+    """``OLLAMA_HOST`` (``host[:port]`` or a URL) as the OpenAI-compatible base URL."""
+    url = host if "://" in host else f"http://{host}"
+    scheme, rest = url.split("://", 1)
+    netloc, _, path = rest.partition("/")
+    if ":" not in netloc.rsplit("]", 1)[-1]:
+        netloc += ":11434"
+    path = path.strip("/")
+    return f"{scheme}://{netloc}/{path or 'v1'}"
+
+
+def resolve(model: str, *, base_url: str | None = None) -> Endpoint:
+    """The :class:`Endpoint` for ``"provider/name"``, with URL and key from the environment.
+
+    Raises :class:`~greenagents.errors.ConfigError` before any request for an unknown provider, or
+    when the public API would be called without a key.
+
+    >>> resolve("mistral/large")
+    Traceback (most recent call last):
+    ...
+    greenagents.errors.ConfigError: unknown provider 'mistral' in model 'mistral/large'; known \
+providers: anthropic, ollama, openai (any OpenAI-compatible server: 'openai/<model>' with \
+base_url=... or OPENAI_BASE_URL)
+    """
+    prefix, slash, name = model.partition("/")
+    if not slash:
+        prefix, name = "openai", model
+    kind = _KINDS.get(prefix)
+    if kind is None:
+        raise ConfigError(f"unknown provider {prefix!r} in model {model!r}; known providers: "
+                          f"{', '.join(sorted(_KINDS))} (any OpenAI-compatible server: "
+                          "'openai/<model>' with base_url=... or OPENAI_BASE_URL)")
+    if not name:
+        raise ConfigError(f"model {model!r} names no model after the provider; e.g. "
+                          "'openai/gpt-4o-mini'")
+    env_url = os.environ.get(kind.base_url_env) or None
+    key = (os.environ.get(kind.key_env) or None) if kind.key_env else None
+    return _endpoint(prefix, name, base_url, env_url, key)
+
+
+@functools.lru_cache(maxsize=256)
+def _endpoint(prefix: str, name: str, base_url: str | None, env_url: str | None,
+              key: str | None) -> Endpoint:
+    kind = _KINDS[prefix]
+    url = base_url or env_url or kind.default_base_url
+    if prefix == "ollama":
+        url = _ollama_url(url)
+    elif key is None and url.rstrip("/") == kind.default_base_url:
+        raise ConfigError(f"no API key for {prefix}: set {kind.key_env}, or point "
+                          f"{kind.base_url_env} (or base_url=...) at a local server")
+    provider = kind.make(name=prefix, base_url=url, api_key=key, key_env=kind.key_env,
+                         base_url_env=kind.base_url_env)
+    return Endpoint(provider, name, provider.base_url, key, kind.key_env)
+
+
+def complete(endpoint: Endpoint, messages: Sequence[Message], *,
+             schema: dict[str, Any] | None = None, schema_name: str = "output",
+             temperature: float | None = None, max_tokens: int | None = None,
+             timeout: float | None = None) -> Completion:
+    """Ask ``endpoint`` to answer ``messages``: build, POST over the shared pool, parse.
+
+    One attempt, no retries (the retry layer owns those). Raises the mapped
+    :class:`~greenagents.errors.ProviderError` on failure.
+
+    >>> ep = resolve("openai/gpt-4o-mini", base_url="http://127.0.0.1:9/v1")
+    >>> complete(ep, [{"role": "user", "content": "hi"}], timeout=1)
+    Traceback (most recent call last):
+    ...
+    greenagents.errors.ConnectionFailed: openai: could not connect to http://127.0.0.1:9 \
+(connection refused); is the server running? check OPENAI_BASE_URL
+    """
+    provider = endpoint.provider
+    request = provider.build(endpoint.model, messages, schema=schema, schema_name=schema_name,
+                             temperature=temperature, max_tokens=max_tokens)
+    response = http.post_json(request.url, request.body, request.headers, timeout=timeout,
+                              provider=provider.name, hint=f"check {provider.base_url_env}")
+    return provider.parse(response)
