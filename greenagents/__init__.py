@@ -1,0 +1,97 @@
+"""greenagents: run thousands of LLM agent calls at once from plain synchronous Python.
+
+After ``import greenagents.monkey`` (the first import of your program), blocking code — yours,
+``requests``, the official SDKs, our agents — runs concurrently in gevent greenlets::
+
+    import greenagents.monkey
+    import greenagents as ga
+    import requests
+
+    def fetch(url: str) -> int:
+        return requests.get(url, timeout=30).status_code
+
+    results = ga.each(["http://127.0.0.1:8000/"] * 500, fetch, max_concurrent=200)
+
+Attributes load lazily (PEP 562), so ``import greenagents`` imports neither ``ssl`` nor ``requests``
+and ``import greenagents; greenagents.patch()`` is still an early enough patch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_EXPORTS: dict[str, str] = {
+    "patch": "patching",
+    "is_patched": "patching",
+    "available": "patching",
+    "in_green_context": "patching",
+    "configure": "config",
+    "settings": "config",
+    "Settings": "config",
+    "Result": "result",
+    "Usage": "result",
+    "Attempt": "result",
+    "batch": "runtime",
+    "each": "runtime",
+    "stream": "runtime",
+    "spawn": "runtime",
+    "Agent": "agent",
+    "Retry": "retry",
+    "RateLimit": "limits",
+    "rate_limit": "limits",
+}
+_SUBMODULES = ("errors", "testing", "tracking")
+
+__all__ = [
+    "Agent",
+    "Attempt",
+    "RateLimit",
+    "Result",
+    "Retry",
+    "Settings",
+    "Usage",
+    "__version__",
+    "available",
+    "batch",
+    "configure",
+    "each",
+    "errors",
+    "in_green_context",
+    "is_patched",
+    "patch",
+    "rate_limit",
+    "settings",
+    "spawn",
+    "stream",
+    "testing",
+    "tracking",
+]
+
+if TYPE_CHECKING:
+    from . import errors, testing, tracking
+    from .agent import Agent
+    from .config import Settings, configure, settings
+    from .limits import RateLimit, rate_limit
+    from .patching import available, in_green_context, is_patched, patch
+    from .result import Attempt, Result, Usage
+    from .retry import Retry
+    from .runtime import batch, each, spawn, stream
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        value: Any = importlib.import_module(f"{__name__}.{name}")
+    elif name in _EXPORTS:
+        value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    else:
+        raise AttributeError(f"module 'greenagents' has no attribute {name!r}")
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

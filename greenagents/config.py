@@ -1,0 +1,103 @@
+"""Process-wide settings: one validated, immutable :class:`Settings`, replaced whole by :func:`configure`.
+
+Defaults come from the code, then from ``GREENAGENTS_*`` environment variables, then from
+:func:`configure` calls. Settings are replaced, never mutated, so a greenlet or thread that read
+``settings()`` keeps a consistent view while another reconfigures.
+
+>>> import greenagents as ga
+>>> ga.configure(max_concurrency=50).max_concurrency
+50
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import ConfigError
+
+__all__ = ["Settings", "configure", "settings"]
+
+ENV_PREFIX = "GREENAGENTS_"
+
+
+class Settings(BaseModel):
+    """Every knob of greenagents. Each field can be set by ``GREENAGENTS_<FIELD>`` in the environment."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_concurrency: int = Field(20, ge=1, description="Calls running at once in batch/each/stream.")
+    default_model: str = Field("openai/gpt-4o-mini", description="Model of agents that name none.")
+    timeout: float = Field(60.0, gt=0, description="Seconds to wait for one HTTP answer (per attempt).")
+    connect_timeout: float = Field(10.0, gt=0, description="Seconds to open a connection.")
+    retries: int = Field(3, ge=0, description="Retries after the first attempt; 0 turns them off.")
+    retry_after_max: float = Field(
+        60.0, gt=0, description="Longest Retry-After honoured; beyond it the call fails.")
+    http_pool_size: int | None = Field(
+        None, ge=1, description="Kept-alive connections per base URL; None sizes it to the load.")
+    tracking: str | None = Field(
+        None, description='Execution log, e.g. "sqlite:///runs.db"; None turns it off.')
+    tracking_payloads: bool = Field(False, description="Also record inputs and outputs.")
+    progress: bool = Field(False, description="Show a progress bar in batch/each/stream.")
+
+
+_lock = threading.Lock()
+_current: Settings | None = None
+
+
+def _from_env() -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for name in Settings.model_fields:
+        raw = os.environ.get(ENV_PREFIX + name.upper())
+        if raw is not None:
+            values[name] = None if raw.lower() in ("", "none", "null") else raw
+    return values
+
+
+def _validated(values: dict[str, Any], source: str) -> Settings:
+    unknown = sorted(set(values) - set(Settings.model_fields))
+    if unknown:
+        raise ConfigError(f"unknown setting(s) {', '.join(unknown)} in {source}; "
+                          f"known settings: {', '.join(Settings.model_fields)}")
+    try:
+        return Settings.model_validate(values)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"invalid setting in {source}: {problems}") from None
+
+
+def settings() -> Settings:
+    """The current settings (defaults, overridden by ``GREENAGENTS_*`` variables and ``configure``)."""
+    global _current
+    if _current is None:
+        with _lock:
+            if _current is None:
+                _current = _validated(_from_env(), "GREENAGENTS_* environment variables")
+    return _current
+
+
+def configure(**changes: Any) -> Settings:
+    """Change settings for the whole process; returns the new :class:`Settings`.
+
+    Unknown names and bad values raise :class:`~greenagents.errors.ConfigError` naming the fix.
+
+    >>> import greenagents as ga
+    >>> ga.configure(retries=5, timeout=30).retries
+    5
+    """
+    global _current
+    with _lock:
+        base = (_current or _validated(_from_env(), "environment")).model_dump(exclude_unset=True)
+        _current = _validated({**base, **changes}, "configure()")
+        return _current
+
+
+def reset() -> Settings:
+    """Forget every ``configure`` call: back to defaults and the environment (used by tests)."""
+    global _current
+    with _lock:
+        _current = None
+    return settings()

@@ -1,0 +1,125 @@
+"""The one error hierarchy of greenagents.
+
+Every failure a call can meet is one of these, so ``except ga.errors.GreenAgentsError`` is enough
+to catch ours and nothing else. Each message says what happened *and what to do*; none contains a
+secret (API keys are never formatted into a message; see :func:`redact`).
+
+    GreenAgentsError
+    ├── ConfigError          bad settings, missing API key, unknown provider
+    ├── InputError           a call's arguments do not fit its signature; no request was sent
+    ├── ProviderError        the provider answered badly or not at all
+    │   ├── RateLimited      429 (``retry_after`` in seconds when the provider said)
+    │   ├── ServerError      5xx, Anthropic 529 "overloaded"
+    │   ├── Timeout          no answer within the timeout
+    │   ├── ConnectionFailed refused, reset, DNS, TLS
+    │   ├── AuthError        401/403: wrong or missing key
+    │   └── BadRequest       400/404/422 and other 4xx: the request itself is wrong
+    └── OutputError          the model's answer never validated against the output type
+
+``ProviderError.retryable`` says whether trying again can help; the retry policy reads it.
+
+>>> from greenagents.errors import RateLimited
+>>> RateLimited("slow down", status=429, retry_after=2.0).retryable
+True
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = [
+    "AuthError",
+    "BadRequest",
+    "ConfigError",
+    "ConnectionFailed",
+    "GreenAgentsError",
+    "InputError",
+    "OutputError",
+    "ProviderError",
+    "RateLimited",
+    "ServerError",
+    "Timeout",
+    "redact",
+]
+
+# Shapes of API keys of the providers we speak to; anything that looks like one is masked.
+_SECRET = re.compile(r"(sk-ant-[A-Za-z0-9_-]{6,}|sk-[A-Za-z0-9_-]{6,}|Bearer\s+\S+)")
+
+
+def redact(text: str, *secrets: str | None) -> str:
+    """Mask API keys in ``text``: the given ``secrets`` verbatim, and anything shaped like a key.
+
+    >>> redact("auth failed for sk-abcdefghijkl")
+    'auth failed for sk-***'
+    """
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return _SECRET.sub(lambda m: m.group(0).split("-")[0] + "-***" if m.group(0).startswith("sk")
+                       else "Bearer ***", text)
+
+
+class GreenAgentsError(Exception):
+    """Base of every error greenagents raises or puts in a :class:`~greenagents.Result`."""
+
+
+class ConfigError(GreenAgentsError):
+    """The configuration cannot work: a missing API key, an unknown provider, a bad setting."""
+
+
+class InputError(GreenAgentsError):
+    """A call's inputs do not fit its signature. Raised before any request is sent."""
+
+
+class OutputError(GreenAgentsError):
+    """The model's answer did not validate against the agent's output type, re-asks included."""
+
+    retryable = False
+
+
+class ProviderError(GreenAgentsError):
+    """The provider failed to answer usefully. ``status`` is the HTTP status when there was one."""
+
+    retryable = False
+
+    def __init__(self, message: str, *, status: int | None = None, provider: str | None = None):
+        super().__init__(message)
+        self.status = status
+        self.provider = provider
+
+
+class RateLimited(ProviderError):
+    """429: the provider asked us to slow down; ``retry_after`` is its requested wait in seconds."""
+
+    retryable = True
+
+    def __init__(self, message: str, *, status: int | None = 429, provider: str | None = None,
+                 retry_after: float | None = None):
+        super().__init__(message, status=status, provider=provider)
+        self.retry_after = retry_after
+
+
+class ServerError(ProviderError):
+    """5xx or "overloaded": the provider's fault, usually gone on the next try."""
+
+    retryable = True
+
+
+class Timeout(ProviderError):
+    """No (complete) answer within the timeout."""
+
+    retryable = True
+
+
+class ConnectionFailed(ProviderError):
+    """The connection could not be made or broke mid-request."""
+
+    retryable = True
+
+
+class AuthError(ProviderError):
+    """401/403: the API key is missing, wrong or lacks permission. Retrying cannot help."""
+
+
+class BadRequest(ProviderError):
+    """The provider rejected the request itself (400, 404, 422...). Retrying cannot help."""

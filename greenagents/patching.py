@@ -1,0 +1,107 @@
+"""Monkey-patching the standard library with gevent, and telling the truth about it.
+
+Only patched code is concurrent: after :func:`patch`, a blocking socket read parks just its own
+greenlet, so ``requests``, ``urllib3`` and the official SDKs overlap their waits with no rewrite.
+This module imports nothing but gevent, so it is safe to import before anything else.
+
+Pitfalls it guards against (each measured with gevent 26.9, requests 2.34, urllib3 2.8):
+
+* **Patching too late.** If ``ssl`` was imported first, every HTTPS call later fails with
+  ``RecursionError`` in ``SSLContext.minimum_version``; an ``openai.OpenAI()`` client built before
+  patching holds a stdlib ``SSLContext`` and fails with ``TypeError: super(type, obj)``; urllib3
+  captured the stdlib ``LifoQueue`` for its pools (a known deadlock). :func:`patch` looks in
+  ``sys.modules`` and warns once, naming the modules and the line to move.
+* **Not patching threads.** ``patch_all(thread=False)`` breaks ``threading.local``, real locks
+  hang the hub and sessions shared with real threads raise ``Cannot switch to a different
+  thread``; :func:`patch` always patches threads.
+
+>>> import greenagents as ga
+>>> ga.patch()   # doctest: +SKIP
+>>> ga.available()   # doctest: +SKIP
+True
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import warnings
+
+import gevent
+import gevent.monkey
+from gevent.hub import Hub
+
+__all__ = ["LatePatchWarning", "available", "in_green_context", "is_patched", "patch"]
+
+# Modules that capture stdlib objects at import time and break (or deadlock) if imported before
+# patching, with what goes wrong.
+_FRAGILE = {
+    "ssl": "HTTPS calls fail with RecursionError",
+    "urllib3": "its pools keep the stdlib LifoQueue (can deadlock)",
+    "requests": "its sessions keep stdlib SSL contexts",
+    "httpx": "clients built now keep stdlib SSL contexts",
+    "openai": "clients built now keep stdlib SSL contexts",
+    "anthropic": "clients built now keep stdlib SSL contexts",
+}
+
+
+class LatePatchWarning(RuntimeWarning):
+    """:func:`patch` ran after modules that must be imported after it."""
+
+
+_lock = threading.Lock()
+_warned_late = False
+
+
+def _fragile_imported() -> list[str]:
+    return [name for name in _FRAGILE if name in sys.modules]
+
+
+def patch() -> bool:
+    """Monkey-patch the standard library for gevent (``patch_all``, threads included). Idempotent.
+
+    Call it before anything imports ``ssl``, ``requests`` or an LLM SDK, or simply make
+    ``import greenagents.monkey`` the first line of your program. Returns ``True`` when this call
+    patched, ``False`` when the process already was. Warns with :class:`LatePatchWarning` (once)
+    when it comes too late, saying which imports to move.
+    """
+    global _warned_late
+    with _lock:
+        if is_patched():
+            return False
+        late = _fragile_imported()
+        gevent.monkey.patch_all()
+        if late and not _warned_late:
+            _warned_late = True
+            problems = "; ".join(f"{name}: {_FRAGILE[name]}" for name in late)
+            warnings.warn(
+                f"greenagents patched the standard library after {', '.join(late)} "
+                f"{'was' if len(late) == 1 else 'were'} imported ({problems}). Make "
+                "`import greenagents.monkey` the first import of your program (for gunicorn: the "
+                "first line of gunicorn.conf.py; for Celery: the top of the module passed to -A).",
+                LatePatchWarning,
+                stacklevel=2,
+            )
+        return True
+
+
+def is_patched() -> bool:
+    """True when ``socket``, ``ssl``, ``time`` and ``threading`` are all patched by gevent."""
+    return all(gevent.monkey.is_module_patched(name)
+               for name in ("socket", "ssl", "time", "threading"))
+
+
+def available() -> bool:
+    """True when calls can really run concurrently as greenlets in this process.
+
+    That needs blocking I/O and sleeps to yield to the hub: ``socket``, ``select`` and ``time``
+    patched. When it is False, :func:`greenagents.batch` falls back to real threads (and says so).
+    """
+    return all(gevent.monkey.is_module_patched(name) for name in ("socket", "select", "time"))
+
+
+def in_green_context() -> bool:
+    """True inside a greenlet spawned by gevent (a batch worker, a gevent server's handler), False
+    in a thread's main greenlet or in the hub itself."""
+    current = gevent.getcurrent()
+    return current.parent is not None and not isinstance(current, Hub)

@@ -1,0 +1,97 @@
+"""What one call produced: a :class:`Result`, success or failure, never an exception in flight.
+
+A batch of a thousand calls gives a thousand Results in input order; a failed call's error is held,
+not raised, so one failure never sinks the others. :meth:`Result.unwrap` turns it back into an
+exception when you want one.
+
+>>> r = Result(index=0, target="len", value=3)
+>>> r.ok, r.unwrap()
+(True, 3)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+__all__ = ["Attempt", "Result", "Usage"]
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Tokens a call consumed, summed over every attempt and re-ask.
+
+    >>> Usage(10, 5) + Usage(1, 1)
+    Usage(prompt_tokens=11, completion_tokens=6)
+    """
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(self.prompt_tokens + other.prompt_tokens,
+                     self.completion_tokens + other.completion_tokens)
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One try of a call, kept so a slow Result can say why it was slow.
+
+    ``error`` is the exception's class name (``None`` when the attempt answered), ``status`` the HTTP
+    status if any, ``wait_s`` the backoff slept *after* this attempt, ``model`` the model asked.
+    """
+
+    number: int
+    model: str | None = None
+    status: int | None = None
+    error: str | None = None
+    duration_s: float = 0.0
+    wait_s: float = 0.0
+
+
+@dataclass
+class Result(Generic[T]):
+    """The outcome of one call. Exactly one per input, whatever happened.
+
+    ``target`` names what was called (an agent class or a function, by qualified name); ``model`` is
+    the model that finally answered, after fallbacks; ``history`` holds one :class:`Attempt` per try.
+    """
+
+    index: int | None = None
+    target: str = ""
+    value: T | None = None
+    error: BaseException | None = None
+    attempts: int = 1
+    duration_s: float = 0.0
+    usage: Usage | None = None
+    cost_usd: float | None = None
+    model: str | None = None
+    history: tuple[Attempt, ...] = field(default=(), repr=False)
+
+    @property
+    def ok(self) -> bool:
+        """True when the call returned a value (``error is None``)."""
+        return self.error is None
+
+    def unwrap(self) -> T:
+        """The value, or raise the call's error (with its original traceback).
+
+        >>> Result(error=ValueError("bad")).unwrap()
+        Traceback (most recent call last):
+        ...
+        ValueError: bad
+        """
+        if self.error is not None:
+            raise self.error
+        return self.value  # type: ignore[return-value]
+
+    def __repr__(self) -> str:
+        outcome = f"value={self.value!r}" if self.ok else f"error={self.error!r}"
+        return (f"Result(index={self.index}, target={self.target!r}, {outcome}, "
+                f"attempts={self.attempts}, duration_s={self.duration_s:.3f}, model={self.model!r})")

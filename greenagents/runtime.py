@@ -1,0 +1,381 @@
+"""Run many synchronous calls at once: ``batch``, ``each``, ``stream`` and ``spawn``.
+
+Each call runs in its own greenlet, at most ``max_concurrent`` at a time; every input yields exactly
+one :class:`~greenagents.Result`, whatever happens to the others. In a process that is not
+monkey-patched the same functions run the calls in real threads instead (with one warning), so
+they stay correct and concurrent — never silently one by one.
+
+>>> import greenagents as ga
+>>> [r.value for r in ga.each([1, 2, 3], lambda n: n * n)]
+[1, 4, 9]
+
+Pitfalls handled here (see gevent's docs for the why):
+
+* Greenlets start with an *empty* ``contextvars`` context; each call runs in a copy of the
+  caller's context, so tracing and tenant ids set by the caller reach the call.
+* The hub prints a traceback for every greenlet that dies with an error, even a handled one;
+  workers catch everything, so a batch with 1,000 failures prints nothing.
+* ``gevent.Timeout`` and ``GreenletExit`` are ``BaseException``: the per-call timeout is caught by
+  identity, and a kill is never mistaken for a call's error.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import queue
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, TypeVar
+
+import gevent
+import gevent.lock
+import gevent.pool
+import gevent.queue
+
+from . import errors, slots
+from .config import settings
+from .patching import available
+from .progress import Progress
+from .result import Result
+
+__all__ = ["NotPatchedWarning", "batch", "each", "spawn", "stream", "target_name"]
+
+T = TypeVar("T")
+Call = tuple[Callable[..., Any], dict[str, Any]] | tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]
+
+# Calls started ahead of the bound, parked on it: they take a slot the moment one frees up (a
+# finished call, or one sleeping through a retry backoff). Memory stays O(max_concurrent).
+_WINDOW = 2
+
+
+class NotPatchedWarning(RuntimeWarning):
+    """The process is not monkey-patched, so runs fall back to real threads."""
+
+
+_warned_unpatched = False
+
+
+def _warn_unpatched(limit: int) -> None:
+    global _warned_unpatched
+    if not _warned_unpatched:
+        _warned_unpatched = True
+        warnings.warn(
+            f"greenagents: the standard library is not monkey-patched, so calls run in up to "
+            f"{limit} real threads instead of greenlets. For thousands of concurrent calls, make "
+            "`import greenagents.monkey` the first import of your program.",
+            NotPatchedWarning,
+            stacklevel=5,
+        )
+
+
+def target_name(fn: Callable[..., Any]) -> str:
+    """The qualified name a Result uses for ``fn`` (``module.Class`` or ``module.function``)."""
+    name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or type(fn).__qualname__
+    module = getattr(fn, "__module__", None)
+    return f"{module}.{name}" if module and module != "builtins" else str(name)
+
+
+def _unpack(index: int, call: Any) -> tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]:
+    if isinstance(call, tuple) and callable(call[0] if call else None):
+        if len(call) == 2 and isinstance(call[1], dict):
+            return call[0], (), call[1]
+        if len(call) == 3 and isinstance(call[1], (tuple, list)) and isinstance(call[2], dict):
+            return call[0], tuple(call[1]), call[2]
+    raise errors.InputError(
+        f"call #{index} is {call!r:.80}; each call must be (fn, kwargs) or (fn, args, kwargs), "
+        "e.g. (MyAgent, {'text': 'hi'})")
+
+
+class _Expired(Exception):
+    """A call outlived its timeout in the thread fallback."""
+
+
+def _run_with_timeout_in_thread(fn: Callable[[], Any], timeout: float) -> Any:
+    # A real thread cannot be interrupted: run the call in a helper thread and stop waiting for it.
+    # The abandoned thread finishes in the background; its answer is dropped.
+    box: dict[str, Any] = {}
+    finished = threading.Event()
+
+    def run() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as exc:
+            box["error"] = exc
+        finally:
+            finished.set()
+
+    threading.Thread(target=contextvars.copy_context().run, args=(run,), daemon=True).start()
+    if not finished.wait(timeout):
+        raise _Expired
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+def _invoke(index: int, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+            timeout: float | None, green: bool) -> Result[Any]:
+    """Run one call and describe it as a Result; only a kill (GreenletExit) escapes."""
+    hook = getattr(fn, "__greenagents_call__", None)
+
+    def call() -> Any:
+        return hook(*args, **kwargs) if hook is not None else fn(*args, **kwargs)
+
+    start = time.perf_counter()
+    timer = gevent.Timeout(timeout) if green and timeout is not None else None
+    try:
+        if timer is not None:
+            with timer:
+                value = call()
+        elif timeout is not None:
+            value = _run_with_timeout_in_thread(call, timeout)
+        else:
+            value = call()
+    except gevent.GreenletExit:
+        raise
+    except (gevent.Timeout, _Expired) as exc:
+        if isinstance(exc, gevent.Timeout) and exc is not timer:
+            return Result(index, target_name(fn), error=exc, duration_s=time.perf_counter() - start)
+        error = errors.Timeout(f"{target_name(fn)} did not finish within timeout={timeout}s; "
+                               "raise the timeout or make the call faster")
+        return Result(index, target_name(fn), error=error, duration_s=time.perf_counter() - start)
+    except BaseException as exc:  # a call's failure is its Result's, never the batch's
+        return Result(index, target_name(fn), error=exc, duration_s=time.perf_counter() - start)
+    if hook is not None and isinstance(value, Result):
+        value.index = index
+        return value
+    return Result(index, target_name(fn), value=value, duration_s=time.perf_counter() - start)
+
+
+class _Run:
+    """One batch or stream: its bound, its live workers, its finished results.
+
+    The caller's greenlet (or thread) starts workers up to ``_WINDOW`` × the bound ahead and
+    collects their Results; workers wait for a slot, run, free the slot, then report.
+    """
+
+    def __init__(self, limit: int, timeout: float | None, deadline: float | None):
+        self.green = available()
+        if not self.green:
+            _warn_unpatched(limit)
+        self.limit = limit
+        self.timeout = timeout
+        self.deadline = deadline
+        self.cancelled = False
+        self.bound: Any
+        self.done: Any
+        if self.green:
+            self.bound = gevent.lock.Semaphore(limit)
+            self.done = gevent.queue.UnboundQueue()
+            self.group = gevent.pool.Group()
+        else:
+            self.bound = threading.Semaphore(limit)
+            self.done = queue.SimpleQueue()
+
+    def _start(self, index: int, fn: Callable[..., Any], args: tuple[Any, ...],
+               kwargs: dict[str, Any]) -> None:
+        context = contextvars.copy_context()
+        if self.green:
+            self.group.spawn(context.run, self._work, index, fn, args, kwargs)
+        else:
+            threading.Thread(target=context.run, args=(self._work, index, fn, args, kwargs),
+                             daemon=True).start()
+
+    def _work(self, index: int, fn: Callable[..., Any], args: tuple[Any, ...],
+              kwargs: dict[str, Any]) -> None:
+        slot = slots.Slot(self.bound)
+        slots.current.set(slot)  # this worker's own context copy: nothing to reset
+        slot.acquire()
+        try:
+            if self.cancelled:
+                return
+            result = _invoke(index, fn, args, kwargs, self.timeout, self.green)
+        finally:
+            slot.release()
+        self.done.put(result)
+
+    def _next(self, ends_at: float | None) -> Result[Any] | None:
+        """The next finished Result, or None when the deadline passed first."""
+        while True:
+            wait = None if ends_at is None else ends_at - time.monotonic()
+            if wait is not None and wait <= 0:
+                return None
+            if not self.green:  # short waits keep Ctrl-C responsive in the main thread
+                wait = 0.25 if wait is None else min(wait, 0.25)
+            try:
+                return self.done.get(timeout=wait)  # type: ignore[no-any-return]
+            except (queue.Empty, gevent.queue.Empty):
+                continue
+
+    def _cancel(self) -> None:
+        self.cancelled = True
+        if self.green:
+            self.group.kill(block=True, timeout=1)
+
+    def results(self, calls: Iterable[Any], bar: Progress) -> Iterator[Result[Any]]:
+        pending: dict[int, str] = {}
+        source = enumerate(calls)
+        exhausted = False
+        ends_at = None if self.deadline is None else time.monotonic() + self.deadline
+        with bar:
+            try:
+                while True:
+                    while not exhausted and len(pending) < self.limit * _WINDOW:
+                        try:
+                            index, call = next(source)
+                        except StopIteration:
+                            exhausted = True
+                            break
+                        try:
+                            fn, args, kwargs = _unpack(index, call)
+                        except errors.InputError as exc:
+                            bar.update(ok=False)
+                            yield Result(index, "", error=exc)
+                            continue
+                        pending[index] = target_name(fn)
+                        self._start(index, fn, args, kwargs)
+                    if not pending:
+                        return
+                    result = self._next(ends_at)
+                    if result is None:
+                        yield from self._expire(pending, source, bar)
+                        return
+                    del pending[result.index]  # type: ignore[arg-type]
+                    if isinstance(result.error, (KeyboardInterrupt, SystemExit)):
+                        raise result.error
+                    bar.update(ok=result.ok)
+                    yield result
+            finally:
+                self._cancel()
+
+    def _expire(self, pending: dict[int, str], source: Iterator[tuple[int, Any]],
+                bar: Progress) -> Iterator[Result[Any]]:
+        """The deadline passed: stop every call, keep what finished, time out the rest."""
+        self._cancel()
+        while True:  # results that arrived while cancelling are real answers: keep them
+            try:
+                finished = self.done.get(block=False)
+            except (queue.Empty, gevent.queue.Empty):
+                break
+            del pending[finished.index]
+            bar.update(ok=finished.ok)
+            yield finished
+        late = f"the run's deadline of {self.deadline}s passed"
+        for index, target in sorted(pending.items()):
+            bar.update(ok=False)
+            yield Result(index, target, error=errors.Timeout(
+                f"{late} before this call finished; raise deadline= or max_concurrent="))
+        for index, call in source:
+            bar.update(ok=False)
+            target = target_name(call[0]) if isinstance(call, tuple) and call else ""
+            yield Result(index, target, error=errors.Timeout(
+                f"{late} before this call started; raise deadline= or max_concurrent="))
+
+
+def _checked_limit(max_concurrent: int | None) -> int:
+    limit = settings().max_concurrency if max_concurrent is None else max_concurrent
+    if not isinstance(limit, int) or limit < 1:
+        raise errors.ConfigError(f"max_concurrent must be an int >= 1, got {limit!r}")
+    return limit
+
+
+def _checked_seconds(name: str, value: float | None) -> float | None:
+    if value is not None and not value > 0:
+        raise errors.ConfigError(f"{name} must be a number of seconds > 0 (or None), got {value!r}")
+    return value
+
+
+def _stream(calls: Iterable[Any], total: int | None, max_concurrent: int | None,
+            timeout: float | None, deadline: float | None,
+            progress: bool | None) -> Iterator[Result[Any]]:
+    run = _Run(_checked_limit(max_concurrent), _checked_seconds("timeout", timeout),
+               _checked_seconds("deadline", deadline))
+    enabled = settings().progress if progress is None else progress
+    return run.results(calls, Progress(total, enabled=enabled))
+
+
+def _size(items: Iterable[Any]) -> int | None:
+    return len(items) if hasattr(items, "__len__") else None  # type: ignore[arg-type]
+
+
+def _collect(source: Iterator[Result[Any]],
+             on_result: Callable[[Result[Any]], object] | None) -> list[Result[Any]]:
+    results: list[Result[Any]] = []
+    try:
+        for result in source:
+            if on_result is not None:
+                on_result(result)
+            results.append(result)
+    finally:
+        source.close()  # type: ignore[attr-defined]  # stops the calls still running
+    results.sort(key=lambda r: r.index or 0)
+    return results
+
+
+def stream(calls: Iterable[Call], *, max_concurrent: int | None = None,
+           timeout: float | None = None, deadline: float | None = None,
+           progress: bool | None = None) -> Iterator[Result[Any]]:
+    """Run ``calls`` concurrently and yield each :class:`Result` as it completes.
+
+    ``calls`` is consumed lazily, so a generator of a million calls runs in memory proportional to
+    ``max_concurrent``, not to its length. ``timeout`` bounds each call; ``deadline`` bounds the
+    whole run (calls still running or not started then get a ``Timeout`` error). Leaving the loop
+    early (``break``, an exception) stops the calls still running.
+
+    >>> import greenagents as ga
+    >>> sorted(r.value for r in ga.stream([(abs, (-1,), {}), (abs, (-2,), {})]))
+    [1, 2]
+    """
+    return _stream(calls, _size(calls), max_concurrent, timeout, deadline, progress)
+
+
+def batch(calls: Iterable[Call], *, max_concurrent: int | None = None,
+          timeout: float | None = None, deadline: float | None = None,
+          progress: bool | None = None,
+          on_result: Callable[[Result[Any]], object] | None = None) -> list[Result[Any]]:
+    """Run ``calls`` concurrently; one :class:`Result` per call, in input order.
+
+    Each call is ``(fn, kwargs)`` or ``(fn, args, kwargs)``; ``fn`` may be any callable, an Agent
+    class included. ``on_result`` sees each Result as it completes; if it raises (or on Ctrl-C),
+    the calls still running are stopped and the exception propagates.
+
+    >>> import greenagents as ga
+    >>> [r.value for r in ga.batch([(divmod, (7, 2), {}), (pow, {"base": 2, "exp": 8})])]
+    [(3, 1), 256]
+    """
+    return _collect(_stream(calls, _size(calls), max_concurrent, timeout, deadline, progress),
+                    on_result)
+
+
+def each(items: Iterable[Any], fn: Callable[[Any], T], *, max_concurrent: int | None = None,
+         timeout: float | None = None, deadline: float | None = None,
+         progress: bool | None = None) -> list[Result[T]]:
+    """``fn(item)`` for every item, concurrently; Results in the items' order.
+
+    >>> import greenagents as ga
+    >>> [r.value for r in ga.each(["a", "bb"], len)]
+    [1, 2]
+    """
+    calls: Iterator[Call] = ((fn, (item,), {}) for item in items)
+    return _collect(_stream(calls, _size(items), max_concurrent, timeout, deadline, progress), None)
+
+
+_warned_spawn = False
+
+
+def spawn(fn: Callable[..., T], *args: Any, **kwargs: Any) -> gevent.Greenlet[Any, T]:
+    """Start ``fn(*args, **kwargs)`` in a greenlet (with the caller's contextvars); ``.get()`` it.
+
+    >>> import greenagents as ga
+    >>> ga.spawn(max, 1, 5).get()
+    5
+    """
+    global _warned_spawn
+    if not available() and not _warned_spawn:
+        _warned_spawn = True
+        warnings.warn("greenagents.spawn: the standard library is not monkey-patched, so spawned "
+                      "calls that block on I/O run one after another. Make "
+                      "`import greenagents.monkey` the first import of your program.",
+                      NotPatchedWarning, stacklevel=2)
+    return gevent.spawn(contextvars.copy_context().run, fn, *args, **kwargs)

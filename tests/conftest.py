@@ -1,0 +1,32 @@
+"""The test process runs monkey-patched, as a greenagents program would (first import).
+
+Unpatched behaviour (the thread fallback, the late-patch warning) is tested in subprocesses.
+"""
+
+import greenagents.monkey  # must stay the first import
+
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+
+import pytest
+
+import greenagents as ga
+from greenagents import config
+
+
+@pytest.fixture(autouse=True)
+def _fresh_settings() -> Iterator[None]:
+    config.reset()
+    yield
+    config.reset()
+
+
+def run_python(code: str, *, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` in a fresh interpreter (unpatched unless it patches), capturing output."""
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
+                          text=True, timeout=timeout)
+
+
+assert ga.available(), "tests expect a patched process"
