@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import email.utils
 import json
+import re
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -58,6 +59,9 @@ __all__ = ["Headers", "HttpResponse", "close_pools", "pool_for", "post_json", "r
 
 # Smallest pool built when http_pool_size is None: no "pool is full" discards at 1,000+ concurrent.
 MIN_AUTO_POOL_SIZE = 1024
+
+# urllib3 prefixes messages with "HTTPConnection(host='h', port=1): "; the origin is already said.
+_POOL_PREFIX = re.compile(r"^\w+\(host=[^)]*\):\s*")
 
 _lock = threading.Lock()
 _pools: dict[tuple[str, str, int], tuple[int, HTTPConnectionPool]] = {}
@@ -96,7 +100,7 @@ class HttpResponse:
     """
 
     status: int
-    headers: Headers = field(repr=False)
+    headers: Mapping[str, str] = field(repr=False)  # a Headers: case-insensitive
     data: bytes = field(repr=False)
 
     def __post_init__(self) -> None:
@@ -244,7 +248,7 @@ def _reason(exc: BaseException) -> str:
     if isinstance(exc, ConnectionResetError):
         return "connection reset by peer"
     name = type(exc).__name__
-    text = str(exc).split(": ", 1)[-1][:120]
+    text = _POOL_PREFIX.sub("", str(exc))[:160]
     return f"{name}: {text}" if text else name
 
 

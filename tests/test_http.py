@@ -1,0 +1,276 @@
+"""The shared transport against a real HTTP server on 127.0.0.1 (no mocks of urllib3)."""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import socket
+import struct
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import pytest
+
+from greenagents import config, http
+from greenagents.errors import (
+    AuthError,
+    BadRequest,
+    ConnectionFailed,
+    ProviderError,
+    RateLimited,
+    ServerError,
+    Timeout,
+)
+
+SECRET = "sk-live-abcdef123456"
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """Behaviour by path: /status/<code>?header=value, /hang, /reset, /truncate, /reply, else echo."""
+
+    protocol_version = "HTTP/1.1"  # keep-alive
+    server: LocalServer
+
+    def setup(self) -> None:
+        super().setup()
+        self.server.connections += 1
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("content-length", 0)))
+        self.server.requests.append((self.path, dict(self.headers.items()), body))
+        parts = urlsplit(self.path)
+        if parts.path.startswith("/status/"):
+            self._send(int(parts.path.rsplit("/", 1)[1]), dict(parse_qsl(parts.query)),
+                       json.dumps({"error": {"message": "failed"}}).encode())
+        elif parts.path == "/hang":
+            time.sleep(5)
+        elif parts.path == "/reset":  # SO_LINGER 0: close() sends RST
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.close_connection = True
+        elif parts.path == "/truncate":
+            self.send_response(200)
+            self.send_header("Content-Length", "100")
+            self.end_headers()
+            self.wfile.write(b'{"choices": [')
+            self.close_connection = True
+        elif self.server.reply is not None:
+            self._send(*self.server.reply)
+        else:
+            self._send(200, {}, body)
+
+    def _send(self, status: int, headers: dict[str, str], data: bytes) -> None:
+        self.send_response(status)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+class LocalServer(ThreadingHTTPServer):
+    """A test server on a free port of 127.0.0.1; ``reply`` fixes the answer of other paths."""
+
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.connections = 0
+        self.requests: list[tuple[str, dict[str, str], bytes]] = []
+        self.reply: tuple[int, dict[str, str], bytes] | None = None
+        self.url = f"http://127.0.0.1:{self.server_address[1]}"
+
+
+@pytest.fixture
+def server() -> Iterator[LocalServer]:
+    srv = LocalServer()
+    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield srv
+    http.close_pools()
+    srv.shutdown()
+    srv.server_close()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# -- status mapping ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("status", "error"), [
+    (400, BadRequest), (401, AuthError), (403, AuthError), (404, BadRequest), (408, Timeout),
+    (409, ServerError), (422, BadRequest), (429, RateLimited), (500, ServerError),
+    (503, ServerError), (529, ServerError),
+])
+def test_status_maps_to_error(server: LocalServer, status: int, error: type[ProviderError]) -> None:
+    response = http.post_json(f"{server.url}/status/{status}", {}, {})
+    assert response.status == status
+    with pytest.raises(ProviderError) as info:
+        http.raise_for_status(response, provider="openai", message=f"bad key {SECRET}",
+                              key_env="OPENAI_API_KEY", api_key=SECRET)
+    assert type(info.value) is error
+    assert (info.value.status, info.value.provider) == (status, "openai")
+    assert SECRET not in str(info.value) and SECRET not in repr(info.value)
+    assert info.value.retryable == (error in (Timeout, ServerError, RateLimited))
+
+
+def test_2xx_does_not_raise_and_headers_are_case_insensitive(server: LocalServer) -> None:
+    response = http.post_json(f"{server.url}/echo", {"a": [1, "é"]}, {})
+    http.raise_for_status(response, provider="openai")
+    assert json.loads(response.data) == {"a": [1, "é"]}
+    assert response.headers["CONTENT-TYPE"] == response.headers.get("content-type")
+
+
+def test_auth_error_names_the_variable() -> None:
+    with pytest.raises(AuthError, match="check ANTHROPIC_API_KEY"):
+        http.raise_for_status(http.HttpResponse(401, {}, b""), provider="anthropic",
+                              key_env="ANTHROPIC_API_KEY")
+
+
+@pytest.mark.parametrize(("headers", "expected"), [
+    ({"Retry-After": "3"}, 3.0),
+    ({"retry-after-ms": "1500", "Retry-After": "9"}, 1.5),
+    ({"Retry-After": "soon"}, None),
+    ({}, None),
+])
+def test_retry_after(server: LocalServer, headers: dict[str, str], expected: float | None) -> None:
+    query = "&".join(f"{k}={v}" for k, v in headers.items())
+    response = http.post_json(f"{server.url}/status/429?{query}", {}, {})
+    with pytest.raises(RateLimited) as info:
+        http.raise_for_status(response, provider="openai")
+    assert info.value.retry_after == expected
+
+
+def test_retry_after_http_date() -> None:
+    when = datetime.now(timezone.utc) + timedelta(seconds=10)
+    response = http.HttpResponse(429, {"Retry-After": email.utils.format_datetime(when, True)}, b"")
+    with pytest.raises(RateLimited) as info:
+        http.raise_for_status(response, provider="openai")
+    assert info.value.retry_after is not None and 8 <= info.value.retry_after <= 10.5
+
+
+# -- transport failures ------------------------------------------------------------------------
+
+def test_connection_refused() -> None:
+    port = _free_port()
+    with pytest.raises(ConnectionFailed) as info:
+        http.post_json(f"http://127.0.0.1:{port}/v1/chat/completions", {},
+                       {"authorization": f"Bearer {SECRET}"}, hint="check OPENAI_BASE_URL")
+    text = str(info.value)
+    assert f"http://127.0.0.1:{port}" in text and "connection refused" in text
+    assert "check OPENAI_BASE_URL" in text and SECRET not in text
+
+
+def test_reset_is_connection_failed(server: LocalServer) -> None:
+    with pytest.raises(ConnectionFailed, match="broke mid-request"):
+        http.post_json(f"{server.url}/reset", {}, {})
+
+
+def test_truncated_body_is_connection_failed(server: LocalServer) -> None:
+    """Fewer bytes than Content-Length: the transport reports it (urllib3 IncompleteRead)."""
+    with pytest.raises(ConnectionFailed, match="IncompleteRead"):
+        http.post_json(f"{server.url}/truncate", {}, {})
+
+
+def test_hang_is_timeout(server: LocalServer) -> None:
+    start = time.monotonic()
+    with pytest.raises(Timeout, match="no answer within the timeout"):
+        http.post_json(f"{server.url}/hang", {}, {}, timeout=0.3)
+    assert time.monotonic() - start < 2
+
+
+def test_bad_url_is_bad_request() -> None:
+    with pytest.raises(BadRequest, match="http:// or https://"):
+        http.post_json("ftp://example.com/x", {}, {})
+
+
+# -- pooling -----------------------------------------------------------------------------------
+
+def test_keep_alive_reuses_one_connection(server: LocalServer) -> None:
+    for i in range(20):
+        assert http.post_json(f"{server.url}/echo", {"i": i}, {}).status == 200
+    assert server.connections == 1
+
+
+def test_one_pool_per_origin_sized_to_load(server: LocalServer) -> None:
+    pool = http.pool_for(f"{server.url}/v1/a")
+    assert http.pool_for(f"{server.url}/other") is pool
+    assert http.pool_for(f"http://127.0.0.1:{_free_port()}/") is not pool
+    assert pool.pool is not None and pool.pool.maxsize == http.MIN_AUTO_POOL_SIZE
+    config.configure(max_concurrency=3000)
+    bigger = http.pool_for(server.url)
+    assert bigger is not pool and bigger.pool is not None and bigger.pool.maxsize == 3000
+    config.configure(http_pool_size=8)
+    assert http.pool_for(server.url) is bigger  # never shrunk under running calls
+
+
+_WIDE = """
+    from gevent import monkey; monkey.patch_all()
+    import json, logging, sys, time
+    import gevent
+    from gevent.pywsgi import WSGIServer
+    from greenagents import config, http
+
+    n, pool_size = int(sys.argv[1]), (int(sys.argv[2]) or None)
+    ports = set()
+
+    def app(environ, start_response):
+        ports.add(environ["REMOTE_PORT"])
+        environ["wsgi.input"].read()
+        gevent.sleep(0.05)
+        start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", "2")])
+        return [b"{}"]
+
+    server = WSGIServer(("127.0.0.1", 0), app, log=None, error_log=None, backlog=4096)
+    server.start()
+    config.configure(max_concurrency=n, http_pool_size=pool_size)
+    warnings = []
+    handler = logging.Handler()
+    handler.emit = lambda record: warnings.append(record.getMessage())
+    logging.getLogger("urllib3").addHandler(handler)
+    url = f"http://127.0.0.1:{server.server_port}/v1/chat/completions"
+    waves = []
+    for _ in range(2):
+        start, cpu = time.perf_counter(), time.process_time()
+        jobs = [gevent.spawn(http.post_json, url, {"i": i}, {}) for i in range(n)]
+        gevent.joinall(jobs, raise_error=True)
+        assert all(job.value.status == 200 for job in jobs)
+        waves.append({"wall_s": time.perf_counter() - start, "cpu_s": time.process_time() - cpu,
+                      "connections": len(ports)})
+    print(json.dumps({"pool_full_warnings": len(warnings), "waves": waves}))
+"""
+
+
+def _run_wide(n: int, pool_size: int = 0) -> dict[str, Any]:
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(_WIDE), str(n), str(pool_size)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
+
+
+def test_no_pool_full_warning_at_1000_concurrent() -> None:
+    """1,000 concurrent calls (twice): no discarded connection, and the second wave reuses all."""
+    result = _run_wide(1000)
+    assert result["pool_full_warnings"] == 0, result
+    first, second = result["waves"]
+    assert first["connections"] <= 1000
+    assert second["connections"] == first["connections"], "second wave opened new connections"
+
+
+def test_small_pool_does_warn() -> None:
+    """The control: the measurement above does see discards when the pool is too small."""
+    assert _run_wide(100, pool_size=10)["pool_full_warnings"] > 0
