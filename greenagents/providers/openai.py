@@ -28,6 +28,7 @@ _STRICT_KEYWORDS = frozenset({
     "$ref", "$defs", "definitions", "description", "title", "pattern", "format", "minimum",
     "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf", "minItems", "maxItems",
 })
+_TYPED = frozenset({"type", "anyOf", "$ref", "enum", "const"})
 # Reasoning models reject ``max_tokens``; compatible servers often only know ``max_tokens``.
 _REASONING_MODEL = re.compile(r"^(o\d|gpt-5)")
 
@@ -42,7 +43,7 @@ def strict_schema(schema: dict[str, Any]) -> dict[str, Any] | None:
     Objects get ``additionalProperties: false`` and every property becomes required (pydantic
     still fills defaults; optional fields keep their ``null`` branch), ``default`` and
     ``discriminator`` are dropped, ``oneOf`` becomes ``anyOf``, a one-item ``allOf`` is inlined.
-    Open objects (``dict[str, X]``) and unsupported keywords make it None.
+    Open objects (``dict[str, X]``), untyped values (``Any``) and unsupported keywords make it None.
 
     >>> strict_schema({"type": "object", "properties": {"n": {"type": "integer", "default": 1}}})
     {'type': 'object', 'properties': {'n': {'type': 'integer'}}, 'additionalProperties': False, \
@@ -85,6 +86,8 @@ def _strict_node(node: Any) -> dict[str, Any]:
         elif key == "additionalProperties" and value is not False:
             raise _NotStrict
         out[key] = value
+    if not _TYPED.intersection(out):
+        raise _NotStrict  # an untyped node (``Any``) cannot be strict
     if out.get("type") == "object" or "properties" in out:
         if "properties" not in out:
             raise _NotStrict  # a free-form object cannot be closed
