@@ -1,0 +1,245 @@
+"""Typed agents: a small class whose ``prompt`` signature is its input schema.
+
+Calling an agent is plain synchronous code — inputs validated, messages built, the model asked,
+the answer validated — so it becomes concurrent inside :func:`greenagents.batch` with no change::
+
+    from pydantic import BaseModel
+    import greenagents as ga
+
+    class Sentiment(BaseModel):
+        label: Literal["positive", "negative", "neutral"]
+        confidence: float
+
+    class SentimentAgent(ga.Agent):
+        model = "openai/gpt-4o-mini"
+        instructions = "Classify the sentiment of the text."
+        output = Sentiment
+
+        def prompt(self, text: str) -> str:
+            return text
+
+    SentimentAgent.call(text="I love this!")            # -> Result[Sentiment], never raises
+    SentimentAgent.run(text="I love this!")             # -> Sentiment, or raises
+    ga.batch([(SentimentAgent, {"text": t}) for t in texts])
+
+A call that fails is a :class:`~greenagents.Result` holding the error; bad inputs are an
+:class:`~greenagents.errors.InputError` naming the field, found before any request is sent.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from collections.abc import Sequence
+from typing import Any, ClassVar, get_type_hints
+
+from pydantic import BaseModel, ValidationError, create_model
+
+from . import limits, pricing, providers, tracking
+from .config import settings
+from .errors import ConfigError, GreenAgentsError, InputError, RateLimited
+from .errors import Timeout as CallTimeout
+from .result import Attempt, Result, Usage
+from .retry import RetryPolicy, call_with_retries, policy_for, retryable
+from .runtime import target_name
+from .structured import InvalidOutput, OutputSpec
+
+__all__ = ["Agent"]
+
+Message = dict[str, Any]
+
+
+class _Inputs:
+    """The input schema of one agent class, read once from its ``prompt`` signature."""
+
+    def __init__(self, agent: type[Agent]):
+        self.agent = agent.__qualname__
+        self.signature = inspect.signature(agent.prompt)
+        hints = get_type_hints(agent.prompt)
+        fields: dict[str, Any] = {}
+        for name, param in list(self.signature.parameters.items())[1:]:  # skip self
+            if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+                raise TypeError(f"{agent.__qualname__}.prompt takes *{name}: name each input "
+                                "instead (the signature is the input schema)")
+            default = ... if param.default is param.empty else param.default
+            fields[name] = (hints.get(name, Any), default)
+        self.model: type[BaseModel] = create_model(f"{agent.__name__}Inputs", **fields)
+
+    def validate(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        unknown = sorted(set(kwargs) - set(self.model.model_fields))
+        if unknown:
+            raise InputError(f"{self.agent}.call(): unknown input(s) {unknown}; inputs are "
+                             f"{list(self.model.model_fields)}")
+        try:
+            bound = self.signature.bind(None, *args, **kwargs)
+        except TypeError as exc:
+            raise InputError(f"{self.agent}.call(): {exc}; inputs are "
+                             f"{list(self.model.model_fields)}") from None
+        del bound.arguments[next(iter(self.signature.parameters))]
+        try:
+            checked = self.model.model_validate(bound.arguments)
+        except ValidationError as exc:
+            problems = "; ".join(f"input '{'.'.join(map(str, e['loc']))}': {e['msg']}"
+                                 for e in exc.errors())
+            raise InputError(f"{self.agent}.call(): {problems}") from None
+        return {name: getattr(checked, name) for name in self.model.model_fields}
+
+
+class _Call:
+    """The state of one agent call across attempts, re-asks and fallback models."""
+
+    def __init__(self, agent: type[Agent], messages: list[Message]):
+        self.agent = agent
+        self.messages = messages
+        self.spec = agent._output_spec()
+        self.usage_by_model: dict[str, Usage] = {}
+        self.history: list[Attempt] = []
+        self.started = time.monotonic()
+        self.reask: InvalidOutput | None = None
+
+    def attempt(self, model: str, endpoint: providers.Endpoint, deadline: float | None) -> Any:
+        timeout = self.agent.timeout or settings().timeout
+        if deadline is not None:
+            timeout = min(timeout, deadline - (time.monotonic() - self.started))
+            if timeout <= 0:
+                raise CallTimeout(f"{self.agent.__qualname__}: its retry deadline of {deadline}s "
+                                  "passed; raise Retry(deadline=...)")
+        messages = self.messages + (OutputSpec.reask(self.reask) if self.reask else [])
+        start = time.monotonic()
+        record: dict[str, Any] = {"number": len(self.history) + 1, "model": model}
+        try:
+            limits.before_request(endpoint.provider.name, model, messages)
+            completion = providers.complete(
+                endpoint, messages, schema=self.spec.schema, schema_name=self.spec.name,
+                temperature=self.agent.temperature, max_tokens=self.agent.max_tokens,
+                timeout=timeout)
+            self.usage_by_model[model] = self.usage_by_model.get(model, Usage()) + completion.usage
+            value = self.spec.parse(completion.text)
+        except BaseException as exc:
+            record.update(error=type(exc).__name__, status=getattr(exc, "status", None))
+            if isinstance(exc, RateLimited):
+                limits.cooldown(endpoint.provider.name, exc.retry_after)
+            if isinstance(exc, InvalidOutput):
+                self.reask = exc
+            raise
+        finally:
+            self.history.append(Attempt(**record, duration_s=time.monotonic() - start))
+        return value
+
+    @property
+    def usage(self) -> Usage:
+        return sum(self.usage_by_model.values(), Usage())
+
+    def cost(self, model: str) -> float | None:
+        """USD over every model asked; None when any of their prices is unknown."""
+        costs = [pricing.cost_usd(m, u) for m, u in (self.usage_by_model or {model: Usage()}).items()]
+        return None if None in costs else sum(c for c in costs if c is not None)
+
+    def waited(self, seconds: float) -> None:
+        last = self.history[-1]
+        self.history[-1] = Attempt(last.number, last.model, last.status, last.error,
+                                   last.duration_s, seconds)
+
+
+class Agent:
+    """Base class of agents; subclass it and set the class attributes below.
+
+    ``model`` is ``"provider/name"`` (default: ``ga.settings().default_model``), ``output`` is
+    ``str`` or a pydantic model (structured output), ``retries`` an int, a :class:`ga.Retry` or a
+    ``tenacity.Retrying``, ``fallbacks`` models to try in order once retries on the previous one
+    are exhausted, ``base_url`` any OpenAI-compatible server. ``timeout`` bounds each attempt.
+    """
+
+    model: ClassVar[str | None] = None
+    instructions: ClassVar[str] = ""
+    output: ClassVar[Any] = str
+    temperature: ClassVar[float | None] = None
+    max_tokens: ClassVar[int | None] = None
+    timeout: ClassVar[float | None] = None
+    retries: ClassVar[RetryPolicy] = None
+    fallbacks: ClassVar[Sequence[str]] = ()
+    base_url: ClassVar[str | None] = None
+    # per-class caches, filled on first call (looked up in the class's own __dict__)
+    _greenagents_inputs: ClassVar[_Inputs]
+    _greenagents_output: ClassVar[OutputSpec]
+
+    def prompt(self, input: str) -> str | list[Message]:
+        """The user message (or a list of messages) for these inputs; override it.
+
+        Its parameters, with their type hints and defaults, are the agent's inputs.
+        """
+        return input
+
+    @classmethod
+    def _inputs(cls) -> _Inputs:
+        cached = cls.__dict__.get("_greenagents_inputs")
+        if cached is None:
+            cached = _Inputs(cls)
+            cls._greenagents_inputs = cached
+        return cached
+
+    @classmethod
+    def _output_spec(cls) -> OutputSpec:
+        cached = cls.__dict__.get("_greenagents_output")
+        if cached is None or cached.output is not cls.output:
+            cached = OutputSpec(cls.output)
+            cls._greenagents_output = cached
+        return cached
+
+    @classmethod
+    def _messages(cls, inputs: dict[str, Any]) -> list[Message]:
+        prompted = cls().prompt(**inputs)
+        messages: list[Message] = [{"role": "system", "content": cls.instructions}] \
+            if cls.instructions else []
+        if isinstance(prompted, str):
+            return [*messages, {"role": "user", "content": prompted}]
+        if isinstance(prompted, list) and all(isinstance(m, dict) and "role" in m for m in prompted):
+            return messages + prompted
+        raise TypeError(f"{cls.__qualname__}.prompt returned {type(prompted).__name__}; return a "
+                        "string or a list of {'role': ..., 'content': ...} messages")
+
+    @classmethod
+    def _endpoints(cls) -> list[tuple[str, providers.Endpoint]]:
+        models = [cls.model or settings().default_model, *cls.fallbacks]
+        return [(model, providers.resolve(model, base_url=cls.base_url)) for model in models]
+
+    @classmethod
+    def call(cls, *args: Any, **inputs: Any) -> Result[Any]:
+        """Run the agent once; a :class:`~greenagents.Result`, never an exception for a failure."""
+        started = time.perf_counter()
+        result: Result[Any] = Result(target=target_name(cls), attempts=0)
+        try:
+            messages = cls._messages(cls._inputs().validate(args, inputs))
+            endpoints = cls._endpoints()
+            policy, deadline, retry_after_max = policy_for(cls.retries)
+        except (GreenAgentsError, TypeError) as exc:
+            result.error = exc if isinstance(exc, GreenAgentsError) else ConfigError(str(exc))
+            result.duration_s = time.perf_counter() - started
+            tracking.record(result)
+            return result
+        state = _Call(cls, messages)
+        for model, endpoint in endpoints:
+            try:
+                result.value = call_with_retries(
+                    lambda m=model, e=endpoint: state.attempt(m, e, deadline),  # type: ignore[misc]
+                    policy, retry_after_max=retry_after_max, on_wait=state.waited)
+                result.error, result.model = None, model
+                break
+            except Exception as exc:  # kills and the caller's timeouts are BaseException: they pass
+                result.error, result.model = exc, model
+                if not retryable(exc):
+                    break  # fallbacks are for what retrying could not fix, not for bad requests
+        result.attempts = len(state.history)
+        result.history = tuple(state.history)
+        result.usage = state.usage
+        result.cost_usd = state.cost(result.model or "")
+        result.duration_s = time.perf_counter() - started
+        tracking.record(result)
+        return result
+
+    __greenagents_call__ = call  # how ga.batch calls an agent class: its Result, kept whole
+
+    @classmethod
+    def run(cls, *args: Any, **inputs: Any) -> Any:
+        """Run the agent once and return its output, or raise its error."""
+        return cls.call(*args, **inputs).unwrap()

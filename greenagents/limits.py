@@ -1,0 +1,135 @@
+"""Shared rate limits: requests- and tokens-per-minute budgets, and the cooldown after a 429.
+
+Every greenlet in the process (or, with a Redis storage, every process) draws from the same
+budget, so a thousand concurrent calls do not all hammer a provider that said "slow down". The
+bucket arithmetic is the ``limits`` library's (sliding-window counters); its storage is swappable:
+``"memory://"`` by default, ``"redis://host:port"`` to share budgets and cooldowns across Celery
+workers or machines. A call waiting for budget parks with :func:`greenagents.slots.sleep` —
+cooperatively, and without holding its concurrency slot.
+
+>>> import greenagents as ga
+>>> ga.rate_limit("openai", rpm=500, tpm=200_000)
+RateLimit('openai', rpm=500, tpm=200000, storage='memory://')
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from limits import RateLimitItem, RateLimitItemPerMinute
+from limits.storage import Storage, storage_from_string
+from limits.strategies import SlidingWindowCounterRateLimiter
+
+from . import slots
+
+__all__ = ["RateLimit", "before_request", "clear", "cooldown", "estimate_tokens", "rate_limit"]
+
+_lock = threading.Lock()
+_limits: dict[str, RateLimit] = {}  # "provider" or "provider/model" -> its budget
+_storages: dict[str, Storage] = {}
+_cooldown_storage = "memory://"
+
+
+def _storage(url: str) -> Storage:
+    with _lock:
+        if url not in _storages:
+            storage = storage_from_string(url)
+            assert isinstance(storage, Storage), f"{url} is an asyncio storage; use a sync one"
+            _storages[url] = storage
+        return _storages[url]
+
+
+def estimate_tokens(messages: Sequence[Mapping[str, Any]]) -> int:
+    """A cheap prompt-token estimate (4 characters a token) for the tokens-per-minute budget."""
+    return max(1, len(json.dumps([m.get("content") for m in messages], default=str)) // 4)
+
+
+class RateLimit:
+    """A requests-per-minute and tokens-per-minute budget for one provider (or provider/model)."""
+
+    def __init__(self, key: str, *, rpm: int | None = None, tpm: int | None = None,
+                 storage: str = "memory://"):
+        if rpm is None and tpm is None:
+            raise ValueError(f"rate_limit({key!r}): give rpm=, tpm= or both")
+        for name, value in (("rpm", rpm), ("tpm", tpm)):
+            if value is not None and value < 1:
+                raise ValueError(f"rate_limit({key!r}): {name} must be >= 1, got {value}")
+        self.key, self.rpm, self.tpm, self.storage = key, rpm, tpm, storage
+        self._limiter = SlidingWindowCounterRateLimiter(_storage(storage))
+        self._requests = RateLimitItemPerMinute(rpm) if rpm else None
+        self._tokens = RateLimitItemPerMinute(tpm) if tpm else None
+
+    def __repr__(self) -> str:
+        return f"RateLimit({self.key!r}, rpm={self.rpm}, tpm={self.tpm}, storage={self.storage!r})"
+
+    def _take(self, item: RateLimitItem, cost: int) -> None:
+        cost = min(cost, item.amount)  # a single call larger than the budget still goes, alone
+        while not self._limiter.hit(item, "greenagents", self.key, cost=cost):
+            reset = self._limiter.get_window_stats(item, "greenagents", self.key).reset_time
+            slots.sleep(min(max(reset - time.time(), 0.01), 1.0))
+
+    def acquire(self, tokens: int) -> None:
+        """Wait until one request of ``tokens`` prompt tokens fits the budget, then spend it."""
+        if self._requests is not None:
+            self._take(self._requests, 1)
+        if self._tokens is not None:
+            self._take(self._tokens, tokens)
+
+
+def rate_limit(provider: str, *, rpm: int | None = None, tpm: int | None = None,
+               model: str | None = None, storage: str = "memory://") -> RateLimit:
+    """Set the budget for ``provider`` (``"openai"``, ``"anthropic"``...), or one of its models.
+
+    Budgets of a provider and of its model both apply. ``storage="redis://127.0.0.1:6379"``
+    shares the budget (and the 429 cooldowns) with every process using the same Redis.
+    """
+    global _cooldown_storage
+    key = f"{provider}/{model}" if model else provider
+    budget = RateLimit(key, rpm=rpm, tpm=tpm, storage=storage)
+    with _lock:
+        _limits[key] = budget
+        if storage != "memory://":
+            _cooldown_storage = storage
+    return budget
+
+
+def clear() -> None:
+    """Forget every budget and cooldown (tests, reconfiguration)."""
+    global _cooldown_storage
+    with _lock:
+        _limits.clear()
+        for storage in _storages.values():
+            storage.reset()
+        _cooldown_storage = "memory://"
+
+
+def _cooldown_key(provider: str) -> str:
+    return f"greenagents/cooldown/{provider}"
+
+
+def cooldown(provider: str, retry_after: float | None) -> None:
+    """A 429 said wait ``retry_after`` seconds: every call to ``provider`` now waits that long."""
+    if retry_after and retry_after > 0:
+        storage = _storage(_cooldown_storage)
+        key = _cooldown_key(provider)
+        if storage.get(key) == 0:  # keep the earliest cooldown: do not extend it on every 429
+            storage.incr(key, max(1, math.ceil(retry_after)))
+
+
+def before_request(provider: str, model: str, messages: Sequence[Mapping[str, Any]]) -> None:
+    """Wait out the provider's cooldown and its budgets before one request; spend the budget."""
+    storage = _storage(_cooldown_storage)
+    key = _cooldown_key(provider)
+    while storage.get(key):
+        slots.sleep(min(max(storage.get_expiry(key) - time.time(), 0.01), 1.0))
+    budgets = [b for k in (provider, f"{provider}/{model.partition('/')[2] or model}")
+               if (b := _limits.get(k)) is not None]
+    if budgets:
+        tokens = estimate_tokens(messages)
+        for budget in budgets:
+            budget.acquire(tokens)

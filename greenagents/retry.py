@@ -1,0 +1,173 @@
+"""Retrying a call: which errors, how long to wait, and waiting without holding a slot.
+
+Built on tenacity and composable with it: :class:`Retry` is a small policy that *produces* a
+``tenacity.Retrying``; ``backoff=`` and ``on=`` accept tenacity strategies, and an agent's
+``retries`` may be a ``tenacity.Retrying`` of your own. Whatever the policy, the backoff sleeps
+through :func:`greenagents.slots.sleep`: cooperative, and **the call's concurrency slot goes to
+another call while it waits**, so a retry-heavy batch is not stalled by its own backoffs.
+
+Retried: :class:`~greenagents.errors.ProviderError` subclasses marked ``retryable`` (connection
+failures, timeouts, 408, 409, 429, 5xx, 529) and invalid structured answers (re-asked at once).
+Never retried: 400/401/403/404/422, input and config errors, programming errors, and the
+``BaseException`` family (``GreenletExit``, the caller's ``gevent.Timeout``, ``KeyboardInterrupt``).
+A ``Retry-After`` is the wait when the provider sends one; one longer than ``retry_after_max``
+fails the call at once with a :class:`~greenagents.errors.RateLimited` that says so.
+
+>>> from greenagents import Retry
+>>> Retry(max=5, backoff="fixed", base=0.1, jitter=False).retrying().stop.max_attempt_number
+6
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Literal, TypeVar
+
+import tenacity
+from tenacity.retry import retry_base
+from tenacity.wait import wait_base
+
+from . import slots
+from .config import settings
+from .errors import GreenAgentsError, RateLimited
+
+__all__ = ["Retry", "RetryPolicy", "call_with_retries", "policy_for", "retryable"]
+
+T = TypeVar("T")
+Backoff = Literal["exponential", "fixed", "none"] | wait_base
+
+
+def retryable(exc: BaseException) -> bool:
+    """Whether trying again can help: our errors say so themselves; nothing else is retried."""
+    return isinstance(exc, GreenAgentsError) and bool(getattr(exc, "retryable", False))
+
+
+class wait_retry_after(wait_base):  # tenacity's naming, so it reads like its peers
+    """Wait what the provider asked for (``Retry-After``), else what ``fallback`` says."""
+
+    def __init__(self, fallback: wait_base):
+        self.fallback = fallback
+
+    def __call__(self, retry_state: tenacity.RetryCallState) -> float:
+        outcome = retry_state.outcome
+        exc = outcome.exception() if outcome is not None else None
+        if isinstance(exc, RateLimited) and exc.retry_after is not None:
+            return exc.retry_after
+        if exc is not None and getattr(exc, "reask", False):
+            return 0.0  # an invalid answer is re-asked at once: waiting cannot fix it
+        return float(self.fallback(retry_state))
+
+
+class Retry:
+    """A retry policy: up to ``max`` retries after the first attempt.
+
+    ``backoff`` is ``"exponential"`` (``base`` × 2ⁿ, capped at ``cap``), ``"fixed"`` (``base``),
+    ``"none"``, or any tenacity wait (``tenacity.wait_fixed(1) + tenacity.wait_random(0, 1)``);
+    ``jitter`` adds up to ``base`` seconds at random so retries do not arrive in lockstep.
+    ``deadline`` bounds the whole call, attempts and waits included. ``on`` adds exception types
+    (or a tenacity retry strategy) to retry besides our retryable errors.
+
+    >>> Retry(max=0).retrying().stop.max_attempt_number
+    1
+    """
+
+    def __init__(self, max: int = 3, *, backoff: Backoff = "exponential", base: float = 0.5,
+                 cap: float = 8.0, jitter: bool = True, deadline: float | None = None,
+                 on: tuple[type[BaseException], ...] | retry_base | None = None,
+                 retry_after_max: float | None = None):
+        if max < 0:
+            raise ValueError(f"Retry(max={max}): max is the number of retries, 0 or more")
+        if isinstance(backoff, str) and backoff not in ("exponential", "fixed", "none"):
+            raise ValueError(f"Retry(backoff={backoff!r}): use 'exponential', 'fixed', 'none' "
+                             "or a tenacity wait strategy")
+        self.max, self.backoff, self.base, self.cap = max, backoff, base, cap
+        self.jitter, self.deadline, self.on = jitter, deadline, on
+        self.retry_after_max = retry_after_max
+
+    def __repr__(self) -> str:
+        return (f"Retry(max={self.max}, backoff={self.backoff!r}, base={self.base}, cap={self.cap}, "
+                f"jitter={self.jitter}, deadline={self.deadline})")
+
+    def _wait(self) -> wait_base:
+        if isinstance(self.backoff, wait_base):
+            shape: wait_base = self.backoff
+        elif self.backoff == "exponential":
+            shape = tenacity.wait_exponential(multiplier=self.base, max=self.cap)
+        elif self.backoff == "fixed":
+            shape = tenacity.wait_fixed(self.base)
+        else:
+            shape = tenacity.wait_none()
+        if self.jitter and self.backoff != "none":
+            shape = shape + tenacity.wait_random(0, self.base)
+        return wait_retry_after(shape)
+
+    def _retry(self) -> retry_base:
+        ours: retry_base = tenacity.retry_if_exception(retryable)
+        if isinstance(self.on, retry_base):
+            return ours | self.on
+        if self.on:
+            return ours | tenacity.retry_if_exception_type(self.on)
+        return ours
+
+    def retrying(self) -> tenacity.Retrying:
+        """This policy as a ``tenacity.Retrying`` whose sleeps release the call's slot."""
+        stop: Any = tenacity.stop_after_attempt(self.max + 1)
+        if self.deadline is not None:
+            stop = stop | tenacity.stop_before_delay(self.deadline)
+        return tenacity.Retrying(stop=stop, wait=self._wait(), retry=self._retry(),
+                                 sleep=slots.sleep, reraise=True)
+
+
+RetryPolicy = int | Retry | tenacity.Retrying | None
+
+
+def policy_for(retries: RetryPolicy) -> tuple[tenacity.Retrying, float | None, float]:
+    """Turn an agent's ``retries`` (None, an int, a :class:`Retry`, a ``tenacity.Retrying``) into
+    a ``Retrying`` that sleeps cooperatively, its deadline and its Retry-After cap."""
+    current = settings()
+    if retries is None:
+        retries = current.retries
+    if isinstance(retries, bool) or not isinstance(retries, (int, Retry, tenacity.Retrying)):
+        raise TypeError(f"retries={retries!r}: use an int, ga.Retry(...) or a tenacity.Retrying")
+    if isinstance(retries, int):
+        retries = Retry(max=retries)
+    if isinstance(retries, Retry):
+        cap = retries.retry_after_max or current.retry_after_max
+        return retries.retrying(), retries.deadline, cap
+    return retries.copy(sleep=slots.sleep, reraise=True), None, current.retry_after_max
+
+
+def _refuse_long_waits(fn: Callable[[], T], retry_after_max: float) -> Callable[[], T]:
+    def attempt() -> T:
+        try:
+            return fn()
+        except RateLimited as exc:
+            if exc.retry_after is not None and exc.retry_after > retry_after_max:
+                refused = RateLimited(
+                    f"{exc} — the provider asked to wait {exc.retry_after:g}s, longer than "
+                    f"retry_after_max={retry_after_max:g}s; raise it with "
+                    "ga.configure(retry_after_max=...) or slow down (ga.rate_limit)",
+                    status=exc.status, provider=exc.provider, retry_after=exc.retry_after)
+                refused.retryable = False
+                raise refused from exc
+            raise
+    return attempt
+
+
+def call_with_retries(fn: Callable[[], T], policy: tenacity.Retrying, *, retry_after_max: float,
+                      on_wait: Callable[[float], None] | None = None) -> T:
+    """Run ``fn`` under ``policy``; ``on_wait`` hears of each backoff before it is slept.
+
+    The last error is raised as itself (never wrapped in ``tenacity.RetryError``).
+    """
+    if on_wait is not None:
+        report = on_wait
+        theirs = policy.before_sleep
+
+        def before_sleep(state: tenacity.RetryCallState) -> None:
+            report(state.next_action.sleep if state.next_action else 0.0)
+            if theirs is not None:
+                theirs(state)
+
+        policy = policy.copy(before_sleep=before_sleep)
+    return policy(_refuse_long_waits(fn, retry_after_max))
