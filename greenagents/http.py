@@ -145,16 +145,17 @@ def pool_for(url: str) -> HTTPConnectionPool:
         return entry[1]
     import urllib3  # lazily: urllib3 imports ssl, which must come after monkey-patching
 
+    old = None
     with _lock:
         entry = _pools.get(key)
         if entry is None or entry[0] < size:
             scheme, host, port = key
             pool_class = urllib3.HTTPSConnectionPool if scheme == "https" else urllib3.HTTPConnectionPool
-            new = pool_class(host, port, maxsize=size, block=False, retries=False)
-            _pools[key] = (size, new)
-            if entry is not None:
-                entry[1].close()
-            entry = (size, new)
+            old, entry = entry, (size, pool_class(host, port, maxsize=size, block=False,
+                                                  retries=False))
+            _pools[key] = entry
+    if old is not None:
+        old[1].close()
     return entry[1]
 
 

@@ -63,8 +63,8 @@ def _name(model: str) -> str:
 def register_price(model: str, input_per_mtok: float, output_per_mtok: float) -> None:
     """Add or replace a model's price, in USD per million input and output tokens.
 
-    >>> register_price("ollama/llama3", 0.0, 0.0)
-    >>> price("llama3:8b")
+    >>> register_price("ollama/acme-llm", 0.0, 0.0)
+    >>> price("acme-llm:8b")
     (0.0, 0.0)
     """
     global _prices

@@ -33,7 +33,11 @@ Message = Mapping[str, Any]
 
 @dataclass(frozen=True)
 class Request:
-    """One HTTP request to send: where, with which headers (secret: never shown), which JSON body."""
+    """One HTTP request to send: where, with which headers (secret: never shown), which JSON body.
+
+    >>> Request("http://127.0.0.1:8000/v1/chat/completions", {"authorization": "Bearer k"}, {})
+    Request(url='http://127.0.0.1:8000/v1/chat/completions', body={})
+    """
 
     url: str
     headers: dict[str, str] = field(repr=False)
@@ -72,6 +76,10 @@ class Provider(ABC):
     An instance is bound to one endpoint: its ``base_url`` and ``api_key`` (never shown in
     ``repr``), ``key_env`` (the variable the key comes from, named in auth errors) and
     ``base_url_env`` (named when the server cannot be reached).
+
+    >>> from greenagents.providers import OpenAIProvider
+    >>> OpenAIProvider(api_key="sk-not-shown")
+    OpenAIProvider(name='openai', base_url='https://api.openai.com/v1', key=set)
     """
 
     def __init__(self, *, name: str, base_url: str, api_key: str | None = None,
