@@ -1,0 +1,318 @@
+"""The simulator's HTTP side: a gevent WSGI app that routes, steers, delays, faults and answers.
+
+One request goes: route → auth → parse → compose the answer → rate limits → fault roll → latency
+→ render (whole body or paced server-sent events). Every step that can fail answers in the
+provider's own error shape; a bug answers 500 in that shape too, never with a traceback, and never
+takes the server down. Steering headers let one test bend one request:
+
+- ``X-Sim-Latency: <seconds>`` replaces the drawn time to first token;
+- ``X-Sim-Fault: <name>`` forces that fault (still limited by ``fault_attempts``);
+- ``X-Sim-Retry-After: <seconds>`` replaces the delay announced by the ``rate_limit`` fault.
+
+>>> app = SimApp(SimOptions())
+>>> sorted(app.snapshot())[:3]
+['by_fault', 'by_model', 'by_status']
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import json
+import logging
+import math
+import random
+import socket
+import struct
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from http import HTTPStatus
+from typing import Any
+
+import gevent
+from gevent.pywsgi import WSGIHandler, WSGIServer
+from gevent.socket import wait_read
+
+from greenagents.testing.answers import compose
+from greenagents.testing.anthropic_api import AnthropicDialect
+from greenagents.testing.faults import FAULTS, HTTP_FAULTS, FaultPlan
+from greenagents.testing.latency import Latency
+from greenagents.testing.limits import RateLimiter
+from greenagents.testing.openai_api import OpenAIDialect
+from greenagents.testing.options import MODELS, SimOptions
+from greenagents.testing.stats import Stats
+from greenagents.testing.wire import Answer, BadRequest, Chat, Dialect, ErrorKind, Event, digest
+
+StartResponse = Callable[..., Any]
+log = logging.getLogger("greenagents.testing")
+
+OPENAI: Dialect = OpenAIDialect()
+ANTHROPIC: Dialect = AnthropicDialect()
+_COMPLETIONS = {"/v1/chat/completions": OPENAI, "/v1/messages": ANTHROPIC}
+_FAULT_ERRORS: dict[str, ErrorKind] = {"rate_limit": "rate_limit", "server_error": "server_error",
+                                       "overloaded": "overloaded"}
+_SOCKET_KEY = "greenagents.sim.socket"
+#: Upper bound of the ``hang`` fault when the client never hangs up (server stop ends it sooner).
+HANG_S = 3600.0
+
+
+class Drop(Exception):
+    """Raised inside the app to end the connection with no (further) HTTP answer."""
+
+    def __init__(self, *, reset: bool) -> None:
+        super().__init__("reset" if reset else "close")
+        self.reset = reset
+
+
+@dataclass
+class Reply:
+    """Status, headers and body chunks of one answer, before it goes on the wire."""
+
+    status: int
+    headers: list[tuple[str, str]]
+    chunks: Iterable[bytes]
+
+
+class SimApp:
+    """The WSGI application: one per simulator, holding its stats, fault plan and limiter."""
+
+    def __init__(self, options: SimOptions) -> None:
+        self.options = options
+        self.stats = Stats()
+        self.faults = FaultPlan(options.faults, options.fault_attempts, options.seed)
+        self.limiter = RateLimiter(options.rpm, options.tpm)
+        self.latency = Latency(options.latency, options.latency_p99, options.token_latency)
+
+    def snapshot(self) -> dict[str, Any]:
+        """The stats as served by ``GET /_sim/stats``."""
+        return self.stats.snapshot()
+
+    def reset(self) -> None:
+        """Zero stats, forget request attempts and empty rate-limit windows."""
+        self.stats.reset()
+        self.faults.reset()
+        self.limiter.reset()
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        path, method = environ.get("PATH_INFO", ""), environ["REQUEST_METHOD"]
+        dialect = ANTHROPIC if path == "/v1/messages" or "HTTP_ANTHROPIC_VERSION" in environ \
+            else OPENAI
+        if path in _COMPLETIONS and method == "POST":
+            return self._completion(environ, start_response, _COMPLETIONS[path])
+        reply = self._simple(path, method, dialect)
+        return _send(start_response, reply)
+
+    def _simple(self, path: str, method: str, dialect: Dialect) -> Reply:
+        """Everything but completions: model list, control endpoints, 404 and 405."""
+        routes: dict[str, tuple[str, Callable[[], Any]]] = {
+            "/v1/models": ("GET", lambda: dialect.models(MODELS)),
+            "/_sim/stats": ("GET", self.snapshot),
+            "/_sim/reset": ("POST", self._reset_and_snapshot),
+        }
+        if path in _COMPLETIONS:
+            routes[path] = ("POST", dict)
+        if path not in routes:
+            return _error(dialect, "not_found", f"Unknown request URL: {path}.")
+        allowed, handler = routes[path]
+        if method != allowed:
+            reply = _error(dialect, "method_not_allowed", f"{method} is not allowed on {path}.")
+            reply.headers.append(("Allow", allowed))
+            return reply
+        return _json(200, handler())
+
+    def _reset_and_snapshot(self) -> dict[str, Any]:
+        self.reset()
+        return self.snapshot()
+
+    def _completion(self, environ: dict[str, Any], start_response: StartResponse,
+                    dialect: Dialect) -> Iterator[bytes]:
+        """Serve one completion, keeping the in-flight count right however it ends."""
+        self.stats.begin()
+        status = "dropped"
+        try:
+            try:
+                reply = self._answer(environ, dialect)
+            except (Drop, gevent.GreenletExit):
+                raise
+            except Exception:
+                log.exception("simulator bug while answering %s", environ.get("PATH_INFO"))
+                reply = _error(dialect, "server_error", "The simulator failed; see its log.")
+            status = str(reply.status)
+            yield from _send(start_response, reply)
+        finally:
+            self.stats.end(status)
+
+    def _answer(self, environ: dict[str, Any], dialect: Dialect) -> Reply:
+        headers = _headers(environ)
+        key = dialect.api_key(headers)
+        if not self._authorized(key):
+            return _error(dialect, "authentication", "Invalid API key: pass the key the "
+                          "simulator was started with (it is not shown here).")
+        raw: bytes = environ["wsgi.input"].read()
+        try:
+            chat = dialect.parse(json.loads(raw))
+            forced = _steering(headers)
+        except ValueError as exc:  # json.JSONDecodeError and BadRequest
+            return _error(dialect, "invalid_request", _client_message(exc))
+        answer = compose(chat, self.options.seed)
+        self.stats.by_model[chat.model] += 1
+        wait = self.limiter.admit(key or "", answer.prompt_tokens + answer.completion_tokens,
+                                  time.monotonic())
+        if wait is not None:
+            return _rate_limited(dialect, wait, "Rate limit reached (requests or tokens per "
+                                 "minute for this API key).")
+        request_hash = hashlib.sha256(raw).hexdigest()
+        fault = self.faults.choose(request_hash, forced)
+        if fault is not None:
+            self.stats.by_fault[fault] += 1
+        if fault in HTTP_FAULTS:
+            return self._fault_error(dialect, fault, headers)
+        rng = random.Random(digest(self.options.seed, "latency", request_hash,
+                                   self.faults.seen[request_hash]))
+        steered = _float_header(headers, "x-sim-latency")
+        gevent.sleep(self.latency.first_token(rng) if steered is None else steered)
+        if fault == "reset":
+            raise Drop(reset=True)
+        if fault == "hang":
+            _hang(environ)
+        if fault == "schema_invalid":
+            answer = compose(chat, self.options.seed, invalid=True)
+        self.stats.prompt_tokens += answer.prompt_tokens
+        self.stats.completion_tokens += answer.completion_tokens
+        return self._success(dialect, chat, answer, fault)
+
+    def _authorized(self, key: str | None) -> bool:
+        expected = self.options.api_key
+        return expected is None or hmac.compare_digest((key or "").encode(), expected.encode())
+
+    def _fault_error(self, dialect: Dialect, fault: str, headers: dict[str, str]) -> Reply:
+        if fault == "rate_limit":
+            wait = _float_header(headers, "x-sim-retry-after")
+            return _rate_limited(dialect, self.options.retry_after if wait is None else wait,
+                                 "Rate limit reached (simulated fault).")
+        return _error(dialect, _FAULT_ERRORS[fault], f"Simulated {fault.replace('_', ' ')}.")
+
+    def _success(self, dialect: Dialect, chat: Chat, answer: Answer, fault: str | None) -> Reply:
+        if chat.stream:
+            events = list(dialect.events(chat, answer))
+            headers = [("Content-Type", "text/event-stream"), ("Cache-Control", "no-cache")]
+        else:
+            events = [(json.dumps(dialect.render(chat, answer)).encode(), answer.completion_tokens)]
+            headers = [("Content-Type", "application/json")]
+        if fault == "malformed":
+            events = _garbled(events, sse=chat.stream)
+        if not chat.stream:
+            headers.append(("Content-Length", str(sum(len(data) for data, _ in events))))
+        return Reply(200, headers, self._paced(events, truncate=fault == "truncated"))
+
+    def _paced(self, events: list[Event], *, truncate: bool) -> Iterator[bytes]:
+        """Yield events as the model would produce them; ``truncate`` stops halfway and hangs up."""
+        cut = len(events) // 2 if truncate else -1
+        for index, (data, tokens) in enumerate(events):
+            if tokens:
+                gevent.sleep(self.latency.tokens(tokens))
+            if index == cut:
+                yield data[: len(data) // 2]
+                raise Drop(reset=False)
+            yield data
+
+
+class SimHandler(WSGIHandler):
+    """pywsgi's handler, plus what faults need: the socket in the environ and :class:`Drop`."""
+
+    def get_environ(self) -> dict[str, Any]:
+        environ: dict[str, Any] = super().get_environ()
+        environ[_SOCKET_KEY] = self.socket
+        return environ
+
+    def run_application(self) -> None:
+        try:
+            super().run_application()
+        except Drop as drop:
+            # pywsgi closes the socket once we say so; SO_LINGER 0 turns that close into an RST.
+            self.close_connection = True
+            if drop.reset:
+                self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                       struct.pack("ii", 1, 0))
+
+
+def make_server(app: SimApp, host: str, port: int) -> WSGIServer:
+    """A started-ready WSGI server for ``app``: quiet access log, errors to logging, deep backlog
+    (thousands of clients connect at once in the load benchmarks)."""
+    return WSGIServer((host, port), app, handler_class=SimHandler, log=None, error_log=log,
+                      backlog=4096)
+
+
+def _send(start_response: StartResponse, reply: Reply) -> Iterator[bytes]:
+    start_response(f"{reply.status} {_reason(reply.status)}", reply.headers)
+    yield from reply.chunks
+
+
+def _reason(status: int) -> str:
+    return "Overloaded" if status == 529 else HTTPStatus(status).phrase
+
+
+def _json(status: int, body: Any) -> Reply:
+    data = json.dumps(body).encode()
+    return Reply(status, [("Content-Type", "application/json"),
+                          ("Content-Length", str(len(data)))], [data])
+
+
+def _error(dialect: Dialect, kind: ErrorKind, message: str) -> Reply:
+    return _json(*dialect.error(kind, message))
+
+
+def _rate_limited(dialect: Dialect, seconds: float, message: str) -> Reply:
+    """429 with both ``Retry-After`` (whole seconds, rounded up) and ``retry-after-ms``."""
+    reply = _error(dialect, "rate_limit", f"{message} Please try again in {seconds:.3f}s.")
+    reply.headers += [("Retry-After", str(math.ceil(seconds))),
+                      ("retry-after-ms", str(math.ceil(seconds * 1000)))]
+    return reply
+
+
+def _garbled(events: list[Event], *, sse: bool) -> list[Event]:
+    """The ``malformed`` fault: the middle event is cut in half (still framed as an event)."""
+    middle = len(events) // 2
+    data, tokens = events[middle]
+    broken = data[: len(data) // 2] + (b"\n\n" if sse else b"")
+    return [*events[:middle], (broken, tokens), *events[middle + 1:]]
+
+
+def _hang(environ: dict[str, Any]) -> None:
+    """The ``hang`` fault: answer nothing until the client hangs up (its socket turns readable
+    at EOF), then drop. Only this request's greenlet waits; the server carries on."""
+    sock = environ[_SOCKET_KEY]
+    with contextlib.suppress(TimeoutError):
+        wait_read(sock.fileno(), timeout=HANG_S)
+    raise Drop(reset=False)
+
+
+def _headers(environ: dict[str, Any]) -> dict[str, str]:
+    return {k[5:].replace("_", "-").lower(): v for k, v in environ.items()
+            if k.startswith("HTTP_")}
+
+
+def _float_header(headers: dict[str, str], name: str) -> float | None:
+    value = headers.get(name)
+    try:
+        return None if value is None else max(float(value), 0.0)
+    except ValueError:
+        raise BadRequest(f"header {name} must be a number of seconds, got {value!r}") from None
+
+
+def _steering(headers: dict[str, str]) -> str | None:
+    """Validate the ``X-Sim-*`` headers up front (400 if wrong); return the forced fault."""
+    name = headers.get("x-sim-fault")
+    if name is not None and name not in FAULTS:
+        raise BadRequest(f"X-Sim-Fault: unknown fault {name!r}; valid: {', '.join(FAULTS)}")
+    _float_header(headers, "x-sim-latency")
+    _float_header(headers, "x-sim-retry-after")
+    return name
+
+
+def _client_message(exc: ValueError) -> str:
+    if isinstance(exc, BadRequest):
+        return str(exc)
+    return f"We could not parse the JSON body of your request ({exc})."

@@ -1,0 +1,170 @@
+"""The provider-neutral shapes the simulator works with between parsing and rendering.
+
+Each provider module (``openai_api``, ``anthropic_api``) only translates: its request body becomes a
+:class:`Chat`, and an :class:`Answer` becomes its response body or stream. Everything in between —
+composing answers, faults, latency, limits — is written once against these types.
+
+>>> chat = Chat(model="m", prompt="hi", last_user="hi", prompt_tokens=5)
+>>> chat.tool_mode
+'none'
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+Schema = dict[str, Any]
+ToolMode = Literal["none", "auto", "required"]
+Finish = Literal["stop", "length", "tool"]
+ErrorKind = Literal["invalid_request", "authentication", "not_found", "method_not_allowed",
+                    "rate_limit", "server_error", "overloaded"]
+
+#: One server-sent event, already encoded, and the output tokens it carries (for pacing).
+Event = tuple[bytes, int]
+
+#: HTTP status per error kind; a dialect may override some (Anthropic's 529 for overloaded).
+STATUS: dict[ErrorKind, int] = {
+    "invalid_request": 400, "authentication": 401, "not_found": 404, "method_not_allowed": 405,
+    "rate_limit": 429, "server_error": 500, "overloaded": 503,
+}
+
+
+class BadRequest(ValueError):
+    """The request body cannot be served; the message goes back to the client verbatim."""
+
+
+@dataclass(frozen=True)
+class Tool:
+    """A function the model may call: its name and the JSON schema of its arguments."""
+
+    name: str
+    schema: Schema
+
+
+@dataclass(frozen=True)
+class Chat:
+    """What the simulator needs to know about one completion request, whatever its provider."""
+
+    model: str
+    prompt: str
+    last_user: str
+    prompt_tokens: int
+    schema: Schema | None = None
+    json_mode: bool = False
+    tools: tuple[Tool, ...] = ()
+    tool_mode: ToolMode = "none"
+    forced_tool: str | None = None
+    after_tool_result: bool = False
+    stream: bool = False
+    include_usage: bool = False
+    max_tokens: int | None = None
+
+
+@dataclass(frozen=True)
+class Answer:
+    """The simulated model's reply: text, or one tool call, plus its token usage."""
+
+    text: str | None
+    prompt_tokens: int
+    completion_tokens: int
+    finish: Finish = "stop"
+    tool_name: str | None = None
+    tool_args: Any = field(default=None)
+
+    @property
+    def payload(self) -> str:
+        """The generated characters: the text, or the tool arguments as JSON."""
+        return self.text if self.text is not None else json.dumps(self.tool_args)
+
+
+class Dialect(Protocol):
+    """One provider's wire format. Implementations translate and never sleep or do I/O."""
+
+    name: str
+
+    def parse(self, body: Any) -> Chat:
+        """Validate a request body; raise :class:`BadRequest` with a client-facing message."""
+        ...
+
+    def render(self, chat: Chat, answer: Answer) -> dict[str, Any]:
+        """The non-streaming response body."""
+        ...
+
+    def events(self, chat: Chat, answer: Answer) -> Iterator[Event]:
+        """The streaming response, one server-sent event at a time."""
+        ...
+
+    def error(self, kind: ErrorKind, message: str) -> tuple[int, dict[str, Any]]:
+        """Status and body of an error in this provider's shape."""
+        ...
+
+    def models(self, names: tuple[str, ...]) -> dict[str, Any]:
+        """The body of ``GET /v1/models``."""
+        ...
+
+    def api_key(self, headers: dict[str, str]) -> str | None:
+        """The API key the client sent (lower-cased header names), or None."""
+        ...
+
+
+def count_tokens(text: str) -> int:
+    """Approximate tokens the way rate limiters do it: one per four characters, at least one.
+
+    >>> count_tokens("four"), count_tokens("eight ch"), count_tokens("")
+    (1, 2, 1)
+    """
+    return max(1, -(-len(text) // 4))
+
+
+def text_of(content: Any) -> str:
+    """Flatten message content (a string, or a list of typed parts/blocks) to its text.
+
+    >>> text_of([{"type": "text", "text": "a"}, {"type": "tool_result", "content": "b"}])
+    'a\\nb'
+    """
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "\n".join(text_of(part) for part in content if text_of(part))
+    if isinstance(content, dict):
+        return text_of(content.get("text", content.get("content", "")))
+    return ""
+
+
+def pieces(text: str) -> list[str]:
+    """Split text into word-sized stream deltas that concatenate back to ``text``.
+
+    >>> pieces("a b  c")
+    ['a ', 'b  ', 'c']
+    """
+    return re.findall(r"\S+\s*|\s+", text) or [""]
+
+
+def sse(data: Any, event: str | None = None) -> bytes:
+    """Encode one server-sent event; ``data`` is JSON-encoded unless it is already a string."""
+    line = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"))
+    head = f"event: {event}\n" if event else ""
+    return f"{head}data: {line}\n\n".encode()
+
+
+def digest(*parts: object) -> int:
+    """A stable 64-bit integer from the parts: the simulator's only source of randomness seeds.
+
+    >>> digest(0, "x") == digest(0, "x") != digest(1, "x")
+    True
+    """
+    raw = "\x1f".join(map(str, parts)).encode()
+    return int.from_bytes(hashlib.blake2b(raw, digest_size=8).digest(), "big")
+
+
+def message_prompt(messages: list[Any], system: str = "") -> tuple[str, int]:
+    """All text a request sends and its token estimate (four tokens of overhead per message)."""
+    texts = [system] if system else []
+    texts += [text_of(m.get("content")) for m in messages if isinstance(m, dict)]
+    prompt = "\n".join(texts)
+    return prompt, count_tokens(prompt) + 4 * len(texts)
