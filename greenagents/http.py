@@ -314,7 +314,7 @@ ANTHROPIC_API_KEY
         return
     said = f"{provider} answered {_status_text(status)}"
     if message:
-        said += ": " + redact(message.strip()[:500], api_key)
+        said += ": " + redact(message.strip()[:500].rstrip("."), api_key)
     kw: dict[str, Any] = {"status": status, "provider": provider}
     if status == 429:
         wait = _retry_after(response.headers)
