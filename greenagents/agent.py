@@ -107,8 +107,9 @@ class _Call:
         messages = self.messages + (OutputSpec.reask(self.reask) if self.reask else [])
         start = time.monotonic()
         record: dict[str, Any] = {"number": len(self.history) + 1, "model": model}
+        scope = f"{endpoint.provider.name}@{endpoint.base_url}"
         try:
-            limits.before_request(endpoint.provider.name, model, messages)
+            limits.before_request(endpoint.provider.name, scope, model, messages)
             completion = providers.complete(
                 endpoint, messages, schema=self.spec.schema, schema_name=self.spec.name,
                 temperature=self.agent.temperature, max_tokens=self.agent.max_tokens,
@@ -118,7 +119,7 @@ class _Call:
         except BaseException as exc:
             record.update(error=type(exc).__name__, status=getattr(exc, "status", None))
             if isinstance(exc, RateLimited):
-                limits.cooldown(endpoint.provider.name, exc.retry_after)
+                limits.cooldown(scope, exc.retry_after)
             if isinstance(exc, InvalidOutput):
                 self.reask = exc
             raise
@@ -157,7 +158,7 @@ class Agent:
     max_tokens: ClassVar[int | None] = None
     timeout: ClassVar[float | None] = None
     retries: ClassVar[RetryPolicy] = None
-    fallbacks: ClassVar[Sequence[str]] = ()
+    fallbacks: ClassVar[Sequence[str | tuple[str, str]]] = ()
     base_url: ClassVar[str | None] = None
     # per-class caches, filled on first call (looked up in the class's own __dict__)
     _greenagents_inputs: ClassVar[_Inputs]
@@ -200,8 +201,20 @@ class Agent:
 
     @classmethod
     def _endpoints(cls) -> list[tuple[str, providers.Endpoint]]:
-        models = [cls.model or settings().default_model, *cls.fallbacks]
-        return [(model, providers.resolve(model, base_url=cls.base_url)) for model in models]
+        """The primary model and its fallbacks, resolved (a missing key fails here, early).
+
+        ``base_url`` applies to the primary model and to fallbacks of the same provider; a
+        fallback may carry its own as ``("provider/model", base_url)``.
+        """
+        primary = cls.model or settings().default_model
+        chain: list[tuple[str, str | None]] = [(primary, cls.base_url)]
+        for fallback in cls.fallbacks:
+            if isinstance(fallback, str):
+                same = fallback.partition("/")[0] == primary.partition("/")[0]
+                chain.append((fallback, cls.base_url if same else None))
+            else:
+                chain.append((fallback[0], fallback[1]))
+        return [(model, providers.resolve(model, base_url=url)) for model, url in chain]
 
     @classmethod
     def call(cls, *args: Any, **inputs: Any) -> Result[Any]:
@@ -219,6 +232,7 @@ class Agent:
             return result
         state = _Call(cls, messages)
         for model, endpoint in endpoints:
+            state.reask = None  # a fallback model starts from the original conversation
             try:
                 result.value = call_with_retries(
                     lambda m=model, e=endpoint: state.attempt(m, e, deadline),  # type: ignore[misc]

@@ -108,25 +108,29 @@ def clear() -> None:
         _cooldown_storage = "memory://"
 
 
-def _cooldown_key(provider: str) -> str:
-    return f"greenagents/cooldown/{provider}"
+def _cooldown_key(scope: str) -> str:
+    return f"greenagents/cooldown/{scope}"
 
 
-def cooldown(provider: str, retry_after: float | None) -> None:
-    """A 429 said wait ``retry_after`` seconds: every call to ``provider`` now waits that long."""
+def cooldown(scope: str, retry_after: float | None) -> None:
+    """A 429 said wait ``retry_after`` seconds: every call to ``scope`` (an endpoint: provider and
+    base URL) now waits that long before its next request."""
     if retry_after and retry_after > 0:
         storage = _storage(_cooldown_storage)
-        key = _cooldown_key(provider)
+        key = _cooldown_key(scope)
         if storage.get(key) == 0:  # keep the earliest cooldown: do not extend it on every 429
-            storage.incr(key, max(1, math.ceil(retry_after)))
+            # in memory expiries are floats; Redis counts whole seconds
+            expiry = retry_after if _cooldown_storage == "memory://" else math.ceil(retry_after)
+            storage.incr(key, expiry)
 
 
-def before_request(provider: str, model: str, messages: Sequence[Mapping[str, Any]]) -> None:
-    """Wait out the provider's cooldown and its budgets before one request; spend the budget."""
+def before_request(provider: str, scope: str, model: str,
+                   messages: Sequence[Mapping[str, Any]]) -> None:
+    """Wait out ``scope``'s cooldown and the provider's (and model's) budgets; spend the budget."""
     storage = _storage(_cooldown_storage)
-    key = _cooldown_key(provider)
+    key = _cooldown_key(scope)
     while storage.get(key):
-        slots.sleep(min(max(storage.get_expiry(key) - time.time(), 0.01), 1.0))
+        slots.sleep(min(max(storage.get_expiry(key) - time.time(), 0.005), 1.0))
     budgets = [b for k in (provider, f"{provider}/{model.partition('/')[2] or model}")
                if (b := _limits.get(k)) is not None]
     if budgets:

@@ -57,11 +57,9 @@ class OutputSpec:
         else:
             self.model = create_model("Output", value=(output, ...))
             self.wrapped, self.name = True, "Output"
-
-    @property
-    def schema(self) -> dict[str, Any] | None:
-        """The JSON schema to request, or None for free text."""
-        return None if self.model is None else self.model.model_json_schema()
+        # the JSON schema to request (None for free text); built once, it is not cheap
+        self.schema: dict[str, Any] | None = (
+            None if self.model is None else self.model.model_json_schema())
 
     def parse(self, text: str) -> Any:
         """The validated value of an answer, or :class:`InvalidOutput`."""

@@ -1,0 +1,188 @@
+"""Reliability against the simulator's faults: retries, Retry-After, slot release, limits, fallbacks."""
+
+from __future__ import annotations
+
+import time
+
+import gevent
+import pytest
+import tenacity
+
+import greenagents as ga
+from greenagents import errors, limits
+from greenagents.testing import Simulator
+
+from .agents import SentimentAgent, SummaryAgent, at
+
+FAST = ga.Retry(max=3, backoff="fixed", base=0.05, jitter=False)
+
+
+@pytest.fixture(autouse=True)
+def _no_budgets() -> None:
+    limits.clear()
+
+
+@pytest.mark.sim(faults={"server_error": 1.0}, fault_attempts=2)
+def test_server_errors_are_retried_and_recorded(sim: Simulator) -> None:
+    result = at(SentimentAgent, sim.base_url, retries=FAST).call(text="x")
+    assert result.ok and result.attempts == 3
+    assert [h.error for h in result.history] == ["ServerError", "ServerError", None]
+    assert [h.status for h in result.history] == [500, 500, None]
+    assert result.history[0].wait_s == pytest.approx(0.05)
+
+
+@pytest.mark.sim(faults={"rate_limit": 1.0}, fault_attempts=1, retry_after=1.0)
+def test_retry_after_is_the_wait(sim: Simulator) -> None:
+    result = at(SummaryAgent, sim.anthropic_url, retries=FAST).call(text="x")
+    assert result.ok and result.attempts == 2
+    assert result.history[0].error == "RateLimited" and result.history[0].wait_s == 1.0
+    assert result.duration_s >= 1.0
+
+
+@pytest.mark.sim(faults={"rate_limit": 1.0}, fault_attempts=1, retry_after=5.0)
+def test_retry_after_beyond_the_cap_fails_clearly(sim: Simulator) -> None:
+    ga.configure(retry_after_max=2)
+    result = at(SentimentAgent, sim.base_url).call(text="x")
+    assert isinstance(result.error, errors.RateLimited) and result.attempts == 1
+    assert "retry_after_max=2s" in str(result.error)
+
+
+@pytest.mark.sim(faults={"server_error": 1.0})
+def test_retries_zero_and_default(sim: Simulator) -> None:
+    assert at(SentimentAgent, sim.base_url, retries=0).call(text="x").attempts == 1
+    ga.configure(retries=1)
+    fast_default = ga.Retry(max=ga.settings().retries, base=0.01, jitter=False)
+    assert at(SentimentAgent, sim.base_url, retries=fast_default).call(text="x").attempts == 2
+
+
+@pytest.mark.sim(api_key="right-key")
+def test_auth_errors_are_not_retried(sim: Simulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "wrong-key")
+    result = at(SentimentAgent, sim.base_url, retries=FAST).call(text="x")
+    assert isinstance(result.error, errors.AuthError) and result.attempts == 1
+
+
+@pytest.mark.sim(faults={"hang": 1.0}, fault_attempts=1)
+def test_a_hanging_answer_times_out_and_is_retried(sim: Simulator) -> None:
+    result = at(SentimentAgent, sim.base_url, retries=FAST, timeout=0.3).call(text="x")
+    assert result.ok and [h.error for h in result.history] == ["Timeout", None]
+
+
+@pytest.mark.sim(faults={"reset": 0.5, "malformed": 0.25, "truncated": 0.25}, fault_attempts=1)
+def test_broken_transports_are_retried(sim: Simulator) -> None:
+    agent = at(SentimentAgent, sim.base_url, retries=FAST)
+    results = ga.batch([(agent, {"text": f"t{i}"}) for i in range(30)])
+    assert all(r.ok for r in results)
+    seen = {h.error for r in results for h in r.history} - {None}
+    assert seen == {"ConnectionFailed", "ServerError"}
+
+
+def test_user_tenacity_policy_sleeps_cooperatively(sim_factory: object) -> None:
+    sim = sim_factory(faults={"server_error": 1.0}, fault_attempts=1)  # type: ignore[operator]
+    mine = tenacity.Retrying(stop=tenacity.stop_after_attempt(2), wait=tenacity.wait_fixed(0.5),
+                             retry=tenacity.retry_if_exception_type(errors.ServerError))
+    ticks = 0
+
+    def ticker() -> None:
+        nonlocal ticks
+        while True:
+            gevent.sleep(0.05)
+            ticks += 1
+
+    watcher = gevent.spawn(ticker)
+    result = at(SentimentAgent, sim.base_url, retries=mine).call(text="x")
+    watcher.kill()
+    assert result.ok and result.attempts == 2
+    assert ticks >= 5  # the hub kept running during the 0.5 s backoff
+
+
+def test_backoff_gives_the_slot_to_another_call(sim_factory: object) -> None:
+    limited = sim_factory(faults={"rate_limit": 1.0}, fault_attempts=1,  # type: ignore[operator]
+                          retry_after=2.0)
+    healthy = sim_factory(latency=0.1)  # type: ignore[operator]
+    backing_off = at(SentimentAgent, limited.base_url)
+    quick = at(SummaryAgent, healthy.anthropic_url)
+    start = time.monotonic()
+    finished: dict[int, float] = {}
+    calls = [(backing_off, {"text": "a"}), (backing_off, {"text": "b"}), (quick, {"text": "c"})]
+    results = ga.batch(calls, max_concurrent=2,
+                       on_result=lambda r: finished.__setitem__(r.index or 0,
+                                                                time.monotonic() - start))
+    assert all(r.ok for r in results)
+    assert finished[2] < 1.0 < 2.0 <= min(finished[0], finished[1])
+
+
+@pytest.mark.sim(faults={"rate_limit": 1.0}, fault_attempts=1, retry_after=1.0)
+def test_a_429_cools_down_every_call_to_that_endpoint(sim: Simulator) -> None:
+    agent = at(SentimentAgent, sim.base_url)
+    first = ga.spawn(agent.call, text="first")
+    gevent.sleep(0.2)  # the first call has had its 429 by now
+    second = agent.call(text="second")
+    assert first.get().ok and second.ok
+    assert second.history[0].duration_s >= 0.5  # waited out the cooldown before asking
+
+
+def test_rpm_budget_holds(sim: Simulator) -> None:
+    ga.rate_limit("openai", rpm=30)
+    agent = at(SentimentAgent, sim.base_url)
+    results = ga.batch([(agent, {"text": f"t{i}"}) for i in range(40)], deadline=1.5)
+    assert sum(r.ok for r in results) == 30
+    assert sim.stats()["requests"] == 30
+    assert all(isinstance(r.error, errors.Timeout) for r in results if not r.ok)
+
+
+def test_rate_limit_rejects_nonsense() -> None:
+    with pytest.raises(ValueError, match="rpm"):
+        ga.rate_limit("openai", rpm=0)
+    with pytest.raises(ValueError, match="give rpm="):
+        ga.rate_limit("openai")
+
+
+def test_fallback_answers_when_the_primary_is_down(sim_factory: object) -> None:
+    down = sim_factory(faults={"overloaded": 1.0})  # type: ignore[operator]
+    backup = sim_factory()  # type: ignore[operator]
+    agent = at(SentimentAgent, down.base_url, retries=FAST,
+               fallbacks=(("anthropic/claude-haiku-4-5", backup.anthropic_url),))
+    result = agent.call(text="x")
+    assert result.ok and result.model == "anthropic/claude-haiku-4-5"
+    assert [h.model for h in result.history] == ["openai/gpt-4o-mini"] * 4 + [
+        "anthropic/claude-haiku-4-5"]
+
+
+@pytest.mark.sim(api_key="k")
+def test_no_fallback_for_a_bad_request(sim: Simulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "nope")
+    agent = at(SentimentAgent, sim.base_url, fallbacks=("openai/gpt-4o",))
+    result = agent.call(text="x")
+    assert isinstance(result.error, errors.AuthError) and result.attempts == 1
+
+
+@pytest.mark.sim(faults={"server_error": 1.0})
+def test_deadline_bounds_the_whole_call(sim: Simulator) -> None:
+    policy = ga.Retry(max=50, backoff="fixed", base=0.3, jitter=False, deadline=1.0)
+    start = time.monotonic()
+    result = at(SentimentAgent, sim.base_url, retries=policy).call(text="x")
+    assert not result.ok and time.monotonic() - start < 2.0
+    assert 2 <= result.attempts < 10
+
+
+@pytest.mark.sim(latency=0.05, latency_p99=0.3, fault_attempts=None, retry_after=0.5, faults={
+    "rate_limit": 0.10, "server_error": 0.05, "reset": 0.02, "hang": 0.01, "malformed": 0.02,
+    "schema_invalid": 0.05})
+def test_fault_matrix_every_input_accounted(sim: Simulator) -> None:
+    policy = ga.Retry(max=6, base=0.05, cap=0.5, deadline=8.0)
+    agent = at(SentimentAgent, sim.base_url, retries=policy, timeout=1.0)
+    start = time.monotonic()
+    results = ga.batch([(agent, {"text": f"review {i}"}) for i in range(1000)],
+                       max_concurrent=200)
+    assert [r.index for r in results] == list(range(1000))
+    assert sum(r.ok for r in results) >= 995, [r.error for r in results if not r.ok][:5]
+    assert max(r.duration_s for r in results) < 8.0 + 1.0
+    assert time.monotonic() - start < 60
+    gevent.sleep(0.1)
+    import gc
+
+    ours = gevent.get_hub()  # the simulator's greenlets live in its own thread's hub
+    alive = [g for g in gc.get_objects()
+             if isinstance(g, gevent.Greenlet) and not g.dead and g.parent is ours]
+    assert alive == []
