@@ -119,8 +119,8 @@ def cooldown(scope: str, retry_after: float | None) -> None:
         storage = _storage(_cooldown_storage)
         key = _cooldown_key(scope)
         if storage.get(key) == 0:  # keep the earliest cooldown: do not extend it on every 429
-            # in memory expiries are floats; Redis counts whole seconds
-            expiry = retry_after if _cooldown_storage == "memory://" else math.ceil(retry_after)
+            # MemoryStorage keeps float expiries (typed int upstream); Redis counts whole seconds
+            expiry: Any = retry_after if _cooldown_storage == "memory://" else math.ceil(retry_after)
             storage.incr(key, expiry)
 
 
