@@ -224,7 +224,7 @@ class Agent:
         try:
             messages = cls._messages(cls._inputs().validate(args, inputs))
             endpoints = cls._endpoints()
-            policy = policy_for(cls.retries)
+            policy, deadline, retry_after_max = policy_for(cls.retries)
         except (GreenAgentsError, TypeError) as exc:
             result.error = exc if isinstance(exc, GreenAgentsError) else ConfigError(str(exc))
             result.duration_s = time.perf_counter() - started
@@ -235,8 +235,8 @@ class Agent:
             state.reask = None  # a fallback model starts from the original conversation
             try:
                 result.value = call_with_retries(
-                    lambda m=model, e=endpoint: state.attempt(m, e, policy.deadline),  # type: ignore[misc]
-                    policy, on_wait=state.waited)
+                    lambda m=model, e=endpoint: state.attempt(m, e, deadline),  # type: ignore[misc]
+                    policy, retry_after_max=retry_after_max, on_wait=state.waited)
                 result.error, result.model = None, model
                 break
             except Exception as exc:  # kills and the caller's timeouts are BaseException: they pass
