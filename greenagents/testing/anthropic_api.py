@@ -24,6 +24,7 @@ from greenagents.testing.wire import (
     Event,
     Tool,
     ToolMode,
+    bearer_token,
     message_prompt,
     pieces,
     sse,
@@ -103,8 +104,8 @@ class AnthropicDialect:
                 "last_id": names[-1] if names else None}
 
     def api_key(self, headers: dict[str, str]) -> str | None:
-        """The ``x-api-key`` header."""
-        return headers.get("x-api-key")
+        """The ``x-api-key`` header, or the bearer token recent SDKs send instead."""
+        return headers.get("x-api-key") or bearer_token(headers)
 
 
 def _require(body: Any) -> tuple[str, list[dict[str, Any]], int]:

@@ -24,6 +24,7 @@ from greenagents.testing.wire import (
     Event,
     Tool,
     ToolMode,
+    bearer_token,
     message_prompt,
     pieces,
     sse,
@@ -112,8 +113,7 @@ class OpenAIDialect:
 
     def api_key(self, headers: dict[str, str]) -> str | None:
         """The bearer token of ``Authorization``."""
-        scheme, _, token = headers.get("authorization", "").partition(" ")
-        return token.strip() if scheme.lower() == "bearer" else None
+        return bearer_token(headers)
 
 
 def _require(body: Any) -> tuple[str, list[dict[str, Any]]]:

@@ -6,7 +6,9 @@ run against the simulator exactly as against a real model. The subset covered is
 ``model_json_schema()`` and the providers' strict modes emit: objects, arrays (``items``,
 ``prefixItems``, ``minItems``/``maxItems``, ``uniqueItems``), ``enum``/``const``, ``$ref`` into
 ``$defs``/``definitions``, ``anyOf``/``oneOf``/``allOf``, bounded numbers and integers, strings
-(length and common ``format``\\s), booleans and null. ``pattern`` is not honoured.
+(length and common ``format``\\s), booleans and null. ``pattern`` is not honoured. Constraints a
+client moved into the description — the anthropic SDK turns what its strict mode lacks into a
+trailing ``{minimum: 0, maximum: 1}`` — are obeyed, as a model reading them would.
 
 >>> import random
 >>> schema = {"type": "object", "properties": {"n": {"type": "integer", "minimum": 3,
@@ -19,8 +21,10 @@ False
 
 from __future__ import annotations
 
+import json
 import math
 import random
+import re
 from typing import Any
 
 Schema = dict[str, Any]
@@ -87,6 +91,28 @@ def _resolve(node: Schema, root: Schema) -> Schema:
     return node
 
 
+_HINTS = re.compile(r"\{([^{}]*)\}\s*$")
+
+
+def _with_hints(node: Schema) -> Schema:
+    """Merge ``{key: value, ...}`` constraints at the end of the description into the node.
+
+    >>> _with_hints({"type": "number", "description": "Score\\n\\n{maximum: 1, minimum: 0}"})["maximum"]
+    1
+    """
+    found = _HINTS.search(str(node.get("description", "")))
+    if not found:
+        return node
+    hints: Schema = {}
+    for pair in found.group(1).split(", "):
+        key, _, raw = pair.partition(": ")
+        try:
+            hints[key.strip()] = json.loads(raw)
+        except ValueError:
+            continue
+    return {**hints, **node}
+
+
 def _types(node: Schema) -> set[str]:
     declared = node.get("type")
     if isinstance(declared, list):
@@ -108,7 +134,7 @@ class _Generator:
         self.rng = rng
 
     def value(self, node: Schema, depth: int) -> Any:
-        node = _resolve(node, self.root)
+        node = _with_hints(_resolve(node, self.root))
         if "const" in node:
             return node["const"]
         if "enum" in node:

@@ -128,7 +128,11 @@ class SimApp:
 
     def _completion(self, environ: dict[str, Any], start_response: StartResponse,
                     dialect: Dialect) -> Iterator[bytes]:
-        """Serve one completion, keeping the in-flight count right however it ends."""
+        """Serve one completion, keeping the in-flight count right however it ends.
+
+        The request is counted as finished just *before* its last chunk goes out, so a client
+        that has its whole answer already sees it in ``/_sim/stats``.
+        """
         self.stats.begin()
         status = "dropped"
         try:
@@ -140,9 +144,21 @@ class SimApp:
                 log.exception("simulator bug while answering %s", environ.get("PATH_INFO"))
                 reply = _error(dialect, "server_error", "The simulator failed; see its log.")
             status = str(reply.status)
-            yield from _send(start_response, reply)
-        finally:
+            chunks = _send(start_response, reply)
+            pending = next(chunks)
+            try:
+                for chunk in chunks:
+                    yield pending
+                    pending = chunk
+            except Drop:
+                yield pending  # what was produced before the cut still goes out
+                raise
             self.stats.end(status)
+            status = ""
+            yield pending
+        finally:
+            if status:
+                self.stats.end(status)
 
     def _answer(self, environ: dict[str, Any], dialect: Dialect) -> Reply:
         headers = _headers(environ)
@@ -247,6 +263,7 @@ def make_server(app: SimApp, host: str, port: int) -> WSGIServer:
 
 def _send(start_response: StartResponse, reply: Reply) -> Iterator[bytes]:
     start_response(f"{reply.status} {_reason(reply.status)}", reply.headers)
+    yield b""  # the body may be empty; this makes "the last chunk" always exist
     yield from reply.chunks
 
 

@@ -152,6 +152,16 @@ def sse(data: Any, event: str | None = None) -> bytes:
     return f"{head}data: {line}\n\n".encode()
 
 
+def bearer_token(headers: dict[str, str]) -> str | None:
+    """The token of an ``Authorization: Bearer`` header (lower-cased header names), or None.
+
+    >>> bearer_token({"authorization": "Bearer sk-1"}), bearer_token({})
+    ('sk-1', None)
+    """
+    scheme, _, token = headers.get("authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else None
+
+
 def digest(*parts: object) -> int:
     """A stable 64-bit integer from the parts: the simulator's only source of randomness seeds.
 
