@@ -391,3 +391,12 @@ def test_unpatched_process_with_plain_requests() -> None:
     """, timeout=60)
     assert result.returncode == 0, result.stderr
     assert '"plain"' in result.stdout
+
+
+def test_imports_stay_light() -> None:
+    result = run_python("""
+        import sys
+        import greenagents.testing, greenagents.testing.pytest_plugin
+        assert "ssl" not in sys.modules and "gevent" not in sys.modules, sorted(sys.modules)
+    """)
+    assert result.returncode == 0, result.stderr

@@ -5,6 +5,25 @@
 ...     sim.base_url.startswith("http://127.0.0.1:")
 True
 
+Quick reference:
+
+- Endpoints: ``POST /v1/chat/completions`` (OpenAI), ``POST /v1/messages`` (Anthropic),
+  ``GET /v1/models``, ``GET /_sim/stats``, ``POST /_sim/reset``.
+- Clients: ``openai.OpenAI(base_url=sim.base_url, ...)``,
+  ``anthropic.Anthropic(base_url=sim.anthropic_url, ...)``.
+- Faults (``Simulator(faults={name: rate})``, see :data:`FAULTS`): ``rate_limit`` (429 with
+  ``Retry-After`` and ``retry-after-ms``), ``server_error`` (500), ``overloaded`` (OpenAI 503,
+  Anthropic 529), ``reset`` (connection reset, no answer), ``hang`` (no answer until the client
+  hangs up), ``malformed`` (200, invalid JSON), ``truncated`` (200, body cut short),
+  ``schema_invalid`` (200, JSON that breaks the requested schema). ``fault_attempts=K`` limits
+  faults to the first K tries of each request body, so retrying clients get through.
+- Steering headers for one request: ``X-Sim-Latency: <s>``, ``X-Sim-Fault: <name>``,
+  ``X-Sim-Retry-After: <s>``.
+- pytest: the ``sim`` fixture (configure with ``@pytest.mark.sim(**knobs)``) and
+  ``sim_factory(**knobs)``; see :mod:`greenagents.testing.pytest_plugin`.
+- CLI: ``greenagents sim --latency 0.5 --fault rate_limit=0.3 --fault-attempts 1`` or
+  ``python -m greenagents.testing ...``; ``Simulator(...).start_process()`` runs it for you.
+
 Importing this package is cheap: :class:`Simulator` (and with it gevent) loads on first use, so
 ``import greenagents.testing`` never imports ``ssl`` before the user had a chance to patch.
 """
