@@ -70,14 +70,17 @@ class _Inputs:
         if unknown:
             raise InputError(f"{self.agent}.call(): unknown input(s) {unknown}; inputs are "
                              f"{list(self.model.model_fields)}")
+        arguments = kwargs
+        if args:  # binding is only needed to name positional inputs (and costs ~20 µs)
+            try:
+                bound = self.signature.bind(None, *args, **kwargs)
+            except TypeError as exc:
+                raise InputError(f"{self.agent}.call(): {exc}; inputs are "
+                                 f"{list(self.model.model_fields)}") from None
+            del bound.arguments[next(iter(self.signature.parameters))]
+            arguments = bound.arguments
         try:
-            bound = self.signature.bind(None, *args, **kwargs)
-        except TypeError as exc:
-            raise InputError(f"{self.agent}.call(): {exc}; inputs are "
-                             f"{list(self.model.model_fields)}") from None
-        del bound.arguments[next(iter(self.signature.parameters))]
-        try:
-            checked = self.model.model_validate(bound.arguments)
+            checked = self.model.model_validate(arguments)
         except ValidationError as exc:
             problems = "; ".join(f"input '{'.'.join(map(str, e['loc']))}': {e['msg']}"
                                  for e in exc.errors())
@@ -224,7 +227,7 @@ class Agent:
         try:
             messages = cls._messages(cls._inputs().validate(args, inputs))
             endpoints = cls._endpoints()
-            policy, deadline, retry_after_max = policy_for(cls.retries)
+            policy = policy_for(cls.retries)
         except (GreenAgentsError, TypeError) as exc:
             result.error = exc if isinstance(exc, GreenAgentsError) else ConfigError(str(exc))
             result.duration_s = time.perf_counter() - started
@@ -235,8 +238,8 @@ class Agent:
             state.reask = None  # a fallback model starts from the original conversation
             try:
                 result.value = call_with_retries(
-                    lambda m=model, e=endpoint: state.attempt(m, e, deadline),  # type: ignore[misc]
-                    policy, retry_after_max=retry_after_max, on_wait=state.waited)
+                    lambda m=model, e=endpoint: state.attempt(m, e, policy.deadline),  # type: ignore[misc]
+                    policy, on_wait=state.waited)
                 result.error, result.model = None, model
                 break
             except Exception as exc:  # kills and the caller's timeouts are BaseException: they pass

@@ -103,9 +103,16 @@ def clear() -> None:
     global _cooldown_storage
     with _lock:
         _limits.clear()
+        _cooldowns.clear()
         for storage in _storages.values():
             storage.reset()
         _cooldown_storage = "memory://"
+
+
+# scope -> time.time() until which its calls wait. Read on every request, so a plain dict (no
+# lock: a lost race only means one more 429) rather than the storage's locked counters; with a
+# shared storage the cooldown is also written there for the other processes.
+_cooldowns: dict[str, float] = {}
 
 
 def _cooldown_key(scope: str) -> str:
@@ -115,22 +122,33 @@ def _cooldown_key(scope: str) -> str:
 def cooldown(scope: str, retry_after: float | None) -> None:
     """A 429 said wait ``retry_after`` seconds: every call to ``scope`` (an endpoint: provider and
     base URL) now waits that long before its next request."""
-    if retry_after and retry_after > 0:
+    if not retry_after or retry_after <= 0:
+        return
+    now = time.time()
+    if _cooldowns.get(scope, 0.0) <= now:  # keep the earliest: do not extend it on every 429
+        _cooldowns[scope] = now + retry_after
+    if _cooldown_storage != "memory://":
         storage = _storage(_cooldown_storage)
-        key = _cooldown_key(scope)
-        if storage.get(key) == 0:  # keep the earliest cooldown: do not extend it on every 429
-            # MemoryStorage keeps float expiries (typed int upstream); Redis counts whole seconds
-            expiry: Any = retry_after if _cooldown_storage == "memory://" else math.ceil(retry_after)
-            storage.incr(key, expiry)
+        if not storage.get(_cooldown_key(scope)):
+            storage.incr(_cooldown_key(scope), math.ceil(retry_after))  # whole seconds in Redis
+
+
+def _cooling_until(scope: str) -> float:
+    until = _cooldowns.get(scope, 0.0)
+    if _cooldown_storage != "memory://":
+        storage = _storage(_cooldown_storage)
+        if storage.get(_cooldown_key(scope)):
+            until = max(until, storage.get_expiry(_cooldown_key(scope)))
+    return until
 
 
 def before_request(provider: str, scope: str, model: str,
                    messages: Sequence[Mapping[str, Any]]) -> None:
     """Wait out ``scope``'s cooldown and the provider's (and model's) budgets; spend the budget."""
-    storage = _storage(_cooldown_storage)
-    key = _cooldown_key(scope)
-    while storage.get(key):
-        slots.sleep(min(max(storage.get_expiry(key) - time.time(), 0.005), 1.0))
+    while (wait := _cooling_until(scope) - time.time()) > 0:
+        slots.sleep(min(wait, 1.0))
+    if not _limits:
+        return
     budgets = [b for k in (provider, f"{provider}/{model.partition('/')[2] or model}")
                if (b := _limits.get(k)) is not None]
     if budgets:

@@ -17,6 +17,7 @@ True
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 
 from .result import Usage
@@ -71,6 +72,7 @@ def register_price(model: str, input_per_mtok: float, output_per_mtok: float) ->
     if input_per_mtok < 0 or output_per_mtok < 0:
         raise ValueError(f"prices must be >= 0, got {input_per_mtok}, {output_per_mtok}")
     _prices = {**_prices, _name(model): (float(input_per_mtok), float(output_per_mtok))}
+    _price.cache_clear()
 
 
 def price(model: str) -> tuple[float, float] | None:
@@ -79,7 +81,13 @@ def price(model: str) -> tuple[float, float] | None:
     >>> price("anthropic/claude-haiku-4-5-20251001")
     (1.0, 5.0)
     """
-    name = _name(model)
+    return _price(_name(model))
+
+
+@functools.lru_cache(maxsize=1024)
+def _price(name: str) -> tuple[float, float] | None:
+    """The longest-prefix match, remembered (every call of every agent asks for a price);
+    :func:`register_price` forgets what was remembered."""
     table = _prices  # one consistent snapshot
     best = None
     for known in table:

@@ -20,18 +20,20 @@ fails the call at once with a :class:`~greenagents.errors.RateLimited` that says
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
-from typing import Any, Literal, TypeVar
+from contextvars import ContextVar
+from typing import Any, Literal, NamedTuple, TypeVar
 
 import tenacity
 from tenacity.retry import retry_base
 from tenacity.wait import wait_base
 
 from . import slots
-from .config import settings
+from .config import Settings, settings
 from .errors import GreenAgentsError, RateLimited
 
-__all__ = ["Retry", "RetryPolicy", "call_with_retries", "policy_for", "retryable"]
+__all__ = ["Policy", "Retry", "RetryPolicy", "call_with_retries", "policy_for", "retryable"]
 
 T = TypeVar("T")
 Backoff = Literal["exponential", "fixed", "none"] | wait_base
@@ -120,21 +122,54 @@ class Retry:
 
 RetryPolicy = int | Retry | tenacity.Retrying | None
 
+# Who hears of the current call's backoffs. A context variable, so one cached Retrying serves
+# every concurrent call (each worker runs in its own context) — building a Retrying costs ~50 µs.
+_on_wait: ContextVar[Callable[[float], None] | None] = ContextVar("greenagents_on_wait",
+                                                                   default=None)
 
-def policy_for(retries: RetryPolicy) -> tuple[tenacity.Retrying, float | None, float]:
-    """Turn an agent's ``retries`` (None, an int, a :class:`Retry`, a ``tenacity.Retrying``) into
-    a ``Retrying`` that sleeps cooperatively, its deadline and its Retry-After cap."""
-    current = settings()
+
+def _report_wait(state: tenacity.RetryCallState) -> None:
+    listener = _on_wait.get()
+    if listener is not None:
+        listener(state.next_action.sleep if state.next_action else 0.0)
+
+
+class Policy(NamedTuple):
+    """A ready-to-run policy: the Retrying, the call's deadline and its Retry-After cap."""
+
+    retrying: tenacity.Retrying
+    deadline: float | None
+    retry_after_max: float
+
+
+def policy_for(retries: RetryPolicy) -> Policy:
+    """Turn an agent's ``retries`` (None, an int, a :class:`Retry`, a ``tenacity.Retrying``) into a
+    :class:`Policy` whose sleeps are cooperative and release the slot. Cached per policy and
+    settings, so treat a ``Retry`` as immutable once an agent uses it."""
+    if isinstance(retries, bool) or not isinstance(retries, (int, Retry, tenacity.Retrying,
+                                                             type(None))):
+        raise TypeError(f"retries={retries!r}: use an int, ga.Retry(...) or a tenacity.Retrying")
+    return _policy(retries, settings())
+
+
+@functools.lru_cache(maxsize=256)
+def _policy(retries: RetryPolicy, current: Settings) -> Policy:
     if retries is None:
         retries = current.retries
-    if isinstance(retries, bool) or not isinstance(retries, (int, Retry, tenacity.Retrying)):
-        raise TypeError(f"retries={retries!r}: use an int, ga.Retry(...) or a tenacity.Retrying")
     if isinstance(retries, int):
         retries = Retry(max=retries)
     if isinstance(retries, Retry):
         cap = retries.retry_after_max or current.retry_after_max
-        return retries.retrying(), retries.deadline, cap
-    return retries.copy(sleep=slots.sleep, reraise=True), None, current.retry_after_max
+        return Policy(retries.retrying().copy(before_sleep=_report_wait), retries.deadline, cap)
+    theirs = retries.before_sleep
+
+    def before_sleep(state: tenacity.RetryCallState) -> None:
+        _report_wait(state)
+        if theirs is not None:
+            theirs(state)
+
+    return Policy(retries.copy(sleep=slots.sleep, reraise=True, before_sleep=before_sleep), None,
+                  current.retry_after_max)
 
 
 def _refuse_long_waits(fn: Callable[[], T], retry_after_max: float) -> Callable[[], T]:
@@ -154,20 +189,14 @@ def _refuse_long_waits(fn: Callable[[], T], retry_after_max: float) -> Callable[
     return attempt
 
 
-def call_with_retries(fn: Callable[[], T], policy: tenacity.Retrying, *, retry_after_max: float,
+def call_with_retries(fn: Callable[[], T], policy: Policy, *,
                       on_wait: Callable[[float], None] | None = None) -> T:
     """Run ``fn`` under ``policy``; ``on_wait`` hears of each backoff before it is slept.
 
     The last error is raised as itself (never wrapped in ``tenacity.RetryError``).
     """
-    if on_wait is not None:
-        report = on_wait
-        theirs = policy.before_sleep
-
-        def before_sleep(state: tenacity.RetryCallState) -> None:
-            report(state.next_action.sleep if state.next_action else 0.0)
-            if theirs is not None:
-                theirs(state)
-
-        policy = policy.copy(before_sleep=before_sleep)
-    return policy(_refuse_long_waits(fn, retry_after_max))
+    token = _on_wait.set(on_wait)
+    try:
+        return policy.retrying(_refuse_long_waits(fn, policy.retry_after_max))
+    finally:
+        _on_wait.reset(token)

@@ -67,7 +67,7 @@ def test_prompt_may_return_messages_with_images(sim: Simulator) -> None:
 
 
 @pytest.mark.parametrize(("args", "kwargs", "fragment"), [
-    ((), {}, "missing a required argument: 'text'"),
+    ((), {}, "input 'text': Field required"),
     ((), {"txt": "hi"}, "unknown input(s) ['txt']"),
     ((), {"text": ["not", "a", "string"]}, "input 'text'"),
     (("a", "b"), {}, "too many positional arguments"),

@@ -59,6 +59,20 @@ def strict_schema(schema: dict[str, Any]) -> dict[str, Any] | None:
         return None
 
 
+_remembered: dict[int, tuple[dict[str, Any], dict[str, Any] | None]] = {}
+
+
+def _strict_for(schema: dict[str, Any]) -> dict[str, Any] | None:
+    """:func:`strict_schema`, remembered per schema object: an agent sends the same schema on
+    every call, and converting it each time cost ~30 µs a request."""
+    hit = _remembered.get(id(schema))
+    if hit is None or hit[0] is not schema:
+        if len(_remembered) > 256:  # callers building fresh schemas each time: stay bounded
+            _remembered.clear()
+        hit = _remembered[id(schema)] = (schema, strict_schema(schema))
+    return hit[1]
+
+
 def _strict_node(node: Any) -> dict[str, Any]:
     if not isinstance(node, dict):
         raise _NotStrict  # boolean schemas
@@ -120,7 +134,7 @@ class OpenAIProvider(Provider):
             limit = "max_completion_tokens" if _REASONING_MODEL.match(model) else "max_tokens"
             body[limit] = max_tokens
         if schema is not None:
-            strict = strict_schema(schema)
+            strict = _strict_for(schema)
             body["response_format"] = {"type": "json_schema", "json_schema": {
                 "name": schema_name, "schema": strict or schema, "strict": strict is not None}}
         headers = {"content-type": "application/json"}
