@@ -6,6 +6,8 @@ import contextvars
 import gc
 import time
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import gevent
 import pytest
@@ -263,3 +265,29 @@ def test_result_unwrap_and_repr() -> None:
     assert not result.ok and "ZeroDivisionError" in repr(result)
     with pytest.raises(ZeroDivisionError):
         result.unwrap()
+
+
+def test_plain_requests_code_runs_hundreds_at_once(sim_factory: Any) -> None:
+    import requests
+
+    sim = sim_factory(latency=1.0)
+
+    def ask(i: int) -> int:
+        response = requests.post(f"{sim.base_url}/chat/completions", timeout=30, json={
+            "model": "gpt-4o-mini", "messages": [{"role": "user", "content": f"hi {i}"}]})
+        return response.status_code
+
+    start = time.monotonic()
+    results = ga.each(range(200), ask, max_concurrent=150)
+    assert [r.value for r in results] == [200] * 200
+    assert time.monotonic() - start < 20  # one by one: 200 s
+    assert 100 < sim.stats()["peak_in_flight"] <= 150
+
+
+def test_the_readme_example_runs(sim_factory: Any) -> None:
+    sim = sim_factory(latency=0.2)
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    example = readme.split("## 30 seconds", 1)[1].split("```python", 1)[1].split("```", 1)[0]
+    out = run_python(example.replace("http://127.0.0.1:8000/", sim.url + "/v1/models"))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("500 ok;"), out.stdout
