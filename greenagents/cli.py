@@ -1,0 +1,314 @@
+"""The ``greenagents`` command: ``demo``, ``run``, ``stats`` and ``sim``.
+
+:func:`main` patches the standard library before it imports anything that could import ``ssl``
+(click and this module import neither), so agents and SDKs loaded by ``run`` work under gevent.
+Usage problems — an unknown target, an unreadable file, a bad flag — exit with status 2 and one
+line on stderr, never a traceback. ``run`` exits 0 when every row succeeded and 1 otherwise.
+
+    greenagents demo --calls 300
+    greenagents run agents.py:SentimentAgent --input in.jsonl --output out.jsonl --resume
+    greenagents stats --since 1h --by model
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import IO, Any
+
+import click
+
+import greenagents as ga
+from greenagents import jsonl
+
+__all__ = ["cli", "main"]
+
+_INTERRUPTED = 130  # the shell's convention for a run stopped by SIGINT
+
+
+class UsageProblem(click.ClickException):
+    """A usage error reported as one line (``Error: ...``), exit status 2."""
+
+    exit_code = 2
+
+
+def main() -> None:
+    """Entry point of the ``greenagents`` console script and ``python -m greenagents``."""
+    ga.patch()  # first: nothing heavy (ssl, urllib3, SDKs, user code) is imported yet
+    from greenagents.testing.cli import sim
+
+    cli.add_command(sim)
+    cli(prog_name="greenagents")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(ga.__version__, prog_name="greenagents")
+def cli() -> None:
+    """Run thousands of LLM agent calls at once from plain synchronous Python."""
+
+
+# ---------------------------------------------------------------------------------------- demo
+
+
+@cli.command()
+@click.option("--calls", default=300, show_default=True, type=click.IntRange(1),
+              help="How many agent calls to make.")
+@click.option("--concurrency", default=100, show_default=True, type=click.IntRange(1),
+              help="Calls running at once.")
+@click.option("--model", default=None, metavar="PROVIDER/NAME",
+              help="Ask this real provider (its API key in the environment) instead of the "
+                   "built-in simulator.")
+def demo(calls: int, concurrency: int, model: str | None) -> None:
+    """Run sample agents concurrently and compare with one-by-one (no API key needed)."""
+    from greenagents import demo as sample
+
+    try:
+        report = sample.run(calls=calls, concurrency=concurrency, model=model,
+                            progress=sys.stderr.isatty())
+    except ga.errors.ConfigError as exc:
+        raise UsageProblem(str(exc)) from None
+    click.echo(_table([list(pair) for pair in report.rows()]))
+
+
+# ----------------------------------------------------------------------------------------- run
+
+
+def _import(module_ref: str) -> ModuleType:
+    """Import ``module_ref``: a dotted module name, or a path to a ``.py`` file."""
+    if module_ref.endswith(".py") or os.sep in module_ref:
+        path = Path(module_ref)
+        if not path.is_file():
+            raise UsageProblem(f"no such file: {module_ref}")
+        sys.path.insert(0, str(path.parent.resolve()))  # so the file can import its neighbours
+        spec = importlib.util.spec_from_file_location(path.stem, path)
+        assert spec is not None and spec.loader is not None  # a .py path always has a loader
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[path.stem] = module  # pickling and qualified names need it registered
+        spec.loader.exec_module(module)
+        return module
+    sys.path.insert(0, os.getcwd())  # as `python -m` would: modules beside you are importable
+    return importlib.import_module(module_ref)
+
+
+def load_target(spec: str) -> Callable[..., Any]:
+    """The callable named by ``module:Name`` or ``path/to/file.py:Name`` (``Name`` may be dotted)."""
+    module_ref, _, name = spec.rpartition(":")
+    if not module_ref or not name:
+        raise UsageProblem(f"target {spec!r}: expected module:Name or path/to/file.py:Name")
+    try:
+        target: Any = _import(module_ref)
+    except UsageProblem:
+        raise
+    except BaseException as exc:  # the user's module failing to import is a usage problem
+        message = str(exc).splitlines()[0] if str(exc) else ""
+        raise UsageProblem(f"cannot import {module_ref}: {type(exc).__name__}: {message}") from None
+    for part in name.split("."):
+        if not hasattr(target, part):
+            raise UsageProblem(f"{module_ref} has no {name!r}")
+        target = getattr(target, part)
+    if not callable(target):
+        raise UsageProblem(f"{spec} is a {type(target).__name__}, not an Agent class or callable")
+    return target  # type: ignore[no-any-return]
+
+
+def _reject(problem: str) -> None:
+    """Stands in for the target on a malformed input line: its row is this error."""
+    raise ga.errors.InputError(problem)
+
+
+class _Rows:
+    """The calls for the input's lines not done yet, read lazily; where each call came from.
+
+    ``origin`` maps a call's position in the stream to its input line and keyword arguments
+    (``None`` for a malformed line) while the call runs, so memory stays O(concurrency).
+    """
+
+    def __init__(self, target: Callable[..., Any], lines: IO[bytes], done: set[int],
+                 total: int | None):
+        self.target, self.lines, self.done, self.total = target, lines, done, total
+        self.origin: dict[int, tuple[int, dict[str, Any] | None]] = {}
+
+    def __iter__(self) -> Iterator[tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]]:
+        position = 0
+        for index, obj in jsonl.read_objects(self.lines):
+            if index in self.done:
+                continue
+            if isinstance(obj, dict):
+                self.origin[position] = (index, obj)
+                yield self.target, (), obj
+            else:
+                self.origin[position] = (index, None)
+                yield _reject, (str(obj),), {}
+            position += 1
+
+
+class _SizedRows(_Rows):
+    """:class:`_Rows` whose count is known (a file), so the progress bar shows an ETA."""
+
+    def __len__(self) -> int:
+        return self.total or 0
+
+
+def _row(index: int, result: ga.Result[Any]) -> dict[str, Any]:
+    error = result.error
+    return {"index": index, "ok": result.ok, "value": result.value,
+            "error": None if error is None else f"{type(error).__name__}: {error}",
+            "attempts": result.attempts, "duration_s": round(result.duration_s, 6),
+            "usage": result.usage, "cost_usd": result.cost_usd, "model": result.model}
+
+
+def _previous(output: str, resume: bool) -> dict[int, bool]:
+    """Index → ok of the rows already in ``output`` (after dropping a torn last line)."""
+    if output == "-":
+        if resume:
+            raise UsageProblem("--resume needs an --output file to resume, not stdout")
+        return {}
+    if not resume:
+        if os.path.exists(output) and os.path.getsize(output) > 0:
+            raise UsageProblem(f"{output} already holds results; pass --resume to continue it, "
+                               "or choose a new --output path")
+        return {}
+    try:
+        return {row["index"]: bool(row["ok"]) for row in jsonl.repair(output)}
+    except (ValueError, KeyError, TypeError, OSError) as exc:
+        raise UsageProblem(f"cannot resume from {output}: {exc}") from None
+
+
+def _open_input(path: str) -> tuple[IO[bytes], int | None]:
+    """The input as bytes, and its count of non-blank lines when it is a file (None for stdin)."""
+    if path == "-":
+        return sys.stdin.buffer, None
+    try:
+        with open(path, "rb") as counting:  # one cheap pass, O(1) memory, for the ETA
+            total = sum(1 for line in counting if line.strip())
+        return open(path, "rb"), total  # closed by the caller
+    except OSError as exc:
+        raise UsageProblem(f"cannot read input {path}: {exc.strerror or exc}") from None
+
+
+def _open_output(path: str) -> jsonl.Appender:
+    try:
+        return jsonl.Appender(path)
+    except OSError as exc:
+        raise UsageProblem(f"cannot write output {path}: {exc.strerror or exc}") from None
+
+
+def _configure_tracking(output: str, enabled: bool) -> None:
+    if not enabled:
+        ga.configure(tracking=None)
+    elif ga.settings().tracking is None:  # GREENAGENTS_TRACKING, when set, wins
+        directory = Path(output).resolve().parent if output != "-" else Path.cwd()
+        ga.configure(tracking=f"sqlite:///{directory / '.greenagents' / 'runs.db'}")
+
+
+@cli.command()
+@click.argument("target")
+@click.option("--input", "input_path", required=True, metavar="PATH",
+              help="JSON Lines of keyword arguments, one call per line; - for stdin.")
+@click.option("--output", "output_path", required=True, metavar="PATH",
+              help="JSON Lines of results, one per input line; - for stdout.")
+@click.option("--concurrency", type=click.IntRange(1), default=None,
+              help="Calls running at once (default: the max_concurrency setting, 20).")
+@click.option("--resume", is_flag=True, help="Keep the rows already in --output; run the rest.")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Seconds allowed per call.")
+@click.option("--quiet", is_flag=True, help="No progress bar (none when stderr is not a terminal).")
+@click.option("--tracking/--no-tracking", default=True, show_default=True,
+              help="Record every call in .greenagents/runs.db beside the output.")
+def run(target: str, input_path: str, output_path: str, concurrency: int | None, resume: bool,
+        timeout: float | None, quiet: bool, tracking: bool) -> None:
+    """Call TARGET (module:Name or file.py:Name, an Agent class or a function) once per input line.
+
+    Each result is appended to the output as one JSON line as soon as it completes:
+    index, ok, value, error, attempts, duration_s, usage, cost_usd, model.
+    """
+    fn = load_target(target)
+    previous = _previous(output_path, resume)
+    lines, total = _open_input(input_path)
+    _configure_tracking(output_path, tracking)
+    sized = total is not None
+    rows = (_SizedRows if sized else _Rows)(fn, lines, set(previous), (total or 0) - len(previous))
+    failed = sum(not ok for ok in previous.values())
+    agent = isinstance(fn, type) and issubclass(fn, ga.Agent)  # agents record their own calls
+    results = ga.stream(rows, max_concurrent=concurrency, timeout=timeout,
+                        progress=not quiet and sys.stderr.isatty())
+    out = _open_output(output_path)
+    status = 0
+    try:
+        with lines, out:
+            for result in results:
+                index, kwargs = rows.origin.pop(result.index or 0)
+                out.write(_row(index, result))
+                failed += not result.ok
+                if kwargs is not None and not agent:
+                    ga.tracking.record(result, kwargs)
+    except KeyboardInterrupt:
+        click.echo("interrupted: finished rows are written; add --resume to complete the run",
+                   err=True)
+        status = _INTERRUPTED
+    finally:
+        results.close()  # type: ignore[attr-defined]  # stops the calls still running
+        ga.tracking.flush(timeout=30)
+    sys.exit(status or (1 if failed else 0))
+
+
+# --------------------------------------------------------------------------------------- stats
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def _since(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
+    """``30m``, ``1h``, ``7d`` → the unix time that long ago."""
+    if value is None:
+        return None
+    amount, unit = value[:-1], value[-1:]
+    try:
+        return time.time() - float(amount) * _UNITS[unit]
+    except (KeyError, ValueError):
+        raise click.BadParameter(f"{value!r}: use a number and a unit (s, m, h, d, w), e.g. 1h") from None
+
+
+def _table(rows: list[list[str]], header: list[str] | None = None) -> str:
+    """Plain-text columns: the first left-aligned, the others (numbers) right-aligned."""
+    lines = ([header] if header else []) + rows
+    widths = [max(len(line[column]) for line in lines) for column in range(len(lines[0]))]
+    text = ["  ".join(cell.ljust(width) if column == 0 else cell.rjust(width)
+                      for column, (cell, width) in enumerate(zip(line, widths, strict=True))).rstrip()
+            for line in lines]
+    if header:
+        text.insert(1, "  ".join("-" * width for width in widths))
+    return "\n".join(text)
+
+
+@cli.command()
+@click.option("--db", default=None, metavar="PATH",
+              help="Execution log (default: the tracking setting, else .greenagents/runs.db).")
+@click.option("--since", callback=_since, default=None, metavar="AGE",
+              help="Only calls newer than this, e.g. 30m, 1h, 7d.")
+@click.option("--by", type=click.Choice(["agent", "model"]), default="agent", show_default=True)
+def stats(db: str | None, since: float | None, by: str) -> None:
+    """Summarise logged calls: counts, success rate, p50/p95 latency, tokens, cost, top errors."""
+    path = db or ga.settings().tracking or str(Path(".greenagents") / "runs.db")
+    try:
+        groups = ga.tracking.summary(path, since=since, by=by)
+    except ga.errors.ConfigError as exc:
+        raise UsageProblem(str(exc)) from None
+    if not groups:
+        click.echo("no calls logged" + (" in that period" if since is not None else ""))
+        return
+    rows = [[g["key"], f"{g['calls']:,}", f"{g['success_rate']:.1%}", f"{g['p50_s']:.2f}s",
+             f"{g['p95_s']:.2f}s", f"{g['prompt_tokens'] + g['completion_tokens']:,}",
+             "?" if g["cost_usd"] is None else f"${g['cost_usd']:.4f}"] for g in groups]
+    click.echo(_table(rows, [by, "calls", "ok", "p50", "p95", "tokens", "cost"]))
+    top = [(count, text, g["key"]) for g in groups for count, text in g["errors"]]
+    if top:
+        click.echo("\ntop errors")
+        for count, text, key in sorted(top, reverse=True)[:5]:
+            click.echo(f"  {count:>6,}  {key}  {text[:100]}")
