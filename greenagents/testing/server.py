@@ -111,7 +111,7 @@ class SimApp:
             "/_sim/stats": ("GET", self.snapshot),
             "/_sim/reset": ("POST", self._reset_and_snapshot),
         }
-        if path in _COMPLETIONS:
+        if path in _COMPLETIONS:  # a completion path reaches here only with the wrong method
             routes[path] = ("POST", dict)
         if path not in routes:
             return _error(dialect, "not_found", f"Unknown request URL: {path}.")

@@ -139,21 +139,18 @@ def _serve_in_thread(app: SimApp, host: str, port: int, outcome: dict[str, Any],
     """Body of the server thread: its own hub, a gevent server, and a thread-safe stop."""
     hub = gevent.get_hub()
     stopped = gevent.event.Event()
+    server = make_server(app, host, port)
     try:
-        server = make_server(app, host, port)
         server.start()
         outcome["port"] = server.server_port
         outcome["stop"] = lambda: hub.loop.run_callback_threadsafe(stopped.set)
-    except Exception as exc:
+    except Exception as exc:  # e.g. the port is taken: reported by start() in the caller
         outcome["error"] = exc
-        ready.release()
-        done.release()
-        hub.destroy(destroy_loop=True)
-        return
     ready.release()
     try:
-        stopped.wait()
-        server.stop(timeout=STOP_GRACE_S)
+        if "error" not in outcome:
+            stopped.wait()
+            server.stop(timeout=STOP_GRACE_S)
     finally:
         hub.destroy(destroy_loop=True)
         done.release()

@@ -15,7 +15,7 @@ import hashlib
 import json
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 Schema = dict[str, Any]
@@ -74,7 +74,7 @@ class Answer:
     completion_tokens: int
     finish: Finish = "stop"
     tool_name: str | None = None
-    tool_args: Any = field(default=None)
+    tool_args: Any = None
 
     @property
     def payload(self) -> str:
