@@ -11,6 +11,11 @@ Pitfalls it guards against (each measured with gevent 26.9, requests 2.34, urlli
   patching holds a stdlib ``SSLContext`` and fails with ``TypeError: super(type, obj)``; urllib3
   captured the stdlib ``LifoQueue`` for its pools (a known deadlock). :func:`patch` looks in
   ``sys.modules`` and warns once, naming the modules and the line to move.
+* **trio reads ``select.epoll`` at import, which gevent removes.** httpcore2 (under the openai
+  and anthropic SDKs) imports trio when it is installed, so after a plain ``patch_all()`` building
+  an ``openai.OpenAI()`` fails with ``AttributeError: select.epoll``. :func:`patch` imports trio
+  right after patching with the original ``epoll`` lent back for the import (~0.1 s, only when
+  trio is installed); trio's own loop is never run by sync code, so nothing blocks the hub.
 * **Not patching threads.** ``patch_all(thread=False)`` breaks ``threading.local``, real locks
   hang the hub and sessions shared with real threads raise ``Cannot switch to a different
   thread``; :func:`patch` always patches threads.
@@ -23,6 +28,8 @@ True
 
 from __future__ import annotations
 
+import importlib.util
+import select
 import sys
 import threading
 import warnings
@@ -71,6 +78,7 @@ def patch() -> bool:
             return False
         late = _fragile_imported()
         gevent.monkey.patch_all()
+        _import_trio_with_epoll()
         if late and not _warned_late:
             _warned_late = True
             problems = "; ".join(f"{name}: {_FRAGILE[name]}" for name in late)
@@ -83,6 +91,18 @@ def patch() -> bool:
                 stacklevel=2,
             )
         return True
+
+
+def _import_trio_with_epoll() -> None:
+    if "trio" in sys.modules or importlib.util.find_spec("trio") is None:
+        return
+    setattr(select, "epoll", gevent.monkey.get_original("select", "epoll"))  # noqa: B010
+    try:
+        importlib.import_module("trio")  # for its side effect: trio is now in sys.modules
+    except Exception:  # a broken trio install is its own problem, not a reason to fail patching
+        pass
+    finally:
+        delattr(select, "epoll")
 
 
 def is_patched() -> bool:

@@ -112,3 +112,17 @@ def test_ctrl_c_stops_an_unpatched_batch() -> None:
             print("interrupted", time.monotonic() - start < 1.5)
     """, timeout=30)
     assert out.stdout.strip() == "interrupted True", out.stderr
+
+
+def test_sdk_clients_build_after_patching_even_with_trio_installed() -> None:
+    # httpcore2 (under openai/anthropic) imports trio, whose import reads select.epoll — which
+    # gevent removes. Failed before patch() lent epoll back for trio's import.
+    out = run_python("""
+        import greenagents.monkey
+        import select
+        import openai, anthropic
+        openai.OpenAI(base_url="http://127.0.0.1:9/v1", api_key="x")
+        anthropic.Anthropic(base_url="http://127.0.0.1:9", api_key="x")
+        print("built", hasattr(select, "epoll"))
+    """)
+    assert out.stdout.strip() == "built False", out.stderr
