@@ -73,6 +73,7 @@ def demo(calls: int, concurrency: int, model: str | None) -> None:
                             progress=sys.stderr.isatty())
     except ga.errors.ConfigError as exc:
         raise UsageProblem(str(exc)) from None
+    click.echo(f"greenagents demo: sample agents against {report.where}\n")
     click.echo(_table([list(pair) for pair in report.rows()]))
 
 

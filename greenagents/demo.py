@@ -135,9 +135,9 @@ class Report:
                    cost_usd=sum(costs) if costs else None)
 
     def rows(self) -> list[tuple[str, str]]:
-        """The report as ``(label, value)`` pairs, ready for a two-column table."""
+        """The numbers as ``(label, value)`` pairs, ready for a two-column table under ``where``."""
         cost = "unknown" if self.cost_usd is None else f"${self.cost_usd:.4f}"
-        return [("against", self.where), ("calls", f"{self.calls:,}"),
+        return [("calls", f"{self.calls:,}"),
                 ("ok / failed", f"{self.ok:,} / {self.failed:,}"),
                 ("wall time", f"{self.wall_s:.1f} s"),
                 ("one by one (sum of durations)", f"{self.sequential_s:.1f} s"),
