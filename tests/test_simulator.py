@@ -6,9 +6,7 @@ and hub, and the unpatched case runs in a subprocess.
 
 from __future__ import annotations
 
-import importlib
 import json
-import select
 import time
 from typing import Any, Literal
 
@@ -18,26 +16,10 @@ import openai
 import pydantic
 import pytest
 import requests
-from gevent import monkey
 
 from greenagents.testing import FAULTS, Simulator
 from greenagents.testing.wire import count_tokens
 from tests.conftest import run_python
-
-
-def _import_sdk_transport() -> None:
-    """The SDKs' transport (httpcore2) imports trio, whose import needs ``select.epoll`` — which
-    gevent's aggressive ``patch_all`` removes. Import it once with the original put back."""
-    if hasattr(select, "epoll"):
-        return
-    setattr(select, "epoll", monkey.get_original("select", "epoll"))  # noqa: B010
-    try:
-        importlib.import_module("httpcore2")
-    finally:
-        delattr(select, "epoll")
-
-
-_import_sdk_transport()
 
 
 class Sentiment(pydantic.BaseModel):
