@@ -11,8 +11,10 @@ Pitfalls this module guards against:
 * **Pool size.** A pool smaller than the number of concurrent calls makes urllib3 open extra
   connections and then throw them away ("Connection pool is full, discarding connection"), which
   defeats keep-alive. Unless ``settings().http_pool_size`` says otherwise, pools hold
-  ``max(max_concurrency, 1024)`` connections and never block (``block=False``); a pool is rebuilt
-  bigger when ``max_concurrency`` grows past it.
+  ``max(max_concurrency, 10,000)`` connections and never block (``block=False``): a batch may be
+  far wider than ``max_concurrency`` (``ga.batch(..., max_concurrent=5000)``), and an idle slot
+  costs only a queue entry (10,000 of them: ~10 ms once, ~100 KB); connections are opened on
+  demand. A pool is rebuilt bigger when ``max_concurrency`` grows past it.
 * **No retries here.** urllib3 runs with ``retries=False`` and ``redirect=False``: the retry layer
   (``greenagents.retry``) is the one owner of retrying, so a failure is reported exactly once.
 * **Timeouts.** ``connect_timeout`` bounds opening the connection, ``timeout`` bounds each wait for
@@ -57,8 +59,8 @@ if TYPE_CHECKING:
 
 __all__ = ["Headers", "HttpResponse", "close_pools", "pool_for", "post_json", "raise_for_status"]
 
-# Smallest pool built when http_pool_size is None: no "pool is full" discards at 1,000+ concurrent.
-MIN_AUTO_POOL_SIZE = 1024
+# Smallest pool built when http_pool_size is None: no "pool is full" discards up to 10,000 wide.
+MIN_AUTO_POOL_SIZE = 10_000
 
 # urllib3 prefixes messages with "HTTPConnection(host='h', port=1): "; the origin is already said.
 _POOL_PREFIX = re.compile(r"^\w+\(host=[^)]*\):\s*")
