@@ -211,9 +211,10 @@ def test_one_pool_per_origin_sized_to_load(server: LocalServer) -> None:
     assert http.pool_for(f"{server.url}/other") is pool
     assert http.pool_for(f"http://127.0.0.1:{_free_port()}/") is not pool
     assert pool.pool is not None and pool.pool.maxsize == http.MIN_AUTO_POOL_SIZE
-    config.configure(max_concurrency=3000)
+    config.configure(max_concurrency=http.MIN_AUTO_POOL_SIZE + 1)
     bigger = http.pool_for(server.url)
-    assert bigger is not pool and bigger.pool is not None and bigger.pool.maxsize == 3000
+    assert bigger is not pool and bigger.pool is not None
+    assert bigger.pool.maxsize == http.MIN_AUTO_POOL_SIZE + 1
     config.configure(http_pool_size=8)
     assert http.pool_for(server.url) is bigger  # never shrunk under running calls
 
