@@ -80,25 +80,37 @@ def demo(calls: int, concurrency: int, model: str | None) -> None:
 # ----------------------------------------------------------------------------------------- run
 
 
+def _importable(directory: str) -> None:
+    if directory not in sys.path:
+        sys.path.insert(0, directory)
+
+
 def _import(module_ref: str) -> ModuleType:
     """Import ``module_ref``: a dotted module name, or a path to a ``.py`` file."""
     if module_ref.endswith(".py") or os.sep in module_ref:
         path = Path(module_ref)
         if not path.is_file():
             raise UsageProblem(f"no such file: {module_ref}")
-        sys.path.insert(0, str(path.parent.resolve()))  # so the file can import its neighbours
+        _importable(str(path.parent.resolve()))  # so the file can import its neighbours
         spec = importlib.util.spec_from_file_location(path.stem, path)
         assert spec is not None and spec.loader is not None  # a .py path always has a loader
         module = importlib.util.module_from_spec(spec)
         sys.modules[path.stem] = module  # pickling and qualified names need it registered
         spec.loader.exec_module(module)
         return module
-    sys.path.insert(0, os.getcwd())  # as `python -m` would: modules beside you are importable
+    _importable(os.getcwd())  # as `python -m` would: modules beside you are importable
     return importlib.import_module(module_ref)
 
 
 def load_target(spec: str) -> Callable[..., Any]:
-    """The callable named by ``module:Name`` or ``path/to/file.py:Name`` (``Name`` may be dotted)."""
+    """The callable named by ``module:Name`` or ``path/to/file.py:Name`` (``Name`` may be dotted).
+
+    Anything that goes wrong — no such file or module, an import failing, no such name, not a
+    callable — is a one-line :class:`UsageProblem`, not a traceback.
+
+    >>> load_target("os.path:join")("runs", "out.jsonl")
+    'runs/out.jsonl'
+    """
     module_ref, _, name = spec.rpartition(":")
     if not module_ref or not name:
         raise UsageProblem(f"target {spec!r}: expected module:Name or path/to/file.py:Name")

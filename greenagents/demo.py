@@ -97,7 +97,7 @@ def reviews(count: int, seed: int = 0) -> list[str]:
     """``count`` short made-up product reviews, the same for the same seed.
 
     >>> reviews(1)
-    ['Bought this blender for my sister but the price was too high.']
+    ['The phone case arrived today and it is excellent.']
     """
     rng = random.Random(seed)
     return [f"{rng.choice(_OPENINGS).format(item=rng.choice(_ITEMS))} {rng.choice(_VERDICTS)}."

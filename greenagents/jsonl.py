@@ -11,7 +11,7 @@ appends), and :func:`repair` drops a torn last line — the only place a crash c
 ...     out.write({"index": 0, "ok": True})
 >>> with open(path, "ab") as f:
 ...     _ = f.write(b'{"index": 1, "ok"')       # a crash mid-line
->>> repair(path)
+>>> list(repair(path))
 [{'index': 0, 'ok': True}]
 >>> open(path).read()
 '{"index":0,"ok":true}\\n'
@@ -97,36 +97,36 @@ class Appender:
         self.close()
 
 
-def repair(path: str) -> list[Any]:
-    """The objects of a JSON Lines file written by :class:`Appender`, after cutting a torn tail.
+def repair(path: str) -> Iterator[Any]:
+    """The objects of a JSON Lines file written by :class:`Appender`, lazily, cutting a torn tail.
 
     A last line without its newline, or one that is not valid JSON, is what a crash leaves: it
-    is dropped and the file truncated to the end of the last complete line, so appending
-    continues on a clean line. An invalid line *before* the last one was not written by a crash
-    and raises ``ValueError`` naming it. A missing file reads as empty.
+    is dropped and, once the iteration gets there, the file is truncated to the end of the last
+    complete line, so appending continues on a clean line. An invalid line *before* the last one
+    was not written by a crash and raises ``ValueError`` naming it. A missing file reads as empty.
+    Consume the iterator fully before appending.
     """
     try:
         handle = open(path, "rb")  # noqa: SIM115  # closed below; truncation needs the offset
     except FileNotFoundError:
-        return []
-    objects: list[Any] = []
+        return
     good_end = 0
     with handle:
         for number, line in enumerate(handle, 1):
             try:
                 if not line.endswith(b"\n"):
                     raise ValueError("no newline")
-                if line.strip():
-                    objects.append(json.loads(line))
+                obj = json.loads(line) if line.strip() else None
             except ValueError:
                 if handle.read(1):
                     raise ValueError(f"{path}, line {number}: not valid JSON (and not a torn "
                                      "last line); fix or remove that line") from None
                 break
             good_end += len(line)
+            if obj is not None:
+                yield obj
     if good_end < os.path.getsize(path):
         os.truncate(path, good_end)
-    return objects
 
 
 def read_objects(lines: IO[bytes]) -> Iterator[tuple[int, Any]]:
