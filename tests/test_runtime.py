@@ -65,34 +65,30 @@ def test_concurrency_by_structure_200_sleeps_of_1s() -> None:
     assert time.monotonic() - start < 10  # sequential would be 200 s
 
 
-def test_never_more_than_max_concurrent_running() -> None:
-    running = peak = 0
+class Peak:
+    """A call that counts how many of its kind run at once."""
 
-    def work(i: int) -> int:
-        nonlocal running, peak
-        running += 1
-        peak = max(peak, running)
+    def __init__(self) -> None:
+        self.running = self.peak = 0
+
+    def __call__(self, _: object) -> None:
+        self.running += 1
+        self.peak = max(self.peak, self.running)
         gevent.sleep(0.01)
-        running -= 1
-        return i
+        self.running -= 1
 
+
+def test_never_more_than_max_concurrent_running() -> None:
+    work = Peak()
     ga.each(range(300), work, max_concurrent=7)
-    assert peak == 7
+    assert work.peak == 7
 
 
 def test_default_bound_comes_from_settings_and_env() -> None:
     ga.configure(max_concurrency=3)
-    running = peak = 0
-
-    def work(_: int) -> None:
-        nonlocal running, peak
-        running += 1
-        peak = max(peak, running)
-        gevent.sleep(0.01)
-        running -= 1
-
+    work = Peak()
     ga.each(range(30), work)
-    assert peak == 3
+    assert work.peak == 3
     out = run_python("""
         import os; os.environ["GREENAGENTS_MAX_CONCURRENCY"] = "42"
         import greenagents as ga; print(ga.settings().max_concurrency)
