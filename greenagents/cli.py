@@ -213,11 +213,17 @@ def _open_output(path: str) -> jsonl.Appender:
 
 
 def _configure_tracking(output: str, enabled: bool) -> None:
-    if not enabled:
-        ga.configure(tracking=None)
-    elif ga.settings().tracking is None:  # GREENAGENTS_TRACKING, when set, wins
-        directory = Path(output).resolve().parent if output != "-" else Path.cwd()
-        ga.configure(tracking=f"sqlite:///{directory / '.greenagents' / 'runs.db'}")
+    try:
+        url = ga.settings().tracking  # GREENAGENTS_TRACKING, when set, wins over the default
+        if not enabled:
+            ga.configure(tracking=None)
+        elif url is None:
+            directory = Path(output).resolve().parent if output != "-" else Path.cwd()
+            ga.configure(tracking=f"sqlite:///{directory / '.greenagents' / 'runs.db'}")
+        else:
+            ga.tracking.database_path(url)  # a bad URL is a usage error now, not one per call
+    except ga.errors.ConfigError as exc:
+        raise UsageProblem(str(exc)) from None
 
 
 @cli.command()
