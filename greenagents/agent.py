@@ -117,12 +117,13 @@ class _Call:
                 endpoint, messages, schema=self.spec.schema, schema_name=self.spec.name,
                 temperature=self.agent.temperature, max_tokens=self.agent.max_tokens,
                 timeout=timeout)
+            limits.observe(scope, limited=False)
             self.usage_by_model[model] = self.usage_by_model.get(model, Usage()) + completion.usage
             value = self.spec.parse(completion.text)
         except BaseException as exc:
             record.update(error=type(exc).__name__, status=getattr(exc, "status", None))
             if isinstance(exc, RateLimited):
-                limits.cooldown(scope, exc.retry_after)
+                limits.observe(scope, limited=True, retry_after=exc.retry_after)
             if isinstance(exc, InvalidOutput):
                 self.reask = exc
             raise

@@ -113,13 +113,23 @@ def test_backoff_gives_the_slot_to_another_call(sim_factory: object) -> None:
 
 
 @pytest.mark.sim(faults={"rate_limit": 1.0}, fault_attempts=1, retry_after=1.0)
-def test_a_429_cools_down_every_call_to_that_endpoint(sim: Simulator) -> None:
+def test_a_refusing_endpoint_cools_down_every_call(sim: Simulator) -> None:
+    agent = at(SentimentAgent, sim.base_url)
+    first = [ga.spawn(agent.call, text=f"first {i}") for i in range(10)]
+    gevent.sleep(0.2)  # ten 429s by now: the endpoint refuses everything
+    late = agent.call(text="late")
+    assert all(g.get().ok for g in first) and late.ok
+    assert late.history[0].duration_s >= 0.5  # waited out the cooldown before asking
+
+
+@pytest.mark.sim(faults={"rate_limit": 1.0}, fault_attempts=1, retry_after=1.0)
+def test_one_429_does_not_pause_other_calls(sim: Simulator) -> None:
     agent = at(SentimentAgent, sim.base_url)
     first = ga.spawn(agent.call, text="first")
-    gevent.sleep(0.2)  # the first call has had its 429 by now
-    second = agent.call(text="second")
-    assert first.get().ok and second.ok
-    assert second.history[0].duration_s >= 0.5  # waited out the cooldown before asking
+    gevent.sleep(0.2)
+    late = agent.call(text="late")
+    assert first.get().ok and late.ok
+    assert late.history[0].duration_s < 0.5 and late.history[0].error == "RateLimited"
 
 
 def test_rpm_budget_holds(sim: Simulator) -> None:
