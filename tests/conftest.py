@@ -1,5 +1,7 @@
-"""The test process runs monkey-patched, as a greenagents program would (first import).
+"""The test process runs monkey-patched, as a greenagents program would.
 
+pyproject's ``addopts = -p greenagents.monkey`` patches before pytest loads plugins that import
+``ssl`` (anyio's, langsmith's); the import below keeps ``pytest -p no:...`` runs patched too.
 Unpatched behaviour (the thread fallback, the late-patch warning) is tested in subprocesses.
 """
 
