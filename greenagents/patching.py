@@ -6,11 +6,14 @@ This module imports nothing but gevent, so it is safe to import before anything 
 
 Pitfalls it guards against (each measured with gevent 26.9, requests 2.34, urllib3 2.8):
 
-* **Patching too late.** If ``ssl`` was imported first, every HTTPS call later fails with
+* **Patching too late.** A module that bound the stdlib ``SSLContext`` before patching (urllib3,
+  hence requests, does ``from ssl import SSLContext``) makes every HTTPS call fail with
   ``RecursionError`` in ``SSLContext.minimum_version``; an ``openai.OpenAI()`` client built before
   patching holds a stdlib ``SSLContext`` and fails with ``TypeError: super(type, obj)``; urllib3
   captured the stdlib ``LifoQueue`` for its pools (a known deadlock). :func:`patch` looks in
-  ``sys.modules`` and warns once, naming the modules and the line to move.
+  ``sys.modules`` and warns once, naming the modules and the line to move. ``import ssl`` alone
+  is harmless (HTTPS works after a later patch; gunicorn imports it before reading
+  ``gunicorn.conf.py``, where the patch belongs), so it alone is not warned about.
 * **trio reads ``select.epoll`` at import, which gevent removes.** httpcore2 (under the openai
   and anthropic SDKs) imports trio when it is installed, so after a plain ``patch_all()`` building
   an ``openai.OpenAI()`` fails with ``AttributeError: select.epoll``. :func:`patch` imports trio
@@ -58,8 +61,7 @@ __all__ = ["LatePatchWarning", "available", "in_green_context", "is_patched", "p
 # Modules that capture stdlib objects at import time and break (or deadlock) if imported before
 # patching, with what goes wrong.
 _FRAGILE = {
-    "ssl": "HTTPS calls fail with RecursionError",
-    "urllib3": "its pools keep the stdlib LifoQueue (can deadlock)",
+    "urllib3": "it holds the stdlib SSLContext and LifoQueue (HTTPS RecursionError, pool deadlocks)",
     "requests": "its sessions keep stdlib SSL contexts",
     "httpx": "clients built now keep stdlib SSL contexts",
     "openai": "clients built now keep stdlib SSL contexts",
@@ -75,8 +77,18 @@ _lock = threading.Lock()
 _warned_late = False
 
 
-def _fragile_imported() -> list[str]:
-    return [name for name in _FRAGILE if name in sys.modules]
+_HOLDS_SSL_CONTEXT = "holds the stdlib SSLContext (HTTPS calls fail with RecursionError)"
+
+
+def _fragile_imported() -> dict[str, str]:
+    """Packages imported already that break once patched, each with what goes wrong."""
+    late = {name: _FRAGILE[name] for name in _FRAGILE if name in sys.modules}
+    ssl = sys.modules.get("ssl")
+    if ssl is not None:  # any other module that did `from ssl import SSLContext`, yours included
+        for name, module in list(sys.modules.items()):
+            if name != "ssl" and getattr(module, "SSLContext", None) is ssl.SSLContext:
+                late.setdefault(name.partition(".")[0], _HOLDS_SSL_CONTEXT)
+    return late
 
 
 def patch() -> bool:
@@ -98,7 +110,7 @@ def patch() -> bool:
         _import_trio_with_epoll()
         if late and not _warned_late:
             _warned_late = True
-            problems = "; ".join(f"{name}: {_FRAGILE[name]}" for name in late)
+            problems = "; ".join(f"{name}: {why}" for name, why in late.items())
             warnings.warn(
                 f"greenagents patched the standard library after {', '.join(late)} "
                 f"{'was' if len(late) == 1 else 'were'} imported ({problems}). Make "
