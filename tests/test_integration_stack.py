@@ -154,6 +154,21 @@ def test_patching_in_the_config_file_leaves_no_patch_warnings(
         assert problem not in log, log
 
 
+@pytest.mark.parametrize(("before", "warned"), [
+    ("import ssl", False),  # what gunicorn does before reading gunicorn.conf.py: harmless
+    ("from ssl import SSLContext", True),  # a module holding the stdlib class: HTTPS would recurse
+])
+def test_late_patch_warning_is_about_what_breaks(before: str, warned: bool) -> None:
+    out = run_python(f"""
+        import warnings
+        warnings.simplefilter("always")
+        {before}
+        import greenagents.monkey
+    """)
+    assert out.returncode == 0, out.stderr
+    assert ("LatePatchWarning" in out.stderr) is warned, out.stderr
+
+
 # --- gunicorn, thread workers (nothing patched) ---------------------------------------------
 
 
