@@ -1,0 +1,128 @@
+"""One benchmark child process: ``python -m bench.child '<json spec>'``; prints one JSON report.
+
+The spec says whether the child is green; if so, the very first thing it does is
+``import greenagents.monkey``, before any HTTP client (or ``ssl``) is imported, as a user's
+program would. Then it runs one task:
+
+* ``calls``: build one contender (:mod:`bench.clients`), warm it up, then time N calls W wide —
+  wall time, process CPU time, RSS before and peak RSS during the run, and what the simulator saw
+  (peak requests in flight, statuses). Optionally profiled with pyinstrument.
+* any other task names a ``module:function`` in ``bench`` taking the spec and returning a report
+  (the stream-scale and load-generator children).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+SPEC: dict = json.loads(sys.argv[1]) if __name__ == "__main__" else {}
+if SPEC.get("green"):
+    import greenagents.monkey  # noqa: F401  # first: patch before anything imports ssl/socket
+
+# isort: split
+
+import gc
+import importlib
+import time
+import urllib.request
+from typing import Any
+
+from bench import harness
+
+
+def sim_call(base_url: str, path: str, method: str = "GET") -> dict[str, Any]:
+    """The simulator's control endpoints (``/_sim/stats``, ``/_sim/reset``)."""
+    root = base_url.removesuffix("/v1")
+    request = urllib.request.Request(root + path, method=method,
+                                     data=b"" if method == "POST" else None)
+    with urllib.request.urlopen(request, timeout=30) as response:
+        answer: dict[str, Any] = json.load(response)
+        return answer
+
+
+def measure_calls(spec: dict[str, Any]) -> dict[str, Any]:
+    """Warm a contender up, then measure ``n`` calls ``width`` wide (see the module docstring)."""
+    from bench.clients import CONTENDERS, Options
+
+    contender = CONTENDERS[spec["contender"]]
+    opts = Options(base_url=spec["base_url"], width=spec["width"], tracking=spec.get("tracking"),
+                   retries=spec.get("retries", False))
+    run = contender.build(opts)
+    warmup = spec.get("warmup", 1)
+    if warmup:
+        run(range(-warmup, 0))  # negative indices: bodies the timed run never sends
+    sim_call(opts.base_url, "/_sim/reset", "POST")
+    gc.collect()
+    harness.reset_peak_rss()
+    base = harness.rss_kb()
+    profiler = _profiler() if spec.get("profile") else None
+    cpu, wall = time.process_time(), time.perf_counter()
+    ok = run(range(spec["n"]))
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    report: dict[str, Any] = {"wall": wall, "cpu": cpu, "ok": ok, "n": spec["n"],
+                              "rss_base_kb": base, "rss_peak_kb": harness.peak_rss_kb()}
+    if profiler is not None:
+        profiler.stop()
+        report["profile"] = _hotspots(profiler, spec.get("profile_prefix", "greenagents/"))
+    stats = sim_call(opts.base_url, "/_sim/stats")
+    report["peak_in_flight"] = stats.get("peak_in_flight")
+    report["by_status"] = stats.get("by_status")
+    if opts.tracking:
+        import greenagents as ga
+
+        ga.tracking.flush()
+    return report
+
+
+def _profiler() -> Any:
+    from pyinstrument import Profiler
+
+    profiler = Profiler(interval=0.0005, async_mode="disabled")
+    profiler.start()
+    return profiler
+
+
+def _hotspots(profiler: Any, prefix: str, top: int = 12) -> dict[str, Any]:
+    """Self and total time per ``file:function`` under ``prefix``, as % of all samples."""
+    root = profiler.last_session.root_frame() if profiler.last_session else None
+    if root is None:
+        return {"total_s": 0.0, "self": [], "inclusive": []}
+    self_time: dict[str, float] = {}
+    inclusive: dict[str, float] = {}
+
+    def walk(frame: Any, seen: frozenset[str]) -> None:
+        path = (frame.file_path or "").replace("\\", "/")
+        key = None
+        if prefix in path:
+            key = f"{path[path.rfind(prefix):]}:{frame.function}"
+            self_time[key] = self_time.get(key, 0.0) + frame.total_self_time
+            if key not in seen:  # recursion counts once
+                inclusive[key] = inclusive.get(key, 0.0) + frame.time
+        for child in frame.children:
+            walk(child, seen | {key} if key else seen)
+
+    walk(root, frozenset())
+    total = root.time or 1.0
+
+    def ranked(times: dict[str, float]) -> list[list[Any]]:
+        best = sorted(times.items(), key=lambda kv: kv[1], reverse=True)[:top]
+        return [[key, round(100 * value / total, 2)] for key, value in best]
+
+    return {"total_s": total, "self": ranked(self_time), "inclusive": ranked(inclusive),
+            "own_code_self_pct": round(100 * sum(self_time.values()) / total, 2)}
+
+
+def main() -> None:
+    harness.raise_nofile()
+    task = SPEC.get("task", "calls")
+    if task == "calls":
+        report = measure_calls(SPEC)
+    else:
+        module, _, function = task.partition(":")
+        report = getattr(importlib.import_module(f"bench.{module}"), function)(SPEC)
+    harness.emit(report)
+
+
+if __name__ == "__main__":
+    main()

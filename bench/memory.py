@@ -1,0 +1,67 @@
+"""Figure 2 — memory per in-flight call: (peak RSS − baseline RSS) ÷ C, C calls at once.
+
+What it measures: in the client's own process (the simulator is another), RSS after imports and
+a one-call warm-up (the baseline), then the peak RSS (``VmHWM``, reset just before the run) while
+C calls of 1 s are in flight; the difference divided by C is what one more concurrent call costs:
+its greenlet, thread or coroutine, its socket and buffers, its request and response objects.
+Why: memory, not CPU, is what limits how many calls one worker can hold open.
+
+These are the same runs as the fan-out figure (reused, not repeated). The simulator's observed
+peak of requests in flight is shown beside it: a client that is CPU-bound at 10,000 finishes
+early calls before it has started the last ones, so fewer than C are ever open at once.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench import fanout, plots
+from bench.clients import CONTENDERS
+from bench.harness import Context, Samples, Section, cell, ratio, samples, simulator, table
+
+GOAL_KB = 20.0
+
+
+def sizes(ctx: Context) -> list[int]:
+    sized: list[int] = ctx.pick([5], [100, 1000], [100, 1000, 10_000])
+    return sized
+
+
+def per_call_kb(report: dict[str, Any]) -> float:
+    return float(report["rss_peak_kb"] - report["rss_base_kb"]) / report["n"]
+
+
+def run(ctx: Context) -> Section:
+    latency = 0.2 if ctx.smoke else fanout.LATENCY
+    points = sizes(ctx)
+    keys = [k for k in fanout.KEYS if k != "sequential"]
+    with simulator(latency=latency) as sim:
+        data = fanout.sweep(ctx, sim.base_url, keys, points, latency)
+    header = ["contender", *[f"C = {n:,}: KB/call" for n in points], "greenagents ÷ this",
+             "baseline RSS", "peak in flight"]
+    rows, series = [], {}
+    ours = {n: samples(data[n]["ga_batch"], per_call_kb) for n in points}
+    for key in keys:
+        if key in ctx.notes:
+            continue
+        kb = {n: samples(data[n][key], per_call_kb) for n in points}
+        base = samples(data[points[-1]][key], lambda r: r["rss_base_kb"] / 1024)
+        flight = Samples()
+        for report in data[points[-1]][key]:
+            flight.add(report.get("peak_in_flight"), report.get("error"))
+        series[key] = (CONTENDERS[key].label, [kb[n] for n in points])
+        rows.append([CONTENDERS[key].label, *[cell(kb[n]) for n in points],
+                     " / ".join(ratio(ours[n], kb[n]) for n in points),
+                     cell(base, " MB"), f"{flight.median:,.0f} of {points[-1]:,}"
+                     if flight.ok else "–"])
+    png = plots.bars(ctx.out / "memory_per_call.png", "Memory per in-flight call",
+                     "KB per call: (peak RSS − baseline) ÷ C", [f"C = {n:,}" for n in points],
+                     series, goal=GOAL_KB, goal_label=f"goal for greenagents: {GOAL_KB:g} KB")
+    markdown = "\n\n".join([
+        f"Peak RSS of the client process with C calls of {latency:g} s in flight, minus its RSS "
+        "after imports and a one-call warm-up, divided by C (KiB). Same runs as figure 1; "
+        "median (min–max). `peak in flight` is what the simulator saw at the largest C.",
+        table(header, rows),
+        "![memory per in-flight call](memory_per_call.png)",
+    ])
+    return Section("2. Memory per in-flight call", markdown, [png], {"sizes": points})
