@@ -154,6 +154,64 @@ def test_patching_in_the_config_file_leaves_no_patch_warnings(
         assert problem not in log, log
 
 
+TLS_SERVER = """
+import http.server, ssl, sys
+server = http.server.HTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+context.load_cert_chain(sys.argv[1], sys.argv[2])
+server.socket = context.wrap_socket(server.socket, server_side=True)
+print(server.server_address[1], flush=True)
+server.serve_forever()
+"""
+
+HTTPS_APP = """
+import requests  # at import time: with --preload, before the gevent worker patches
+
+def app(environ, start_response):
+    status = requests.get({url!r}, verify={cert!r}, timeout=10).status_code
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [str(status).encode()]
+"""
+
+
+@pytest.fixture
+def tls_url(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A local HTTPS server with a self-signed certificate: (url, certificate file)."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    made = subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                           "-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1",
+                           "-addext", "subjectAltName=IP:127.0.0.1"], capture_output=True, check=False)
+    if made.returncode != 0:
+        pytest.skip(f"openssl could not make a certificate: {made.stderr!r:.200}")
+    server = subprocess.Popen([sys.executable, "-c", TLS_SERVER, str(cert), str(key)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout is not None
+        yield f"https://127.0.0.1:{server.stdout.readline().strip()}/", cert
+    finally:
+        server.kill()
+        server.wait()
+
+
+@pytest.mark.parametrize("patched_by_config", [False, True])
+def test_preload_needs_the_patch_in_the_config_file(
+        patched_by_config: bool, tls_url: tuple[str, Path], remote_sim: SimulatorProcess,
+        tmp_path: Path) -> None:
+    """``--preload`` without it: HTTPS fails with RecursionError; with it: HTTPS works."""
+    url, cert = tls_url
+    (tmp_path / "https_app.py").write_text(HTTPS_APP.format(url=url, cert=str(cert)))
+    config = ["-c", str(EXAMPLE / "gunicorn.conf.py")] if patched_by_config else []
+    args = (*config, "-k", "gevent", "--preload", "--chdir", str(tmp_path), "https_app:app")
+    with gunicorn(remote_sim, *args, tmp=tmp_path) as (server, stderr):
+        response = requests.get(server + "/", timeout=30)
+    log = stderr.read_text()
+    if patched_by_config:
+        assert response.text == "200" and "MonkeyPatchWarning" not in log, log
+    else:
+        assert response.status_code == 500 and "RecursionError" in log, log
+        assert "MonkeyPatchWarning" in log, log
+
+
 @pytest.mark.parametrize(("before", "warned"), [
     ("import ssl", False),  # what gunicorn does before reading gunicorn.conf.py: harmless
     ("from ssl import SSLContext", True),  # a module holding the stdlib class: HTTPS would recurse
