@@ -1,0 +1,104 @@
+"""The one Celery task greenagents needs, ``greenagents.call``, and an app configured for it.
+
+The task takes a target by reference (``"module:Name"``, importable by the worker), its
+arguments and the call's index, runs it exactly like :func:`greenagents.batch` would, and returns
+the :mod:`~greenagents.celery.wire` form of its Result. Agents need no per-class registration::
+
+    from greenagents.celery import app_for
+    app = app_for("redis://127.0.0.1:6379/0")   # broker, result backend, reliability settings
+
+Reliability, and why each setting:
+
+* ``acks_late`` — a message is acknowledged only after its call finished and its Result is
+  stored; a worker killed mid-call (even SIGKILL) leaves it unacknowledged, and Redis hands it to
+  another worker once ``visibility_timeout`` has passed.
+* ``reject_on_worker_lost`` — the same for a prefork child that dies (the gevent pool has none:
+  there the whole worker dies, and the point above applies).
+* ``worker_prefetch_multiplier=1`` — a worker reserves only as many messages as it runs (``-c``),
+  so the rest wait in Redis for any worker, and a crash puts back at most ``-c`` calls.
+* **idempotency** — the task id is the call's key (batch id and index). Before computing, the
+  task looks for a Result already stored under its own id: a redelivered call that had finished
+  (the worker died between storing and acknowledging) is answered from the store, not re-asked.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+from typing import Any
+
+import celery
+from celery import states
+
+import greenagents as ga
+from greenagents import errors
+from greenagents.celery import wire
+
+__all__ = ["TASK_NAME", "app_for", "install"]
+
+TASK_NAME = "greenagents.call"
+
+
+@functools.lru_cache(maxsize=256)
+def _load(reference: str) -> Any:
+    module_name, _, name = reference.partition(":")
+    target: Any = importlib.import_module(module_name)
+    for part in name.split("."):
+        target = getattr(target, part)
+    return target
+
+
+def _call(task: celery.Task, reference: str, args: list[Any], kwargs: dict[str, Any], index: int,
+          timeout: float | None = None) -> dict[str, Any]:
+    """Body of ``greenagents.call``: the stored Result if there is one, else run the call."""
+    stored = task.backend.get_task_meta(task.request.id)
+    if stored.get("status") == states.SUCCESS:
+        return stored["result"]  # type: ignore[no-any-return]
+    try:
+        fn = _load(reference)
+    except (ImportError, AttributeError) as exc:
+        result: ga.Result[Any] = ga.Result(index, reference, error=errors.ConfigError(
+            f"the worker cannot import {reference} ({type(exc).__name__}: {exc}); start workers "
+            "where that module is importable (working directory or PYTHONPATH)"))
+    else:
+        result = ga.batch([(fn, tuple(args), kwargs)], max_concurrent=1, timeout=timeout)[0]
+        result.index = index
+    return wire.to_json(result)
+
+
+def install(app: celery.Celery) -> celery.Task:
+    """Register ``greenagents.call`` on ``app`` (idempotent); the task, for dispatching.
+
+    Use it with an app you configure yourself; :func:`app_for` does it for you.
+
+    >>> from celery import Celery
+    >>> install(Celery("mine")).name
+    'greenagents.call'
+    """
+    return app.task(_call, name=TASK_NAME, bind=True, acks_late=True, reject_on_worker_lost=True)
+
+
+def app_for(url: str, *, visibility_timeout: float = 3600.0) -> celery.Celery:
+    """A Celery app using Redis at ``url`` as broker and result backend, with the task installed.
+
+    ``visibility_timeout`` is how long a message may stay unacknowledged before Redis gives it to
+    another worker. It must exceed the longest a call can take *after its worker reserved it*
+    (retries, backoff, rate-limit waits, timeouts): shorter, and slow calls run twice. The
+    default, an hour, suits production; a crash then delays that worker's calls by up to an
+    hour. Tests use a few seconds.
+
+    >>> app_for("redis://127.0.0.1:6379/0").conf.worker_prefetch_multiplier
+    1
+    """
+    app = celery.Celery("greenagents", broker=url, backend=url)
+    sweep = max(1, min(60, int(visibility_timeout / 4)))  # look for lost messages this often
+    app.conf.update(
+        task_serializer="json", result_serializer="json", accept_content=["json"],
+        worker_prefetch_multiplier=1, broker_connection_retry_on_startup=True,
+        broker_transport_options={"visibility_timeout": visibility_timeout,
+                                  "unacked_restore_interval": sweep,
+                                  "unacked_restore_throttle": 1,
+                                  # kombu's default of 10 fails acks when 100 greenlets finish at once
+                                  "max_connections": None})
+    install(app)
+    return app

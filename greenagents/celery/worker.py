@@ -1,0 +1,60 @@
+"""A ready-made Celery app for workers, configured from the environment::
+
+    celery -A greenagents.celery.worker worker -P gevent -c 200 --loglevel=warning
+
+- ``GREENAGENTS_CELERY_URL``: the Redis of broker, results and shared limits
+  (default ``redis://127.0.0.1:6379/0``).
+- ``GREENAGENTS_CELERY_VISIBILITY_TIMEOUT``: seconds before an unacknowledged call is handed to
+  another worker (default 3600; see :func:`~greenagents.celery.app_for`).
+- ``GREENAGENTS_RATE_LIMITS``: budgets shared by every worker, as JSON — keys are a provider or
+  ``provider/model``, values the arguments of :func:`greenagents.rate_limit`; the storage
+  defaults to the same Redis, e.g. ``{"openai": {"rpm": 5000, "tpm": 2000000}}``.
+
+Your own app module works the same way: ``import greenagents.monkey`` first, then
+``greenagents.celery.install(app)`` and ``ga.rate_limit(..., storage="redis://...")``.
+"""
+
+from __future__ import annotations
+
+import greenagents.monkey  # first: patch before anything below imports ssl
+
+# isort: split
+
+import json
+import os
+from typing import Any
+
+import greenagents as ga
+from greenagents.celery.task import app_for
+
+__all__ = ["app", "rate_limits_from_env"]
+
+URL = os.environ.get("GREENAGENTS_CELERY_URL", "redis://127.0.0.1:6379/0")
+
+
+def rate_limits_from_env(storage: str) -> list[ga.RateLimit]:
+    """Apply the budgets of ``GREENAGENTS_RATE_LIMITS``, stored in ``storage`` unless they say.
+
+    >>> os.environ["GREENAGENTS_RATE_LIMITS"] = '{"openai/gpt-4o": {"rpm": 60}}'
+    >>> rate_limits_from_env("memory://")
+    [RateLimit('openai/gpt-4o', rpm=60, tpm=None, storage='memory://')]
+    >>> del os.environ["GREENAGENTS_RATE_LIMITS"]
+    """
+    raw = os.environ.get("GREENAGENTS_RATE_LIMITS", "{}")
+    try:
+        budgets: dict[str, dict[str, Any]] = json.loads(raw)
+        applied = []
+        for key, budget in budgets.items():
+            provider, _, model = key.partition("/")
+            applied.append(ga.rate_limit(provider, model=model or None,
+                                         **{"storage": storage, **budget}))
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise ga.errors.ConfigError(
+            f"GREENAGENTS_RATE_LIMITS={raw!r}: {exc}; expected JSON such as "
+            '{"openai": {"rpm": 500, "tpm": 200000}}') from None
+    return applied
+
+
+app = app_for(URL, visibility_timeout=float(
+    os.environ.get("GREENAGENTS_CELERY_VISIBILITY_TIMEOUT", "3600")))
+rate_limits_from_env(URL)
