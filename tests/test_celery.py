@@ -8,14 +8,7 @@ counts seen by the simulator, statuses — never timings.
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +21,7 @@ import redis  # installed with the celery extra
 
 import greenagents as ga
 import greenagents.celery as ga_celery
+from greenagents.celery.local import Workers, redis_server
 from greenagents.testing import Simulator
 from tests.agents import Sentiment, SentimentAgent
 
@@ -38,80 +32,18 @@ pytestmark = pytest.mark.skipif(
                           "(apt-get install redis-server, as .ci/run does)")
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
-    """A private redis-server on a free loopback port, without persistence."""
-    assert REDIS is not None
-    port = free_port()
-    server = subprocess.Popen([REDIS, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                               "--appendonly", "no"], stdout=subprocess.DEVNULL)
-    url = f"redis://127.0.0.1:{port}/0"
-    try:
-        client = redis.Redis.from_url(url)
-        for _ in range(100):
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                time.sleep(0.05)
+    with redis_server() as url:
         yield url
-    finally:
-        server.kill()
-        server.wait()
-
-
-class Workers:
-    """Celery worker subprocesses of one test; ``start`` waits until they answer a ping."""
-
-    def __init__(self, redis_url: str) -> None:
-        self.url = redis_url
-        self.app = ga_celery.app_for(redis_url)
-        self.processes: dict[str, subprocess.Popen[bytes]] = {}
-
-    def start(self, count: int, sim: Any, *, concurrency: int = 100,
-              **env: str) -> list[str]:
-        names = [f"w{uuid.uuid4().hex[:8]}@127.0.0.1" for _ in range(count)]
-        environ = {**os.environ, "PYTHONPATH": str(ROOT), "OPENAI_BASE_URL": sim.base_url,
-                   "GREENAGENTS_CELERY_URL": self.url, **env}
-        for name in names:
-            self.processes[name] = subprocess.Popen(
-                [sys.executable, "-m", "celery", "-A", "greenagents.celery.worker", "worker",
-                 "-P", "gevent", "-c", str(concurrency), "-n", name, "--loglevel=warning",
-                 "--without-gossip", "--without-mingle", "--without-heartbeat"],
-                cwd=ROOT, env=environ, stdout=subprocess.DEVNULL)
-        for _ in range(120):
-            replies = self.app.control.ping(destination=names, timeout=0.5)
-            if {name for reply in replies for name in reply} >= set(names):
-                return names
-            dead = [n for n in names if self.processes[n].poll() is not None]
-            assert not dead, f"worker(s) {dead} exited at start; see their stderr above"
-        raise AssertionError(f"workers {names} did not answer a ping")
-
-    def kill(self, name: str) -> None:
-        self.processes[name].send_signal(signal.SIGKILL)
-        self.processes[name].wait()
-
-    def stop(self) -> None:
-        for process in self.processes.values():
-            process.kill()
-            process.wait()
 
 
 @pytest.fixture
 def workers(redis_url: str) -> Iterator[Workers]:
     """Workers against a freshly emptied Redis; all are killed when the test ends."""
     redis.Redis.from_url(redis_url).flushdb()
-    pool = Workers(redis_url)
-    try:
+    with Workers(redis_url, env={"PYTHONPATH": str(ROOT)}) as pool:
         yield pool
-    finally:
-        pool.stop()
 
 
 @pytest.fixture
@@ -139,7 +71,7 @@ def assert_one_each(results: list[ga.Result[Any]], n: int) -> None:
 
 def test_thousand_calls_across_two_workers_all_accounted(workers, sim_process):
     sim = sim_process(latency=0.2)
-    workers.start(2, sim)
+    workers.start(2, OPENAI_BASE_URL=sim.base_url)
     results = ga_celery.batch(workers.app, calls(1000))
     assert_one_each(results, 1000)
     assert all(r.ok for r in results), [r for r in results if not r.ok][:3]
@@ -161,7 +93,7 @@ not_importable.__module__ = "no_such_module_here"
 
 def test_results_round_trip_values_and_errors(workers, sim_process):
     sim = sim_process()
-    workers.start(1, sim, concurrency=10)
+    workers.start(1, OPENAI_BASE_URL=sim.base_url, concurrency=10)
     mixed: list[Any] = [
         (SentimentAgent, {"text": "fine"}),
         (divmod, (7, 2), {}),
@@ -189,7 +121,7 @@ def test_results_round_trip_values_and_errors(workers, sim_process):
 
 def test_same_batch_id_answers_from_the_store(workers, sim_process):
     sim = sim_process(latency=0.05)
-    workers.start(1, sim)
+    workers.start(1, OPENAI_BASE_URL=sim.base_url)
     first = ga_celery.batch(workers.app, calls(50), batch_id="nightly-42")
     again = ga_celery.batch(workers.app, calls(50), batch_id="nightly-42")
     assert_one_each(again, 50)
@@ -199,7 +131,8 @@ def test_same_batch_id_answers_from_the_store(workers, sim_process):
 
 def test_worker_sigkilled_mid_batch_loses_nothing(workers, sim_process):
     sim = sim_process(latency=0.5)
-    victim, _survivor = workers.start(2, sim, concurrency=50, GREENAGENTS_CELERY_VISIBILITY_TIMEOUT="3")
+    victim, _survivor = workers.start(2, OPENAI_BASE_URL=sim.base_url, concurrency=50,
+                                      GREENAGENTS_CELERY_VISIBILITY_TIMEOUT="3")
     n, seen = 400, []
     for result in ga_celery.stream(workers.app, calls(n)):
         seen.append(result)
@@ -215,7 +148,8 @@ def test_rpm_budget_is_shared_by_all_workers(workers, sim_process):
     sim = sim_process(rpm=15)  # the provider's budget; above it, 429s
     # Alone, each worker would spend its own 10 requests a minute: 20 > 15. Shared, 10 in all.
     # -c 5 (prefetch 5) makes both workers hold calls while the budget blocks them.
-    workers.start(2, sim, concurrency=5, GREENAGENTS_RATE_LIMITS='{"openai": {"rpm": 10}}')
+    workers.start(2, OPENAI_BASE_URL=sim.base_url, concurrency=5,
+                  GREENAGENTS_RATE_LIMITS='{"openai": {"rpm": 10}}')
     results = ga_celery.batch(workers.app, calls(30), deadline=8)
     assert_one_each(results, 30)
     stats = sim.stats()
