@@ -6,7 +6,9 @@ A contender is a *client* (how one call is made: ``requests``, ``urllib3``, the 
 an asyncio semaphore, or the peer library's own batch helper). Both halves are defined once here
 and combined in :data:`CONTENDERS`, so every figure compares exactly the same code paths.
 
-Every call sends the same conversation (a system instruction and ``"call {i}"``), so request
+Every client keeps its defaults (the SDKs, LangChain, LiteLLM and greenagents retry failed calls
+by default; raw ``requests``/``urllib3``/``aiohttp`` do not), as users get them. Every call sends
+the same conversation (a system instruction and ``"call {i}"``), so request
 bodies differ per call: the simulator rolls its faults per body. A runner is ``run(indices) ->
 number of successful calls``; building one imports its libraries, so it happens in the child
 process, after that child decided whether to monkey-patch.
@@ -48,7 +50,6 @@ class Options:
     base_url: str                 # http://127.0.0.1:P/v1
     width: int
     tracking: str | None = None   # greenagents' execution log (overhead figure)
-    retries: bool = False         # client-side retries on (the retry-heavy figure)
 
 
 # ------------------------------------------------------------------ sync clients: one call each
@@ -119,8 +120,7 @@ def openai_call(opts: Options) -> SyncCall:
     """The official SDK as users write it: one ``OpenAI`` client, ``chat.completions.create``."""
     import openai
 
-    client = openai.OpenAI(base_url=opts.base_url, api_key=API_KEY, timeout=TIMEOUT,
-                           max_retries=2 if opts.retries else 0)
+    client = openai.OpenAI(base_url=opts.base_url, api_key=API_KEY, timeout=TIMEOUT)
 
     def call(i: int) -> Any:
         return client.chat.completions.create(model=MODEL, messages=messages(i))  # type: ignore[arg-type]
@@ -145,7 +145,6 @@ def agent_class(opts: Options) -> Any:
         instructions = INSTRUCTIONS
         output = Sentiment
         base_url = opts.base_url
-        retries = 3 if opts.retries else 0
         timeout = TIMEOUT
 
         def prompt(self, text: str) -> str:
@@ -153,6 +152,26 @@ def agent_class(opts: Options) -> Any:
 
     ga.configure(tracking=opts.tracking, max_concurrency=opts.width)
     return BenchAgent
+
+
+def ga_batch_tracked(opts: Options) -> Runner:
+    """:func:`ga_batch` with the SQLite execution log on; each run ends with
+    ``ga.tracking.flush()``, so the writes are inside the measured time."""
+    import dataclasses
+    import os
+    import tempfile
+
+    import greenagents as ga
+
+    database = os.path.join(tempfile.mkdtemp(prefix="bench-tracking-"), "runs.db")
+    run = ga_batch(dataclasses.replace(opts, tracking=f"sqlite:///{database}"))
+
+    def tracked(indices: Sequence[int]) -> int:
+        ok = run(indices)
+        ga.tracking.flush()
+        return ok
+
+    return tracked
 
 
 # ------------------------------------------------------------------ async clients
@@ -178,8 +197,7 @@ async def async_openai_call(opts: Options) -> tuple[AsyncCall, Callable[[], Awai
     """The official ``AsyncOpenAI`` client, as users write it."""
     import openai
 
-    client = openai.AsyncOpenAI(base_url=opts.base_url, api_key=API_KEY, timeout=TIMEOUT,
-                                max_retries=2 if opts.retries else 0)
+    client = openai.AsyncOpenAI(base_url=opts.base_url, api_key=API_KEY, timeout=TIMEOUT)
 
     async def call(i: int) -> Any:
         return await client.chat.completions.create(model=MODEL, messages=messages(i))  # type: ignore[arg-type]
@@ -270,7 +288,7 @@ def langchain_batch(opts: Options) -> Runner:
     from langchain_openai import ChatOpenAI
 
     llm = ChatOpenAI(model=MODEL, base_url=opts.base_url, api_key=API_KEY,  # type: ignore[arg-type]
-                     max_retries=2 if opts.retries else 0, timeout=TIMEOUT)
+                     timeout=TIMEOUT)
 
     def run(indices: Sequence[int]) -> int:
         inputs = [messages(i) for i in indices]
@@ -288,8 +306,7 @@ def litellm_batch(opts: Options) -> Runner:
     def run(indices: Sequence[int]) -> int:
         answers = litellm.batch_completion(
             model=f"openai/{MODEL}", messages=[messages(i) for i in indices],
-            api_base=opts.base_url, api_key=API_KEY, max_workers=opts.width,
-            num_retries=2 if opts.retries else 0, timeout=TIMEOUT)
+            api_base=opts.base_url, api_key=API_KEY, max_workers=opts.width, timeout=TIMEOUT)
         return sum(not isinstance(a, Exception) for a in answers)
 
     return run
@@ -320,6 +337,8 @@ def _async(client: Callable[[Options], Awaitable[tuple[AsyncCall, Any]]]) -> Cal
 
 CONTENDERS: dict[str, Contender] = {c.key: c for c in [
     Contender("ga_batch", "greenagents ga.batch(Agent)", ga_batch, green=True),
+    Contender("ga_batch_tracked", "greenagents ga.batch(Agent), tracking on", ga_batch_tracked,
+              green=True),
     Contender("ga_each_openai", "greenagents ga.each + openai SDK", _sync(openai_call, ga_each),
               green=True),
     Contender("green_urllib3", "urllib3 in bare greenlets", _sync(urllib3_call, bare_greenlets),
