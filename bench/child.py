@@ -11,6 +11,7 @@ program would. Then it runs one task:
   (the stream-scale and load-generator children).
 """
 
+# ruff: noqa: E402  # the imports below the patch come after it on purpose
 from __future__ import annotations
 
 import json

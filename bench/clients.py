@@ -74,7 +74,8 @@ def requests_call(opts: Options) -> SyncCall:
 
 
 def requests_tenacity_call(opts: Options) -> SyncCall:
-    """``requests`` retried by tenacity, waiting what ``Retry-After`` says (the careful way)."""
+    """``requests`` retried by tenacity, waiting what ``retry-after-ms``/``Retry-After`` say
+    (the careful way; what the openai SDK and greenagents read too)."""
     import requests
     import tenacity
 
@@ -82,9 +83,12 @@ def requests_tenacity_call(opts: Options) -> SyncCall:
 
     def wait_retry_after(state: tenacity.RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
-        response = getattr(exc, "response", None)
-        header = response.headers.get("retry-after") if response is not None else None
-        return float(header) if header else min(8.0, 0.5 * 2 ** state.attempt_number)
+        headers = getattr(getattr(exc, "response", None), "headers", None) or {}
+        if headers.get("retry-after-ms"):
+            return float(headers["retry-after-ms"]) / 1000
+        if headers.get("retry-after"):
+            return float(headers["retry-after"])
+        return min(8.0, 0.5 * 2 ** state.attempt_number)
 
     def retry_on(exc: BaseException) -> bool:
         if isinstance(exc, requests.HTTPError) and exc.response is not None:
@@ -98,8 +102,9 @@ def requests_tenacity_call(opts: Options) -> SyncCall:
 
 def urllib3_call(opts: Options) -> SyncCall:
     """A raw ``urllib3.HTTPConnectionPool.request`` and ``json.loads``: the floor of sync HTTP."""
-    import urllib3
     from urllib.parse import urlsplit
+
+    import urllib3
 
     parts = urlsplit(opts.base_url)
     pool = urllib3.HTTPConnectionPool(parts.hostname, parts.port, maxsize=opts.width, block=False,

@@ -58,9 +58,8 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
     runs = [checkpoints[-1]] if spec["contender"] == "ga_stream" else checkpoints
     for total in runs:
         harness.reset_peak_rss()
-        seen, started = 0, time.perf_counter()
-        for _ in consume(total):
-            seen += 1
+        started = time.perf_counter()
+        for seen, _ in enumerate(consume(total), 1):
             if len(points) < len(checkpoints) and seen == checkpoints[len(points)]:
                 points.append({"n": seen, "peak_kb": harness.peak_rss_kb(),
                                "elapsed": time.perf_counter() - started})
