@@ -1,8 +1,8 @@
 """``batch`` and ``stream`` through Celery: the calls of :func:`greenagents.batch`, on many workers.
 
 Each call becomes one ``greenagents.call`` message whose task id is its idempotency key,
-``"<batch_id>:<index>"``. Results are read back from the result backend as they land (Redis
-pub/sub, Celery's native wait), decoded into the same :class:`~greenagents.Result`
+``"<batch_id>:<index>"``. Results are read back from the result backend as they land (one Redis
+``MGET`` of the pending keys per poll), decoded into the same :class:`~greenagents.Result`
 objects a local run gives: agent outputs as their pydantic models, errors as their classes::
 
     import greenagents.monkey
@@ -25,7 +25,6 @@ from typing import Any
 
 import celery
 import celery.exceptions
-import celery.result
 from pydantic import TypeAdapter
 
 from greenagents import errors, jsonl
@@ -37,7 +36,9 @@ from greenagents.progress import Progress
 from greenagents.result import Result
 from greenagents.runtime import Call, _unpack, target_name
 
-__all__ = ["batch", "stream"]
+__all__ = ["batch", "reference", "stream"]
+
+_POLL_S = 0.1  # how often pending results are fetched
 
 def reference(fn: Callable[..., Any]) -> str:
     """``module:QualName`` of ``fn``, as a worker imports it; an InputError when none can.
@@ -86,15 +87,15 @@ class _Dispatch:
     def receive(self, deadline: float | None) -> Iterator[Result[Any]]:
         """The Results as they are stored; Timeout errors for those the deadline left out.
 
-        Celery's native wait: the result backend's pub/sub tells us of each stored result (the
-        subscription was made when the call was sent), so nothing is polled.
+        One ``MGET`` of the pending keys per poll: cheap, and no per-result subscription or
+        ``AsyncResult`` object to clean up.
         """
-        waiting = celery.result.ResultSet([self.app.AsyncResult(i) for i in self.pending])
         try:
-            for task_id, meta in waiting.iter_native(timeout=deadline):
+            for task_id, meta in self.app.backend.get_many(set(self.pending), interval=_POLL_S,
+                                                           timeout=deadline):
                 index, target, output = self.pending.pop(task_id)
                 yield _decoded(index, target, output, meta)
-        except (celery.exceptions.TimeoutError, TimeoutError):
+        except celery.exceptions.TimeoutError:
             late = sorted(self.pending.values())
             self.cancel()
             problem = (f"the run's deadline of {deadline}s passed before this call finished; "

@@ -62,12 +62,14 @@ class Workers:
     """``celery -A greenagents.celery.worker worker -P gevent`` subprocesses on the Redis at ``url``.
 
     ``env`` is added to each worker's environment (``OPENAI_BASE_URL``,
-    ``GREENAGENTS_RATE_LIMITS``, ...); ``app`` is a client app for the same Redis.
+    ``GREENAGENTS_RATE_LIMITS``, ...); ``stderr`` is where their logs go (``subprocess.DEVNULL``
+    to silence them; by default, ours); ``app`` is a client app for the same Redis.
     """
 
-    def __init__(self, url: str, *, env: Mapping[str, str] | None = None):
+    def __init__(self, url: str, *, env: Mapping[str, str] | None = None, stderr: int | None = None):
         self.url = url
         self.env = dict(env or {})
+        self.stderr = stderr
         self.app: celery.Celery = app_for(url)
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
 
@@ -80,7 +82,7 @@ class Workers:
                 [sys.executable, "-m", "celery", "-A", "greenagents.celery.worker", "worker",
                  "-P", "gevent", "-c", str(concurrency), "-n", name, "--loglevel=warning",
                  "--without-gossip", "--without-mingle", "--without-heartbeat"],
-                env=environ, stdout=subprocess.DEVNULL)
+                env=environ, stdout=subprocess.DEVNULL, stderr=self.stderr)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             replies = self.app.control.ping(destination=names, timeout=0.5)
