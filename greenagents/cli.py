@@ -240,8 +240,11 @@ def _configure_tracking(output: str, enabled: bool) -> None:
 @click.option("--quiet", is_flag=True, help="No progress bar (none when stderr is not a terminal).")
 @click.option("--tracking/--no-tracking", default=True, show_default=True,
               help="Record every call in .greenagents/runs.db beside the output.")
+@click.option("--celery", "celery_url", default=None, metavar="REDIS_URL",
+              help="Run the calls on the Celery workers of this broker (greenagents.celery), "
+                   "not here; TARGET must be importable by the workers.")
 def run(target: str, input_path: str, output_path: str, concurrency: int | None, resume: bool,
-        timeout: float | None, quiet: bool, tracking: bool) -> None:
+        timeout: float | None, quiet: bool, tracking: bool, celery_url: str | None) -> None:
     """Call TARGET (module:Name or file.py:Name, an Agent class or a function) once per input line.
 
     Each result is appended to the output as one JSON line as soon as it completes:
@@ -255,8 +258,14 @@ def run(target: str, input_path: str, output_path: str, concurrency: int | None,
     rows = (_SizedRows if sized else _Rows)(fn, lines, set(previous), (total or 0) - len(previous))
     failed = sum(not ok for ok in previous.values())
     agent = isinstance(fn, type) and issubclass(fn, ga.Agent)  # agents record their own calls
-    results = ga.stream(rows, max_concurrent=concurrency, timeout=timeout,
-                        progress=not quiet and sys.stderr.isatty())
+    progress = not quiet and sys.stderr.isatty()
+    if celery_url:
+        from greenagents import celery as ga_celery  # the optional extra, only when asked for
+
+        results = ga_celery.stream(ga_celery.app_for(celery_url), rows, timeout=timeout,
+                                   progress=progress)
+    else:
+        results = ga.stream(rows, max_concurrent=concurrency, timeout=timeout, progress=progress)
     out = _open_output(output_path)
     status = 0
     try:

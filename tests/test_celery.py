@@ -8,7 +8,10 @@ counts seen by the simulator, statuses — never timings.
 
 from __future__ import annotations
 
+import json
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -158,3 +161,21 @@ def test_rpm_budget_is_shared_by_all_workers(workers, sim_process):
     assert 0 < sum(r.ok for r in results) <= stats["requests"]
     late = [r for r in results if not r.ok]
     assert late and all(isinstance(r.error, ga.errors.Timeout) for r in late)
+
+
+def test_cli_run_sends_the_batch_through_celery(workers, sim_process, tmp_path):
+    sim = sim_process()
+    workers.start(1, OPENAI_BASE_URL=sim.base_url, concurrency=10)
+    (tmp_path / "in.jsonl").write_text("".join(f'{{"text": "line {i}"}}\n' for i in range(5))
+                                       + "not json\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "greenagents", "run", "tests.agents:SentimentAgent", "--input",
+         str(tmp_path / "in.jsonl"), "--output", str(tmp_path / "out.jsonl"), "--no-tracking",
+         "--celery", workers.url], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    rows = sorted((json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()),
+                  key=lambda row: row["index"])
+    assert [row["index"] for row in rows] == list(range(6)), done.stderr
+    assert all(row["ok"] and row["value"]["label"] for row in rows[:5])
+    assert not rows[5]["ok"] and rows[5]["error"].startswith("InputError")
+    assert done.returncode == 1  # one row failed
+    assert sim.stats()["requests"] == 5
