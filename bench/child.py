@@ -4,7 +4,9 @@ The spec says whether the child is green; if so, the very first thing it does is
 ``import greenagents.monkey``, before any HTTP client (or ``ssl``) is imported, as a user's
 program would. Then it runs one task:
 
-* ``calls``: build one contender (:mod:`bench.clients`), warm it up, then time N calls W wide —
+* ``calls``: build one contender (:mod:`bench.clients`), warm it up (against a zero-latency
+  simulator when ``warmup_url`` is given: imports and code paths, not a second of waiting; the
+  timed client's own connection pool then starts cold), then time N calls W wide —
   wall time, process CPU time, RSS before and peak RSS during the run, and what the simulator saw
   (peak requests in flight, statuses). Optionally profiled with pyinstrument.
 * any other task names a ``module:function`` in ``bench`` taking the spec and returning a report
@@ -48,9 +50,11 @@ def measure_calls(spec: dict[str, Any]) -> dict[str, Any]:
 
     contender = CONTENDERS[spec["contender"]]
     opts = Options(base_url=spec["base_url"], width=spec["width"])
+    warmup, warm_url = spec.get("warmup", 1), spec.get("warmup_url")
+    if warmup and warm_url:  # a zero-latency simulator: same code paths, no second of waiting
+        contender.build(Options(base_url=warm_url, width=opts.width))(range(-warmup, 0))
     run = contender.build(opts)
-    warmup = spec.get("warmup", 1)
-    if warmup:
+    if warmup and not warm_url:
         run(range(-warmup, 0))  # negative indices: bodies the timed run never sends
     sim_call(opts.base_url, "/_sim/reset", "POST")
     gc.collect()

@@ -179,6 +179,16 @@ def ga_batch_tracked(opts: Options) -> Runner:
     return tracked
 
 
+def ga_batch_no_cooldown(opts: Options) -> Runner:
+    """Diagnostic: :func:`ga_batch` with greenagents' endpoint-wide cooldown after a 429 turned
+    off (``greenagents.limits.cooldown`` replaced by a no-op in this child only), to separate
+    what releasing the slot gains from what the shared cooldown costs."""
+    import greenagents.limits
+
+    greenagents.limits.cooldown = lambda scope, retry_after: None  # type: ignore[assignment]
+    return ga_batch(opts)
+
+
 # ------------------------------------------------------------------ async clients
 
 async def aiohttp_call(opts: Options) -> tuple[AsyncCall, Callable[[], Awaitable[Any]]]:
@@ -344,6 +354,8 @@ CONTENDERS: dict[str, Contender] = {c.key: c for c in [
     Contender("ga_batch", "greenagents ga.batch(Agent)", ga_batch, green=True),
     Contender("ga_batch_tracked", "greenagents ga.batch(Agent), tracking on", ga_batch_tracked,
               green=True),
+    Contender("ga_batch_no_cooldown", "diagnostic: ga.batch(Agent), 429 cooldown off",
+              ga_batch_no_cooldown, green=True),
     Contender("ga_each_openai", "greenagents ga.each + openai SDK", _sync(openai_call, ga_each),
               green=True),
     Contender("green_urllib3", "urllib3 in bare greenlets", _sync(urllib3_call, bare_greenlets),

@@ -175,7 +175,7 @@ def fmt(value: float, unit: str = "") -> str:
 def cell(samples: Samples, unit: str = "") -> str:
     """``median (min–max)``, or the error when no repetition produced a number."""
     if not samples.ok:
-        return "failed: " + (samples.errors[0][:60] if samples.errors else "?")
+        return "failed: " + samples.errors[0][:60] if samples.errors else "–"
     if len(samples.values) == 1:
         return fmt(samples.median, unit)
     return f"{fmt(samples.median, unit)} ({fmt(samples.low)}–{fmt(samples.high)})"
@@ -218,6 +218,7 @@ class Context:
     cache: dict[Any, list[dict[str, Any]]] = field(default_factory=dict)  # reports, shared
     notes: dict[str, str] = field(default_factory=dict)   # contender -> why it was skipped
     checked: set[str] = field(default_factory=set)         # contenders known to be usable
+    skipped: dict[tuple[str, int], str] = field(default_factory=dict)  # (contender, N) -> why
 
     @property
     def smoke(self) -> bool:
@@ -280,8 +281,10 @@ def simulator(**options: Any) -> Iterator[Any]:
 
 def measure_calls(ctx: Context, base_url: str, keys: Sequence[str], n: int, width: int, *,
                   tag: str, timeout: float, extra: dict[str, Any] | None = None,
+                  repeat: int | None = None,
                   give_up_after_failure: bool = True) -> dict[str, list[dict[str, Any]]]:
-    """Reports of ``ctx.repeat`` alternating runs of each contender: ``n`` calls, ``width`` wide.
+    """Reports of ``repeat`` (default ``ctx.repeat``) alternating runs of each contender: ``n``
+    calls, ``width`` wide.
 
     Reports are cached in ``ctx`` under ``(tag, key, n, width)``, so a figure that needs the same
     runs as another (memory reuses the fan-out's) does not repeat them. A contender that failed or
@@ -294,7 +297,8 @@ def measure_calls(ctx: Context, base_url: str, keys: Sequence[str], n: int, widt
         ctx.cache[(tag, key, n, width)] = []
     from bench.clients import CONTENDERS
 
-    for number, key in rounds(todo, ctx.repeat):
+    repeat = ctx.repeat if repeat is None else repeat
+    for number, key in rounds(todo, repeat):
         reports = ctx.cache[(tag, key, n, width)]
         if give_up_after_failure and any("error" in r for r in reports):
             continue
@@ -304,7 +308,7 @@ def measure_calls(ctx: Context, base_url: str, keys: Sequence[str], n: int, widt
         reports.append(report)
         summary = report.get("error") or (f"wall {report['wall']:.2f}s cpu {report['cpu']:.2f}s "
                                           f"ok {report['ok']}/{n}")
-        ctx.log(f"  {tag} n={n} w={width} round {number + 1}/{ctx.repeat} {key}: {summary}")
+        ctx.log(f"  {tag} n={n} w={width} round {number + 1}/{repeat} {key}: {summary}")
     return {key: ctx.cache[(tag, key, n, width)] for key in keys}
 
 
@@ -321,3 +325,24 @@ def samples(reports: Iterable[dict[str, Any]], value: Callable[[dict[str, Any]],
         else:
             out.add(value(report))
     return out
+
+
+def standing(ours: Samples, others: dict[str, Samples], unit: str = "", tie: float = 0.03) -> str:
+    """One sentence on where greenagents stands among ``others`` (lower is better); medians
+    within ``tie`` (3%) of each other are called level, not a win or a loss.
+
+    >>> standing(Samples([1.0]), {"a": Samples([2.0]), "b": Samples([0.5]), "c": Samples([1.01])})
+    'greenagents 1; ahead of a (2, 0.50×); level with c (1.01, 0.99×); behind b (0.5, 2.00×)'
+    """
+    if not ours.ok:
+        return "greenagents failed: " + (ours.errors[0] if ours.errors else "?")
+    groups: dict[str, list[str]] = {"ahead of": [], "level with": [], "behind": []}
+    for key, theirs in others.items():
+        if not theirs.ok:
+            continue
+        share = ours.median / theirs.median if theirs.median else float("inf")
+        group = "level with" if abs(share - 1) <= tie else "ahead of" if share < 1 else "behind"
+        groups[group].append(f"{key} ({fmt(theirs.median, unit)}, {share:.2f}×)")
+    parts = [f"greenagents {fmt(ours.median, unit)}"]
+    parts += [f"{name} {', '.join(items)}" for name, items in groups.items() if items]
+    return "; ".join(parts)

@@ -1,7 +1,8 @@
 """Figure 2 — memory per in-flight call: (peak RSS − baseline RSS) ÷ C, C calls at once.
 
-What it measures: in the client's own process (the simulator is another), RSS after imports and
-a one-call warm-up (the baseline), then the peak RSS (``VmHWM``, reset just before the run) while
+What it measures: in the client's own process (the simulator is another), RSS after imports, a
+one-call warm-up (against a zero-latency simulator) and building the client under test (the
+baseline), then the peak RSS (``VmHWM``, reset just before the run) while
 C calls of 1 s are in flight; the difference divided by C is what one more concurrent call costs:
 its greenlet, thread or coroutine, its socket and buffers, its request and response objects.
 Why: memory, not CPU, is what limits how many calls one worker can hold open.
@@ -17,7 +18,7 @@ from typing import Any
 
 from bench import fanout, plots
 from bench.clients import CONTENDERS
-from bench.harness import Context, Samples, Section, cell, ratio, samples, simulator, table
+from bench.harness import Context, Samples, Section, cell, ratio, samples, standing, table
 
 GOAL_KB = 20.0
 
@@ -35,8 +36,7 @@ def run(ctx: Context) -> Section:
     latency = 0.2 if ctx.smoke else fanout.LATENCY
     points = sizes(ctx)
     keys = [k for k in fanout.KEYS if k != "sequential"]
-    with simulator(latency=latency) as sim:
-        data = fanout.sweep(ctx, sim.base_url, keys, points, latency)
+    data = fanout.sweep(ctx, keys, points, latency)
     header = ["contender", *[f"C = {n:,}: KB/call" for n in points], "greenagents ÷ this",
              "baseline RSS", "peak in flight"]
     rows, series = [], {}
@@ -44,7 +44,7 @@ def run(ctx: Context) -> Section:
     for key in keys:
         if key in ctx.notes:
             continue
-        kb = {n: samples(data[n][key], per_call_kb) for n in points}
+        kb = {n: samples(data[n].get(key, []), per_call_kb) for n in points}
         base = samples(data[points[-1]][key], lambda r: r["rss_base_kb"] / 1024)
         flight = Samples()
         for report in data[points[-1]][key]:
@@ -59,9 +59,19 @@ def run(ctx: Context) -> Section:
                      series, goal=GOAL_KB, goal_label=f"goal for greenagents: {GOAL_KB:g} KB")
     markdown = "\n\n".join([
         f"Peak RSS of the client process with C calls of {latency:g} s in flight, minus its RSS "
-        "after imports and a one-call warm-up, divided by C (KiB). Same runs as figure 1; "
+        "after imports, a one-call warm-up and building the client, divided by C (KiB); the "
+        "client's connection pool starts empty, so connections count. Same runs as figure 1; "
         "median (min–max). `peak in flight` is what the simulator saw at the largest C.",
         table(header, rows),
         "![memory per in-flight call](memory_per_call.png)",
+        "**Reading.** " + " ".join(
+            f"C = {n:,}: " + standing(ours[n], {CONTENDERS[k].label: samples(data[n][k], per_call_kb)
+                                               for k in keys if k != "ga_batch" and k in data[n]},
+                                      " KB") + "." for n in points)
+        + f" Goal for greenagents: ≤ {GOAL_KB:g} KB per in-flight call. A greenlet costs a few KB; "
+        "the rest is the call's socket, urllib3 connection and response objects, the request "
+        "dict and JSON, the Agent's per-call state (messages, history, Result) and the pydantic "
+        "output — `urllib3 in bare greenlets` is the floor of the same HTTP path without the "
+        "runtime and the agent.",
     ])
     return Section("2. Memory per in-flight call", markdown, [png], {"sizes": points})

@@ -88,7 +88,12 @@ def run(ctx: Context) -> Section:
         "sharing the 2 cores.",
         table(["contender", "CPU per call", "÷ raw urllib3", "calls/s"], rows),
         f"**greenagents ga.batch(Agent) ÷ raw urllib3: {ratio(ours, floor)}**; "
-        f"÷ aiohttp: {ratio(ours, samples(data['asyncio_aiohttp'], us_per_call))}.",
+        f"÷ aiohttp: {ratio(ours, samples(data['asyncio_aiohttp'], us_per_call))}; "
+        f"÷ ga.each + raw urllib3: {ratio(ours, samples(data['ga_each_urllib3'], us_per_call))} "
+        "(what the Agent layer costs on top of the runtime). The runtime alone (`ga.each` over "
+        "raw urllib3) costs about what bare greenlets do; the Agent layer — input validation, "
+        "request building, tenacity's retry loop, structured-output parsing, usage, cost, Result "
+        "— is the difference; tracking adds the SQLite writes (in gevent's thread pool).",
         "![client CPU per call](overhead_cpu.png)",
         "**Profile** (pyinstrument, one untimed `ga.batch(Agent)` run of the same size):\n\n"
         + (_hotspot_table(profile) if profile else f"not available: {profiled.get('error')}"),

@@ -13,7 +13,13 @@ from bench.harness import Samples
 
 _PALETTE = ["#1f77b4", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
             "#17becf", "#d62728", "#aec7e8", "#ffbb78"]
-_GREENS = {"ga_batch": "#2ca02c", "ga_each_openai": "#98df8a", "ga_each_urllib3": "#55a868"}
+# one colour per contender in every figure; greenagents in greens
+_COLOURS = {"ga_batch": "#2ca02c", "ga_each_openai": "#98df8a", "ga_each_urllib3": "#55a868",
+            "ga_batch_tracked": "#1b5e20", "ga_batch_no_cooldown": "#b5e7a0", "ga_stream": "#2ca02c",
+            "green_urllib3": "#1f77b4", "asyncio_aiohttp": "#ff7f0e", "asyncio_openai": "#9467bd",
+            "threads_requests": "#8c564b", "threads_openai": "#e377c2", "threads_tenacity": "#d62728",
+            "langchain": "#7f7f7f", "litellm": "#bcbd22", "sequential": "#17becf",
+            "threads_map": "#8c564b", "gunicorn_gthread": "#8c564b"}
 
 
 def _pyplot():  # type: ignore[no-untyped-def]
@@ -26,7 +32,7 @@ def _pyplot():  # type: ignore[no-untyped-def]
 
 
 def colour(key: str, index: int) -> str:
-    return _GREENS.get(key, _PALETTE[index % len(_PALETTE)])
+    return _COLOURS.get(key, _PALETTE[index % len(_PALETTE)])
 
 
 def lines(path: Path, title: str, xlabel: str, ylabel: str,
@@ -49,6 +55,9 @@ def lines(path: Path, title: str, xlabel: str, ylabel: str,
     if hline is not None:
         ax.axhline(hline, color="black", linestyle=":", linewidth=1)
     ax.set_xscale("log")
+    ticks = sorted({x for _, points in series.values() for x in points})
+    ax.set_xticks(ticks, [f"{x:,}" for x in ticks])
+    ax.minorticks_off()
     if logy:
         ax.set_yscale("log")
     ax.set_title(title)
@@ -67,7 +76,7 @@ def bars(path: Path, title: str, ylabel: str, groups: Sequence[str],
          goal_label: str = "") -> Path:
     """Grouped bars (one group per ``groups`` entry, one bar per contender) with min–max whiskers."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
+    fig, ax = plt.subplots(figsize=(8, 6), dpi=110)
     width = 0.8 / max(1, len(series))
     for index, (key, (label, samples)) in enumerate(series.items()):
         xs = [g + (index - (len(series) - 1) / 2) * width for g in range(len(groups))]
@@ -84,7 +93,8 @@ def bars(path: Path, title: str, ylabel: str, groups: Sequence[str],
     ax.set_title(title)
     ax.set_ylabel(ylabel)
     ax.grid(True, axis="y", alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.margins(y=0.12)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=3, frameon=False)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
