@@ -51,7 +51,7 @@ def _plan(ctx: Context, keys: list[str], n: int, points: list[int],
     """Repetitions per contender at size ``n`` (0: not run, with a note in ``ctx.skipped``).
 
     Sequential only at N ≤ 10. The slow-to-import peers (LangChain, LiteLLM) only at N ≥ 100
-    (quick: the largest N only). Above 1,000 the budget goes where the answer is not known yet:
+    (quick: the largest N only; smoke: always). Above 1,000 the budget goes where the answer is not known yet:
     a contender already at > 5× ideal at the previous size is not run again (at 10× the calls it
     can only be slower), one at 2.5–5× runs once.
     """
@@ -62,7 +62,8 @@ def _plan(ctx: Context, keys: list[str], n: int, points: list[int],
         if key == "sequential" and n > SEQUENTIAL_MAX:
             runs = 0
         elif CONTENDERS[key].venv or key == "langchain":
-            runs = runs if (n == max(points) if ctx.mode == "quick" else n >= 100) else 0
+            wanted = {"smoke": True, "quick": n == max(points), "full": n >= 100}[ctx.mode]
+            runs = runs if wanted else 0
         if runs and previous is not None and n > 1000 and key in done.get(previous, {}):
             before = samples(done[previous][key], lambda r: r["wall"])
             slow = before.median / latency if before.ok else float("inf")

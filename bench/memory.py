@@ -45,14 +45,17 @@ def run(ctx: Context) -> Section:
         if key in ctx.notes:
             continue
         kb = {n: samples(data[n].get(key, []), per_call_kb) for n in points}
-        base = samples(data[points[-1]][key], lambda r: r["rss_base_kb"] / 1024)
+        largest = max((n for n in points if data[n].get(key)), default=points[-1])
+        base = samples(data[largest].get(key, []), lambda r: r["rss_base_kb"] / 1024)
         flight = Samples()
-        for report in data[points[-1]][key]:
+        for report in data[largest].get(key, []):
             flight.add(report.get("peak_in_flight"), report.get("error"))
         series[key] = (CONTENDERS[key].label, [kb[n] for n in points])
-        rows.append([CONTENDERS[key].label, *[cell(kb[n]) for n in points],
+        rows.append([CONTENDERS[key].label,
+                     *[cell(kb[n]) if data[n].get(key) or (key, n) not in ctx.skipped
+                       else "not run" for n in points],
                      " / ".join(ratio(ours[n], kb[n]) for n in points),
-                     cell(base, " MB"), f"{flight.median:,.0f} of {points[-1]:,}"
+                     cell(base, " MB"), f"{flight.median:,.0f} of {largest:,}"
                      if flight.ok else "–"])
     png = plots.bars(ctx.out / "memory_per_call.png", "Memory per in-flight call",
                      "KB per call: (peak RSS − baseline) ÷ C", [f"C = {n:,}" for n in points],
@@ -61,7 +64,8 @@ def run(ctx: Context) -> Section:
         f"Peak RSS of the client process with C calls of {latency:g} s in flight, minus its RSS "
         "after imports, a one-call warm-up and building the client, divided by C (KiB); the "
         "client's connection pool starts empty, so connections count. Same runs as figure 1; "
-        "median (min–max). `peak in flight` is what the simulator saw at the largest C.",
+        "median (min–max). `peak in flight` is what the simulator saw at the largest C that "
+        "contender ran; `not run`: see figure 1.",
         table(header, rows),
         "![memory per in-flight call](memory_per_call.png)",
         "**Reading.** " + " ".join(
