@@ -85,7 +85,7 @@ def run(ctx: Context) -> Section:
                 continue
             point = next((p for p in report["points"] if p["n"] == n), None)
             if point is not None:
-                growth = (point["peak_kb"] - report["rss_base_kb"]) / 1024
+                growth = float(point["peak_kb"] - report["rss_base_kb"])
                 out.add(growth if value == "growth" else point["peak_kb"] / 1024 if value == "peak"
                         else n / point["elapsed"])
         return out
@@ -95,7 +95,7 @@ def run(ctx: Context) -> Section:
         series[key] = (label, {n: at(key, n, "peak") for n in checkpoints if at(key, n, "peak").ok})
         for n in checkpoints:
             rows.append([label, f"{n:,}", cell(at(key, n, "peak"), " MB"),
-                         cell(at(key, n, "growth"), " MB"), cell(at(key, n, "rate"), "/s")])
+                         cell(at(key, n, "growth"), " KB"), cell(at(key, n, "rate"), "/s")])
     png = plots.lines(ctx.out / "stream_rss.png", "Peak RSS while consuming N results",
                       "N calls consumed (log)", "peak RSS, MB", series)
     failures = [f"{k}: {r['error']}" for k, rs in data.items() for r in rs if "error" in r]
