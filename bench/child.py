@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import Any
 
-SPEC: dict = json.loads(sys.argv[1]) if __name__ == "__main__" else {}
+SPEC: dict[str, Any] = json.loads(sys.argv[1]) if __name__ == "__main__" else {}
 if SPEC.get("green"):
     import greenagents.monkey  # noqa: F401  # first: patch before anything imports ssl/socket
 
@@ -29,7 +30,6 @@ import gc
 import importlib
 import time
 import urllib.request
-from typing import Any
 
 from bench import harness
 

@@ -88,7 +88,7 @@ def requests_tenacity_call(opts: Options) -> SyncCall:
             return float(headers["retry-after-ms"]) / 1000
         if headers.get("retry-after"):
             return float(headers["retry-after"])
-        return min(8.0, 0.5 * 2 ** state.attempt_number)
+        return float(min(8.0, 0.5 * 2 ** state.attempt_number))
 
     def retry_on(exc: BaseException) -> bool:
         if isinstance(exc, requests.HTTPError) and exc.response is not None:
@@ -107,7 +107,7 @@ def urllib3_call(opts: Options) -> SyncCall:
     import urllib3
 
     parts = urlsplit(opts.base_url)
-    pool = urllib3.HTTPConnectionPool(parts.hostname, parts.port, maxsize=opts.width, block=False,
+    pool = urllib3.HTTPConnectionPool(parts.hostname or "127.0.0.1", parts.port, maxsize=opts.width, block=False,
                                       retries=False, timeout=TIMEOUT)
     path = parts.path + "/chat/completions"
     headers = {"content-type": "application/json", "authorization": f"Bearer {API_KEY}"}
@@ -185,7 +185,7 @@ def ga_batch_no_cooldown(opts: Options) -> Runner:
     what releasing the slot gains from what the shared cooldown costs."""
     import greenagents.limits
 
-    greenagents.limits.cooldown = lambda scope, retry_after: None  # type: ignore[assignment]
+    greenagents.limits.cooldown = lambda scope, retry_after: None
     return ga_batch(opts)
 
 
@@ -347,7 +347,7 @@ def _sync(client: Callable[[Options], SyncCall],
 
 
 def _async(client: Callable[[Options], Awaitable[tuple[AsyncCall, Any]]]) -> Callable[[Options], Runner]:
-    return lambda opts: asyncio_semaphore(client, opts)  # type: ignore[arg-type]
+    return lambda opts: asyncio_semaphore(client, opts)
 
 
 CONTENDERS: dict[str, Contender] = {c.key: c for c in [

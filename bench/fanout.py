@@ -132,7 +132,7 @@ def run(ctx: Context) -> Section:
             continue
         label = CONTENDERS[key].label
         wall = {n: samples(data[n][key], lambda r: r["wall"]) for n in points if key in data[n]}
-        ideal = {n: samples(data[n][key], lambda r, n=n: r["wall"] / latency)
+        ideal = {n: samples(data[n][key], lambda r: float(r["wall"]) / latency)
                  for n in points if key in data[n]}
         series_wall[key], series_ideal[key] = (label, wall), (label, ideal)
         gap = {n: "not run" if (key, n) in ctx.skipped else "–" for n in points}

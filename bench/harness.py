@@ -246,7 +246,7 @@ class Context:
         if contender.venv and peers_python() is None:
             reason = f"no peers venv at {PEERS_VENV} (run `python -m bench --setup-peers`)"
         elif contender.peer:  # find_spec, not import: LiteLLM takes seconds to import
-            check = [peers_python() if contender.venv else sys.executable, "-c",
+            check = [(peers_python() if contender.venv else None) or sys.executable, "-c",
                      "import importlib.util, sys; "
                      f"sys.exit(importlib.util.find_spec({contender.peer!r}) is None)"]
             done = subprocess.run(check, capture_output=True, text=True, timeout=60, check=False)

@@ -29,7 +29,7 @@ def sizes(ctx: Context) -> list[int]:
 
 
 def per_call_kb(report: dict[str, Any]) -> float:
-    return float(report["rss_peak_kb"] - report["rss_base_kb"]) / report["n"]
+    return float(report["rss_peak_kb"] - report["rss_base_kb"]) / float(report["n"])
 
 
 def run(ctx: Context) -> Section:

@@ -39,7 +39,7 @@ GOAL = 1.3
 
 
 def us_per_call(report: dict[str, Any]) -> float:
-    return 1e6 * float(report["cpu"]) / report["n"]
+    return 1e6 * float(report["cpu"]) / float(report["n"])
 
 
 def _hotspot_table(profile: dict[str, Any]) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from bench.harness import Samples
 
@@ -22,7 +23,7 @@ _COLOURS = {"ga_batch": "#2ca02c", "ga_each_openai": "#98df8a", "ga_each_urllib3
             "threads_map": "#8c564b", "gunicorn_gthread": "#8c564b"}
 
 
-def _pyplot():  # type: ignore[no-untyped-def]
+def _pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")

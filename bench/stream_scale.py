@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 from bench import harness, plots
 from bench.harness import Context, Samples, Section, cell, run_child, table
@@ -52,7 +52,7 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
 
     for _ in consume(1000):  # warm-up: imports, first greenlets/threads
         pass
-    base, points = harness.rss_kb(), []
+    base, points = harness.rss_kb(), cast(list[dict[str, Any]], [])
     # ga.stream: one run, peak so far at each checkpoint (an upper bound for smaller N). The
     # executor submits everything up front, so each N gets its own run.
     runs = [checkpoints[-1]] if spec["contender"] == "ga_stream" else checkpoints
