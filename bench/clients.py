@@ -107,8 +107,8 @@ def urllib3_call(opts: Options) -> SyncCall:
     import urllib3
 
     parts = urlsplit(opts.base_url)
-    pool = urllib3.HTTPConnectionPool(parts.hostname or "127.0.0.1", parts.port, maxsize=opts.width, block=False,
-                                      retries=False, timeout=TIMEOUT)
+    pool = urllib3.HTTPConnectionPool(parts.hostname or "127.0.0.1", parts.port, maxsize=opts.width,
+                                      block=False, retries=False, timeout=TIMEOUT)
     path = parts.path + "/chat/completions"
     headers = {"content-type": "application/json", "authorization": f"Bearer {API_KEY}"}
 
