@@ -18,7 +18,6 @@ import json
 import math
 import threading
 import time
-from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -106,7 +105,7 @@ def clear() -> None:
     with _lock:
         _limits.clear()
         _cooldowns.clear()
-        _recent.clear()
+        _last_ok.clear()
         for storage in _storages.values():
             storage.reset()
         _cooldown_storage = "memory://"
@@ -116,12 +115,12 @@ def clear() -> None:
 # lock: a lost race only means one more 429) rather than the storage's locked counters; with a
 # shared storage the cooldown is also written there for the other processes.
 _cooldowns: dict[str, float] = {}
-# scope -> was each of its last answers a 429? A cooldown starts when most of them were: one
-# refused request (a busy shard, a burst) must not pause every call — measured, pausing on every
-# 429 made a batch with 30% first-try 429s slower than threads — while a spent budget, which
-# refuses everything, must.
-_recent: dict[str, deque[bool]] = {}
-_WINDOW, _LIMITED = 10, 8
+# scope -> time.monotonic() of its last successful answer (or of its first answer). A cooldown
+# starts only when an endpoint has let nothing through for a whole Retry-After: a spent budget
+# refuses everything, while per-request 429s (a busy shard, a burst) leave successes in between.
+# Measured: pausing every call on each 429 made a batch with 30% first-try 429s slower than
+# threads; counting recent 429s misfired too, because 429s come back at once and successes late.
+_last_ok: dict[str, float] = {}
 
 
 def _cooldown_key(scope: str) -> str:
@@ -129,13 +128,12 @@ def _cooldown_key(scope: str) -> str:
 
 
 def observe(scope: str, *, limited: bool, retry_after: float | None = None) -> None:
-    """Note one answer of ``scope`` (an endpoint: provider and base URL), 429 or not. When 8 of
-    its last 10 answers were 429s, every call to it waits out the last ``retry_after``."""
-    recent = _recent.get(scope)
-    if recent is None:
-        recent = _recent.setdefault(scope, deque(maxlen=_WINDOW))
-    recent.append(limited)
-    if limited and sum(recent) >= _LIMITED:
+    """Note one answer of ``scope`` (an endpoint: provider and base URL), 429 or not. A 429 that
+    comes when nothing got through for ``retry_after`` seconds makes every call wait it out."""
+    now = time.monotonic()
+    if not limited:
+        _last_ok[scope] = now
+    elif retry_after and now - _last_ok.setdefault(scope, now) >= retry_after:
         cooldown(scope, retry_after)
 
 
