@@ -196,3 +196,26 @@ def test_fault_matrix_every_input_accounted(sim: Simulator) -> None:
     alive = [g for g in gc.get_objects()
              if isinstance(g, gevent.Greenlet) and not g.dead and g.parent is ours]
     assert alive == []
+
+
+@pytest.mark.sim(faults={"hang": 1.0})
+def test_deadline_counts_the_first_attempt(sim: Simulator) -> None:
+    # The first attempt runs before tenacity does; the deadline still counts it.
+    policy = ga.Retry(max=5, backoff="fixed", base=0.5, jitter=False, deadline=1.0)
+    result = at(SentimentAgent, sim.base_url, retries=policy, timeout=0.6).call(text="x")
+    assert isinstance(result.error, errors.Timeout)
+    assert result.attempts == 1 and result.duration_s < 1.0
+
+
+def test_retry_alone_is_a_tenacity_policy() -> None:
+    calls = 0
+
+    def flaky() -> str:
+        nonlocal calls
+        calls += 1
+        if calls < 3:
+            raise errors.ServerError("boom", status=500)
+        return "ok"
+
+    retrying = ga.Retry(max=5, backoff="none", deadline=10).retrying()
+    assert retrying(flaky) == "ok" and calls == 3
