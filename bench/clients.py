@@ -121,6 +121,35 @@ def urllib3_call(opts: Options) -> SyncCall:
     return call
 
 
+def urllib3_structured_call(opts: Options) -> SyncCall:
+    """The agent's job by hand: raw urllib3 sending the same structured request (the same JSON
+    schema, strict) and validating the answer with the same pydantic model — the fair floor for
+    ``ga.batch(Agent)``, which the plain-text floor above is not."""
+    from urllib.parse import urlsplit
+
+    import urllib3
+
+    sentiment = sentiment_model()
+    schema = {"name": "Sentiment", "strict": True, "schema": {
+        **sentiment.model_json_schema(), "additionalProperties": False}}
+    parts = urlsplit(opts.base_url)
+    pool = urllib3.HTTPConnectionPool(parts.hostname or "127.0.0.1", parts.port, maxsize=opts.width,
+                                      block=False, retries=False, timeout=TIMEOUT)
+    path = parts.path + "/chat/completions"
+    headers = {"content-type": "application/json", "authorization": f"Bearer {API_KEY}"}
+
+    def call(i: int) -> Any:
+        request = {"model": MODEL, "messages": messages(i),
+                   "response_format": {"type": "json_schema", "json_schema": schema}}
+        response = pool.request("POST", path, body=json.dumps(request).encode(), headers=headers)
+        if response.status != 200:
+            raise RuntimeError(f"HTTP {response.status}")
+        answer = json.loads(response.data)["choices"][0]["message"]["content"]
+        return sentiment.model_validate_json(answer)
+
+    return call
+
+
 def openai_call(opts: Options) -> SyncCall:
     """The official SDK as users write it: one ``OpenAI`` client, ``chat.completions.create``."""
     import openai
@@ -133,22 +162,27 @@ def openai_call(opts: Options) -> SyncCall:
     return call
 
 
-def agent_class(opts: Options) -> Any:
-    """A greenagents Agent with structured output (a pydantic model), pointed at the simulator."""
+def sentiment_model() -> Any:
+    """The structured output every structured contender asks for."""
     from typing import Literal
 
     from pydantic import BaseModel
-
-    import greenagents as ga
 
     class Sentiment(BaseModel):
         label: Literal["positive", "negative", "neutral"]
         confidence: float
 
+    return Sentiment
+
+
+def agent_class(opts: Options) -> Any:
+    """A greenagents Agent with structured output (a pydantic model), pointed at the simulator."""
+    import greenagents as ga
+
     class BenchAgent(ga.Agent):
         model = f"openai/{MODEL}"
         instructions = INSTRUCTIONS
-        output = Sentiment
+        output = sentiment_model()
         base_url = opts.base_url
         timeout = TIMEOUT
 
@@ -362,6 +396,8 @@ CONTENDERS: dict[str, Contender] = {c.key: c for c in [
               green=True),
     Contender("ga_each_urllib3", "greenagents ga.each + raw urllib3", _sync(urllib3_call, ga_each),
               green=True),
+    Contender("green_urllib3_structured", "urllib3 in bare greenlets, same structured job by hand",
+              _sync(urllib3_structured_call, bare_greenlets), green=True),
     Contender("sequential", "sequential requests", _sync(requests_call, sequential)),
     Contender("threads_requests", "threads + requests", _sync(requests_call, thread_pool)),
     Contender("threads_openai", "threads + openai SDK", _sync(openai_call, thread_pool)),
