@@ -31,6 +31,9 @@ Pitfalls it guards against (each measured with gevent 26.9, requests 2.34, urlli
   behind a ``functools.cached_property`` whose lock is a real ``RLock`` (Python <= 3.11; none at
   all since 3.12), which greenlets of one thread all re-enter: 300 first calls at once forked 300
   times (~4 s of a cold batch). :func:`patch` computes it once, before patching (~5 ms).
+* **gRPC** (Vertex AI and other Google SDKs) runs its own threads and poller: it needs
+  ``grpc.experimental.gevent.init_gevent()`` after patching and before any channel. :func:`patch`
+  warns when grpc was already imported (too late for that); imported later, it is on the user.
 * **Not patching threads.** ``patch_all(thread=False)`` breaks ``threading.local``, real locks
   hang the hub and sessions shared with real threads raise ``Cannot switch to a different
   thread``; :func:`patch` always patches threads.
@@ -108,6 +111,12 @@ def patch() -> bool:
         gevent.monkey.patch_all()
         setattr(select, "poll", _Poll)  # noqa: B010
         _import_trio_with_epoll()
+        if "grpc" in sys.modules:
+            warnings.warn(
+                "greenagents patched the standard library after grpc was imported: gRPC's own "
+                "threads and polling will block the hub. Make `import greenagents.monkey` the first "
+                "import, then call `grpc.experimental.gevent.init_gevent()` before creating any "
+                "channel.", LatePatchWarning, stacklevel=2)
         if late and not _warned_late:
             _warned_late = True
             problems = "; ".join(f"{name}: {why}" for name, why in late.items())

@@ -126,3 +126,15 @@ def test_sdk_clients_build_after_patching_even_with_trio_installed() -> None:
         print("built", hasattr(select, "epoll"))
     """)
     assert out.stdout.strip() == "built False", out.stderr
+
+
+def test_grpc_imported_before_patching_is_warned_about() -> None:
+    # grpc is not a dependency: a stand-in module is enough for the detection
+    out = run_python("""
+        import sys, types, warnings
+        warnings.simplefilter("default")
+        sys.modules["grpc"] = types.ModuleType("grpc")
+        import greenagents as ga
+        ga.patch()
+    """)
+    assert "grpc was imported" in out.stderr and "init_gevent()" in out.stderr
