@@ -382,3 +382,18 @@ def test_imports_stay_light() -> None:
         assert "ssl" not in sys.modules and "gevent" not in sys.modules, sorted(sys.modules)
     """)
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.sim(faults={"rate_limit": 0.5}, fault_attempts=1)
+def test_faults_follow_the_conversation_not_the_clients_encoding(sim: Simulator) -> None:
+    # Benchmarks compare clients that say the same thing in different JSON (an agent adds a
+    # schema, an SDK its own fields): they must meet the same faults.
+    def statuses(extra: dict[str, Any]) -> list[int]:
+        sim.reset()  # forget attempt counts: both runs are first tries
+        return [requests.post(f"{sim.base_url}/chat/completions", timeout=10, json={
+            "model": "gpt-4o-mini", "messages": [{"role": "user", "content": f"call {i}"}],
+            **extra}).status_code for i in range(30)]
+
+    plain = statuses({})
+    assert 0 < plain.count(429) < 30
+    assert statuses({"temperature": 0.2, "response_format": {"type": "json_object"}}) == plain

@@ -16,7 +16,7 @@ Quick reference:
   Anthropic 529), ``reset`` (connection reset, no answer), ``hang`` (no answer until the client
   hangs up), ``malformed`` (200, invalid JSON), ``truncated`` (200, body cut short),
   ``schema_invalid`` (200, JSON that breaks the requested schema). ``fault_attempts=K`` limits
-  faults to the first K tries of each request body, so retrying clients get through.
+  faults to the first K tries of each request (model and conversation), so retrying clients get through.
 - Steering headers for one request: ``X-Sim-Latency: <s>``, ``X-Sim-Fault: <name>``,
   ``X-Sim-Retry-After: <s>``.
 - pytest: the ``sim`` fixture (configure with ``@pytest.mark.sim(**knobs)``) and

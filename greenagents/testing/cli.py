@@ -45,7 +45,7 @@ def _parse_faults(ctx: click.Context, param: click.Parameter,
 @click.option("--fault", "faults", multiple=True, callback=_parse_faults, metavar="NAME=RATE",
               help="Inject a fault with this probability; repeatable, e.g. --fault rate_limit=0.3")
 @click.option("--fault-attempts", type=int, default=None,
-              help="Only the first N tries of a request body can fail.")
+              help="Only the first N tries of a request (model and conversation) can fail.")
 @click.option("--retry-after", default=1.0, show_default=True,
               help="Seconds announced by the rate_limit fault.")
 @click.option("--rpm", type=int, default=None, help="Requests per minute per API key.")

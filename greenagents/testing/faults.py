@@ -1,8 +1,9 @@
 """Which fault, if any, a request suffers — decided reproducibly from the seed and the request.
 
-A fault is rolled from ``seed`` + the hash of the request body (+ the attempt number when attempts
-roll independently), so the same run against the same requests fails the same way every time.
-With ``attempts=K`` only the first K tries of a given body can fail, and they all fail the same
+A fault is rolled from ``seed`` + the hash of the request's model and conversation (+ the attempt
+number when attempts roll independently), so the same run against the same requests fails the
+same way every time — whichever client (an SDK, an agent with a schema, raw JSON) sends them.
+With ``attempts=K`` only the first K tries of a given request can fail, and they all fail the same
 way: a retrying client is then guaranteed to get through (the retry benchmark's "30 % of calls
 are first answered 429, then succeed").
 
@@ -49,7 +50,7 @@ def check_name(name: str) -> None:
 
 
 class FaultPlan:
-    """Rolls faults per request and remembers how often each request body was seen."""
+    """Rolls faults per request and remembers how often each request (model and conversation) was seen."""
 
     def __init__(self, rates: Mapping[str, float], attempts: int | None, seed: int) -> None:
         check_rates(rates)

@@ -29,8 +29,9 @@ class SimOptions:
     - ``latency``: seconds to the first token (the median when ``latency_p99`` is set, making the
       delay lognormal); ``token_latency``: extra seconds per output token.
     - ``faults``: fault name → probability (see ``greenagents.testing.faults.FAULTS``);
-      ``fault_attempts``: only the first K tries of a request body can fail (None: every try
-      rolls independently); ``retry_after``: seconds announced by the ``rate_limit`` fault.
+      ``fault_attempts``: only the first K tries of a request (same model and conversation) can
+      fail (None: every try rolls independently); ``retry_after``: seconds announced by the
+      ``rate_limit`` fault.
     - ``rpm``/``tpm``: per-API-key budgets answered with 429 and an exact ``Retry-After``.
     - ``api_key``: when set, requests must carry it (never logged or echoed).
     - ``seed``: makes answers and fault rolls reproducible.

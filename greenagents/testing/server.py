@@ -179,7 +179,9 @@ class SimApp:
         if wait is not None:
             return _rate_limited(dialect, wait, "Rate limit reached (requests or tokens per "
                                  "minute for this API key).")
-        request_hash = hashlib.sha256(raw).hexdigest()
+        # a request is its conversation: clients that say the same thing (an SDK, an agent with
+        # a schema, raw JSON) meet the same faults, so benchmarks compare like with like
+        request_hash = hashlib.sha256(f"{chat.model}\n{chat.prompt}".encode()).hexdigest()
         fault = self.faults.choose(request_hash, forced)
         if fault is not None:
             self.stats.by_fault[fault] += 1
