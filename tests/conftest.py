@@ -7,6 +7,7 @@ Unpatched behaviour (the thread fallback, the late-patch warning) is tested in s
 
 import greenagents.monkey  # must stay the first import
 
+import signal
 import subprocess
 import sys
 import textwrap
@@ -32,3 +33,8 @@ def run_python(code: str, *, timeout: float = 120) -> subprocess.CompletedProces
 
 
 assert ga.available(), "tests expect a patched process"
+
+# A job started in the background by a non-interactive shell (`.ci/run &`) inherits SIGINT
+# ignored, and so would every subprocess: the Ctrl-C tests would then wait forever. Handle it, so
+# children start with the default disposition and Python's KeyboardInterrupt.
+signal.signal(signal.SIGINT, signal.default_int_handler)
