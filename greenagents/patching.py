@@ -34,6 +34,9 @@ Pitfalls it guards against (each measured with gevent 26.9, requests 2.34, urlli
 * **gRPC** (Vertex AI and other Google SDKs) runs its own threads and poller: it needs
   ``grpc.experimental.gevent.init_gevent()`` after patching and before any channel. :func:`patch`
   warns when grpc was already imported (too late for that); imported later, it is on the user.
+* **``multiprocessing.Pool`` hangs once patched** (its result-handler threads become greenlets
+  blocked on an unpatched pipe), whatever the start method; :func:`patch` makes constructing one
+  warn with :class:`PitfallWarning`, naming ``ProcessPoolExecutor``, which works.
 * **Not patching threads.** ``patch_all(thread=False)`` breaks ``threading.local``, real locks
   hang the hub and sessions shared with real threads raise ``Cannot switch to a different
   thread``; :func:`patch` always patches threads.
@@ -59,7 +62,8 @@ import gevent.monkey
 import gevent.select
 from gevent.hub import Hub
 
-__all__ = ["LatePatchWarning", "available", "in_green_context", "is_patched", "patch"]
+__all__ = ["LatePatchWarning", "PitfallWarning", "available", "in_green_context", "is_patched",
+           "patch"]
 
 # Modules that capture stdlib objects at import time and break (or deadlock) if imported before
 # patching, with what goes wrong.
@@ -111,6 +115,7 @@ def patch() -> bool:
         gevent.monkey.patch_all()
         setattr(select, "poll", _Poll)  # noqa: B010
         _import_trio_with_epoll()
+        _warn_on_multiprocessing_pool()
         if "grpc" in sys.modules:
             warnings.warn(
                 "greenagents patched the standard library after grpc was imported: gRPC's own "
@@ -162,6 +167,27 @@ class _Poll(gevent.select.poll):
         for fd, mask in self._masks.items():
             probe.register(fd, mask)
         return probe.poll(0)  # type: ignore[no-any-return]
+
+
+class PitfallWarning(RuntimeWarning):
+    """Something known not to work under gevent's patching is being used."""
+
+
+def _warn_on_multiprocessing_pool() -> None:
+    # multiprocessing.Pool hangs once patched (its result-handler threads become greenlets blocked
+    # on an unpatched pipe), with every start method; Process and ProcessPoolExecutor work.
+    import multiprocessing.pool
+
+    pool_class = multiprocessing.pool.Pool
+    original = pool_class.__init__
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        warnings.warn("multiprocessing.Pool hangs in a gevent-patched process; use "
+                      "concurrent.futures.ProcessPoolExecutor (or multiprocessing.Process)",
+                      PitfallWarning, stacklevel=2)
+        original(self, *args, **kwargs)
+
+    setattr(pool_class, "__init__", __init__)  # noqa: B010
 
 
 def _import_trio_with_epoll() -> None:

@@ -138,3 +138,15 @@ def test_grpc_imported_before_patching_is_warned_about() -> None:
         ga.patch()
     """)
     assert "grpc was imported" in out.stderr and "init_gevent()" in out.stderr
+
+
+def test_multiprocessing_pool_warns_after_patching() -> None:
+    out = run_python("""
+        import os, warnings
+        warnings.simplefilter("default")
+        import greenagents.monkey
+        import multiprocessing.pool
+        multiprocessing.pool.Pool(1)  # would hang on first use; the warning says what to use
+        os._exit(0)
+    """, timeout=30)
+    assert "PitfallWarning" in out.stderr and "ProcessPoolExecutor" in out.stderr
