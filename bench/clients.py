@@ -100,8 +100,8 @@ def requests_tenacity_call(opts: Options) -> SyncCall:
     return lambda i: retrying(plain, i)
 
 
-def urllib3_call(opts: Options) -> SyncCall:
-    """A raw ``urllib3.HTTPConnectionPool.request`` and ``json.loads``: the floor of sync HTTP."""
+def _urllib3_post(opts: Options) -> Callable[[bytes], Any]:
+    """POST a body to the simulator's chat completions over one raw urllib3 pool; the JSON answer."""
     from urllib.parse import urlsplit
 
     import urllib3
@@ -112,39 +112,34 @@ def urllib3_call(opts: Options) -> SyncCall:
     path = parts.path + "/chat/completions"
     headers = {"content-type": "application/json", "authorization": f"Bearer {API_KEY}"}
 
-    def call(i: int) -> Any:
-        response = pool.request("POST", path, body=body(i), headers=headers)
+    def post(payload: bytes) -> Any:
+        response = pool.request("POST", path, body=payload, headers=headers)
         if response.status != 200:
             raise RuntimeError(f"HTTP {response.status}")
         return json.loads(response.data)
 
-    return call
+    return post
+
+
+def urllib3_call(opts: Options) -> SyncCall:
+    """A raw ``urllib3.HTTPConnectionPool.request`` and ``json.loads``: the floor of sync HTTP."""
+    post = _urllib3_post(opts)
+    return lambda i: post(body(i))
 
 
 def urllib3_structured_call(opts: Options) -> SyncCall:
     """The agent's job by hand: raw urllib3 sending the same structured request (the same JSON
     schema, strict) and validating the answer with the same pydantic model — the fair floor for
     ``ga.batch(Agent)``, which the plain-text floor above is not."""
-    from urllib.parse import urlsplit
-
-    import urllib3
-
+    post = _urllib3_post(opts)
     sentiment = sentiment_model()
     schema = {"name": "Sentiment", "strict": True, "schema": {
         **sentiment.model_json_schema(), "additionalProperties": False}}
-    parts = urlsplit(opts.base_url)
-    pool = urllib3.HTTPConnectionPool(parts.hostname or "127.0.0.1", parts.port, maxsize=opts.width,
-                                      block=False, retries=False, timeout=TIMEOUT)
-    path = parts.path + "/chat/completions"
-    headers = {"content-type": "application/json", "authorization": f"Bearer {API_KEY}"}
 
     def call(i: int) -> Any:
         request = {"model": MODEL, "messages": messages(i),
                    "response_format": {"type": "json_schema", "json_schema": schema}}
-        response = pool.request("POST", path, body=json.dumps(request).encode(), headers=headers)
-        if response.status != 200:
-            raise RuntimeError(f"HTTP {response.status}")
-        answer = json.loads(response.data)["choices"][0]["message"]["content"]
+        answer = post(json.dumps(request).encode())["choices"][0]["message"]["content"]
         return sentiment.model_validate_json(answer)
 
     return call

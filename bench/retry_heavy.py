@@ -56,10 +56,10 @@ def run(ctx: Context) -> Section:
     worst = min((samples(data[k], lambda r: r["wall"]) for k in ("threads_openai", "threads_tenacity")),
                 key=lambda s: s.median if s.ok else float("inf"))
     markdown = "\n\n".join([
-        f"{n} calls of {latency:g} s, {width} wide; {RATE:.0%} of request bodies are answered "
+        f"{n} calls of {latency:g} s, {width} wide; {RATE:.0%} of requests are answered "
         f"429 with `Retry-After: {wait:g}` on their first try, then succeed. {ctx.repeat} "
         "alternating repetition(s), median (min–max). `429s` is what the simulator answered in "
-        "that run (bodies differ per client, so the count varies around "
+        "that run: it picks faults by conversation, so every client meets the same ones (about "
         f"{RATE * n:.0f}). Lower bounds: slot released N·L/W / slot held (N·L + 429s·R)/W.",
         table(["contender", "wall time", "greenagents ÷ this", "429s", "lower bound released / held"],
               rows),
@@ -68,12 +68,12 @@ def run(ctx: Context) -> Section:
         "**Reading.** Releasing the slot during the Retry-After wait is what separates "
         "`ga.batch(Agent)` from the pools whose workers sleep in their retry loop; `ga.each` over "
         "the openai SDK shows the same greenlets without it (the SDK's own retry sleep keeps the "
-        "slot) and lands with the thread pools. Two things keep greenagents above its lower bound "
-        "N·L/W. The tail: a call answered 429 in the last wave still waits R + L, with too few "
-        "calls left to fill the freed slots. And greenagents' endpoint **cooldown**: after a 429, "
-        "`limits.cooldown` makes *every* call to that endpoint wait out the Retry-After before its "
-        "next request — right for a provider-wide budget, but here the 429s are per request, so "
-        "each one idles the whole batch for up to R, and how much depends on when they land (hence "
-        "the wide spread). The diagnostic row turns the cooldown off in that child only.",
+        "slot) and lands with the thread pools. What keeps greenagents above its lower bound "
+        "N·L/W is the tail: a call answered 429 in the last wave still waits R + L, with too few "
+        "calls left to fill the freed slots — the thread pools pay the same tail on top of their "
+        "held bound, so the best ratio this scenario allows is about (N·L/W + R + L) ÷ "
+        "((N·L + 429s·R)/W + R + L). The diagnostic row turns greenagents' endpoint cooldown off "
+        "in that child only: equal times show the cooldown (which starts only when an endpoint "
+        "let nothing through for a whole Retry-After) does not fire on per-request 429s.",
     ])
     return Section("4. Retry-heavy", markdown, [png], {})
