@@ -37,7 +37,7 @@ from pydantic import BaseModel, ValidationError, create_model
 
 from . import limits, pricing, providers, tracking
 from .config import settings
-from .errors import ConfigError, GreenAgentsError, InputError, RateLimited
+from .errors import ConfigError, InputError, RateLimited
 from .errors import Timeout as CallTimeout
 from .result import Attempt, Result, Usage
 from .retry import RetryPolicy, call_with_retries, policy_for, retryable
@@ -59,7 +59,7 @@ class _Inputs:
         fields: dict[str, Any] = {}
         for name, param in list(self.signature.parameters.items())[1:]:  # skip self
             if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
-                raise TypeError(f"{agent.__qualname__}.prompt takes *{name}: name each input "
+                raise ConfigError(f"{agent.__qualname__}.prompt takes *{name}: name each input "
                                 "instead (the signature is the input schema)")
             default = ... if param.default is param.empty else param.default
             fields[name] = (hints.get(name, Any), default)
@@ -200,7 +200,7 @@ class Agent:
             return [*messages, {"role": "user", "content": prompted}]
         if isinstance(prompted, list) and all(isinstance(m, dict) and "role" in m for m in prompted):
             return messages + prompted
-        raise TypeError(f"{cls.__qualname__}.prompt returned {type(prompted).__name__}; return a "
+        raise ConfigError(f"{cls.__qualname__}.prompt returned {type(prompted).__name__}; return a "
                         "string or a list of {'role': ..., 'content': ...} messages")
 
     @classmethod
@@ -229,8 +229,8 @@ class Agent:
             messages = cls._messages(cls._inputs().validate(args, inputs))
             endpoints = cls._endpoints()
             policy = policy_for(cls.retries)
-        except (GreenAgentsError, TypeError) as exc:
-            result.error = exc if isinstance(exc, GreenAgentsError) else ConfigError(str(exc))
+        except Exception as exc:  # bad inputs, config, a bug in prompt(): this call's error only
+            result.error = exc
             result.duration_s = time.perf_counter() - started
             tracking.record(result, inputs)
             return result

@@ -33,7 +33,7 @@ from tenacity.wait import wait_base
 
 from . import slots
 from .config import Settings, settings
-from .errors import GreenAgentsError, RateLimited
+from .errors import ConfigError, GreenAgentsError, RateLimited
 
 __all__ = ["Policy", "Retry", "RetryPolicy", "call_with_retries", "policy_for", "retryable"]
 
@@ -172,7 +172,7 @@ def policy_for(retries: RetryPolicy) -> Policy:
     settings, so treat a ``Retry`` as immutable once an agent uses it."""
     if isinstance(retries, bool) or not isinstance(retries, (int, Retry, tenacity.Retrying,
                                                              type(None))):
-        raise TypeError(f"retries={retries!r}: use an int, ga.Retry(...) or a tenacity.Retrying")
+        raise ConfigError(f"retries={retries!r}: use an int, ga.Retry(...) or a tenacity.Retrying")
     return _policy(retries, settings())
 
 

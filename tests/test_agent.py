@@ -170,3 +170,30 @@ def test_api_keys_never_leak(sim: Simulator, monkeypatch: pytest.MonkeyPatch,
     texts += [repr(denied.error), str(denied.error), repr(providers.resolve("gpt-4o-mini"))]
     texts += [record.getMessage() for record in caplog.records]
     assert not [t for t in texts if SECRET in t or SECRET[::-1] in t]
+
+
+def test_agent_definition_mistakes_are_that_calls_error(sim: Simulator) -> None:
+    class Buggy(ga.Agent):
+        base_url = sim.base_url
+
+        def prompt(self, text: str) -> str:
+            raise KeyError("a bug in prompt()")
+
+    class WrongReturn(ga.Agent):
+        base_url = sim.base_url
+
+        def prompt(self, text: str) -> str:
+            return 42  # type: ignore[return-value]
+
+    class BadRetries(ga.Agent):
+        base_url = sim.base_url
+        retries = "three"  # type: ignore[assignment]
+
+    results = ga.batch([(Buggy, {"text": "x"}), (WrongReturn, {"text": "x"}),
+                        (BadRetries, {"input": "x"}), (at(SummaryAgent, sim.anthropic_url),
+                                                       {"text": "x"})])
+    assert isinstance(results[0].error, KeyError)
+    assert isinstance(results[1].error, errors.ConfigError) and "returned int" in str(results[1].error)
+    assert isinstance(results[2].error, errors.ConfigError) and "retries=" in str(results[2].error)
+    assert results[3].ok
+    assert sim.stats()["requests"] == 1
