@@ -31,7 +31,7 @@ from tests.test_http import LocalServer
 from tests.test_http import server as server  # the fixture, re-exported for pytest
 
 SECRET = "sk-proj-SECRETSECRET123456"
-ANT_SECRET = "sk-ant-api03-SECRETSECRET123456"
+ANT_SECRET = "sk-ant-test-SECRET"  # key-shaped, not a real one
 
 # Recorded shapes (trimmed) of real answers.
 OPENAI_OK = {
