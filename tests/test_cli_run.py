@@ -157,11 +157,18 @@ def test_usage_errors_are_one_line_and_exit_2(work: Path, target: str, extra: li
         assert proc.stderr.strip().count("\n") == 0, proc.stderr
 
 
-def test_sigkill_then_resume_runs_every_index_once_and_redoes_nothing(work: Path) -> None:
+def start_slow_run(work: Path, rows: int, concurrency: int
+                   ) -> tuple[Path, tuple[str, ...], subprocess.Popen[str]]:
+    """A ``run`` of ``fns:slow`` over ``rows`` inputs, each logging its number when it runs."""
     log = work / "side-effects.log"
-    write_lines(work / "in.jsonl", [{"n": n, "log": str(log)} for n in range(400)])
-    args = ("run", "fns:slow", "--input", "in.jsonl", "--output", "out.jsonl", "--concurrency", "40")
-    proc = start(*args, cwd=work)
+    write_lines(work / "in.jsonl", [{"n": n, "log": str(log)} for n in range(rows)])
+    args = ("run", "fns:slow", "--input", "in.jsonl", "--output", "out.jsonl", "--concurrency",
+            str(concurrency))
+    return log, args, start(*args, cwd=work)
+
+
+def test_sigkill_then_resume_runs_every_index_once_and_redoes_nothing(work: Path) -> None:
+    log, args, proc = start_slow_run(work, 400, 40)
     wait_for_rows(work / "out.jsonl", 100, proc)
     proc.kill()
     proc.communicate()
@@ -177,10 +184,7 @@ def test_sigkill_then_resume_runs_every_index_once_and_redoes_nothing(work: Path
 
 
 def test_sigint_stops_promptly_with_finished_rows_written(work: Path) -> None:
-    log = work / "side-effects.log"
-    write_lines(work / "in.jsonl", [{"n": n, "log": str(log)} for n in range(200)])
-    args = ("run", "fns:slow", "--input", "in.jsonl", "--output", "out.jsonl", "--concurrency", "5")
-    proc = start(*args, cwd=work)
+    _, _, proc = start_slow_run(work, 200, 5)
     wait_for_rows(work / "out.jsonl", 10, proc)
     interrupted = time.monotonic()
     proc.send_signal(signal.SIGINT)
