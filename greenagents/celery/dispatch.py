@@ -19,12 +19,16 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
+import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sized
+from dataclasses import dataclass
 from typing import Any
 
 import celery
-import celery.exceptions
+import celery.states
 from pydantic import TypeAdapter
 
 from greenagents import errors, jsonl
@@ -39,6 +43,9 @@ from greenagents.runtime import Call, _unpack, target_name
 __all__ = ["batch", "reference", "stream"]
 
 _POLL_S = 0.1  # how often pending results are fetched
+
+log = logging.getLogger("greenagents.celery")
+
 
 def reference(fn: Callable[..., Any]) -> str:
     """``module:QualName`` of ``fn``, as a worker imports it; an InputError when none can.
@@ -59,12 +66,43 @@ def _output(fn: Callable[..., Any]) -> TypeAdapter[Any] | None:
     return TypeAdapter(fn.output) if isinstance(fn, type) and issubclass(fn, Agent) else None
 
 
-class _Dispatch:
-    """One batch on Celery: the calls sent (task id → index, target, output type)."""
+@dataclass
+class _Sent:
+    """A call on its way: where its Result goes, and what to send again if it is lost."""
 
-    def __init__(self, app: celery.Celery, batch_id: str, timeout: float | None):
+    index: int
+    target: str
+    output: TypeAdapter[Any] | None
+    payload: list[Any] | None  # dropped once a worker started the call: from then on, it is safe
+    seq: int  # its place in the queue's order, renewed when sent again
+
+
+class _Dispatch:
+    """One batch on Celery: the calls sent, their Results read back, and the lost ones sent again.
+
+    **Lost calls.** Celery's Redis transport takes a message off the queue (``BRPOP``) and only
+    then records it as unacknowledged; a worker killed between the two, or before it read the
+    reply waiting in its socket, takes the message with it: no ``visibility_timeout`` brings it
+    back (celery/celery#4354, celery/kombu#305). The dispatcher sees such a loss: workers report
+    each call they start (``track_started``), the queue hands out calls in the order they were
+    sent, so a call still not started once calls sent after it have been started for
+    ``visibility_timeout`` seconds is lost (or stuck in a worker that long, where the broker would
+    hand it out again too). It is sent again under the same task id; if it was only late after
+    all, the idempotency check answers the second copy from the store.
+    """
+
+    def __init__(self, app: celery.Celery, batch_id: str, timeout: float | None,
+                 deadline: float | None):
         self.app, self.task, self.batch_id, self.timeout = app, install(app), batch_id, timeout
-        self.pending: dict[str, tuple[int, str, TypeAdapter[Any] | None]] = {}
+        self.deadline = deadline
+        self.end = None if deadline is None else time.monotonic() + deadline
+        self.backend = app.backend
+        self.grace = float(app.conf.broker_transport_options.get("visibility_timeout", 3600))
+        self.pending: dict[str, _Sent] = {}
+        self.unstarted: deque[tuple[int, str]] = deque()  # (seq, task id), in the order sent
+        self.seq = 0
+        self.frontier = -1  # the latest seq seen started or finished
+        self.advances: deque[tuple[float, int]] = deque()  # (when, frontier) as it moved on
 
     def send(self, calls: Iterable[Any]) -> Iterator[Result[Any]]:
         """Send every call; yield a Result for each one that cannot be sent."""
@@ -79,29 +117,75 @@ class _Dispatch:
                     continue
                 if fn not in outputs:
                     outputs[fn] = _output(fn)
-                task_id = f"{self.batch_id}:{index}"
-                self.pending[task_id] = (index, target_name(fn), outputs[fn])
                 payload = json.loads(jsonl.dumps([ref, args, kwargs, index, self.timeout]))
-                self.task.apply_async(payload, task_id=task_id, producer=producer)
+                sent = _Sent(index, target_name(fn), outputs[fn], payload, seq=-1)
+                self._send(f"{self.batch_id}:{index}", sent, producer)
 
-    def receive(self, deadline: float | None) -> Iterator[Result[Any]]:
-        """The Results as they are stored; Timeout errors for those the deadline left out.
+    def _send(self, task_id: str, sent: _Sent, producer: Any = None) -> None:
+        assert sent.payload is not None
+        sent.seq, self.seq = self.seq, self.seq + 1
+        self.pending[task_id] = sent
+        self.unstarted.append((sent.seq, task_id))
+        self.task.apply_async(sent.payload, task_id=task_id, producer=producer)
+
+    def receive(self) -> Iterator[Result[Any]]:
+        """The Results as they are stored; Timeout errors for those out when the deadline passes.
 
         One ``MGET`` of the pending keys per poll: cheap, and no per-result subscription or
         ``AsyncResult`` object to clean up.
         """
-        try:
-            for task_id, meta in self.app.backend.get_many(set(self.pending), interval=_POLL_S,
-                                                           timeout=deadline):
-                index, target, output = self.pending.pop(task_id)
-                yield _decoded(index, target, output, meta)
-        except celery.exceptions.TimeoutError:
-            late = sorted(self.pending.values())
-            self.cancel()
-            problem = (f"the run's deadline of {deadline}s passed before this call finished; "
-                       "raise deadline= or add workers")
-            for index, target, _ in late:
-                yield Result(index, target, error=errors.Timeout(problem))
+        end = self.end
+        while self.pending:
+            yield from self._poll()
+            if not self.pending:
+                return
+            now = time.monotonic()
+            if end is not None and now >= end:
+                break
+            self._send_lost(now)
+            time.sleep(_POLL_S if end is None else min(_POLL_S, end - now))
+        late = sorted((sent.index, sent.target) for sent in self.pending.values())
+        self.cancel()
+        problem = (f"the run's deadline of {self.deadline}s passed before this call finished; "
+                   "raise deadline= or add workers")
+        for index, target in late:
+            yield Result(index, target, error=errors.Timeout(problem))
+
+    def _poll(self) -> Iterator[Result[Any]]:
+        """The Results stored since the last poll; notes the calls workers have started."""
+        task_ids = list(self.pending)
+        stored = self.backend.mget([self.backend.get_key_for_task(key) for key in task_ids])
+        for task_id, value in zip(task_ids, stored, strict=True):
+            if value is None:
+                continue
+            meta = self.backend.decode_result(value)
+            sent = self.pending[task_id]
+            if sent.seq > self.frontier:
+                self.frontier = sent.seq
+                self.advances.append((time.monotonic(), sent.seq))
+            if meta["status"] in celery.states.READY_STATES:
+                del self.pending[task_id]
+                yield _decoded(sent.index, sent.target, sent.output, meta)
+            else:  # STARTED: reserved by a worker, which the broker redelivers if it dies
+                sent.payload = None
+
+    def _send_lost(self, now: float) -> None:
+        """Send again the calls overtaken (in the queue's order) ``grace`` seconds ago or more."""
+        advances, cutoff = self.advances, now - self.grace
+        while len(advances) > 1 and advances[1][0] <= cutoff:
+            advances.popleft()
+        if not advances or advances[0][0] > cutoff:
+            return
+        overtaken = advances[0][1]
+        while self.unstarted and self.unstarted[0][0] < overtaken:
+            seq, task_id = self.unstarted.popleft()
+            sent = self.pending.get(task_id)
+            if sent is None or sent.seq != seq or sent.payload is None:
+                continue  # finished, sent again since, or started
+            log.warning("call %d (%s) was taken from the queue by a worker that is gone or stuck, "
+                        "not started after %.0f s: sending it again", sent.index, task_id,
+                        self.grace)
+            self._send(task_id, sent)
 
     def cancel(self) -> None:
         """Revoke the calls not finished, so workers skip those still queued.
@@ -136,12 +220,12 @@ def stream(app: celery.Celery, calls: Iterable[Call], *, timeout: float | None =
 
     >>> results = stream(app, [(SentimentAgent, {"text": "hi"})])    # doctest: +SKIP
     """
-    run = _Dispatch(app, batch_id or uuid.uuid4().hex, timeout)
+    run = _Dispatch(app, batch_id or uuid.uuid4().hex, timeout, deadline)
     enabled = settings().progress if progress is None else progress
     size = len(calls) if isinstance(calls, Sized) else None
     with Progress(size, enabled=enabled) as bar:
         try:
-            for result in itertools.chain(run.send(calls), run.receive(deadline)):
+            for result in itertools.chain(run.send(calls), run.receive()):
                 bar.update(ok=result.ok)
                 yield result
         finally:

@@ -63,14 +63,16 @@ class Workers:
 
     ``env`` is added to each worker's environment (``OPENAI_BASE_URL``,
     ``GREENAGENTS_RATE_LIMITS``, ...); ``stderr`` is where their logs go (``subprocess.DEVNULL``
-    to silence them; by default, ours); ``app`` is a client app for the same Redis.
+    to silence them; by default, ours); ``app`` is a client app for the same Redis, with the
+    workers' ``visibility_timeout`` (see :func:`~greenagents.celery.app_for`).
     """
 
-    def __init__(self, url: str, *, env: Mapping[str, str] | None = None, stderr: int | None = None):
+    def __init__(self, url: str, *, env: Mapping[str, str] | None = None, stderr: int | None = None,
+                 visibility_timeout: float = 3600.0):
         self.url = url
-        self.env = dict(env or {})
+        self.env = {"GREENAGENTS_CELERY_VISIBILITY_TIMEOUT": str(visibility_timeout), **(env or {})}
         self.stderr = stderr
-        self.app: celery.Celery = app_for(url)
+        self.app: celery.Celery = app_for(url, visibility_timeout=visibility_timeout)
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
 
     def start(self, count: int, *, concurrency: int = 100, **env: str) -> list[str]:

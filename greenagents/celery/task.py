@@ -16,6 +16,9 @@ Reliability, and why each setting:
   there the whole worker dies, and the point above applies).
 * ``worker_prefetch_multiplier=1`` — a worker reserves only as many messages as it runs (``-c``),
   so the rest wait in Redis for any worker, and a crash puts back at most ``-c`` calls.
+* ``track_started`` — a worker stores STARTED when it begins a call, which tells the dispatcher
+  the call left the queue safely; one the queue handed out but no worker started was lost with
+  its worker, and the dispatcher sends it again (see :mod:`greenagents.celery.dispatch`).
 * **idempotency** — the task id is the call's key (batch id and index). Before computing, the
   task looks for a Result already stored under its own id: a redelivered call that had finished
   (the worker died between storing and acknowledging) is answered from the store, not re-asked.
@@ -75,7 +78,8 @@ def install(app: celery.Celery) -> celery.Task:
     >>> install(Celery("mine")).name
     'greenagents.call'
     """
-    return app.task(_call, name=TASK_NAME, bind=True, acks_late=True, reject_on_worker_lost=True)
+    return app.task(_call, name=TASK_NAME, bind=True, acks_late=True, reject_on_worker_lost=True,
+                    track_started=True)
 
 
 def app_for(url: str, *, visibility_timeout: float = 3600.0) -> celery.Celery:
