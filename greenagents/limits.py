@@ -88,6 +88,12 @@ def rate_limit(provider: str, *, rpm: int | None = None, tpm: int | None = None,
 
     Budgets of a provider and of its model both apply. ``storage="redis://127.0.0.1:6379"``
     shares the budget (and the 429 cooldowns) with every process using the same Redis.
+
+    The counting is the ``limits`` library's sliding-window counter: the previous minute counts
+    by the share of it still inside the last 60 s, rounded down. That is cheap (two counters per
+    budget, whatever its size, which matters for a tpm of millions) but approximate: just after
+    a minute boundary one request more than ``rpm`` can go through. Set budgets a little below
+    the provider's own, as you would anyway for other clients of the same key.
     """
     global _cooldown_storage
     key = f"{provider}/{model}" if model else provider

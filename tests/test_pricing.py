@@ -18,6 +18,7 @@ def _restore_table() -> Iterator[None]:
     saved = pricing._prices
     yield
     pricing._prices = saved
+    pricing._price.cache_clear()  # lookups cached while the test's prices were in
 
 
 @pytest.mark.parametrize(("model", "expected"), [

@@ -136,8 +136,9 @@ def test_rpm_budget_holds(sim: Simulator) -> None:
     ga.rate_limit("openai", rpm=30)
     agent = at(SentimentAgent, sim.base_url)
     results = ga.batch([(agent, {"text": f"t{i}"}) for i in range(40)], deadline=1.5)
-    assert sum(r.ok for r in results) == 30
-    assert sim.stats()["requests"] == 30
+    # 30, or 31 when the run straddles a minute boundary: the sliding-window counter weighs the
+    # previous minute's 30 by its remaining share and rounds down (see ga.rate_limit's docstring).
+    assert 30 <= sum(r.ok for r in results) == sim.stats()["requests"] <= 31
     assert all(isinstance(r.error, errors.Timeout) for r in results if not r.ok)
 
 
