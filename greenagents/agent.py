@@ -37,7 +37,7 @@ from pydantic import BaseModel, ValidationError, create_model
 
 from . import limits, pricing, providers, tracking
 from .config import settings
-from .errors import ConfigError, InputError, RateLimited
+from .errors import ConfigError, InputError, QuotaExceeded, RateLimited
 from .errors import Timeout as CallTimeout
 from .result import Attempt, Result, Usage
 from .retry import RetryPolicy, call_with_retries, policy_for, retryable
@@ -245,7 +245,7 @@ class Agent:
                 break
             except Exception as exc:  # kills and the caller's timeouts are BaseException: they pass
                 result.error, result.model = exc, model
-                if not retryable(exc):
+                if not (retryable(exc) or isinstance(exc, QuotaExceeded)):
                     break  # fallbacks are for what retrying could not fix, not for bad requests
         result.attempts = len(state.history)
         result.history = tuple(state.history)

@@ -9,6 +9,7 @@ secret (API keys are never formatted into a message; see :func:`redact`).
     ├── InputError           a call's arguments do not fit its signature; no request was sent
     ├── ProviderError        the provider answered badly or not at all
     │   ├── RateLimited      429 (``retry_after`` in seconds when the provider said)
+    │   ├── QuotaExceeded    429 ``insufficient_quota``: out of credit; not retried
     │   ├── ServerError      5xx, Anthropic 529 "overloaded"
     │   ├── Timeout          no answer within the timeout
     │   ├── ConnectionFailed refused, reset, DNS, TLS
@@ -36,6 +37,7 @@ __all__ = [
     "InputError",
     "OutputError",
     "ProviderError",
+    "QuotaExceeded",
     "RateLimited",
     "ServerError",
     "Timeout",
@@ -97,6 +99,14 @@ class RateLimited(ProviderError):
                  retry_after: float | None = None):
         super().__init__(message, status=status, provider=provider)
         self.retry_after = retry_after
+
+
+class QuotaExceeded(ProviderError):
+    """The account is out of credit or over its spending limit (OpenAI's 429 ``insufficient_quota``).
+
+    A 429 like a rate limit, but no wait ends it: retrying only burns the batch's time, so it is
+    not retried and does not slow other calls down. Fix the billing, then run again.
+    """
 
 
 class ServerError(ProviderError):

@@ -48,6 +48,7 @@ from .errors import (
     BadRequest,
     ConnectionFailed,
     ProviderError,
+    QuotaExceeded,
     RateLimited,
     ServerError,
     Timeout,
@@ -289,14 +290,16 @@ def _status_text(status: int) -> str:
 
 
 def raise_for_status(response: HttpResponse, *, provider: str, message: str | None = None,
-                     key_env: str | None = None, api_key: str | None = None) -> None:
+                     code: str | None = None, key_env: str | None = None,
+                     api_key: str | None = None) -> None:
     """Raise the :mod:`greenagents.errors` class for a non-2xx ``response``; return for 2xx.
 
     ``message`` is the provider's own explanation (from its JSON error body); it is included after
-    masking ``api_key`` and anything shaped like a key. ``key_env`` names the variable to check on
-    401/403.
+    masking ``api_key`` and anything shaped like a key; ``code`` is its error code or type.
+    ``key_env`` names the variable to check on 401/403.
 
     ==========================  ====================================================
+    429 ``insufficient_quota``  QuotaExceeded (not retryable: billing, not speed)
     429                         RateLimited (retry_after from retry-after-ms / Retry-After)
     408                         Timeout
     409, 5xx, 529               ServerError (retryable)
@@ -318,6 +321,9 @@ ANTHROPIC_API_KEY
     if message:
         said += ": " + redact(message.strip()[:500].rstrip("."), api_key)
     kw: dict[str, Any] = {"status": status, "provider": provider}
+    if status == 429 and code == "insufficient_quota":
+        raise QuotaExceeded(f"{said}; the account is out of credit or over its spending limit: "
+                            "fix its billing (retrying cannot help)", **kw)
     if status == 429:
         wait = _retry_after(response.headers)
         todo = f"wait {wait:.1f} s before retrying" if wait is not None else "retry later"

@@ -62,6 +62,26 @@ def test_auth_errors_are_not_retried(sim: Simulator, monkeypatch: pytest.MonkeyP
     assert isinstance(result.error, errors.AuthError) and result.attempts == 1
 
 
+@pytest.mark.sim(faults={"quota": 1.0})
+def test_an_account_out_of_credit_is_not_retried(sim: Simulator) -> None:
+    result = at(SentimentAgent, sim.base_url, retries=FAST).call(text="x")
+    assert isinstance(result.error, errors.QuotaExceeded) and result.attempts == 1
+    assert result.error.status == 429 and "billing" in str(result.error)
+    anthropic = at(SummaryAgent, sim.anthropic_url, retries=FAST).call(text="x")
+    assert isinstance(anthropic.error, errors.BadRequest) and anthropic.attempts == 1
+    assert "credit balance is too low" in str(anthropic.error)
+    assert sim.stats()["requests"] == 2
+
+
+def test_an_account_out_of_credit_falls_back_to_another_provider(sim_factory: object) -> None:
+    broke = sim_factory(faults={"quota": 1.0})  # type: ignore[operator]
+    backup = sim_factory()  # type: ignore[operator]
+    agent = at(SentimentAgent, broke.base_url, retries=FAST,
+               fallbacks=(("anthropic/claude-haiku-4-5", backup.anthropic_url),))
+    result = agent.call(text="x")
+    assert result.ok and [h.error for h in result.history] == ["QuotaExceeded", None]
+
+
 @pytest.mark.sim(faults={"hang": 1.0}, fault_attempts=1)
 def test_a_hanging_answer_times_out_and_is_retried(sim: Simulator) -> None:
     result = at(SentimentAgent, sim.base_url, retries=FAST, timeout=0.3).call(text="x")

@@ -181,7 +181,8 @@ def test_anthropic_parse_structured_output(sim: Simulator) -> None:
 
 
 @pytest.mark.parametrize("fault, status, kind", [("overloaded", 529, anthropic.InternalServerError),
-                                                 ("rate_limit", 429, anthropic.RateLimitError)])
+                                                 ("rate_limit", 429, anthropic.RateLimitError),
+                                                 ("quota", 400, anthropic.BadRequestError)])
 def test_anthropic_error_shapes(sim: Simulator, fault: str, status: int, kind: type) -> None:
     with pytest.raises(kind) as caught:
         claude(sim, max_retries=0).messages.create(
@@ -192,6 +193,14 @@ def test_anthropic_error_shapes(sim: Simulator, fault: str, status: int, kind: t
 
 
 # --- faults -----------------------------------------------------------------------------------
+
+def test_openai_quota_is_a_429_with_its_own_code(sim: Simulator) -> None:
+    with pytest.raises(openai.RateLimitError) as caught:
+        oai(sim, max_retries=0).chat.completions.create(
+            model="gpt-4o", messages=USER, extra_headers={"X-Sim-Fault": "quota"})
+    assert caught.value.status_code == 429 and caught.value.code == "insufficient_quota"
+    assert "quota" in caught.value.message
+
 
 @pytest.mark.parametrize("fault, status", [("server_error", 500), ("overloaded", 503)])
 def test_openai_server_errors(sim: Simulator, fault: str, status: int) -> None:

@@ -26,7 +26,8 @@ from ..errors import ProviderError, ServerError
 from ..http import HttpResponse, raise_for_status
 from ..result import Usage
 
-__all__ = ["Completion", "Message", "Provider", "Request", "error_message", "text_of"]
+__all__ = ["Completion", "Message", "Provider", "Request", "error_code", "error_message",
+           "text_of"]
 
 Message = Mapping[str, Any]
 
@@ -118,7 +119,7 @@ class Provider(ABC):
             if message is None:
                 message = response.data[:200].decode("utf-8", "replace") or None
             raise_for_status(response, provider=self.name, message=message,
-                             key_env=self.key_env, api_key=self.api_key)
+                             code=error_code(payload), key_env=self.key_env, api_key=self.api_key)
         if payload is None:
             raise ServerError(f"{self.name} answered {response.status} with a body that is not "
                               f"valid JSON ({len(response.data)} bytes, maybe truncated); retrying "
@@ -138,6 +139,19 @@ class Provider(ABC):
             return json.loads(response.data)
         except ValueError:  # JSONDecodeError and UnicodeDecodeError both are ValueErrors
             return None
+
+
+def error_code(payload: Any) -> str | None:
+    """``payload["error"]["code"]``, else its ``type``: what kind of error the provider meant.
+
+    >>> error_code({"error": {"message": "...", "type": "insufficient_quota", "code": None}})
+    'insufficient_quota'
+    """
+    error = payload.get("error") if isinstance(payload, dict) else None
+    if not isinstance(error, dict):
+        return None
+    code = error.get("code") or error.get("type")
+    return str(code) if code else None
 
 
 def error_message(payload: Any) -> str | None:

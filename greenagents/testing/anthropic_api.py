@@ -39,6 +39,7 @@ _ERROR_TYPES: dict[ErrorKind, str] = {
     "rate_limit": "rate_limit_error",
     "server_error": "api_error",
     "overloaded": "overloaded_error",
+    "quota": "invalid_request_error",
 }
 _STOP = {"stop": "end_turn", "length": "max_tokens", "tool": "tool_use"}
 _TOOL_MODES: dict[str, ToolMode] = {"auto": "auto", "any": "required", "none": "none"}
@@ -92,8 +93,8 @@ class AnthropicDialect:
         yield sse({"type": "message_stop"}, "message_stop"), 0
 
     def error(self, kind: ErrorKind, message: str) -> tuple[int, dict[str, Any]]:
-        """``{"type": "error", "error": {"type", "message"}}``; overloaded is 529."""
-        status = 529 if kind == "overloaded" else STATUS[kind]
+        """``{"type": "error", "error": {"type", "message"}}``; overloaded is 529, no credit 400."""
+        status = {"overloaded": 529, "quota": 400}.get(kind, STATUS[kind])
         return status, {"type": "error", "error": {"type": _ERROR_TYPES[kind], "message": message}}
 
     def models(self, names: tuple[str, ...]) -> dict[str, Any]:

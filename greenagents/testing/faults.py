@@ -21,10 +21,10 @@ from greenagents.testing.wire import digest
 
 #: Every fault the simulator can inject, in the order rates are stacked when rolling.
 FAULTS: tuple[str, ...] = ("rate_limit", "server_error", "overloaded", "reset", "hang",
-                           "malformed", "truncated", "schema_invalid")
+                           "malformed", "truncated", "schema_invalid", "quota")
 
 #: Faults answered at once with an HTTP error; the others wait out the latency first.
-HTTP_FAULTS: frozenset[str] = frozenset({"rate_limit", "server_error", "overloaded"})
+HTTP_FAULTS: frozenset[str] = frozenset({"rate_limit", "server_error", "overloaded", "quota"})
 
 
 def check_rates(rates: Mapping[str, float]) -> None:

@@ -39,6 +39,7 @@ _ERROR_TYPES: dict[ErrorKind, tuple[str, str | None]] = {
     "rate_limit": ("requests", "rate_limit_exceeded"),
     "server_error": ("server_error", None),
     "overloaded": ("server_error", "service_unavailable"),
+    "quota": ("insufficient_quota", "insufficient_quota"),
 }
 _FINISH = {"stop": "stop", "length": "length", "tool": "tool_calls"}
 

@@ -52,7 +52,11 @@ OPENAI: Dialect = OpenAIDialect()
 ANTHROPIC: Dialect = AnthropicDialect()
 _COMPLETIONS = {"/v1/chat/completions": OPENAI, "/v1/messages": ANTHROPIC}
 _FAULT_ERRORS: dict[str, ErrorKind] = {"rate_limit": "rate_limit", "server_error": "server_error",
-                                       "overloaded": "overloaded"}
+                                       "overloaded": "overloaded", "quota": "quota"}
+#: What providers say when the account is out of credit (the ``quota`` fault).
+_NO_CREDIT = {"openai": "You exceeded your current quota, please check your plan and billing details.",
+              "anthropic": "Your credit balance is too low to access the Anthropic API. Please go to "
+                           "Plans & Billing to upgrade or purchase credits."}
 _SOCKET_KEY = "greenagents.sim.socket"
 #: Upper bound of the ``hang`` fault when the client never hangs up (server stop ends it sooner).
 HANG_S = 3600.0
@@ -210,6 +214,8 @@ class SimApp:
             wait = _float_header(headers, "x-sim-retry-after")
             return _rate_limited(dialect, self.options.retry_after if wait is None else wait,
                                  "Rate limit reached (simulated fault).")
+        if fault == "quota":
+            return _error(dialect, "quota", _NO_CREDIT[dialect.name])
         return _error(dialect, _FAULT_ERRORS[fault], f"Simulated {fault.replace('_', ' ')}.")
 
     def _success(self, dialect: Dialect, chat: Chat, answer: Answer, fault: str | None) -> Reply:

@@ -22,15 +22,16 @@ Schema = dict[str, Any]
 ToolMode = Literal["none", "auto", "required"]
 Finish = Literal["stop", "length", "tool"]
 ErrorKind = Literal["invalid_request", "authentication", "not_found", "method_not_allowed",
-                    "rate_limit", "server_error", "overloaded"]
+                    "rate_limit", "server_error", "overloaded", "quota"]
 
 #: One server-sent event, already encoded, and the output tokens it carries (for pacing).
 Event = tuple[bytes, int]
 
 #: HTTP status per error kind; a dialect may override some (Anthropic's 529 for overloaded).
+#: ``quota`` is an account out of credit: OpenAI says 429 (``insufficient_quota``), Anthropic 400.
 STATUS: dict[ErrorKind, int] = {
     "invalid_request": 400, "authentication": 401, "not_found": 404, "method_not_allowed": 405,
-    "rate_limit": 429, "server_error": 500, "overloaded": 503,
+    "rate_limit": 429, "server_error": 500, "overloaded": 503, "quota": 429,
 }
 
 
