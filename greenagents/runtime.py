@@ -22,12 +22,14 @@ Pitfalls handled here (see gevent's docs for the why):
 from __future__ import annotations
 
 import contextvars
+import itertools
 import queue
 import threading
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import Any, NamedTuple, TypeVar
 
 import gevent
 import gevent.lock
@@ -195,8 +197,8 @@ class _Run:
             slot.release()
         self.done.put(result)
 
-    def _next(self, ends_at: float | None) -> Result[Any] | None:
-        """The next finished Result, or None when the deadline passed first."""
+    def _next(self, ends_at: float | None) -> Any:
+        """The next event (a finished Result, or the feeder's), or None when the deadline passed."""
         while True:
             wait = None if ends_at is None else ends_at - time.monotonic()
             if wait is not None and wait <= 0:
@@ -204,7 +206,7 @@ class _Run:
             if not self.green:  # short waits keep Ctrl-C responsive in the main thread
                 wait = 0.25 if wait is None else min(wait, 0.25)
             try:
-                return self.done.get(timeout=wait)  # type: ignore[no-any-return]
+                return self.done.get(timeout=wait)
             except (queue.Empty, gevent.queue.Empty):
                 continue
 
@@ -213,64 +215,127 @@ class _Run:
         if self.green:
             self.group.kill(block=True, timeout=1)
 
+    def _feed(self, source: Iterator[tuple[int, Any]], room: Any) -> None:
+        """Move calls from the caller's iterable to ``done``, at most the window ahead.
+
+        In a greenlet (or thread) of its own, so an iterable that is slow to give its next call
+        (a pipe, a queue, a paced generator) never holds back the Results already finished.
+        """
+        try:
+            while True:
+                room.acquire()
+                if self.cancelled:
+                    return
+                try:
+                    item = next(source)
+                except StopIteration:
+                    self.done.put(_FED_ALL)
+                    return
+                self.done.put(_Fed(*item))
+        except gevent.GreenletExit:
+            return  # the run was cancelled while the iterable was waiting
+        except BaseException as exc:  # the iterable's own failure: raised to the caller
+            self.done.put(_FeedFailed(exc))
+
+    def _start_feeder(self, source: Iterator[tuple[int, Any]], room: Any) -> Any:
+        context = contextvars.copy_context()  # the caller's, for the iterable's own code
+        if self.green:
+            return gevent.spawn(context.run, self._feed, source, room)
+        feeder = threading.Thread(target=context.run, args=(self._feed, source, room), daemon=True)
+        feeder.start()
+        return feeder
+
     def results(self, calls: Iterable[Any], bar: Progress) -> Iterator[Result[Any]]:
         pending: dict[int, str] = {}
         source = enumerate(calls)
-        exhausted = False
+        room = (gevent.lock.Semaphore if self.green else threading.Semaphore)(self.limit * _WINDOW)
         ends_at = None if self.deadline is None else time.monotonic() + self.deadline
+        fed_all = False
+        feeder = self._start_feeder(source, room)
         with bar:
             try:
-                while True:
-                    while not exhausted and len(pending) < self.limit * _WINDOW:
+                while not (fed_all and not pending):
+                    event = self._next(ends_at)
+                    if event is None:
+                        yield from self._expire(pending, source, feeder, room, bar)
+                        return
+                    if event is _FED_ALL:
+                        fed_all = True
+                    elif isinstance(event, _FeedFailed):
+                        raise event.error
+                    elif isinstance(event, _Fed):
                         try:
-                            index, call = next(source)
-                        except StopIteration:
-                            exhausted = True
-                            break
-                        try:
-                            fn, args, kwargs = _unpack(index, call)
+                            fn, args, kwargs = _unpack(event.index, event.call)
                         except errors.InputError as exc:
+                            room.release()
                             bar.update(ok=False)
-                            yield Result(index, "", error=exc)
+                            yield Result(event.index, "", error=exc)
                             continue
-                        pending[index] = target_name(fn)
-                        self._start(index, fn, args, kwargs)
-                    if not pending:
-                        return
-                    result = self._next(ends_at)
-                    if result is None:
-                        yield from self._expire(pending, source, bar)
-                        return
-                    del pending[result.index]  # type: ignore[arg-type]
-                    if isinstance(result.error, (KeyboardInterrupt, SystemExit)):
-                        raise result.error
-                    bar.update(ok=result.ok)
-                    yield result
+                        pending[event.index] = target_name(fn)
+                        self._start(event.index, fn, args, kwargs)
+                    else:
+                        del pending[event.index]
+                        room.release()
+                        if isinstance(event.error, (KeyboardInterrupt, SystemExit)):
+                            raise event.error
+                        bar.update(ok=event.ok)
+                        yield event
             finally:
                 self._cancel()
+                room.release()  # a feeder waiting for room wakes, sees the cancel, ends
+                if self.green:
+                    feeder.kill(block=False)
 
-    def _expire(self, pending: dict[int, str], source: Iterator[tuple[int, Any]],
-                bar: Progress) -> Iterator[Result[Any]]:
+    def _expire(self, pending: dict[int, str], source: Iterator[tuple[int, Any]], feeder: Any,
+                room: Any, bar: Progress) -> Iterator[Result[Any]]:
         """The deadline passed: stop every call, keep what finished, time out the rest."""
         self._cancel()
+        room.release()
+        feeder.join()  # it ends after the call it is reading, if any: that one is timed out too
+        unstarted: list[_Fed] = []
+        failure: BaseException | None = None
         while True:  # results that arrived while cancelling are real answers: keep them
             try:
-                finished = self.done.get(block=False)
+                event = self.done.get(block=False)
             except (queue.Empty, gevent.queue.Empty):
                 break
-            del pending[finished.index]
-            bar.update(ok=finished.ok)
-            yield finished
+            if isinstance(event, _Fed):
+                unstarted.append(event)
+            elif isinstance(event, _FeedFailed):
+                failure = event.error
+            elif isinstance(event, Result):
+                del pending[event.index]  # type: ignore[arg-type]
+                bar.update(ok=event.ok)
+                yield event
         late = f"the run's deadline of {self.deadline}s passed"
         for index, target in sorted(pending.items()):
             bar.update(ok=False)
             yield Result(index, target, error=errors.Timeout(
                 f"{late} before this call finished; raise deadline= or max_concurrent="))
-        for index, call in source:
+        if failure is not None:
+            raise failure
+        for index, call in itertools.chain(((fed.index, fed.call) for fed in unstarted), source):
             bar.update(ok=False)
             target = target_name(call[0]) if isinstance(call, tuple) and call else ""
             yield Result(index, target, error=errors.Timeout(
                 f"{late} before this call started; raise deadline= or max_concurrent="))
+
+
+@dataclass(frozen=True, slots=True)
+class _Fed:
+    """A call the feeder took from the iterable, with its input index."""
+
+    index: int
+    call: Any
+
+
+class _FeedFailed(NamedTuple):
+    """The iterable raised: the run stops with its error, as a plain loop over it would."""
+
+    error: BaseException
+
+
+_FED_ALL = object()  # the iterable is exhausted
 
 
 def _checked_limit(max_concurrent: int | None) -> int:

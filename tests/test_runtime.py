@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import gevent
+import gevent.event
 import pytest
 
 import greenagents as ga
@@ -148,6 +149,64 @@ def test_stream_consumes_a_huge_generator_lazily() -> None:
         if seen == 1000:
             break
     assert produced < 1000 + 5 * 2 + 1  # started at most one window ahead
+
+
+def test_a_slow_iterable_does_not_hold_back_finished_results() -> None:
+    first_out = gevent.event.Event()
+    released: list[bool] = []
+
+    def calls() -> Iterator[tuple[object, tuple[float], dict[str, object]]]:
+        yield (time.sleep, (0.01,), {})
+        released.append(first_out.wait(timeout=5))  # the next call only once Result 0 is out
+        yield (time.sleep, (0.01,), {})
+
+    seen = []
+    for result in ga.stream(calls(), max_concurrent=4):
+        seen.append(result.index)
+        first_out.set()
+    assert seen == [0, 1] and released == [True]
+
+
+def test_a_slow_iterable_without_patching_does_not_hold_back_results() -> None:
+    out = run_python("""
+        import threading, time, warnings
+        import greenagents as ga
+        warnings.simplefilter("ignore")
+        first_out = threading.Event()
+        released = []
+        def calls():
+            yield (time.sleep, (0.01,), {})
+            released.append(first_out.wait(timeout=5))
+            yield (time.sleep, (0.01,), {})
+        seen = []
+        for result in ga.stream(calls(), max_concurrent=4):
+            seen.append(result.index)
+            first_out.set()
+        print(seen, released)
+    """)
+    assert out.stdout.strip() == "[0, 1] [True]", out.stderr
+
+
+def test_an_iterable_that_fails_stops_the_run_with_its_error() -> None:
+    def calls() -> Iterator[tuple[object, tuple[float], dict[str, object]]]:
+        yield (time.sleep, (0.01,), {})
+        raise LookupError("the queue went away")
+
+    with pytest.raises(LookupError, match="went away"):
+        ga.batch(calls())
+
+
+def test_deadline_while_the_iterable_is_slow_times_out_what_it_gives() -> None:
+    def calls() -> Iterator[tuple[object, tuple[float], dict[str, object]]]:
+        yield (time.sleep, (0.0,), {})
+        gevent.sleep(0.5)  # still producing when the deadline passes
+        yield (time.sleep, (0.0,), {})
+        yield (time.sleep, (0.0,), {})
+
+    results = ga.batch(calls(), deadline=0.2)
+    assert [r.index for r in results] == [0, 1, 2]
+    assert results[0].ok and not results[1].ok and not results[2].ok
+    assert "before this call started" in str(results[2].error)
 
 
 def test_stream_memory_is_flat_in_length() -> None:
