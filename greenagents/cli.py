@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import io
 import os
 import sys
 import time
@@ -23,6 +24,7 @@ from types import ModuleType
 from typing import IO, Any
 
 import click
+import gevent.os
 
 import greenagents as ga
 from greenagents import jsonl
@@ -193,10 +195,25 @@ def _previous(output: str, resume: bool) -> dict[int, bool]:
         raise UsageProblem(f"cannot resume from {output}: {exc}") from None
 
 
+class _ThreadpoolStdin(io.RawIOBase):
+    """Standard input read in gevent's threadpool: waiting on a slow producer (``tail -f |``)
+    parks only the greenlet reading, while the calls already started finish and are written."""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = gevent.os.tp_read(sys.stdin.fileno(), len(buffer))
+        buffer[:len(data)] = data
+        return len(data)
+
+
 def _open_input(path: str) -> tuple[IO[bytes], int | None]:
     """The input as bytes, and its count of non-blank lines when it is a file (None for stdin)."""
     if path == "-":
-        return sys.stdin.buffer, None
+        if not ga.is_patched():
+            return sys.stdin.buffer, None
+        return io.BufferedReader(_ThreadpoolStdin(), buffer_size=1 << 16), None
     try:
         with open(path, "rb") as counting:  # one cheap pass, O(1) memory, for the ETA
             total = sum(1 for line in counting if line.strip())

@@ -135,6 +135,20 @@ def test_stdin_to_stdout(work: Path) -> None:
     assert not (work / ".greenagents").exists()
 
 
+def test_stdin_from_a_slow_producer_writes_rows_as_they_finish(work: Path) -> None:
+    proc = subprocess.Popen([sys.executable, "-m", "greenagents", "run", "fns:double", "--input",
+                             "-", "--output", "out.jsonl", "--no-tracking"], cwd=work, text=True,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdin is not None
+    proc.stdin.write('{"n": 1}\n')
+    proc.stdin.flush()
+    wait_for_rows(work / "out.jsonl", 1, proc)  # while the producer has not said more
+    proc.stdin.write('{"n": 2}\n')
+    proc.stdin.close()
+    assert proc.wait(timeout=60) == 0, proc.communicate()
+    assert sorted(row["value"] for row in read_rows(work / "out.jsonl")) == [2, 4]
+
+
 @pytest.mark.parametrize(("target", "extra", "message"), [
     ("nosuchmodule:f", [], "cannot import nosuchmodule: ModuleNotFoundError"),
     ("fns:nope", [], "fns has no 'nope'"),
