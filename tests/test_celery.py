@@ -9,6 +9,8 @@ counts seen by the simulator, statuses — never timings.
 from __future__ import annotations
 
 import json
+import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -178,6 +180,24 @@ def test_call_taken_by_a_worker_that_died_before_recording_it_is_sent_again(
     assert all(r.ok for r in results), [r for r in results if not r.ok][:3]
     assert sim.stats()["requests"] == 20  # the lost call asked once, the others not again
     assert "call 0 " in caplog.text and "sending it again" in caplog.text
+
+
+def test_a_dispatcher_holding_over_1024_files_still_talks_to_redis(workers, sim_process):
+    """kombu waits with select() under gevent, which refuses descriptors past 1023."""
+    sim = sim_process()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 4096)), hard))
+    held = [os.pipe() for _ in range(600)]  # 1,200 descriptors: the broker's sockets come after
+    try:
+        workers.start(1, OPENAI_BASE_URL=sim.base_url, concurrency=5)  # a ping: a broadcast
+        results = ga_celery.batch(workers.app, calls(5))
+        assert_one_each(results, 5)
+        assert all(r.ok for r in results)
+        assert workers.app.control.ping(timeout=1)
+    finally:
+        for pipe in held:
+            os.close(pipe[0])
+            os.close(pipe[1])
 
 
 def test_rpm_budget_is_shared_by_all_workers(workers, sim_process):

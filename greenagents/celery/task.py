@@ -28,10 +28,12 @@ from __future__ import annotations
 
 import functools
 import importlib
+import select
 from typing import Any
 
 import celery
 from celery import states
+from kombu.utils import eventio
 
 import greenagents as ga
 from greenagents import errors
@@ -40,6 +42,30 @@ from greenagents.celery import wire
 __all__ = ["TASK_NAME", "app_for", "install"]
 
 TASK_NAME = "greenagents.call"
+
+
+class _GeventPoll(eventio._poll):
+    """kombu's ``poll`` poller on gevent's cooperative ``select.poll``.
+
+    Under gevent kombu waits on its broker sockets with ``select()``, which refuses any file
+    descriptor past 1023 ("filedescriptor out of range in select()"): a dispatcher or worker
+    holding a thousand provider connections could no longer talk to Redis. ``poll`` has no such
+    limit, and gevent's version waits without blocking the hub.
+    """
+
+    def __init__(self) -> None:
+        self._poller = select.poll()
+        self._quick_poll = self._poller.poll
+        self._quick_register = self._poller.register
+        self._quick_unregister = self._poller.unregister
+
+
+def _choose_poller(choose: Any = eventio._get_poller) -> type:
+    poller: type = choose()
+    return _GeventPoll if poller is eventio._select and hasattr(select, "poll") else poller
+
+
+eventio._get_poller = _choose_poller
 
 
 @functools.lru_cache(maxsize=256)
