@@ -73,15 +73,6 @@ def test_an_account_out_of_credit_is_not_retried(sim: Simulator) -> None:
     assert sim.stats()["requests"] == 2
 
 
-def test_an_account_out_of_credit_falls_back_to_another_provider(sim_factory: object) -> None:
-    broke = sim_factory(faults={"quota": 1.0})  # type: ignore[operator]
-    backup = sim_factory()  # type: ignore[operator]
-    agent = at(SentimentAgent, broke.base_url, retries=FAST,
-               fallbacks=(("anthropic/claude-haiku-4-5", backup.anthropic_url),))
-    result = agent.call(text="x")
-    assert result.ok and [h.error for h in result.history] == ["QuotaExceeded", None]
-
-
 @pytest.mark.sim(faults={"hang": 1.0}, fault_attempts=1)
 def test_a_hanging_answer_times_out_and_is_retried(sim: Simulator) -> None:
     result = at(SentimentAgent, sim.base_url, retries=FAST, timeout=0.3).call(text="x")
@@ -169,14 +160,18 @@ def test_rate_limit_rejects_nonsense() -> None:
         ga.rate_limit("openai")
 
 
-def test_fallback_answers_when_the_primary_is_down(sim_factory: object) -> None:
-    down = sim_factory(faults={"overloaded": 1.0})  # type: ignore[operator]
+@pytest.mark.parametrize(("fault", "before"), [("overloaded", ["ServerError"] * 4),
+                                               ("quota", ["QuotaExceeded"])])  # out of credit
+def test_fallback_answers_when_the_primary_cannot(sim_factory: object, fault: str,
+                                                  before: list[str]) -> None:
+    down = sim_factory(faults={fault: 1.0})  # type: ignore[operator]
     backup = sim_factory()  # type: ignore[operator]
     agent = at(SentimentAgent, down.base_url, retries=FAST,
                fallbacks=(("anthropic/claude-haiku-4-5", backup.anthropic_url),))
     result = agent.call(text="x")
     assert result.ok and result.model == "anthropic/claude-haiku-4-5"
-    assert [h.model for h in result.history] == ["openai/gpt-4o-mini"] * 4 + [
+    assert [h.error for h in result.history] == [*before, None]
+    assert [h.model for h in result.history] == ["openai/gpt-4o-mini"] * len(before) + [
         "anthropic/claude-haiku-4-5"]
 
 
