@@ -200,6 +200,25 @@ def test_a_dispatcher_holding_over_1024_files_still_talks_to_redis(workers, sim_
             os.close(pipe[1])
 
 
+def test_results_flow_while_a_long_batch_is_still_being_sent(workers):
+    workers.start(1, concurrency=50)
+    produced, produced_at_first_result = 0, None
+
+    def divisions() -> Iterator[tuple[Any, tuple[int, int], dict[str, Any]]]:
+        nonlocal produced
+        for i in range(2000):
+            produced += 1
+            yield (divmod, (i, 7), {})
+
+    results = []
+    for result in ga_celery.stream(workers.app, divisions()):
+        if produced_at_first_result is None:
+            produced_at_first_result = produced
+        results.append(result)
+    assert sorted(r.index for r in results) == list(range(2000)) and all(r.ok for r in results)
+    assert produced_at_first_result is not None and produced_at_first_result < 2000
+
+
 def test_rpm_budget_is_shared_by_all_workers(workers, sim_process):
     sim = sim_process(rpm=15)  # the provider's budget; above it, 429s
     # Alone, each worker would spend its own 10 requests a minute: 20 > 15. Shared, 10 in all.
