@@ -233,6 +233,10 @@ def test_rpm_budget_is_shared_by_all_workers(workers, sim_process):
     assert 0 < sum(r.ok for r in results) <= stats["requests"]
     late = [r for r in results if not r.ok]
     assert late and all(isinstance(r.error, ga.errors.Timeout) for r in late)
+    # Both workers took calls: the budget held because it was shared, not because one sat idle.
+    by_worker = workers.app.control.inspect(timeout=2).stats() or {}
+    assert len(by_worker) == 2, by_worker
+    assert all(w["total"].get(ga_celery.TASK_NAME, 0) > 0 for w in by_worker.values()), by_worker
 
 
 def test_cli_run_sends_the_batch_through_celery(workers, sim_process, tmp_path):
