@@ -255,3 +255,39 @@ def test_cli_run_sends_the_batch_through_celery(workers, sim_process, tmp_path):
     assert not rows[5]["ok"] and rows[5]["error"].startswith("InputError")
     assert done.returncode == 1  # one row failed
     assert sim.stats()["requests"] == 5
+
+
+def test_cli_run_through_celery_writes_rows_while_stdin_waits(workers, sim_process, tmp_path):
+    sim = sim_process()
+    workers.start(1, OPENAI_BASE_URL=sim.base_url, concurrency=5)
+    out = tmp_path / "out.jsonl"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "greenagents", "run", "tests.agents:SentimentAgent", "--input", "-",
+         "--output", str(out), "--no-tracking", "--celery", workers.url], cwd=ROOT, text=True,
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdin is not None
+    proc.stdin.write('{"text": "first"}\n')
+    proc.stdin.flush()
+    waited = 0.0
+    while not (out.exists() and out.read_text().endswith("\n")):  # the producer says no more
+        assert proc.poll() is None and waited < 30, proc.communicate()
+        gevent.sleep(0.05)
+        waited += 0.05
+    proc.stdin.write('{"text": "second"}\n')
+    proc.stdin.close()
+    assert proc.wait(timeout=60) == 0, proc.communicate()
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert sorted(row["index"] for row in rows) == [0, 1] and all(row["ok"] for row in rows)
+
+
+def test_deadline_while_the_iterable_is_slow_times_out_what_it_gives(workers):
+    def slow() -> Iterator[tuple[Any, tuple[int, int], dict[str, Any]]]:
+        yield (divmod, (7, 2), {})
+        gevent.sleep(1.5)  # no worker runs call 0; call 1 comes after the deadline
+        yield (divmod, (9, 2), {})
+
+    results = sorted(ga_celery.stream(workers.app, slow(), deadline=0.5), key=lambda r: r.index)
+    assert [r.index for r in results] == [0, 1]
+    assert all(isinstance(r.error, ga.errors.Timeout) for r in results)
+    assert "before this call finished" in str(results[0].error)
+    assert "before this call was sent" in str(results[1].error)

@@ -18,6 +18,7 @@ each finds its stored Result and answers at once: nothing is asked twice.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import itertools
 import json
 import logging
@@ -30,6 +31,8 @@ from typing import Any
 
 import celery
 import celery.states
+import gevent
+import gevent.queue
 from pydantic import TypeAdapter
 
 from greenagents import errors, jsonl
@@ -37,9 +40,10 @@ from greenagents.agent import Agent
 from greenagents.celery import wire
 from greenagents.celery.task import install
 from greenagents.config import settings
+from greenagents.patching import available
 from greenagents.progress import Progress
 from greenagents.result import Result
-from greenagents.runtime import Call, _unpack, target_name
+from greenagents.runtime import _FED_ALL, Call, _FeedFailed, _unpack, target_name
 
 __all__ = ["batch", "reference", "stream"]
 
@@ -109,23 +113,43 @@ class _Dispatch:
 
     def send(self, calls: Iterable[Any]) -> Iterator[Result[Any]]:
         """Send every call; yield a Result for each one that cannot be sent, and those finished
-        already: in a long batch the first Results come while the last calls are being sent."""
+        already: in a long batch the first Results come while the last calls are being sent,
+        and from a slow iterable (a pipe) while it has not given its next call yet."""
         outputs: dict[Any, TypeAdapter[Any] | None] = {}
-        with self.app.producer_or_acquire() as producer, _pipelined(producer):
-            for index, call in enumerate(calls):
-                try:
-                    fn, args, kwargs = _unpack(index, call)
-                    ref = reference(fn)
-                except errors.InputError as exc:
-                    yield Result(index, "", error=exc)
-                    continue
-                if fn not in outputs:
-                    outputs[fn] = _output(fn)
-                payload = json.loads(jsonl.dumps([ref, args, kwargs, index, self.timeout]))
-                sent = _Sent(index, target_name(fn), outputs[fn], payload, seq=-1)
-                self._send(f"{self.batch_id}:{index}", sent, producer)
-                if time.monotonic() >= self.next_poll:
-                    yield from self._poll()
+        arrivals = _arrivals(calls, lambda: self.next_poll - time.monotonic())
+        with self.app.producer_or_acquire() as producer, _pipelined(producer) as pipeline:
+            for arrival in arrivals:
+                if arrival is not None:
+                    index, call = arrival
+                    if self.end is not None and time.monotonic() >= self.end:
+                        yield from self._too_late(itertools.chain([arrival], arrivals))
+                        return
+                    try:
+                        fn, args, kwargs = _unpack(index, call)
+                        ref = reference(fn)
+                    except errors.InputError as exc:
+                        yield Result(index, "", error=exc)
+                        continue
+                    if fn not in outputs:
+                        outputs[fn] = _output(fn)
+                    payload = json.loads(jsonl.dumps([ref, args, kwargs, index, self.timeout]))
+                    sent = _Sent(index, target_name(fn), outputs[fn], payload, seq=-1)
+                    self._send(f"{self.batch_id}:{index}", sent, producer)
+                    if time.monotonic() < self.next_poll:
+                        continue
+                pipeline.flush()
+                yield from self._poll()
+                self._send_lost(time.monotonic())
+
+    def _too_late(self, arrivals: Iterable[tuple[int, Any] | None]) -> Iterator[Result[Any]]:
+        """Timeout Results for the calls the iterable still gives once the deadline passed."""
+        problem = (f"the run's deadline of {self.deadline}s passed before this call was sent; "
+                   "raise deadline= or add workers")
+        for arrival in arrivals:
+            if arrival is not None:
+                index, call = arrival
+                target = target_name(call[0]) if isinstance(call, tuple) and call else ""
+                yield Result(index, target, error=errors.Timeout(problem))
 
     def _send(self, task_id: str, sent: _Sent, producer: Any = None) -> None:
         assert sent.payload is not None
@@ -210,10 +234,57 @@ class _Dispatch:
             self.pending.clear()
 
 
-def _pipelined(producer: Any) -> contextlib.AbstractContextManager[Any]:
-    """Publishes sent to Redis in pipelines of ``_PIPELINE`` (kombu >= 5.7), not one by one."""
+class _Unpipelined(contextlib.nullcontext[None]):
+    """What :func:`_pipelined` gives where kombu cannot batch: every publish goes at once."""
+
+    def flush(self) -> None:
+        pass
+
+
+def _pipelined(producer: Any) -> Any:
+    """Publishes sent to Redis in pipelines of ``_PIPELINE`` (kombu >= 5.7), not one by one;
+    ``flush()`` sends what waits."""
     batch = getattr(producer, "batch", None)
-    return batch(max_size=_PIPELINE) if batch is not None else contextlib.nullcontext()
+    return batch(max_size=_PIPELINE) if batch is not None else _Unpipelined()
+
+
+def _arrivals(calls: Iterable[Any], wait: Callable[[], float]) -> Iterator[tuple[int, Any] | None]:
+    """``enumerate(calls)``, with None whenever nothing came within ``wait()`` seconds.
+
+    A sequence is read in place. Any other iterable, in a patched process, is read by a greenlet
+    of its own, so that waiting for its next call (a pipe, a queue) leaves the caller free to
+    flush what it sent and collect Results meanwhile.
+    """
+    if isinstance(calls, Sized) or not available():
+        yield from enumerate(calls)
+        return
+    inbox: gevent.queue.Queue[Any] = gevent.queue.Queue(maxsize=_PIPELINE)
+
+    def feed() -> None:
+        try:
+            for arrival in enumerate(calls):
+                inbox.put(arrival)
+            inbox.put(_FED_ALL)
+        except gevent.GreenletExit:
+            pass  # the caller stopped
+        except BaseException as exc:  # re-raised in the caller
+            inbox.put(_FeedFailed(exc))
+
+    feeder = gevent.spawn(contextvars.copy_context().run, feed)
+    try:
+        while True:
+            try:
+                arrival = inbox.get(timeout=max(0.0, wait()))
+            except gevent.queue.Empty:
+                yield None
+                continue
+            if arrival is _FED_ALL:
+                return
+            if isinstance(arrival, _FeedFailed):
+                raise arrival.error
+            yield arrival
+    finally:
+        feeder.kill(block=False)
 
 
 def _decoded(index: int, target: str, output: TypeAdapter[Any] | None,
