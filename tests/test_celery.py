@@ -23,7 +23,9 @@ import pytest
 
 pytest.importorskip("celery", reason="the celery extra is not installed: pip install -e '.[celery]'")
 
-import redis  # installed with the celery extra
+import celery  # installed with the celery extra
+import redis
+from pydantic import TypeAdapter
 
 import greenagents as ga
 import greenagents.celery as ga_celery
@@ -129,6 +131,21 @@ def test_results_round_trip_values_and_errors(workers, sim_process):
     with pytest.raises(ValueError):
         bad_int.unwrap()
     assert sim.stats()["requests"] == 1
+
+
+def test_an_agent_registered_as_a_task_of_its_own_works_in_canvases(workers, sim_process):
+    sim = sim_process(latency=0.05)
+    workers.start(1, OPENAI_BASE_URL=sim.base_url, concurrency=10,
+                  GREENAGENTS_CELERY_TASKS="tests.agents:SentimentAgent")
+    sentiment = ga_celery.register(workers.app, SentimentAgent)
+    assert sentiment.name == "greenagents:tests.agents:SentimentAgent"
+    one = ga_celery.from_json(sentiment.delay(text="great").get(timeout=30), TypeAdapter(Sentiment))
+    assert one.ok and isinstance(one.value, Sentiment)
+    typo = ga_celery.from_json(sentiment.delay(txt="great").get(timeout=30))
+    assert isinstance(typo.error, ga.errors.InputError)  # the call's error, not a task failure
+    many = celery.group(sentiment.s(text=f"review {i}") for i in range(5)).apply_async()
+    assert all(ga_celery.from_json(data).ok for data in many.get(timeout=30))
+    assert sim.stats()["requests"] == 6
 
 
 def test_same_batch_id_answers_from_the_store(workers, sim_process):

@@ -27,9 +27,9 @@ acknowledgement, redelivery, an idempotency key per call).
 
 from __future__ import annotations
 
-from greenagents.celery.dispatch import batch, reference, stream
-from greenagents.celery.task import TASK_NAME, app_for, install
+from greenagents.celery.dispatch import batch, stream
+from greenagents.celery.task import TASK_NAME, app_for, install, reference, register
 from greenagents.celery.wire import from_json, to_json
 
-__all__ = ["TASK_NAME", "app_for", "batch", "from_json", "install", "reference", "stream",
-           "to_json"]
+__all__ = ["TASK_NAME", "app_for", "batch", "from_json", "install", "reference", "register",
+           "stream", "to_json"]

@@ -38,33 +38,19 @@ from pydantic import TypeAdapter
 from greenagents import errors, jsonl
 from greenagents.agent import Agent
 from greenagents.celery import wire
-from greenagents.celery.task import install
+from greenagents.celery.task import install, reference
 from greenagents.config import settings
 from greenagents.patching import available
 from greenagents.progress import Progress
 from greenagents.result import Result
 from greenagents.runtime import _FED_ALL, Call, _FeedFailed, _unpack, target_name
 
-__all__ = ["batch", "reference", "stream"]
+__all__ = ["batch", "stream"]
 
 _POLL_S = 0.1  # how often pending results are fetched
 _PIPELINE = 200  # calls sent to Redis in one round trip
 
 log = logging.getLogger("greenagents.celery")
-
-
-def reference(fn: Callable[..., Any]) -> str:
-    """``module:QualName`` of ``fn``, as a worker imports it; an InputError when none can.
-
-    >>> reference(divmod)
-    'builtins:divmod'
-    """
-    module, name = getattr(fn, "__module__", None), getattr(fn, "__qualname__", "")
-    if not module or module == "__main__" or not name or "<locals>" in name:
-        raise errors.InputError(
-            f"{target_name(fn)} cannot be imported by a worker; define it at the top level of a "
-            "module that the workers can import too")
-    return f"{module}:{name}"
 
 
 def _output(fn: Callable[..., Any]) -> TypeAdapter[Any] | None:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import functools
 import importlib
 import select
+from collections.abc import Callable
 from typing import Any
 
 import celery
@@ -38,8 +39,9 @@ from kombu.utils import eventio
 import greenagents as ga
 from greenagents import errors
 from greenagents.celery import wire
+from greenagents.runtime import target_name
 
-__all__ = ["TASK_NAME", "app_for", "install"]
+__all__ = ["TASK_NAME", "app_for", "install", "reference", "register"]
 
 TASK_NAME = "greenagents.call"
 
@@ -95,6 +97,50 @@ def _call(task: celery.Task, reference: str, args: list[Any], kwargs: dict[str, 
     return wire.to_json(result)
 
 
+# The task options every greenagents task has (see the module's docstring for why).
+_RELIABLE: dict[str, Any] = {"acks_late": True, "reject_on_worker_lost": True,
+                             "track_started": True}
+
+
+def reference(fn: Callable[..., Any]) -> str:
+    """``module:QualName`` of ``fn``, as a worker imports it; an InputError when none can.
+
+    >>> reference(divmod)
+    'builtins:divmod'
+    """
+    module, name = getattr(fn, "__module__", None), getattr(fn, "__qualname__", "")
+    if not module or module == "__main__" or not name or "<locals>" in name:
+        raise errors.InputError(
+            f"{target_name(fn)} cannot be imported by a worker; define it at the top level of a "
+            "module that the workers can import too")
+    return f"{module}:{name}"
+
+
+def register(app: celery.Celery, target: Callable[..., Any], *, name: str | None = None) -> celery.Task:
+    """Register ``target`` (an Agent class or a function) as a Celery task of its own on ``app``.
+
+    For your own canvases: ``sentiment = register(app, SentimentAgent)``, then
+    ``sentiment.delay(text="...")``, ``sentiment.s(text=...)`` in a ``group`` or ``chain``. The
+    task runs ``target`` as :func:`greenagents.batch` would (never raises for the call's own
+    failure) and returns the JSON form of its Result: :func:`~greenagents.celery.from_json` turns
+    it back. It has the reliability settings of ``greenagents.call`` (late acknowledgement,
+    STARTED marks, the stored Result answering a redelivery). Call it in the worker's app module
+    too, so workers know the task; the ready-made worker does for the targets in
+    ``GREENAGENTS_CELERY_TASKS``. ``name`` defaults to ``"greenagents:<module:Name>"``.
+
+    >>> from celery import Celery
+    >>> register(Celery("mine"), divmod).name
+    'greenagents:builtins:divmod'
+    """
+    ref = reference(target)
+
+    def run(task: celery.Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        return _call(task, ref, list(args), kwargs, 0)
+
+    run.__doc__ = f"Run {ref} once; the JSON form of its greenagents Result."
+    return app.task(run, name=name or f"greenagents:{ref}", bind=True, **_RELIABLE)
+
+
 def install(app: celery.Celery) -> celery.Task:
     """Register ``greenagents.call`` on ``app`` (idempotent); the task, for dispatching.
 
@@ -104,8 +150,7 @@ def install(app: celery.Celery) -> celery.Task:
     >>> install(Celery("mine")).name
     'greenagents.call'
     """
-    return app.task(_call, name=TASK_NAME, bind=True, acks_late=True, reject_on_worker_lost=True,
-                    track_started=True)
+    return app.task(_call, name=TASK_NAME, bind=True, **_RELIABLE)
 
 
 def app_for(url: str, *, visibility_timeout: float = 3600.0) -> celery.Celery:

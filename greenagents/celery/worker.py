@@ -6,6 +6,9 @@
   (default ``redis://127.0.0.1:6379/0``).
 - ``GREENAGENTS_CELERY_VISIBILITY_TIMEOUT``: seconds before an unacknowledged call is handed to
   another worker (default 3600; see :func:`~greenagents.celery.app_for`).
+- ``GREENAGENTS_CELERY_TASKS``: targets (``module:Name``, comma-separated) to register as tasks
+  of their own, for canvases that call them by name (see :func:`~greenagents.celery.register`);
+  ``greenagents.call`` runs any target without this.
 - ``GREENAGENTS_RATE_LIMITS``: budgets shared by every worker, as JSON — keys are a provider or
   ``provider/model``, values the arguments of :func:`greenagents.rate_limit`; the storage
   defaults to the same Redis, e.g. ``{"openai": {"rpm": 5000, "tpm": 2000000}}``.
@@ -24,10 +27,12 @@ import json
 import os
 from typing import Any
 
-import greenagents as ga
-from greenagents.celery.task import app_for
+import celery
 
-__all__ = ["app", "rate_limits_from_env"]
+import greenagents as ga
+from greenagents.celery.task import _load, app_for, register
+
+__all__ = ["app", "rate_limits_from_env", "tasks_from_env"]
 
 URL = os.environ.get("GREENAGENTS_CELERY_URL", "redis://127.0.0.1:6379/0")
 
@@ -55,6 +60,27 @@ def rate_limits_from_env(storage: str) -> list[ga.RateLimit]:
     return applied
 
 
+def tasks_from_env(app: celery.Celery) -> list[celery.Task]:
+    """Register the targets of ``GREENAGENTS_CELERY_TASKS`` as tasks of their own on ``app``.
+
+    >>> os.environ["GREENAGENTS_CELERY_TASKS"] = "builtins:divmod"
+    >>> [task.name for task in tasks_from_env(celery.Celery("mine"))]
+    ['greenagents:builtins:divmod']
+    >>> del os.environ["GREENAGENTS_CELERY_TASKS"]
+    """
+    raw = os.environ.get("GREENAGENTS_CELERY_TASKS", "")
+    registered = []
+    for reference in filter(None, (part.strip() for part in raw.split(","))):
+        try:
+            registered.append(register(app, _load(reference)))
+        except (ImportError, AttributeError, ValueError) as exc:
+            raise ga.errors.ConfigError(
+                f"GREENAGENTS_CELERY_TASKS: cannot import {reference!r} ({type(exc).__name__}: "
+                f"{exc}); give module:Name targets the worker can import") from None
+    return registered
+
+
 app = app_for(URL, visibility_timeout=float(
     os.environ.get("GREENAGENTS_CELERY_VISIBILITY_TIMEOUT", "3600")))
 rate_limits_from_env(URL)
+tasks_from_env(app)
