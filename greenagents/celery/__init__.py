@@ -20,6 +20,8 @@ and dispatch from plain synchronous code::
     for result in ga_celery.stream(app, calls):      # as they complete
         ...
 
+An agent can also be a task of its own in your canvases: ``register(app, SentimentAgent)``.
+
 Every input yields exactly one :class:`~greenagents.Result`, as a local ``ga.batch`` would give
 it, even when a worker is killed mid-batch: see :mod:`greenagents.celery.task` for how (late
 acknowledgement, redelivery, an idempotency key per call).
