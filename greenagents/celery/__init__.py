@@ -24,7 +24,8 @@ An agent can also be a task of its own in your canvases: ``register(app, Sentime
 
 Every input yields exactly one :class:`~greenagents.Result`, as a local ``ga.batch`` would give
 it, even when a worker is killed mid-batch: see :mod:`greenagents.celery.task` for how (late
-acknowledgement, redelivery, an idempotency key per call).
+acknowledgement, redelivery, an idempotency key per call) and :mod:`greenagents.celery.dispatch`
+for the loss Redis cannot see by itself.
 """
 
 from __future__ import annotations
