@@ -384,9 +384,12 @@ def stream(calls: Iterable[Call], *, max_concurrent: int | None = None,
     """Run ``calls`` concurrently and yield each :class:`Result` as it completes.
 
     ``calls`` is consumed lazily, so a generator of a million calls runs in memory proportional to
-    ``max_concurrent``, not to its length. ``timeout`` bounds each call; ``deadline`` bounds the
-    whole run (calls still running or not started then get a ``Timeout`` error). Leaving the loop
-    early (``break``, an exception) stops the calls still running.
+    ``max_concurrent``, not to its length. It is read by a greenlet (a thread, unpatched) of its
+    own, with the caller's contextvars, so a slow iterable never holds back the Results already
+    finished; an exception it raises ends the run with that exception. ``timeout`` bounds each
+    call; ``deadline`` bounds the whole run (calls still running or not started then get a
+    ``Timeout`` error). Leaving the loop early (``break``, an exception) stops the calls still
+    running.
 
     >>> import greenagents as ga
     >>> sorted(r.value for r in ga.stream([(abs, (-1,), {}), (abs, (-2,), {})]))
