@@ -158,6 +158,20 @@ def test_same_batch_id_answers_from_the_store(workers, sim_process):
     assert sim.stats()["requests"] == 50  # the second run computed nothing
 
 
+def test_same_batch_id_after_a_deadline_finishes_what_was_revoked(workers, sim_process):
+    sim = sim_process(latency=0.5)
+    workers.start(1, OPENAI_BASE_URL=sim.base_url, concurrency=5)
+    first = ga_celery.batch(workers.app, calls(30), batch_id="nightly-43", deadline=1.2)
+    done = {r.index for r in first if r.ok}
+    assert 0 < len(done) < 30  # the deadline cancelled (revoked) the rest
+    again = ga_celery.batch(workers.app, calls(30), batch_id="nightly-43", deadline=60)
+    assert_one_each(again, 30)
+    assert all(r.ok for r in again), [r.error for r in again if not r.ok][:3]
+    # Finished calls came from the store; the others ran once more at most (those running when
+    # the deadline passed may have finished unseen, or run again).
+    assert sim.stats()["requests"] <= 30 + 5
+
+
 @pytest.mark.visibility_timeout(3)
 def test_worker_sigkilled_mid_batch_loses_nothing(workers, sim_process):
     sim = sim_process(latency=0.5)
@@ -189,7 +203,7 @@ def test_call_taken_by_a_worker_that_died_before_recording_it_is_sent_again(
     while broker.llen("celery") < 20 and not running.dead:
         gevent.sleep(0.01)
     dropped = json.loads(broker.rpop("celery"))  # the first call sent: the queue is FIFO
-    assert dropped["headers"]["id"].endswith(":0")
+    assert dropped["headers"]["id"].split(":")[1] == "0"  # "<batch_id>:<index>:<run>"
     workers.start(1, concurrency=5, OPENAI_BASE_URL=sim.base_url)
     with caplog.at_level("WARNING", logger="greenagents.celery"):
         results = running.get(timeout=90)

@@ -1,9 +1,10 @@
 """``batch`` and ``stream`` through Celery: the calls of :func:`greenagents.batch`, on many workers.
 
-Each call becomes one ``greenagents.call`` message whose task id is its idempotency key,
-``"<batch_id>:<index>"``. Results are read back from the result backend as they land (one Redis
-``MGET`` of the pending keys per poll), decoded into the same :class:`~greenagents.Result`
-objects a local run gives: agent outputs as their pydantic models, errors as their classes::
+Each call becomes one ``greenagents.call`` message carrying its idempotency key,
+``"<batch_id>:<index>"`` (its task id adds the run). Results are read back from the result
+backend as they land (one Redis ``MGET`` of the pending keys per poll), decoded into the same
+:class:`~greenagents.Result` objects a local run gives: agent outputs as their pydantic models,
+errors as their classes::
 
     import greenagents.monkey
     import greenagents.celery as ga_celery
@@ -11,8 +12,9 @@ objects a local run gives: agent outputs as their pydantic models, errors as the
     app = ga_celery.app_for("redis://127.0.0.1:6379/0")
     results = ga_celery.batch(app, [(SentimentAgent, {"text": t}) for t in texts])
 
-Giving the same ``batch_id`` again (say, after the caller crashed) re-dispatches the calls, but
-each finds its stored Result and answers at once: nothing is asked twice.
+Giving the same ``batch_id`` again (say, after the caller crashed, or a deadline or Ctrl-C
+revoked the rest) re-dispatches the calls: those finished find their stored Result and answer
+at once, nothing is asked twice, and the others run.
 """
 
 from __future__ import annotations
@@ -86,6 +88,7 @@ class _Dispatch:
     def __init__(self, app: celery.Celery, batch_id: str, timeout: float | None,
                  deadline: float | None):
         self.app, self.task, self.batch_id, self.timeout = app, install(app), batch_id, timeout
+        self.run = uuid.uuid4().hex[:8]  # task ids are new each run; keys stay "batch:index"
         self.deadline = deadline
         self.end = None if deadline is None else time.monotonic() + deadline
         self.backend = app.backend
@@ -118,9 +121,10 @@ class _Dispatch:
                         continue
                     if fn not in outputs:
                         outputs[fn] = _output(fn)
-                    payload = json.loads(jsonl.dumps([ref, args, kwargs, index, self.timeout]))
+                    key = f"{self.batch_id}:{index}"
+                    payload = json.loads(jsonl.dumps([ref, args, kwargs, index, self.timeout, key]))
                     sent = _Sent(index, target_name(fn), outputs[fn], payload, seq=-1)
-                    self._send(f"{self.batch_id}:{index}", sent, producer)
+                    self._send(f"{key}:{self.run}", sent, producer)
                     if time.monotonic() < self.next_poll:
                         continue
                 pipeline.flush()
@@ -213,7 +217,8 @@ class _Dispatch:
     def cancel(self) -> None:
         """Revoke the calls not finished, so workers skip those still queued.
 
-        Workers remember revoked ids: run a revoked call again under a new ``batch_id``.
+        Workers remember revoked ids; a later run of the same ``batch_id`` sends new ones (see
+        :mod:`greenagents.celery.task`), so it runs what this one revoked.
         """
         if self.pending:
             self.app.control.revoke(list(self.pending))

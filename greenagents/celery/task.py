@@ -19,9 +19,11 @@ Reliability, and why each setting:
 * ``track_started`` — a worker stores STARTED when it begins a call, which tells the dispatcher
   the call left the queue safely; one the queue handed out but no worker started was lost with
   its worker, and the dispatcher sends it again (see :mod:`greenagents.celery.dispatch`).
-* **idempotency** — the task id is the call's key (batch id and index). Before computing, the
-  task looks for a Result already stored under its own id: a redelivered call that had finished
-  (the worker died between storing and acknowledging) is answered from the store, not re-asked.
+* **idempotency** — each call has a key, ``"<batch_id>:<index>"``; its task id adds the run
+  (``"<batch_id>:<index>:<run>"``), so a later run of the same batch is not refused by workers
+  that remember the ids an earlier run revoked. Before computing, the task looks for a Result
+  already stored under the key: a redelivered call that had finished (the worker died between
+  storing and acknowledging), or one a previous run finished, is answered from the store.
 """
 
 from __future__ import annotations
@@ -80,9 +82,11 @@ def _load(reference: str) -> Any:
 
 
 def _call(task: celery.Task, reference: str, args: list[Any], kwargs: dict[str, Any], index: int,
-          timeout: float | None = None) -> dict[str, Any]:
-    """Body of ``greenagents.call``: the stored Result if there is one, else run the call."""
-    stored = task.backend.get_task_meta(task.request.id)
+          timeout: float | None = None, key: str | None = None) -> dict[str, Any]:
+    """Body of ``greenagents.call``: the Result stored under the call's ``key`` if there is one,
+    else run the call (and store its Result under ``key`` too, for any later run asking)."""
+    key = key or task.request.id
+    stored = task.backend.get_task_meta(key)
     if stored.get("status") == states.SUCCESS:
         return stored["result"]  # type: ignore[no-any-return]
     try:
@@ -94,7 +98,10 @@ def _call(task: celery.Task, reference: str, args: list[Any], kwargs: dict[str, 
     else:
         result = ga.batch([(fn, tuple(args), kwargs)], max_concurrent=1, timeout=timeout)[0]
         result.index = index
-    return wire.to_json(result)
+    data = wire.to_json(result)
+    if key != task.request.id:
+        task.backend.store_result(key, data, states.SUCCESS)
+    return data
 
 
 # The task options every greenagents task has (see the module's docstring for why).
