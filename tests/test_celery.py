@@ -24,6 +24,7 @@ import pytest
 pytest.importorskip("celery", reason="the celery extra is not installed: pip install -e '.[celery]'")
 
 import celery  # installed with the celery extra
+import kombu.messaging
 import redis
 from pydantic import TypeAdapter
 
@@ -248,6 +249,14 @@ def test_results_flow_while_a_long_batch_is_still_being_sent(workers):
         results.append(result)
     assert sorted(r.index for r in results) == list(range(2000)) and all(r.ok for r in results)
     assert produced_at_first_result is not None and produced_at_first_result < 2000
+
+
+def test_dispatch_where_kombu_cannot_pipeline_publishes(workers, monkeypatch):
+    """kombu before 5.7 has no ``Producer.batch``: every call is then published on its own."""
+    monkeypatch.delattr(kombu.messaging.Producer, "batch", raising=False)
+    workers.start(1, concurrency=5)
+    results = ga_celery.batch(workers.app, [(divmod, (i, 7), {}) for i in range(10)])
+    assert [r.value for r in results] == [list(divmod(i, 7)) for i in range(10)]
 
 
 def test_rpm_budget_is_shared_by_all_workers(workers, sim_process):

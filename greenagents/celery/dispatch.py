@@ -225,8 +225,11 @@ class _Dispatch:
             self.pending.clear()
 
 
-class _Unpipelined(contextlib.nullcontext[None]):
+class _Unpipelined(contextlib.AbstractContextManager["_Unpipelined"]):
     """What :func:`_pipelined` gives where kombu cannot batch: every publish goes at once."""
+
+    def __exit__(self, *exc_info: object) -> None:
+        return None
 
     def flush(self) -> None:
         pass
