@@ -148,7 +148,7 @@ def test_errors_are_reachable_from_the_package() -> None:
     assert issubclass(errors.RateLimited, errors.ProviderError)
 
 
-SECRET = "sk-test-0123456789abcdefSECRET"
+SECRET = "sk-test-SECRET0123"  # key-shaped, not a real one
 
 
 @pytest.mark.sim(api_key=SECRET, faults={"server_error": 0.3})

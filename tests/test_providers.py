@@ -30,7 +30,7 @@ from greenagents.result import Usage
 from tests.test_http import LocalServer
 from tests.test_http import server as server  # the fixture, re-exported for pytest
 
-SECRET = "sk-proj-SECRETSECRET123456"
+SECRET = "sk-proj-SECRET9876"  # key-shaped, not a real one
 ANT_SECRET = "sk-ant-test-SECRET"  # key-shaped, not a real one
 
 # Recorded shapes (trimmed) of real answers.
