@@ -22,7 +22,8 @@ from typing import Any
 
 from bench import harness, report
 
-FIGURES = ("fanout", "memory", "overhead", "retry_heavy", "stream_scale", "gunicorn_load")
+FIGURES = ("fanout", "memory", "overhead", "retry_heavy", "stream_scale", "gunicorn_load",
+           "celery_scale")
 HERE = Path(__file__).resolve().parent
 
 
