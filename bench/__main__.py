@@ -1,6 +1,6 @@
 """Run the benchmarks: ``python -m bench [--quick | --smoke] [--only fanout,memory,...]``.
 
-* full (default): every figure, 3 repetitions, N up to 10,000 — about 15 minutes on 2 cores;
+* full (default): every figure, 3 repetitions, N up to 10,000 — about 16 minutes on 2 cores;
   writes ``bench/RESULTS.md``, ``bench/*.png`` and ``bench/results.json``.
 * ``--quick``: smaller sizes, 1 repetition — under 3 minutes; same outputs.
 * ``--smoke``: tiny sizes, every contender once, outputs only to a temporary directory (CI runs
