@@ -57,6 +57,12 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
     return {"ok": ok, "wall": wall}
 
 
+def in_child(url: str, sim_url: str, workers: int, calls: int) -> dict[str, Any]:
+    """:func:`child` in a fresh, patched process: ``{"ok", "wall"}``, or ``{"error"}``."""
+    return run_child({"task": "celery_scale:child", "green": True, "redis": url, "sim": sim_url,
+                      "workers": workers, "calls": calls}, timeout=600)
+
+
 def run(ctx: Context) -> Section:
     """Figure 7 of ``python -m bench``: calls/s with 1, 2 and 4 workers."""
     calls, counts, latency = ctx.pick((40, (1, 2), 0.2), (500, (1, 2, 4), 1.0),
@@ -69,9 +75,7 @@ def run(ctx: Context) -> Section:
     with redis_server() as url, simulator(latency=latency) as sim:
         ctx.log(f"celery: {calls} agent calls of {latency:g} s, workers {counts}, -c {CONCURRENCY}")
         for number, key in rounds([str(count) for count in counts], ctx.repeat):
-            report = run_child({"task": "celery_scale:child", "green": True, "redis": url,
-                                "sim": sim.base_url, "workers": int(key), "calls": calls},
-                               timeout=600)
+            report = in_child(url, sim.base_url, int(key), calls)
             ok, wall = report.get("ok", 0), report.get("wall", float("nan"))
             failed = report.get("error") or (f"{calls - ok} of {calls} calls failed"
                                              if ok < calls else None)
@@ -109,9 +113,7 @@ def main() -> None:
     rows = []
     with redis_server() as url, simulator(latency=args.latency) as sim:
         for count in map(int, args.workers.split(",")):
-            report = run_child({"task": "celery_scale:child", "green": True, "redis": url,
-                                "sim": sim.base_url, "workers": count, "calls": args.calls},
-                               timeout=600)
+            report = in_child(url, sim.base_url, count, args.calls)
             ok, wall = report.get("ok", 0), report.get("wall", float("nan"))
             rows.append([str(count), str(CONCURRENCY), f"{args.calls:,}", f"{ok:,}",
                          f"{wall:.1f}", f"{args.calls / wall:,.0f}"])

@@ -42,7 +42,7 @@ from .patching import available
 from .progress import Progress
 from .result import Result
 
-__all__ = ["NotPatchedWarning", "batch", "each", "spawn", "stream", "target_name"]
+__all__ = ["NotPatchedWarning", "batch", "call_target", "each", "spawn", "stream", "target_name"]
 
 T = TypeVar("T")
 Call = tuple[Callable[..., Any], dict[str, Any]] | tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]
@@ -77,6 +77,15 @@ def target_name(fn: Callable[..., Any]) -> str:
     name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or type(fn).__qualname__
     module = getattr(fn, "__module__", None)
     return f"{module}.{name}" if module and module != "builtins" else str(name)
+
+
+def call_target(call: Any) -> str:
+    """The target name of a call not run (timed out before it started): "" when it has none.
+
+    >>> call_target((divmod, (7, 2), {})), call_target("junk")
+    ('divmod', '')
+    """
+    return target_name(call[0]) if isinstance(call, tuple) and call else ""
 
 
 def _unpack(index: int, call: Any) -> tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]:
@@ -316,8 +325,7 @@ class _Run:
             raise failure
         for index, call in itertools.chain(((fed.index, fed.call) for fed in unstarted), source):
             bar.update(ok=False)
-            target = target_name(call[0]) if isinstance(call, tuple) and call else ""
-            yield Result(index, target, error=errors.Timeout(
+            yield Result(index, call_target(call), error=errors.Timeout(
                 f"{late} before this call started; raise deadline= or max_concurrent="))
 
 

@@ -45,7 +45,7 @@ from greenagents.config import settings
 from greenagents.patching import available
 from greenagents.progress import Progress
 from greenagents.result import Result
-from greenagents.runtime import _FED_ALL, Call, _FeedFailed, _unpack, target_name
+from greenagents.runtime import _FED_ALL, Call, _FeedFailed, _unpack, call_target, target_name
 
 __all__ = ["batch", "stream"]
 
@@ -138,8 +138,7 @@ class _Dispatch:
         for arrival in arrivals:
             if arrival is not None:
                 index, call = arrival
-                target = target_name(call[0]) if isinstance(call, tuple) and call else ""
-                yield Result(index, target, error=errors.Timeout(problem))
+                yield Result(index, call_target(call), error=errors.Timeout(problem))
 
     def _send(self, task_id: str, sent: _Sent, producer: Any = None) -> None:
         assert sent.payload is not None
