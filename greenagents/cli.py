@@ -1,4 +1,4 @@
-"""The ``greenagents`` command: ``demo``, ``run``, ``stats`` and ``sim``.
+"""The ``greenagents`` command: ``demo``, ``run``, ``stats``, ``dashboard`` and ``sim``.
 
 :func:`main` patches the standard library before it imports anything that could import ``ssl``
 (click and this module import neither), so agents and SDKs loaded by ``run`` work under gevent.
@@ -8,6 +8,7 @@ line on stderr, never a traceback. ``run`` exits 0 when every row succeeded and 
     greenagents demo --calls 300
     greenagents run agents.py:SentimentAgent --input in.jsonl --output out.jsonl --resume
     greenagents stats --since 1h --by model
+    greenagents dashboard --db .greenagents/runs.db
 """
 
 from __future__ import annotations
@@ -357,3 +358,35 @@ def stats(db: str | None, since: float | None, by: str) -> None:
         click.echo("\ntop errors")
         for count, text, key in sorted(top, reverse=True)[:5]:
             click.echo(f"  {count:>6,}  {key}  {text[:100]}")
+
+
+# ----------------------------------------------------------------------------------- dashboard
+
+
+def _default_db() -> str:
+    return ga.settings().tracking or str(Path(".greenagents") / "runs.db")
+
+
+@cli.command()
+@click.option("--db", default=None, metavar="PATH",
+              help="Execution log (default: the tracking setting, else .greenagents/runs.db).")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Interface to bind; any but loopback needs --token.")
+@click.option("--port", default=8765, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--token", default=None, metavar="SECRET",
+              help="Required on every request (default: $GREENAGENTS_DASHBOARD_TOKEN).")
+def dashboard(db: str | None, host: str, port: int, token: str | None) -> None:
+    """Serve a web page over the execution log: runs, charts, calls; live while a run writes."""
+    try:
+        from greenagents import dashboard as web
+    except ImportError as exc:
+        raise UsageProblem(f"the dashboard needs its extra: pip install 'greenagents[dashboard]' "
+                           f"({exc})") from None
+    try:
+        web.serve(db or _default_db(), host=host, port=port, token=token, announce=click.echo)
+    except ga.errors.ConfigError as exc:
+        raise UsageProblem(str(exc)) from None
+    except OSError as exc:
+        raise UsageProblem(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    except KeyboardInterrupt:
+        sys.exit(_INTERRUPTED)
