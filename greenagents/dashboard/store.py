@@ -118,7 +118,7 @@ class Store:
         more = len(rows) > size
         rows = rows[:size]
         cursor = rows[-1]["id"] if rows and (more or not complete) else None
-        return Page([dict(row) for row in rows], cursor, complete,
+        return Page([_redacted_row(row) for row in rows], cursor, complete,
                     [c for c in columns if c not in TABLE_COLUMNS])
 
     def _bounded(self, sql: str, args: list[Any], budget: float | None) -> tuple[list[Any], bool]:
@@ -150,12 +150,12 @@ class Store:
         cursor = self.connect().execute(
             f"SELECT {', '.join(columns)} FROM calls WHERE {condition} ORDER BY id DESC", args)
         for row in cursor:
-            yield {key: _redacted(row[key]) for key in row.keys()}
+            yield _redacted_row(row)
 
     def call(self, call_id: int) -> dict[str, Any] | None:
         """One call, every column, secrets redacted again (logs written before redaction existed)."""
         row = self.connect().execute("SELECT * FROM calls WHERE id = ?", (call_id,)).fetchone()
-        return None if row is None else {key: _redacted(row[key]) for key in row.keys()}
+        return None if row is None else _redacted_row(row)
 
     def failed_inputs(self, run: str) -> Iterator[tuple[str, str]]:
         """``(agent, inputs JSON)`` of each failed call of ``run`` whose inputs were logged."""
@@ -167,5 +167,8 @@ class Store:
         return ((agent, inputs) for agent, inputs in cursor)
 
 
-def _redacted(value: Any) -> Any:
-    return redact(value) if isinstance(value, str) else value
+def _redacted_row(row: sqlite3.Row) -> dict[str, Any]:
+    """The row as a dict, API keys masked (a log written before redaction may hold them)."""
+    blank: dict[str, Any] = dict.fromkeys(TABLE_COLUMNS)  # columns an older log lacks show empty
+    return blank | {key: redact(value) if isinstance(value, str) else value
+                    for key, value in zip(row.keys(), row, strict=True)}
