@@ -17,7 +17,9 @@ import importlib
 import importlib.util
 import io
 import os
+import shlex
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -71,13 +73,30 @@ def demo(calls: int, concurrency: int, model: str | None) -> None:
     """Run sample agents concurrently and compare with one-by-one (no API key needed)."""
     from greenagents import demo as sample
 
+    log = _demo_log()
     try:
         report = sample.run(calls=calls, concurrency=concurrency, model=model,
                             progress=sys.stderr.isatty())
     except ga.errors.ConfigError as exc:
         raise UsageProblem(str(exc)) from None
+    ga.tracking.flush(timeout=30)
     click.echo(f"greenagents demo: sample agents against {report.where}\n")
     click.echo(_table([list(pair) for pair in report.rows()]))
+    click.echo(f"\nevery call is in {log}; look at them with:\n"
+               f"  greenagents dashboard --db {shlex.quote(log)}")
+
+
+def _demo_log() -> str:
+    """Log the demo's calls (with their made-up inputs) where the tracking setting says, else
+    in the temp directory: the demo writes nothing into the directory it is run from."""
+    url = ga.settings().tracking
+    if url is None:
+        url = f"sqlite:///{Path(tempfile.gettempdir()) / 'greenagents-demo' / 'runs.db'}"
+        ga.configure(tracking=url, tracking_payloads=True)
+    try:
+        return ga.tracking.database_path(url)
+    except ga.errors.ConfigError as exc:
+        raise UsageProblem(str(exc)) from None
 
 
 # ----------------------------------------------------------------------------------------- run

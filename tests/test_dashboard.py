@@ -76,6 +76,10 @@ def test_run_page_latency_errors_and_retries_match_the_log(log: Path, url: str) 
     assert f'<dd id="kpi-retries">{retries:,} ' in page
     assert re.search(r'error=InputError">InputError</a></td><td class="n">1</td>', page)
     assert page.count("<svg viewBox") == 5  # throughput, in flight, histogram, tokens, cost
+    app = Dashboard(str(log))
+    app.runs.refresh(0)
+    (stats,) = app.runs.runs.values()  # in flight: call-seconds per second add up to the calls'
+    assert sum(stats.inflight().values()) == pytest.approx(sum(r["duration_s"] for r in rows))
 
 
 def test_calls_filters_and_pages_cover_each_call_once(log: Path, url: str) -> None:

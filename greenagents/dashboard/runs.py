@@ -45,7 +45,9 @@ class RunStats:
     finished: float = 0.0           # unix time the latest call finished
     done_per_second: dict[int, int] = field(default_factory=lambda: collections.defaultdict(int))
     failed_per_second: dict[int, int] = field(default_factory=lambda: collections.defaultdict(int))
+    # calls in flight: whole seconds as a difference array, plus each second's partial overlaps
     inflight_delta: dict[int, int] = field(default_factory=lambda: collections.defaultdict(int))
+    inflight_part: dict[int, float] = field(default_factory=lambda: collections.defaultdict(float))
     tokens: dict[tuple[str, int], int] = field(default_factory=lambda: collections.defaultdict(int))
     cost: dict[tuple[str, int], float] = field(default_factory=lambda: collections.defaultdict(float))
     latency_ms: dict[int, int] = field(default_factory=lambda: collections.defaultdict(int))
@@ -103,12 +105,18 @@ class RunStats:
             counts[min(int(key / 1000 / width), bins - 1)] += count
         return [(n * width, (n + 1) * width, count) for n, count in enumerate(counts)]
 
-    def inflight(self) -> dict[int, int]:
-        """Calls in flight during each second (started by its end, not finished before it)."""
+    def inflight(self) -> dict[int, float]:
+        """Mean calls in flight during each second: the call-seconds spent in it.
+
+        A call from ``s`` to ``e`` counts 1 in every whole second between, and the fractions it
+        covers of the seconds it starts and ends in (``e - s`` if both are the same second).
+        """
+        if not self.inflight_delta:
+            return {}
         level, series = 0, {}
-        for second in sorted(self.inflight_delta):
-            level += self.inflight_delta[second]
-            series[second] = level
+        for second in range(min(self.inflight_delta), max(self.inflight_delta) + 1):
+            level += self.inflight_delta.get(second, 0)
+            series[second] = level + self.inflight_part.get(second, 0.0)
         return series
 
 
@@ -152,11 +160,12 @@ class Runs:
         prompt = "prompt_tokens" if has("prompt_tokens") else "0"
         completion = "completion_tokens" if has("completion_tokens") else "0"
         for (run_id, model, agent, second, calls, ok, p_tok, c_tok, usd, priced, retries, retried,
-             started, finished) in connection.execute(
+             started, finished, end_fraction) in connection.execute(
                 f"SELECT run_id, coalesce(model, '?'), agent, CAST(ts AS INTEGER), count(*), "
                 f"sum(status = 'ok'), sum({prompt}), sum({completion}), sum({cost}), "
                 f"count({cost}), sum(attempts - 1), sum(attempts > 1), min(ts - duration_s), "
-                f"max(ts) FROM calls WHERE {span} GROUP BY 1, 2, 3, 4", (low, high)):
+                f"max(ts), sum(ts - CAST(ts AS INTEGER)) FROM calls WHERE {span} GROUP BY 1, 2, 3, 4",
+                (low, high)):
             run = self._run(run_id)
             run.calls += calls
             run.ok += ok
@@ -170,15 +179,19 @@ class Runs:
             run.finished = max(run.finished, finished)
             run.done_per_second[second] += calls
             run.failed_per_second[second] += calls - ok
-            run.inflight_delta[second + 1] -= calls
+            run.inflight_delta[second] -= calls
+            run.inflight_part[second] += end_fraction
             run.tokens[model, second] += (p_tok or 0) + (c_tok or 0)
             run.cost[model, second] += usd or 0.0
             run.models[model] += calls
             run.agents[agent] += calls
-        for run_id, second, calls in connection.execute(
-                f"SELECT run_id, CAST(ts - duration_s AS INTEGER), count(*) FROM calls "
+        for run_id, second, calls, start_fraction in connection.execute(
+                f"SELECT run_id, CAST(ts - duration_s AS INTEGER), count(*), "
+                f"sum(ts - duration_s - CAST(ts - duration_s AS INTEGER)) FROM calls "
                 f"WHERE {span} GROUP BY 1, 2", (low, high)):
-            self._run(run_id).inflight_delta[second] += calls
+            run = self._run(run_id)
+            run.inflight_delta[second] += calls
+            run.inflight_part[second] -= start_fraction
         for run_id, millis, calls in connection.execute(
                 f"SELECT run_id, CAST(duration_s * 1000 AS INTEGER), count(*) FROM calls "
                 f"WHERE {span} GROUP BY 1, 2", (low, high)):
