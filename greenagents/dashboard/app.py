@@ -217,7 +217,7 @@ class Dashboard:
         if not re.fullmatch(r"[\w.-]+", name):
             raise _Response(404, "no such file")
         try:
-            data = resources.files("greenagents.dashboard").joinpath("static", name).read_bytes()
+            data = (resources.files("greenagents.dashboard") / "static" / name).read_bytes()
         except (FileNotFoundError, IsADirectoryError):
             raise _Response(404, "no such file") from None
         return 200, mimetypes.guess_type(name)[0] or "application/octet-stream", [data], []
@@ -244,9 +244,10 @@ class Dashboard:
             charts.over_time("calls finished per second",
                              {"ok": {s: n - run.failed_per_second.get(s, 0)
                                      for s, n in run.done_per_second.items()},
-                              "failed": run.failed_per_second}, *span, rate=True),
-            charts.over_time("calls in flight (mean)", {"in flight": run.inflight()}, *span,
-                             rate=True),
+                              "failed": run.failed_per_second}, *span, rate=True,
+                             colours=(charts.PALETTE[0], "#b03a48")),
+            charts.over_time("calls in flight (mean; backoff sleeps included)",
+                             {"in flight": run.inflight()}, *span, rate=True),
             charts.histogram("latency histogram (up to p99)", run.histogram()),
             charts.over_time("tokens per second, by model", by_model, *span, rate=True),
             charts.over_time("cumulative cost, by model", cost, *span, cumulative=True,

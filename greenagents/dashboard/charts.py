@@ -55,7 +55,7 @@ def _yticks(chart: Chart, peak: float, fmt: Callable[[float], str]) -> None:
 
 def over_time(title: str, series: Mapping[str, Mapping[int, float]], start: float, end: float,
               *, rate: bool = False, cumulative: bool = False,
-              fmt: Callable[[float], str] = _number) -> Chart:
+              fmt: Callable[[float], str] = _number, colours: tuple[str, ...] = PALETTE) -> Chart:
     """Per-second ``series`` (name → second → value) summed into buckets between start and end.
 
     ``rate`` divides each bucket by its width (per second); ``cumulative`` draws running totals.
@@ -81,11 +81,11 @@ def over_time(title: str, series: Mapping[str, Mapping[int, float]], start: floa
         summed[name] = buckets
     peak = max((max(values) for values in summed.values() if values), default=0.0)
     span = chart.width - chart.left - 8
-    for n, (name, values) in enumerate(summed.items()):
-        step = span / max(len(values) - 1, 1)
+    for n, (name, sums) in enumerate(summed.items()):
+        step = span / max(len(sums) - 1, 1)
         points = " ".join(f"{chart.left + i * step:.1f},{_y(chart, v, peak):.1f}"
-                          for i, v in enumerate(values))
-        chart.lines.append((name, PALETTE[n % len(PALETTE)], points))
+                          for i, v in enumerate(sums))
+        chart.lines.append((name, colours[n % len(colours)], points))
     _yticks(chart, peak, fmt)
     for n in range(4):
         at = first + (last - first) * n / 3

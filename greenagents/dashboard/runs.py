@@ -16,7 +16,6 @@ import json
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 from .store import Store
 

@@ -7,6 +7,7 @@ few kinds (some after retries with backoff), tokens and costs, and payloads when
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import random
@@ -61,7 +62,7 @@ def write_log(path: str, runs: dict[str, int], *, rate: float = 300.0, payloads:
     try:
         for run_id, calls in runs.items():
             rows = _rows(run_id, calls, start, rate, rng, payloads)
-            while batch := [row for _, row in zip(range(20_000), rows)]:
+            while batch := list(itertools.islice(rows, 20_000)):
                 with connection:
                     connection.executemany(tracking._INSERT, batch)
             start += calls / rate
