@@ -177,14 +177,14 @@ def test_a_post_from_another_site_is_refused(log: Path, url: str) -> None:
 
 
 def test_a_token_is_checked_on_every_request(log: Path) -> None:
-    with served(log, token="s3cret") as base:
+    with served(log, token="s3cret; =x") as base:  # odd characters survive the cookie
         for page in ("/", "/calls", "/api/runs", "/static/dashboard.css", "/calls.csv"):
             assert requests.get(base + page, timeout=10).status_code == 403, page
         assert requests.get(base, params={"token": "wrong"}, timeout=10).status_code == 403
         browser = requests.Session()
-        assert browser.get(base, params={"token": "s3cret"}, timeout=10).status_code == 200
+        assert browser.get(base, params={"token": "s3cret; =x"}, timeout=10).status_code == 200
         assert browser.get(f"{base}/calls", timeout=10).status_code == 200  # the cookie
-        assert requests.get(f"{base}/api/runs", headers={"Authorization": "Bearer s3cret"},
+        assert requests.get(f"{base}/api/runs", headers={"Authorization": "Bearer s3cret; =x"},
                             timeout=10).status_code == 200
 
 
@@ -264,6 +264,29 @@ def test_it_keeps_up_while_a_run_writes(tmp_path: Path) -> None:
         stop.set()
         thread.join()
     assert counts == sorted(counts) and counts[-1] > counts[0]
+
+
+def test_the_demo_ends_with_the_command_that_shows_its_calls(tmp_path: Path) -> None:
+    env = {name: value for name, value in __import__("os").environ.items()
+           if not name.startswith(("OPENAI_", "ANTHROPIC_", "GREENAGENTS_"))}
+    env["TMPDIR"] = str(tmp_path)
+    demo = subprocess.run([sys.executable, "-m", "greenagents", "demo", "--calls", "12"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120, env=env)
+    assert demo.returncode == 0, demo.stderr
+    command = demo.stdout.strip().splitlines()[-1].split()
+    assert command[:3] == ["greenagents", "dashboard", "--db"]
+    assert command[3] == str(tmp_path / "greenagents-demo" / "runs.db")
+    server = subprocess.Popen([sys.executable, "-m", *command, "--port", "0"], env=env,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout is not None
+        url = re.search(r"(http://\S+)/", server.stdout.readline())
+        assert url
+        (run,) = requests.get(f"{url.group(1)}/api/runs", timeout=10).json()
+        assert run["calls"] == run["ok"] == 12 and run["tokens"] > 0
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
 
 
 # ------------------------------------------------------------------------- a million calls

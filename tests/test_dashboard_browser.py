@@ -59,17 +59,17 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
 
 @contextlib.contextmanager
-def dashboard(db: Path) -> Iterator[str]:
-    """``greenagents dashboard`` on a free port, in a child process; yields its URL."""
+def dashboard(db: Path, *options: str) -> Iterator[str]:
+    """``greenagents dashboard`` on a free port, in a child process; yields the URL it prints."""
     proc = subprocess.Popen([sys.executable, "-m", "greenagents", "dashboard", "--db", str(db),
-                             "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, cwd=ROOT)
+                             "--port", "0", *options], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=ROOT)
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()
-        url = re.search(r"(http://\S+)/", line)
+        url = re.search(r"(http://\S+)/(\S*)", line)
         assert url, (line, proc.stderr.read() if proc.poll() is not None else "")
-        yield url.group(1)
+        yield url.group(1) + ("/" + url.group(2) if url.group(2) else "")
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -190,3 +190,19 @@ def test_markup_in_the_log_never_runs(browser: Any, log: Path) -> None:
             assert not browser.find_elements(By.CSS_SELECTOR, "main script, main img"), page
         assert json.loads(browser.find_element(By.ID, "inputs").text) == {"text": XSS}
         assert XSS in browser.find_element(By.ID, "error").text
+
+
+def test_on_a_public_host_the_token_opens_every_page(browser: Any, log: Path) -> None:
+    with dashboard(log, "--host", "0.0.0.0", "--token", "s3cret") as printed:
+        assert printed.endswith("/?token=s3cret")
+        base = printed.split("/?")[0].replace("0.0.0.0", "127.0.0.1")
+        browser.delete_all_cookies()
+        browser.get(base + "/calls")
+        assert "token is required" in browser.find_element(By.TAG_NAME, "body").text
+        browser.get(base + "/?token=s3cret")
+        browser.find_element(By.CSS_SELECTOR, "tbody td a").click()  # no token in this link
+        assert number(browser, "#kpi-calls") == len(calls(log))
+        browser.execute_script("window.__sameDocument = true")
+        time.sleep(2.5)  # one live refresh, sent with the cookie
+        assert browser.execute_script("return window.__sameDocument") is True
+        assert number(browser, "#kpi-calls") == len(calls(log))

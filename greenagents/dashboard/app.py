@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from importlib import resources
 from typing import Any
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qsl, quote, unquote, urlencode
 
 import jinja2
 
@@ -154,10 +154,12 @@ class Dashboard:
         header = environ.get("HTTP_AUTHORIZATION", "")
         cookies = dict(part.strip().split("=", 1) for part in environ.get("HTTP_COOKIE", "").split(";")
                        if "=" in part)
-        for candidate in (offered, header.removeprefix("Bearer ").strip(), cookies.get(_COOKIE, "")):
+        cookie = unquote(cookies.get(_COOKIE, ""))
+        for candidate in (offered, header.removeprefix("Bearer ").strip(), cookie):
             if candidate and hmac.compare_digest(candidate.encode(), self.token.encode()):
-                if candidate == offered:
-                    return [("Set-Cookie", f"{_COOKIE}={offered}; HttpOnly; SameSite=Strict; Path=/")]
+                if candidate == offered:  # kept, so the page's links and refreshes need no token
+                    return [("Set-Cookie", f"{_COOKIE}={quote(offered)}; HttpOnly; SameSite=Strict; "
+                                           "Path=/")]
                 return []
         raise _Response(403, "greenagents dashboard: a token is required; open the URL printed by "
                              "`greenagents dashboard` (it ends in ?token=...)")
@@ -347,6 +349,6 @@ def serve(db: str, *, host: str = "127.0.0.1", port: int = 8765, token: str | No
     server = WSGIServer((host, port), app, log=None)
     server.init_socket()
     shown = f"[{host}]" if ":" in host else host
-    url = f"http://{shown}:{server.server_port}/" + (f"?token={token}" if token else "")
+    url = f"http://{shown}:{server.server_port}/" + (f"?token={quote(token)}" if token else "")
     announce(f"greenagents dashboard over {app.store.path}: {url}")
     server.serve_forever()

@@ -25,7 +25,7 @@ from ..tracking import database_path
 
 __all__ = ["SEARCH_BUDGET_S", "CallFilter", "Page", "Store"]
 
-SEARCH_BUDGET_S = 0.2
+SEARCH_BUDGET_S = 0.15
 PAGE_SIZE = 50
 #: The calls-table columns, in display order; ``tokens`` is computed.
 TABLE_COLUMNS = ("id", "ts", "run_id", "agent", "model", "status", "attempts", "duration_s",
