@@ -352,6 +352,12 @@ def _table(rows: list[list[str]], header: list[str] | None = None) -> str:
     return "\n".join(text)
 
 
+def _default_db() -> str:
+    """The log ``stats`` and ``dashboard`` read without ``--db``: the tracking setting's, else
+    ``greenagents run``'s default in this directory."""
+    return ga.settings().tracking or str(Path(".greenagents") / "runs.db")
+
+
 @cli.command()
 @click.option("--db", default=None, metavar="PATH",
               help="Execution log (default: the tracking setting, else .greenagents/runs.db).")
@@ -360,7 +366,7 @@ def _table(rows: list[list[str]], header: list[str] | None = None) -> str:
 @click.option("--by", type=click.Choice(["agent", "model"]), default="agent", show_default=True)
 def stats(db: str | None, since: float | None, by: str) -> None:
     """Summarise logged calls: counts, success rate, p50/p95 latency, tokens, cost, top errors."""
-    path = db or ga.settings().tracking or str(Path(".greenagents") / "runs.db")
+    path = db or _default_db()
     try:
         groups = ga.tracking.summary(path, since=since, by=by)
     except ga.errors.ConfigError as exc:
@@ -380,10 +386,6 @@ def stats(db: str | None, since: float | None, by: str) -> None:
 
 
 # ----------------------------------------------------------------------------------- dashboard
-
-
-def _default_db() -> str:
-    return ga.settings().tracking or str(Path(".greenagents") / "runs.db")
 
 
 @cli.command()

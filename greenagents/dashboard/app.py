@@ -37,6 +37,7 @@ __all__ = ["TOKEN_ENV", "Dashboard", "serve"]
 
 TOKEN_ENV = "GREENAGENTS_DASHBOARD_TOKEN"
 _COOKIE = "greenagents_token"
+_RUNS_SHOWN = 200  # the overview's most recent runs (many small batches make many runs)
 _SECURITY_HEADERS = [
     ("Content-Security-Policy", "default-src 'self'; script-src 'self'; style-src 'self'; "
                                 "img-src 'self' data:; frame-ancestors 'none'; form-action 'self'"),
@@ -179,8 +180,9 @@ class Dashboard:
             raise _Response(405, f"{method} is not supported")
         self.runs.refresh()
         if path == "/":
-            return self._page("overview.html", params, runs=self.runs.ordered(),
-                              live=any(run.running for run in self.runs.runs.values()))
+            ordered = self.runs.ordered()
+            return self._page("overview.html", params, runs=ordered[:_RUNS_SHOWN],
+                              total=len(ordered), live=any(run.running for run in ordered))
         if path == "/api/runs":
             return self._json([_run_json(run) for run in self.runs.ordered()])
         if match := re.fullmatch(r"/runs/([^/]+)", path):
