@@ -239,7 +239,7 @@ def test_columns_added_later_show_and_missing_ones_are_not_needed(tmp_path: Path
 
 def test_the_overview_lists_the_latest_200_runs(tmp_path: Path) -> None:
     db = tmp_path / "runs.db"
-    write_log(str(db), {f"run{n:03d}": 2 for n in range(205)})
+    write_log(str(db), {f"run{n:03d}": 2 for n in range(205)}, rate=0.1)  # 10 s apart
     with served(db) as base:
         html = requests.get(base, timeout=10).text
     assert html.count("<tr data-run=") == 200 and "of 205 runs" in html
