@@ -67,7 +67,10 @@ def _loopback(host: str) -> bool:
 
 
 def _money(value: float | None) -> str:
-    return "–" if value is None else f"${value:,.4f}"
+    """Dollars: cents above $1, micro-dollars below (one call often costs $0.00001)."""
+    if value is None:
+        return "–"
+    return f"${value:,.2f}" if value >= 1 else f"${value:.6f}"
 
 
 def _seconds(value: float | None) -> str:
