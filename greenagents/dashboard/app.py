@@ -254,7 +254,7 @@ class Dashboard:
                               "failed": run.failed_per_second}, *span, rate=True,
                              colours=(charts.PALETTE[0], "#b03a48")),
             charts.over_time("calls in flight (mean; backoff sleeps included)",
-                             {"in flight": run.inflight()}, *span, rate=True),
+                             {"in flight": run.inflight()}, *span, rate=True, legend=False),
             charts.histogram("latency histogram (up to p99)", run.histogram()),
             charts.over_time("tokens per second, by model", by_model, *span, rate=True),
             charts.over_time("cumulative cost, by model", cost, *span, cumulative=True,

@@ -26,6 +26,7 @@ class Chart:
     bars: list[tuple[float, float, float, float, str]] = field(default_factory=list)  # x y w h tip
     xticks: list[tuple[float, str]] = field(default_factory=list)
     yticks: list[tuple[float, str]] = field(default_factory=list)
+    legend: bool = False
     width: int = WIDTH
     height: int = HEIGHT
     left: int = LEFT
@@ -55,12 +56,13 @@ def _yticks(chart: Chart, peak: float, fmt: Callable[[float], str]) -> None:
 
 def over_time(title: str, series: Mapping[str, Mapping[int, float]], start: float, end: float,
               *, rate: bool = False, cumulative: bool = False,
-              fmt: Callable[[float], str] = _number, colours: tuple[str, ...] = PALETTE) -> Chart:
+              fmt: Callable[[float], str] = _number, colours: tuple[str, ...] = PALETTE,
+              legend: bool = True) -> Chart:
     """Per-second ``series`` (name → second → value) summed into buckets between start and end.
 
     ``rate`` divides each bucket by its width (per second); ``cumulative`` draws running totals.
     """
-    chart = Chart(title)
+    chart = Chart(title, legend=legend)
     first, last = int(start), int(end)
     width = max(1, -(-(last - first + 1) // BUCKETS))
     count = -(-(last - first + 1) // width)
