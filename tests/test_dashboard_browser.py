@@ -13,6 +13,7 @@ import json
 import os
 import re
 import shutil
+import sqlite3
 import subprocess
 import sys
 import time
@@ -90,6 +91,14 @@ def wait_for(condition: Callable[[], Any], timeout: float = 30, what: str = "") 
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def logged(db: Path) -> int:
+    """Calls in ``db`` so far; 0 while the writer has not created it (or its table) yet."""
+    try:
+        return len(calls(db)) if db.exists() else 0
+    except sqlite3.OperationalError:
+        return 0
+
+
 def number(browser: Any, css: str) -> int:
     return int(browser.find_element(By.CSS_SELECTOR, css).text.replace(",", "").split()[0])
 
@@ -140,7 +149,7 @@ def test_a_live_run_advances_without_reloading(browser: Any, tmp_path: Path,
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     db = tmp_path / ".greenagents" / "runs.db"
     try:
-        wait_for(lambda: db.exists() and calls(db), what="the run's first logged calls")
+        wait_for(lambda: logged(db), what="the run's first logged calls")
         with dashboard(db) as url:
             browser.get(url)
             browser.execute_script("window.__sameDocument = true")
