@@ -36,11 +36,12 @@ from typing import Any, ClassVar, get_type_hints
 from pydantic import BaseModel, ValidationError, create_model
 
 from . import limits, pricing, providers, tracking
+from .cache import Entry, call_through
 from .config import settings
 from .errors import ConfigError, InputError, QuotaExceeded, RateLimited
 from .errors import Timeout as CallTimeout
 from .result import Attempt, Result, Usage
-from .retry import RetryPolicy, call_with_retries, policy_for, retryable
+from .retry import Policy, RetryPolicy, call_with_retries, policy_for, retryable
 from .runtime import target_name
 from .structured import InvalidOutput, OutputSpec
 
@@ -99,6 +100,7 @@ class _Call:
         self.history: list[Attempt] = []
         self.started = time.monotonic()
         self.reask: InvalidOutput | None = None
+        self.text = ""  # the answer that validated, kept for the cache
 
     def attempt(self, model: str, endpoint: providers.Endpoint, deadline: float | None) -> Any:
         timeout = self.agent.timeout or settings().timeout
@@ -120,6 +122,7 @@ class _Call:
             limits.observe(scope, limited=False)
             self.usage_by_model[model] = self.usage_by_model.get(model, Usage()) + completion.usage
             value = self.spec.parse(completion.text)
+            self.text = completion.text
         except BaseException as exc:
             record.update(error=type(exc).__name__, status=getattr(exc, "status", None))
             if isinstance(exc, RateLimited):
@@ -153,6 +156,8 @@ class Agent:
     ``str`` or a pydantic model (structured output), ``retries`` an int, a :class:`ga.Retry` or a
     ``tenacity.Retrying``, ``fallbacks`` models to try in order once retries on the previous one
     are exhausted, ``base_url`` any OpenAI-compatible server. ``timeout`` bounds each attempt.
+    ``cache`` is ``True`` or a TTL in seconds to reuse answers (see :mod:`greenagents.cache`),
+    ``False`` to opt out of a process-wide ``cache`` setting.
     """
 
     model: ClassVar[str | None] = None
@@ -164,6 +169,7 @@ class Agent:
     retries: ClassVar[RetryPolicy] = None
     fallbacks: ClassVar[Sequence[str | tuple[str, str]]] = ()
     base_url: ClassVar[str | None] = None
+    cache: ClassVar[bool | float | None] = None
     # per-class caches, filled on first call (looked up in the class's own __dict__)
     _greenagents_inputs: ClassVar[_Inputs]
     _greenagents_output: ClassVar[OutputSpec]
@@ -235,6 +241,29 @@ class Agent:
             tracking.record(result, inputs)
             return result
         state = _Call(cls, messages)
+        hit: Entry | None = None
+        try:
+            hit = call_through(cls, messages, endpoints, state.spec.schema,
+                                     lambda: cls._ask(result, state, endpoints, policy))
+            if hit is not None:
+                result.value, result.error = state.spec.parse(hit.text), None
+                result.model, result.cached = hit.model, True
+        except Exception as exc:  # a bad cache setting: this call's error, not the batch's
+            result.error = exc
+        result.attempts = len(state.history)
+        result.history = tuple(state.history)
+        if hit is not None:
+            result.usage, result.cost_usd = Usage(hit.prompt_tokens, hit.completion_tokens), 0.0
+        else:
+            result.usage, result.cost_usd = state.usage, state.cost(result.model or "")
+        result.duration_s = time.perf_counter() - started
+        tracking.record(result, inputs)
+        return result
+
+    @classmethod
+    def _ask(cls, result: Result[Any], state: _Call, endpoints: list[tuple[str, providers.Endpoint]],
+             policy: Policy) -> Entry | None:
+        """Ask the models in turn, filling ``result``; the answer as a cache entry if one validated."""
         for model, endpoint in endpoints:
             state.reask = None  # a fallback model starts from the original conversation
             try:
@@ -242,18 +271,14 @@ class Agent:
                     lambda m=model, e=endpoint: state.attempt(m, e, policy.deadline),  # type: ignore[misc]
                     policy, on_wait=state.waited)
                 result.error, result.model = None, model
-                break
+                usage = state.usage
+                return Entry(state.text, model, usage.prompt_tokens,
+                                   usage.completion_tokens, state.cost(model))
             except Exception as exc:  # kills and the caller's timeouts are BaseException: they pass
                 result.error, result.model = exc, model
                 if not (retryable(exc) or isinstance(exc, QuotaExceeded)):
                     break  # fallbacks are for what retrying could not fix, not for bad requests
-        result.attempts = len(state.history)
-        result.history = tuple(state.history)
-        result.usage = state.usage
-        result.cost_usd = state.cost(result.model or "")
-        result.duration_s = time.perf_counter() - started
-        tracking.record(result, inputs)
-        return result
+        return None
 
     __greenagents_call__ = call  # how ga.batch calls an agent class: its Result, kept whole
 

@@ -195,7 +195,8 @@ def _row(index: int, result: ga.Result[Any]) -> dict[str, Any]:
     return {"index": index, "ok": result.ok, "value": result.value,
             "error": None if error is None else f"{type(error).__name__}: {error}",
             "attempts": result.attempts, "duration_s": round(result.duration_s, 6),
-            "usage": result.usage, "cost_usd": result.cost_usd, "model": result.model}
+            "usage": result.usage, "cost_usd": result.cost_usd, "model": result.model,
+            "cached": result.cached}
 
 
 def _previous(output: str, resume: bool) -> dict[int, bool]:
@@ -277,20 +278,27 @@ def _configure_tracking(output: str, enabled: bool) -> None:
 @click.option("--quiet", is_flag=True, help="No progress bar (none when stderr is not a terminal).")
 @click.option("--tracking/--no-tracking", default=True, show_default=True,
               help="Record every call in .greenagents/runs.db beside the output.")
+@click.option("--cache", "use_cache", is_flag=True,
+              help="Reuse answers from .greenagents/cache.db beside the output (or the cache "
+                   "setting's store), so a re-run pays only for new inputs.")
 @click.option("--celery", "celery_url", default=None, metavar="REDIS_URL",
               help="Run the calls on the Celery workers of this broker (greenagents.celery), "
                    "not here; TARGET must be importable by the workers.")
 def run(target: str, input_path: str, output_path: str, concurrency: int | None, resume: bool,
-        timeout: float | None, quiet: bool, tracking: bool, celery_url: str | None) -> None:
+        timeout: float | None, quiet: bool, tracking: bool, use_cache: bool,
+        celery_url: str | None) -> None:
     """Call TARGET (module:Name or file.py:Name, an Agent class or a function) once per input line.
 
     Each result is appended to the output as one JSON line as soon as it completes:
-    index, ok, value, error, attempts, duration_s, usage, cost_usd, model.
+    index, ok, value, error, attempts, duration_s, usage, cost_usd, model, cached.
     """
     fn = load_target(target)
     previous = _previous(output_path, resume)
     lines, total = _open_input(input_path)
     _configure_tracking(output_path, tracking)
+    if use_cache and ga.settings().cache is None:  # GREENAGENTS_CACHE, when set, wins
+        directory = Path(output_path).resolve().parent if output_path != "-" else Path.cwd()
+        ga.configure(cache=f"sqlite:///{directory / '.greenagents' / 'cache.db'}")
     sized = total is not None
     rows = (_SizedRows if sized else _Rows)(fn, lines, set(previous), (total or 0) - len(previous))
     failed = sum(not ok for ok in previous.values())
@@ -365,7 +373,8 @@ def _default_db() -> str:
               help="Only calls newer than this, e.g. 30m, 1h, 7d.")
 @click.option("--by", type=click.Choice(["agent", "model"]), default="agent", show_default=True)
 def stats(db: str | None, since: float | None, by: str) -> None:
-    """Summarise logged calls: counts, success rate, p50/p95 latency, tokens, cost, top errors."""
+    """Summarise logged calls: counts, success rate, p50/p95 latency, tokens, cost, cache hits and
+    the cost they saved, top errors."""
     path = db or _default_db()
     try:
         groups = ga.tracking.summary(path, since=since, by=by)
@@ -376,8 +385,10 @@ def stats(db: str | None, since: float | None, by: str) -> None:
         return
     rows = [[g["key"], f"{g['calls']:,}", f"{g['success_rate']:.1%}", f"{g['p50_s']:.2f}s",
              f"{g['p95_s']:.2f}s", f"{g['prompt_tokens'] + g['completion_tokens']:,}",
-             "?" if g["cost_usd"] is None else f"${g['cost_usd']:.4f}"] for g in groups]
-    click.echo(_table(rows, [by, "calls", "ok", "p50", "p95", "tokens", "cost"]))
+             "?" if g["cost_usd"] is None else f"${g['cost_usd']:.4f}",
+             f"{g['cached']:,}", f"${g['saved_usd']:.4f}"] for g in groups]
+    click.echo(_table(rows, [by, "calls", "ok", "p50", "p95", "tokens", "cost", "cached",
+                             "saved"]))
     top = [(count, text, g["key"]) for g in groups for count, text in g["errors"]]
     if top:
         click.echo("\ntop errors")

@@ -42,6 +42,11 @@ class Settings(BaseModel):
         None, description='Execution log, e.g. "sqlite:///runs.db"; None turns it off.')
     tracking_payloads: bool = Field(False, description="Also record inputs and outputs.")
     progress: bool = Field(False, description="Show a progress bar in batch/each/stream.")
+    cache: str | None = Field(
+        None, description='Response cache for every agent, e.g. "sqlite:///.greenagents/cache.db" '
+        'or "redis://host:6379/0"; None caches only agents with cache=True.')
+    cache_namespace: str = Field(
+        "", description="Part of every cache key: one tenant's answers are never another's.")
 
 
 _lock = threading.Lock()

@@ -61,6 +61,8 @@ class Result(Generic[T]):
 
     ``target`` names what was called (an agent class or a function, by qualified name); ``model`` is
     the model that finally answered, after fallbacks; ``history`` holds one :class:`Attempt` per try.
+    ``cached`` marks an answer from the response cache: its ``usage`` is the original call's and
+    its ``cost_usd`` is 0 (nothing was paid this time).
     """
 
     index: int | None = None
@@ -72,6 +74,7 @@ class Result(Generic[T]):
     usage: Usage | None = None
     cost_usd: float | None = None
     model: str | None = None
+    cached: bool = False
     history: tuple[Attempt, ...] = field(default=(), repr=False)
 
     @property

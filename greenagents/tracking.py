@@ -41,6 +41,7 @@ import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from . import pricing
 from .config import settings
 from .errors import ConfigError, redact
 from .jsonl import dumps
@@ -69,7 +70,9 @@ CREATE TABLE IF NOT EXISTS calls (
     error_message TEXT,
     history TEXT NOT NULL,         -- JSON list of attempts (number, model, status, error, ...)
     inputs TEXT,                   -- JSON, only with tracking_payloads=True
-    output TEXT                    -- JSON, only with tracking_payloads=True
+    output TEXT,                   -- JSON, only with tracking_payloads=True
+    cached INTEGER NOT NULL DEFAULT 0,  -- 1: answered by the response cache (cost_usd 0)
+    saved_usd REAL                 -- a cached answer's original cost, not paid again
 );
 CREATE INDEX IF NOT EXISTS calls_ts ON calls (ts);
 -- the dashboard's filters: one run's calls, one error type's (measured in README § Dashboard)
@@ -78,7 +81,9 @@ CREATE INDEX IF NOT EXISTS calls_error ON calls (error_class, run_id) WHERE erro
 """
 _COLUMNS = ("ts", "run_id", "agent", "model", "status", "attempts", "duration_s", "prompt_tokens",
             "completion_tokens", "cost_usd", "error_class", "error_message", "history", "inputs",
-            "output")
+            "output", "cached", "saved_usd")
+# Columns added after 0.1, with their definitions: added to older logs when first opened.
+_ADDED = {"cached": "INTEGER NOT NULL DEFAULT 0", "saved_usd": "REAL"}
 _INSERT = f"INSERT INTO calls ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
 _BATCH = 2000  # rows per transaction: big enough to amortise the commit, small enough to interleave
 _EXIT_FLUSH_S = 10.0
@@ -111,6 +116,10 @@ def _connect(path: str) -> sqlite3.Connection:
     connection.execute("PRAGMA journal_mode=WAL")
     connection.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across app crashes
     connection.executescript(_SCHEMA)
+    present = {row[1] for row in connection.execute("PRAGMA table_info(calls)")}
+    for name, definition in _ADDED.items():
+        if name not in present:
+            connection.execute(f"ALTER TABLE calls ADD COLUMN {name} {definition}")
     return connection
 
 
@@ -123,7 +132,10 @@ def _row(result: Result[Any], inputs: Mapping[str, Any] | None, payloads: bool) 
             result.cost_usd, None if error is None else type(error).__name__,
             None if error is None else redact(str(error)), dumps(result.history),
             redact(dumps(inputs)) if payloads and inputs is not None else None,
-            redact(dumps(result.value)) if payloads and error is None else None)
+            redact(dumps(result.value)) if payloads and error is None else None,
+            int(result.cached),
+            pricing.cost_usd(result.model, usage) if result.cached and result.model and usage
+            else None)
 
 
 class _Writer:
@@ -248,7 +260,8 @@ def summary(db: str, *, since: float | None = None, by: str = "agent",
     """Per-``by`` (``"agent"`` or ``"model"``) totals of the calls logged in ``db``, busiest first.
 
     Each entry has ``key``, ``calls``, ``ok``, ``success_rate``, ``p50_s``, ``p95_s``,
-    ``prompt_tokens``, ``completion_tokens``, ``cost_usd`` and ``errors`` (the ``top_errors`` most
+    ``prompt_tokens``, ``completion_tokens``, ``cost_usd``, ``cached`` (cache hits), ``saved_usd``
+    (what those hits cost when first paid) and ``errors`` (the ``top_errors`` most
     frequent ``(count, "Class: message")``). ``since`` is a unix time. It reads a snapshot, so it
     can run while a writer is busy.
     """
@@ -260,9 +273,11 @@ def summary(db: str, *, since: float | None = None, by: str = "agent",
     connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
     try:
         where, args = ("WHERE ts >= ?", (since,)) if since is not None else ("", ())
+        present = {row[1] for row in connection.execute("PRAGMA table_info(calls)")}
+        added = ", ".join(name if name in present else "NULL" for name in _ADDED)  # older logs
         rows = connection.execute(
             f"SELECT coalesce({by}, '?'), status, duration_s, prompt_tokens, completion_tokens, "
-            f"cost_usd, error_class, error_message FROM calls {where}", args).fetchall()
+            f"cost_usd, error_class, error_message, {added} FROM calls {where}", args).fetchall()
     finally:
         connection.close()
     groups: dict[str, list[tuple[Any, ...]]] = collections.defaultdict(list)
@@ -282,4 +297,6 @@ def _totals(key: str, calls: list[tuple[Any, ...]], top_errors: int) -> dict[str
             "prompt_tokens": sum(call[2] or 0 for call in calls),
             "completion_tokens": sum(call[3] or 0 for call in calls),
             "cost_usd": sum(costs) if costs else None,
+            "cached": sum(bool(call[7]) for call in calls),
+            "saved_usd": sum(call[8] or 0.0 for call in calls),
             "errors": [(count, text) for text, count in errors.most_common(top_errors)]}

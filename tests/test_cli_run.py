@@ -17,7 +17,8 @@ import pytest
 
 from greenagents.testing import Simulator
 
-ROW_KEYS = {"index", "ok", "value", "error", "attempts", "duration_s", "usage", "cost_usd", "model"}
+ROW_KEYS = {"index", "ok", "value", "error", "attempts", "duration_s", "usage", "cost_usd", "model",
+            "cached"}
 
 AGENTS = """
     from pydantic import BaseModel
@@ -110,6 +111,23 @@ def test_agent_target_from_a_file_against_the_simulator(work: Path, sim: Simulat
     assert sim.stats()["requests"] == 30
     logged = sqlite3.connect(work / "out" / ".greenagents" / "runs.db")
     assert logged.execute("SELECT count(*) FROM calls WHERE agent = 'agents.MoodAgent'").fetchone() == (30,)
+
+
+def test_cache_flag_makes_a_rerun_free_and_stats_show_the_savings(work: Path,
+                                                                   sim: Simulator) -> None:
+    write_lines(work / "in.jsonl", [{"text": f"review {n}"} for n in range(10)])
+    for output in ("first.jsonl", "second.jsonl"):
+        proc = cli("run", "agents.py:MoodAgent", "--input", "in.jsonl", "--output", output,
+                   "--cache", cwd=work, env={"OPENAI_BASE_URL": sim.base_url})
+        assert proc.returncode == 0, proc.stderr
+    assert sim.stats()["requests"] == 10 and (work / ".greenagents" / "cache.db").exists()
+    first, second = read_rows(work / "first.jsonl"), read_rows(work / "second.jsonl")
+    assert not any(r["cached"] for r in first) and all(r["cached"] for r in second)
+    assert all(r["cost_usd"] == 0 for r in second)
+    stats = cli("stats", cwd=work)
+    header, _, row = stats.stdout.splitlines()[:3]
+    assert header.split()[-2:] == ["cached", "saved"]
+    assert row.split()[-2] == "10" and float(row.split()[-1].lstrip("$")) > 0
 
 
 def test_callable_target_malformed_lines_and_exit_codes(work: Path) -> None:
