@@ -43,6 +43,7 @@ _EXPORTS: dict[str, str] = {
     "Retry": "retry",
     "RateLimit": "limits",
     "rate_limit": "limits",
+    "budget": "budgets",
 }
 _SUBMODULES = ("celery", "dashboard", "errors", "testing", "tracking")
 
@@ -57,6 +58,7 @@ __all__ = [
     "__version__",
     "available",
     "batch",
+    "budget",
     "configure",
     "each",
     "errors",
@@ -74,6 +76,7 @@ __all__ = [
 if TYPE_CHECKING:
     from . import errors, testing, tracking
     from .agent import Agent
+    from .budgets import budget
     from .config import Settings, configure, settings
     from .limits import RateLimit, rate_limit
     from .patching import available, in_green_context, is_patched, patch

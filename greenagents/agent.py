@@ -35,7 +35,7 @@ from typing import Any, ClassVar, get_type_hints
 
 from pydantic import BaseModel, ValidationError, create_model
 
-from . import limits, pricing, providers, tracking
+from . import budgets, limits, pricing, providers, tracking
 from .cache import Entry, call_through
 from .config import settings
 from .errors import ConfigError, InputError, QuotaExceeded, RateLimited
@@ -114,11 +114,13 @@ class _Call:
         record: dict[str, Any] = {"number": len(self.history) + 1, "model": model}
         scope = f"{endpoint.provider.name}@{endpoint.base_url}"
         try:
-            limits.before_request(endpoint.provider.name, scope, model, messages)
-            completion = providers.complete(
-                endpoint, messages, schema=self.spec.schema, schema_name=self.spec.name,
-                temperature=self.agent.temperature, max_tokens=self.agent.max_tokens,
-                timeout=timeout)
+            with budgets.charge(model, messages, self.agent.max_tokens) as billed:
+                limits.before_request(endpoint.provider.name, scope, model, messages)
+                completion = providers.complete(
+                    endpoint, messages, schema=self.spec.schema, schema_name=self.spec.name,
+                    temperature=self.agent.temperature, max_tokens=self.agent.max_tokens,
+                    timeout=timeout)
+                billed.append(completion.usage)
             limits.observe(scope, limited=False)
             self.usage_by_model[model] = self.usage_by_model.get(model, Usage()) + completion.usage
             value = self.spec.parse(completion.text)

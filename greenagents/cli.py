@@ -281,17 +281,25 @@ def _configure_tracking(output: str, enabled: bool) -> None:
 @click.option("--cache", "use_cache", is_flag=True,
               help="Reuse answers from .greenagents/cache.db beside the output (or the cache "
                    "setting's store), so a re-run pays only for new inputs.")
+@click.option("--max-cost", "max_cost_usd", type=click.FloatRange(min=0, min_open=True),
+              default=None, metavar="USD",
+              help="Stop sending calls that could take the run past this many dollars "
+                   "(they end as BudgetExceeded).")
 @click.option("--celery", "celery_url", default=None, metavar="REDIS_URL",
               help="Run the calls on the Celery workers of this broker (greenagents.celery), "
                    "not here; TARGET must be importable by the workers.")
 def run(target: str, input_path: str, output_path: str, concurrency: int | None, resume: bool,
         timeout: float | None, quiet: bool, tracking: bool, use_cache: bool,
-        celery_url: str | None) -> None:
+        max_cost_usd: float | None, celery_url: str | None) -> None:
     """Call TARGET (module:Name or file.py:Name, an Agent class or a function) once per input line.
 
     Each result is appended to the output as one JSON line as soon as it completes:
     index, ok, value, error, attempts, duration_s, usage, cost_usd, model, cached.
     """
+    if celery_url and (use_cache or max_cost_usd):  # these settings live in this process only
+        raise UsageProblem("--cache and --max-cost apply to local runs; with --celery set "
+                           "GREENAGENTS_CACHE (a redis:// URL) in the workers, and a shared "
+                           "ga.budget(..., storage=<the Redis>) in the task code")
     fn = load_target(target)
     previous = _previous(output_path, resume)
     lines, total = _open_input(input_path)
@@ -310,7 +318,8 @@ def run(target: str, input_path: str, output_path: str, concurrency: int | None,
         results = ga_celery.stream(ga_celery.app_for(celery_url), rows, timeout=timeout,
                                    progress=progress)
     else:
-        results = ga.stream(rows, max_concurrent=concurrency, timeout=timeout, progress=progress)
+        results = ga.stream(rows, max_concurrent=concurrency, timeout=timeout, progress=progress,
+                            max_cost_usd=max_cost_usd)
     out = _open_output(output_path)
     status = 0
     try:
@@ -374,7 +383,7 @@ def _default_db() -> str:
 @click.option("--by", type=click.Choice(["agent", "model"]), default="agent", show_default=True)
 def stats(db: str | None, since: float | None, by: str) -> None:
     """Summarise logged calls: counts, success rate, p50/p95 latency, tokens, cost, cache hits and
-    the cost they saved, top errors."""
+    the cost they saved, calls a budget stopped, top errors."""
     path = db or _default_db()
     try:
         groups = ga.tracking.summary(path, since=since, by=by)
@@ -386,9 +395,10 @@ def stats(db: str | None, since: float | None, by: str) -> None:
     rows = [[g["key"], f"{g['calls']:,}", f"{g['success_rate']:.1%}", f"{g['p50_s']:.2f}s",
              f"{g['p95_s']:.2f}s", f"{g['prompt_tokens'] + g['completion_tokens']:,}",
              "?" if g["cost_usd"] is None else f"${g['cost_usd']:.4f}",
-             f"{g['cached']:,}", f"${g['saved_usd']:.4f}"] for g in groups]
+             f"{g['cached']:,}", f"${g['saved_usd']:.4f}", f"{g['budget_stopped']:,}"]
+            for g in groups]
     click.echo(_table(rows, [by, "calls", "ok", "p50", "p95", "tokens", "cost", "cached",
-                             "saved"]))
+                             "saved", "stopped"]))
     top = [(count, text, g["key"]) for g in groups for count, text in g["errors"]]
     if top:
         click.echo("\ntop errors")

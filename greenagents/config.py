@@ -45,6 +45,9 @@ class Settings(BaseModel):
     cache: str | None = Field(
         None, description='Response cache for every agent, e.g. "sqlite:///.greenagents/cache.db" '
         'or "redis://host:6379/0"; None caches only agents with cache=True.')
+    max_cost_usd: float | None = Field(
+        None, gt=0, description="USD this process may spend; an attempt that could cross it is "
+        "not sent (BudgetExceeded).")
     cache_namespace: str = Field(
         "", description="Part of every cache key: one tenant's answers are never another's.")
 

@@ -15,7 +15,8 @@ secret (API keys are never formatted into a message; see :func:`redact`).
     │   ├── ConnectionFailed refused, reset, DNS, TLS
     │   ├── AuthError        401/403: wrong or missing key
     │   └── BadRequest       400/404/422 and other 4xx: the request itself is wrong
-    └── OutputError          the model's answer never validated against the output type
+    ├── OutputError          the model's answer never validated against the output type
+    └── BudgetExceeded       the next attempt could cross a max_cost_usd budget; not sent
 
 ``ProviderError.retryable`` says whether trying again can help; the retry policy reads it.
 
@@ -31,6 +32,7 @@ import re
 __all__ = [
     "AuthError",
     "BadRequest",
+    "BudgetExceeded",
     "ConfigError",
     "ConnectionFailed",
     "GreenAgentsError",
@@ -133,3 +135,10 @@ class AuthError(ProviderError):
 
 class BadRequest(ProviderError):
     """The provider rejected the request itself (400, 404, 422...). Retrying cannot help."""
+
+
+class BudgetExceeded(GreenAgentsError):
+    """A ``max_cost_usd`` budget could be crossed by the next attempt, so it was not sent.
+
+    Never retried and no fallback is tried: another model would spend the same money.
+    """

@@ -28,7 +28,7 @@ from limits.strategies import SlidingWindowCounterRateLimiter
 from . import slots
 
 __all__ = ["RateLimit", "before_request", "clear", "cooldown", "estimate_tokens", "observe",
-           "rate_limit"]
+           "rate_limit", "storage_for"]
 
 _lock = threading.Lock()
 _limits: dict[str, RateLimit] = {}  # "provider" or "provider/model" -> its budget
@@ -43,6 +43,11 @@ def _storage(url: str) -> Storage:
             assert isinstance(storage, Storage), f"{url} is an asyncio storage; use a sync one"
             _storages[url] = storage
         return _storages[url]
+
+
+def storage_for(url: str) -> Storage:
+    """The ``limits`` storage behind ``url``, one per URL per process (budgets share it too)."""
+    return _storage(url)
 
 
 def estimate_tokens(messages: Sequence[Mapping[str, Any]]) -> int:

@@ -37,6 +37,7 @@ import gevent.pool
 import gevent.queue
 
 from . import errors, slots
+from .budgets import Budget, scoped
 from .config import settings
 from .patching import available
 from .progress import Progress
@@ -166,7 +167,9 @@ class _Run:
     collects their Results; workers wait for a slot, run, free the slot, then report.
     """
 
-    def __init__(self, limit: int, timeout: float | None, deadline: float | None):
+    def __init__(self, limit: int, timeout: float | None, deadline: float | None,
+                 spend: Budget | None = None):
+        self.spend = spend
         self.green = available()
         if not self.green:
             _warn_unpatched(limit)
@@ -187,6 +190,8 @@ class _Run:
     def _start(self, index: int, fn: Callable[..., Any], args: tuple[Any, ...],
                kwargs: dict[str, Any]) -> None:
         context = contextvars.copy_context()
+        if self.spend is not None:
+            scoped(context, self.spend)
         if self.green:
             self.group.spawn(context.run, self._work, index, fn, args, kwargs)
         else:
@@ -361,9 +366,10 @@ def _checked_seconds(name: str, value: float | None) -> float | None:
 
 def _stream(calls: Iterable[Any], total: int | None, max_concurrent: int | None,
             timeout: float | None, deadline: float | None,
-            progress: bool | None) -> Iterator[Result[Any]]:
+            progress: bool | None, max_cost_usd: float | None = None) -> Iterator[Result[Any]]:
     run = _Run(_checked_limit(max_concurrent), _checked_seconds("timeout", timeout),
-               _checked_seconds("deadline", deadline))
+               _checked_seconds("deadline", deadline),
+               None if max_cost_usd is None else Budget(max_cost_usd))
     enabled = settings().progress if progress is None else progress
     return run.results(calls, Progress(total, enabled=enabled))
 
@@ -388,7 +394,8 @@ def _collect(source: Iterator[Result[Any]],
 
 def stream(calls: Iterable[Call], *, max_concurrent: int | None = None,
            timeout: float | None = None, deadline: float | None = None,
-           progress: bool | None = None) -> Iterator[Result[Any]]:
+           progress: bool | None = None, max_cost_usd: float | None = None
+           ) -> Iterator[Result[Any]]:
     """Run ``calls`` concurrently and yield each :class:`Result` as it completes.
 
     ``calls`` is consumed lazily, so a generator of a million calls runs in memory proportional to
@@ -397,36 +404,39 @@ def stream(calls: Iterable[Call], *, max_concurrent: int | None = None,
     finished; an exception it raises ends the run with that exception. ``timeout`` bounds each
     call; ``deadline`` bounds the whole run (calls still running or not started then get a
     ``Timeout`` error). Leaving the loop early (``break``, an exception) stops the calls still
-    running.
+    running. ``max_cost_usd`` is this run's budget (see :mod:`greenagents.budgets`): agent attempts
+    that could cross it end as ``BudgetExceeded`` without being sent.
 
     >>> import greenagents as ga
     >>> sorted(r.value for r in ga.stream([(abs, (-1,), {}), (abs, (-2,), {})]))
     [1, 2]
     """
-    return _stream(calls, _size(calls), max_concurrent, timeout, deadline, progress)
+    return _stream(calls, _size(calls), max_concurrent, timeout, deadline, progress, max_cost_usd)
 
 
 def batch(calls: Iterable[Call], *, max_concurrent: int | None = None,
           timeout: float | None = None, deadline: float | None = None,
           progress: bool | None = None,
-          on_result: Callable[[Result[Any]], object] | None = None) -> list[Result[Any]]:
+          on_result: Callable[[Result[Any]], object] | None = None,
+          max_cost_usd: float | None = None) -> list[Result[Any]]:
     """Run ``calls`` concurrently; one :class:`Result` per call, in input order.
 
     Each call is ``(fn, kwargs)`` or ``(fn, args, kwargs)``; ``fn`` may be any callable, an Agent
     class included. ``on_result`` sees each Result as it completes; if it raises (or on Ctrl-C),
-    the calls still running are stopped and the exception propagates.
+    the calls still running are stopped and the exception propagates. ``max_cost_usd``: as in
+    :func:`stream`.
 
     >>> import greenagents as ga
     >>> [r.value for r in ga.batch([(divmod, (7, 2), {}), (pow, {"base": 2, "exp": 8})])]
     [(3, 1), 256]
     """
-    return _collect(_stream(calls, _size(calls), max_concurrent, timeout, deadline, progress),
-                    on_result)
+    return _collect(_stream(calls, _size(calls), max_concurrent, timeout, deadline, progress,
+                            max_cost_usd), on_result)
 
 
 def each(items: Iterable[Any], fn: Callable[[Any], T], *, max_concurrent: int | None = None,
          timeout: float | None = None, deadline: float | None = None,
-         progress: bool | None = None) -> list[Result[T]]:
+         progress: bool | None = None, max_cost_usd: float | None = None) -> list[Result[T]]:
     """``fn(item)`` for every item, concurrently; Results in the items' order.
 
     >>> import greenagents as ga
@@ -434,7 +444,8 @@ def each(items: Iterable[Any], fn: Callable[[Any], T], *, max_concurrent: int | 
     [1, 2]
     """
     calls: Iterator[Call] = ((fn, (item,), {}) for item in items)
-    return _collect(_stream(calls, _size(items), max_concurrent, timeout, deadline, progress), None)
+    return _collect(_stream(calls, _size(items), max_concurrent, timeout, deadline, progress,
+                            max_cost_usd), None)
 
 
 _warned_spawn = False

@@ -43,7 +43,7 @@ from typing import Any
 
 from . import pricing
 from .config import settings
-from .errors import ConfigError, redact
+from .errors import BudgetExceeded, ConfigError, redact
 from .jsonl import dumps
 from .patching import available
 from .result import Result
@@ -72,7 +72,8 @@ CREATE TABLE IF NOT EXISTS calls (
     inputs TEXT,                   -- JSON, only with tracking_payloads=True
     output TEXT,                   -- JSON, only with tracking_payloads=True
     cached INTEGER NOT NULL DEFAULT 0,  -- 1: answered by the response cache (cost_usd 0)
-    saved_usd REAL                 -- a cached answer's original cost, not paid again
+    saved_usd REAL,                -- a cached answer's original cost, not paid again
+    budget_stopped INTEGER NOT NULL DEFAULT 0  -- 1: not sent, a max_cost_usd budget was spent
 );
 CREATE INDEX IF NOT EXISTS calls_ts ON calls (ts);
 -- the dashboard's filters: one run's calls, one error type's (measured in README § Dashboard)
@@ -81,9 +82,10 @@ CREATE INDEX IF NOT EXISTS calls_error ON calls (error_class, run_id) WHERE erro
 """
 _COLUMNS = ("ts", "run_id", "agent", "model", "status", "attempts", "duration_s", "prompt_tokens",
             "completion_tokens", "cost_usd", "error_class", "error_message", "history", "inputs",
-            "output", "cached", "saved_usd")
+            "output", "cached", "saved_usd", "budget_stopped")
 # Columns added after 0.1, with their definitions: added to older logs when first opened.
-_ADDED = {"cached": "INTEGER NOT NULL DEFAULT 0", "saved_usd": "REAL"}
+_ADDED = {"cached": "INTEGER NOT NULL DEFAULT 0", "saved_usd": "REAL",
+          "budget_stopped": "INTEGER NOT NULL DEFAULT 0"}
 _INSERT = f"INSERT INTO calls ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
 _BATCH = 2000  # rows per transaction: big enough to amortise the commit, small enough to interleave
 _EXIT_FLUSH_S = 10.0
@@ -135,7 +137,8 @@ def _row(result: Result[Any], inputs: Mapping[str, Any] | None, payloads: bool) 
             redact(dumps(result.value)) if payloads and error is None else None,
             int(result.cached),
             pricing.cost_usd(result.model, usage) if result.cached and result.model and usage
-            else None)
+            else None,
+            int(isinstance(error, BudgetExceeded)))
 
 
 class _Writer:
@@ -261,7 +264,8 @@ def summary(db: str, *, since: float | None = None, by: str = "agent",
 
     Each entry has ``key``, ``calls``, ``ok``, ``success_rate``, ``p50_s``, ``p95_s``,
     ``prompt_tokens``, ``completion_tokens``, ``cost_usd``, ``cached`` (cache hits), ``saved_usd``
-    (what those hits cost when first paid) and ``errors`` (the ``top_errors`` most
+    (what those hits cost when first paid), ``budget_stopped`` (calls a budget kept from being
+    sent) and ``errors`` (the ``top_errors`` most
     frequent ``(count, "Class: message")``). ``since`` is a unix time. It reads a snapshot, so it
     can run while a writer is busy.
     """
@@ -299,4 +303,5 @@ def _totals(key: str, calls: list[tuple[Any, ...]], top_errors: int) -> dict[str
             "cost_usd": sum(costs) if costs else None,
             "cached": sum(bool(call[7]) for call in calls),
             "saved_usd": sum(call[8] or 0.0 for call in calls),
+            "budget_stopped": sum(bool(call[9]) for call in calls),
             "errors": [(count, text) for text, count in errors.most_common(top_errors)]}

@@ -50,7 +50,7 @@ def test_stats_summarises_the_log_of_a_run(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     header, rule, row, *rest = proc.stdout.splitlines()
     assert header.split() == ["agent", "calls", "ok", "p50", "p95", "tokens", "cost", "cached",
-                               "saved"]
+                               "saved", "stopped"]
     assert set(rule) == {"-", " "}
     assert row.split()[:3] == ["fns.check", "30", "66.7%"]
     assert any("10  fns.check  AssertionError: multiple of three" in line for line in rest)

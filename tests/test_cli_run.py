@@ -126,8 +126,25 @@ def test_cache_flag_makes_a_rerun_free_and_stats_show_the_savings(work: Path,
     assert all(r["cost_usd"] == 0 for r in second)
     stats = cli("stats", cwd=work)
     header, _, row = stats.stdout.splitlines()[:3]
-    assert header.split()[-2:] == ["cached", "saved"]
-    assert row.split()[-2] == "10" and float(row.split()[-1].lstrip("$")) > 0
+    assert header.split()[-3:] == ["cached", "saved", "stopped"]
+    assert row.split()[-3] == "10" and float(row.split()[-2].lstrip("$")) > 0
+
+
+def test_max_cost_stops_a_run_and_stats_count_the_stops(work: Path, sim: Simulator) -> None:
+    write_lines(work / "in.jsonl", [{"text": f"review {n}"} for n in range(20)])
+    proc = cli("run", "agents.py:MoodAgent", "--input", "in.jsonl", "--output", "o.jsonl",
+               "--max-cost", "0.0007", "--concurrency", "1", cwd=work,
+               env={"OPENAI_BASE_URL": sim.base_url})
+    assert proc.returncode == 1
+    rows = read_rows(work / "o.jsonl")
+    stops = [r for r in rows if r["error"] and r["error"].startswith("BudgetExceeded")]
+    assert 0 < len(stops) < 20 and sim.stats()["requests"] == 20 - len(stops)
+    assert sum(r["cost_usd"] or 0 for r in rows) <= 0.0007  # reservations: 1,024 answer tokens
+    row = cli("stats", cwd=work).stdout.splitlines()[2]
+    assert row.split()[-1] == str(len(stops))
+    celery = cli("run", "agents.py:MoodAgent", "--input", "in.jsonl", "--output", "c.jsonl",
+                 "--max-cost", "1", "--celery", "redis://127.0.0.1:1/0", cwd=work)
+    assert celery.returncode == 2 and "GREENAGENTS_CACHE" in celery.stderr
 
 
 def test_callable_target_malformed_lines_and_exit_codes(work: Path) -> None:

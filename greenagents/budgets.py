@@ -1,0 +1,204 @@
+"""Money budgets: ``max_cost_usd`` for a run, a process or a tenant; an attempt that could cross one
+is not sent.
+
+Three scopes, all enforced on every attempt (retries, re-asks, fallbacks included), and all that
+apply at once must agree:
+
+- a run: ``ga.batch(calls, max_cost_usd=2.0)`` (also ``each``, ``stream``, ``greenagents run
+  --max-cost 2``);
+- the process: ``ga.configure(max_cost_usd=20.0)``;
+- a tenant, or anything you name: ``with ga.budget("tenant-a", max_cost_usd=5.0,
+  storage="redis://..."):`` — the calls made inside (and the greenlets they start) spend from it;
+  with a Redis storage, every worker using the same name spends from one shared counter.
+
+Before an attempt is sent it *reserves* its worst case — the prompt (estimated at 4 characters a
+token) plus ``max_tokens`` of answer (``DEFAULT_ANSWER_TOKENS`` when the agent sets none) at the
+model's price. If a budget's spent-plus-reserved total would pass its maximum, the attempt ends
+as :class:`~greenagents.errors.BudgetExceeded` (never retried, no fallback tried); otherwise it goes,
+and when it returns the reservation is replaced by what it really cost. Calls in flight always
+finish and are counted.
+
+**The overshoot bound**: the total spent can pass ``max_cost_usd`` only by what in-flight
+attempts cost beyond their reservation — at most, summed over the attempts in flight when the
+budget ran out, ``actual − reserved``. That is zero when every answer stays within ``max_tokens``
+(and the prompt within its estimate); with no ``max_tokens`` it is at most ``max_concurrency ×``
+the cost of an answer longer than ``DEFAULT_ANSWER_TOKENS``.
+
+**Unknown prices**: a model missing from the price table has no cost we can promise, and an unknown
+price is never counted as $0; under a budget its attempts are refused with ``BudgetExceeded``
+naming ``greenagents.pricing.register_price``. Without a budget such calls run as before
+(``cost_usd=None``).
+
+A soft threshold warns once (:class:`BudgetWarning`) when a budget is ``warn_at`` (80 %) spent.
+Counters live in the ``limits`` library's storage — the one rate limits use — in nano-dollars.
+
+>>> import greenagents as ga
+>>> with ga.budget("docs-example", max_cost_usd=1.0) as spend:
+...     pass
+>>> spend.spent_usd
+0.0
+"""
+
+from __future__ import annotations
+
+import contextvars
+import threading
+import uuid
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from . import limits, pricing
+from .config import settings
+from .errors import BudgetExceeded, ConfigError
+from .result import Usage
+from .tracking import RUN_ID
+
+__all__ = ["DEFAULT_ANSWER_TOKENS", "Budget", "BudgetWarning", "active", "budget", "charge",
+           "scoped"]
+
+#: Answer tokens reserved for an attempt of an agent that sets no ``max_tokens``.
+DEFAULT_ANSWER_TOKENS = 1024
+_NANO = 1_000_000_000  # counters are integers: nano-dollars (a small call costs ~10 µ$)
+_KEEP_S = 30 * 86400  # how long a named budget's counter lives in its storage
+
+
+class BudgetWarning(UserWarning):
+    """A budget crossed its soft threshold (``warn_at``); calls go on until the maximum."""
+
+
+class Budget:
+    """A maximum in USD and the counter of what was spent (and reserved) against it."""
+
+    def __init__(self, max_cost_usd: float, *, name: str | None = None,
+                 storage: str = "memory://", warn_at: float | None = 0.8):
+        if not max_cost_usd > 0:
+            raise ConfigError(f"max_cost_usd must be > 0 (or None for no budget), got "
+                              f"{max_cost_usd!r}")
+        if warn_at is not None and not 0 < warn_at < 1:
+            raise ConfigError(f"warn_at must be between 0 and 1 (or None), got {warn_at!r}")
+        self.max_cost_usd, self.warn_at = max_cost_usd, warn_at
+        self.name = name or f"run-{uuid.uuid4().hex[:12]}"
+        self._key = f"greenagents/budget/{self.name}"
+        self._storage = limits.storage_for(storage)
+        self._limit = round(max_cost_usd * _NANO)
+        self._warned = False
+        self._lock = threading.Lock()  # gevent's when patched: waiting parks only the greenlet
+
+    def __repr__(self) -> str:
+        return f"Budget({self.name!r}, max_cost_usd={self.max_cost_usd}, spent_usd={self.spent_usd})"
+
+    @property
+    def spent_usd(self) -> float:
+        """Spent plus reserved by attempts in flight, in USD."""
+        return int(self._storage.get(self._key)) / _NANO
+
+    def _add(self, nano: int) -> int:
+        return int(self._storage.incr(self._key, _KEEP_S, nano))
+
+    def reserve(self, nano: int, what: str) -> None:
+        """Take ``nano`` dollars from the budget, or raise BudgetExceeded and take nothing."""
+        # Look first, then add atomically and undo if another process took the room meanwhile:
+        # two attempts never both fit. The lock keeps this process's attempts from refusing each
+        # other on a transient overcount (the memory storage yields inside incr).
+        with self._lock:
+            if int(self._storage.get(self._key)) + nano <= self._limit:
+                if self._add(nano) <= self._limit:
+                    return
+                self._add(-nano)
+        raise BudgetExceeded(
+            f"{what} was not sent: it could cost up to ${nano / _NANO:.6f} and budget "
+            f"{self.name!r} has ${max(0.0, self.max_cost_usd - self.spent_usd):.6f} of "
+            f"${self.max_cost_usd:.6g} left; raise max_cost_usd or lower max_tokens")
+
+    def settle(self, reserved: int, actual: int) -> None:
+        """Replace a reservation by what the attempt really cost; warn once past ``warn_at``."""
+        total = self._add(actual - reserved)
+        if self.warn_at is not None and not self._warned and total >= self.warn_at * self._limit:
+            self._warned = True
+            warnings.warn(f"budget {self.name!r}: ${total / _NANO:.6f} of ${self.max_cost_usd:.6g} "
+                          f"spent or reserved ({self.warn_at:.0%} threshold)", BudgetWarning, stacklevel=2)
+
+
+_active: contextvars.ContextVar[tuple[Budget, ...]] = contextvars.ContextVar(
+    "greenagents_budgets", default=())
+_process: dict[tuple[float, str], Budget] = {}
+
+
+def active() -> tuple[Budget, ...]:
+    """The budgets the current call spends from: the process's, then any run's or named one's."""
+    limit = settings().max_cost_usd
+    if limit is None:
+        return _active.get()
+    process = _process.get((limit, RUN_ID))
+    if process is None:
+        process = _process.setdefault((limit, RUN_ID), Budget(limit, name=f"process-{RUN_ID}"))
+    return (process, *_active.get())
+
+
+def scoped(context: contextvars.Context, spend: Budget) -> None:
+    """Make the calls run in ``context`` (a greenlet's copy) spend from ``spend`` too."""
+    context.run(lambda: _active.set((*_active.get(), spend)))
+
+
+@contextmanager
+def budget(name: str, *, max_cost_usd: float, storage: str = "memory://",
+           warn_at: float | None = 0.8) -> Iterator[Budget]:
+    """Spend the calls made inside from the budget ``name`` (per tenant, per user, per job...).
+
+    With ``storage="redis://host:6379"`` every process using the same name and Redis shares it.
+
+    >>> import greenagents as ga
+    >>> with ga.budget("tenant-a", max_cost_usd=5.0) as spend:
+    ...     spend.max_cost_usd
+    5.0
+    """
+    spend = Budget(max_cost_usd, name=name, storage=storage, warn_at=warn_at)
+    token = _active.set((*_active.get(), spend))
+    try:
+        yield spend
+    finally:
+        _active.reset(token)
+
+
+def _worst_case(model: str, messages: Sequence[Mapping[str, Any]],
+                max_tokens: int | None) -> int:
+    rates = pricing.price(model)
+    if rates is None:
+        raise BudgetExceeded(f"{model} has no known price, so a budget cannot bound it; add one "
+                             "with greenagents.pricing.register_price(...)")
+    prompt = limits.estimate_tokens(messages)
+    answer = max_tokens or DEFAULT_ANSWER_TOKENS
+    return max(1, round((prompt * rates[0] + answer * rates[1]) * 1000))  # $/M tok -> nano-$
+
+
+@contextmanager
+def charge(model: str, messages: Sequence[Mapping[str, Any]],
+           max_tokens: int | None) -> Iterator[list[Usage]]:
+    """Reserve an attempt's worst case in every active budget, then settle what it used.
+
+    The caller appends the attempt's :class:`Usage` to the yielded list once the provider billed
+    it; an attempt that got no answer settles at zero.
+    """
+    budgets = active()
+    if not budgets:
+        yield []
+        return
+    reserved = _worst_case(model, messages, max_tokens)
+    taken: list[Budget] = []
+    try:
+        for spend in budgets:
+            spend.reserve(reserved, f"this attempt on {model}")
+            taken.append(spend)
+    except BudgetExceeded:
+        for spend in taken:
+            spend.settle(reserved, 0)
+        raise
+    billed: list[Usage] = []
+    try:
+        yield billed
+    finally:
+        cost = sum((pricing.cost_usd(model, usage) or 0.0 for usage in billed), 0.0)
+        for spend in taken:
+            spend.settle(reserved, round(cost * _NANO))
