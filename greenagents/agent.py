@@ -35,10 +35,10 @@ from typing import Any, ClassVar, get_type_hints
 
 from pydantic import BaseModel, ValidationError, create_model
 
-from . import budgets, limits, pricing, providers, tracking
+from . import breakers, budgets, limits, pricing, providers, tracking
 from .cache import Entry, call_through
 from .config import settings
-from .errors import ConfigError, InputError, QuotaExceeded, RateLimited
+from .errors import CircuitOpen, ConfigError, InputError, QuotaExceeded, RateLimited
 from .errors import Timeout as CallTimeout
 from .result import Attempt, Result, Usage
 from .retry import Policy, RetryPolicy, call_with_retries, policy_for, retryable
@@ -113,7 +113,9 @@ class _Call:
         start = time.monotonic()
         record: dict[str, Any] = {"number": len(self.history) + 1, "model": model}
         scope = f"{endpoint.provider.name}@{endpoint.base_url}"
+        breaker, probe = f"{scope}/{endpoint.model}", False
         try:
+            probe = breakers.before(breaker)
             with budgets.charge(model, messages, self.agent.max_tokens) as billed:
                 limits.before_request(endpoint.provider.name, scope, model, messages)
                 completion = providers.complete(
@@ -121,11 +123,14 @@ class _Call:
                     temperature=self.agent.temperature, max_tokens=self.agent.max_tokens,
                     timeout=timeout)
                 billed.append(completion.usage)
+            breakers.after(breaker, None, probe, start)
             limits.observe(scope, limited=False)
             self.usage_by_model[model] = self.usage_by_model.get(model, Usage()) + completion.usage
             value = self.spec.parse(completion.text)
             self.text = completion.text
         except BaseException as exc:
+            if not isinstance(exc, InvalidOutput):  # an answer that did not validate: reported
+                breakers.after(breaker, exc, probe, start)
             record.update(error=type(exc).__name__, status=getattr(exc, "status", None))
             if isinstance(exc, RateLimited):
                 limits.observe(scope, limited=True, retry_after=exc.retry_after)
@@ -278,7 +283,7 @@ class Agent:
                                    usage.completion_tokens, state.cost(model))
             except Exception as exc:  # kills and the caller's timeouts are BaseException: they pass
                 result.error, result.model = exc, model
-                if not (retryable(exc) or isinstance(exc, QuotaExceeded)):
+                if not (retryable(exc) or isinstance(exc, (QuotaExceeded, CircuitOpen))):
                     break  # fallbacks are for what retrying could not fix, not for bad requests
         return None
 

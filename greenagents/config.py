@@ -48,6 +48,11 @@ class Settings(BaseModel):
     max_cost_usd: float | None = Field(
         None, gt=0, description="USD this process may spend; an attempt that could cross it is "
         "not sent (BudgetExceeded).")
+    breaker_failures: int | None = Field(
+        5, ge=1, description="Consecutive 5xx/connection/timeout failures that open an endpoint's "
+        "circuit breaker; None turns breakers off.")
+    breaker_cooloff: float = Field(
+        30.0, gt=0, description="Seconds an open breaker refuses attempts before one probe.")
     cache_namespace: str = Field(
         "", description="Part of every cache key: one tenant's answers are never another's.")
 

@@ -14,7 +14,8 @@ secret (API keys are never formatted into a message; see :func:`redact`).
     │   ├── Timeout          no answer within the timeout
     │   ├── ConnectionFailed refused, reset, DNS, TLS
     │   ├── AuthError        401/403: wrong or missing key
-    │   └── BadRequest       400/404/422 and other 4xx: the request itself is wrong
+    │   ├── BadRequest       400/404/422 and other 4xx: the request itself is wrong
+    │   └── CircuitOpen      the endpoint kept failing: not sent, fallbacks tried at once
     ├── OutputError          the model's answer never validated against the output type
     └── BudgetExceeded       the next attempt could cross a max_cost_usd budget; not sent
 
@@ -33,6 +34,7 @@ __all__ = [
     "AuthError",
     "BadRequest",
     "BudgetExceeded",
+    "CircuitOpen",
     "ConfigError",
     "ConnectionFailed",
     "GreenAgentsError",
@@ -135,6 +137,14 @@ class AuthError(ProviderError):
 
 class BadRequest(ProviderError):
     """The provider rejected the request itself (400, 404, 422...). Retrying cannot help."""
+
+
+class CircuitOpen(ProviderError):
+    """The endpoint's circuit breaker is open after repeated 5xx/connection/timeout failures.
+
+    Nothing was sent. Not retried: the call moves to its next fallback at once. See
+    :mod:`greenagents.breakers`.
+    """
 
 
 class BudgetExceeded(GreenAgentsError):

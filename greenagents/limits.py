@@ -28,7 +28,7 @@ from limits.strategies import SlidingWindowCounterRateLimiter
 from . import slots
 
 __all__ = ["RateLimit", "before_request", "clear", "cooldown", "estimate_tokens", "observe",
-           "rate_limit", "storage_for"]
+           "rate_limit", "shared_storage", "storage_for"]
 
 _lock = threading.Lock()
 _limits: dict[str, RateLimit] = {}  # "provider" or "provider/model" -> its budget
@@ -48,6 +48,11 @@ def _storage(url: str) -> Storage:
 def storage_for(url: str) -> Storage:
     """The ``limits`` storage behind ``url``, one per URL per process (budgets share it too)."""
     return _storage(url)
+
+
+def shared_storage() -> Storage:
+    """The storage 429 cooldowns (and circuit breakers) use: Redis once a rate limit names one."""
+    return _storage(_cooldown_storage)
 
 
 def estimate_tokens(messages: Sequence[Mapping[str, Any]]) -> int:
