@@ -43,6 +43,8 @@ _EXPORTS: dict[str, str] = {
     "Retry": "retry",
     "RateLimit": "limits",
     "rate_limit": "limits",
+    "run_async": "asyncbridge",
+    "async_to_sync": "asyncbridge",
 }
 _SUBMODULES = ("celery", "errors", "testing", "tracking")
 
@@ -55,6 +57,7 @@ __all__ = [
     "Settings",
     "Usage",
     "__version__",
+    "async_to_sync",
     "available",
     "batch",
     "configure",
@@ -64,6 +67,7 @@ __all__ = [
     "is_patched",
     "patch",
     "rate_limit",
+    "run_async",
     "settings",
     "spawn",
     "stream",
@@ -74,6 +78,7 @@ __all__ = [
 if TYPE_CHECKING:
     from . import errors, testing, tracking
     from .agent import Agent
+    from .asyncbridge import async_to_sync, run_async
     from .config import Settings, configure, settings
     from .limits import RateLimit, rate_limit
     from .patching import available, in_green_context, is_patched, patch
