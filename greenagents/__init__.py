@@ -45,12 +45,15 @@ _EXPORTS: dict[str, str] = {
     "rate_limit": "limits",
     "run_async": "asyncbridge",
     "async_to_sync": "asyncbridge",
+    "doctor": "checkup",
+    "Diagnosis": "checkup",
 }
 _SUBMODULES = ("celery", "errors", "testing", "tracking")
 
 __all__ = [
     "Agent",
     "Attempt",
+    "Diagnosis",
     "RateLimit",
     "Result",
     "Retry",
@@ -61,6 +64,7 @@ __all__ = [
     "available",
     "batch",
     "configure",
+    "doctor",
     "each",
     "errors",
     "in_green_context",
@@ -79,6 +83,7 @@ if TYPE_CHECKING:
     from . import errors, testing, tracking
     from .agent import Agent
     from .asyncbridge import async_to_sync, run_async
+    from .checkup import Diagnosis, doctor
     from .config import Settings, configure, settings
     from .limits import RateLimit, rate_limit
     from .patching import available, in_green_context, is_patched, patch
