@@ -57,6 +57,7 @@ def output_fields(prompt: str) -> list[str] | None:
 def field_answer(prompt: str, fields: list[str], text: str) -> str:
     """``[[ ## field ## ]]`` sections with a value of each field's declared type, then completed."""
     types = dict(_FIELD_TYPE.findall(prompt))
+    text = " ".join(_MARKER.sub(" ", text).split())  # an echoed marker would start a field
     sections = [f"[[ ## {name} ## ]]\n{_value(types.get(name, 'str'), text)}" for name in fields]
     return "\n\n".join([*sections, "[[ ## completed ## ]]"])
 
