@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import time
 from typing import Any
 
@@ -31,6 +32,17 @@ def test_awaitables_and_async_functions_with_arguments() -> None:
     assert ga.async_to_sync(_double)(5) == 10
     with pytest.raises(TypeError, match="takes no arguments"):
         ga.run_async(asyncio.sleep(0), 1)
+
+
+def test_the_callers_contextvars_reach_the_coroutine() -> None:
+    tenant: contextvars.ContextVar[str] = contextvars.ContextVar("tenant", default="none")
+
+    async def read() -> str:
+        return tenant.get()
+
+    tenant.set("acme")
+    assert ga.run_async(read) == "acme"
+    assert [r.value for r in ga.each(range(2), ga.async_to_sync(lambda _: read()))] == ["acme"] * 2
 
 
 def test_200_greenlets_await_at_once_and_the_hub_keeps_running() -> None:
