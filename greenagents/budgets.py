@@ -13,10 +13,11 @@ apply at once must agree:
 
 Before an attempt is sent it *reserves* its worst case — the prompt (estimated at 4 characters a
 token) plus ``max_tokens`` of answer (``DEFAULT_ANSWER_TOKENS`` when the agent sets none) at the
-model's price. If a budget's spent-plus-reserved total would pass its maximum, the attempt ends
-as :class:`~greenagents.errors.BudgetExceeded` (never retried, no fallback tried); otherwise it goes,
-and when it returns the reservation is replaced by what it really cost. Calls in flight always
-finish and are counted.
+model's price. If what was spent plus that worst case would pass a budget's maximum, the attempt
+ends as :class:`~greenagents.errors.BudgetExceeded` (never retried, no fallback tried). If only the
+reservations of attempts in flight stand in the way, it waits for them (without its slot): they
+usually cost less than they reserved. Otherwise it goes, and when it returns its reservation is
+replaced by what it really cost. Calls in flight always finish and are counted.
 
 **The overshoot bound**: the total spent can pass ``max_cost_usd`` only by what in-flight
 attempts cost beyond their reservation — at most, summed over the attempts in flight when the
@@ -43,13 +44,14 @@ from __future__ import annotations
 
 import contextvars
 import threading
+import time
 import uuid
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from . import limits, pricing
+from . import limits, pricing, slots
 from .config import settings
 from .errors import BudgetExceeded, ConfigError
 from .result import Usage
@@ -80,7 +82,8 @@ class Budget:
             raise ConfigError(f"warn_at must be between 0 and 1 (or None), got {warn_at!r}")
         self.max_cost_usd, self.warn_at = max_cost_usd, warn_at
         self.name = name or f"run-{uuid.uuid4().hex[:12]}"
-        self._key = f"greenagents/budget/{self.name}"
+        self._spent = f"greenagents/budget/{self.name}/spent"
+        self._reserved = f"greenagents/budget/{self.name}/reserved"
         self._storage = limits.storage_for(storage)
         self._limit = round(max_cost_usd * _NANO)
         self._warned = False
@@ -91,34 +94,49 @@ class Budget:
 
     @property
     def spent_usd(self) -> float:
-        """Spent plus reserved by attempts in flight, in USD."""
-        return int(self._storage.get(self._key)) / _NANO
+        """What the finished attempts cost, in USD (attempts in flight count once they end)."""
+        return int(self._storage.get(self._spent)) / _NANO
 
-    def _add(self, nano: int) -> int:
-        return int(self._storage.incr(self._key, _KEEP_S, nano))
-
-    def reserve(self, nano: int, what: str) -> None:
-        """Take ``nano`` dollars from the budget, or raise BudgetExceeded and take nothing."""
+    def _room(self, nano: int) -> bool | None:
+        """True: ``nano`` was reserved; False: it never will fit; None: wait for attempts in flight."""
+        spent = int(self._storage.get(self._spent))
+        if spent + nano > self._limit:
+            return False
         # Look first, then add atomically and undo if another process took the room meanwhile:
         # two attempts never both fit. The lock keeps this process's attempts from refusing each
         # other on a transient overcount (the memory storage yields inside incr).
         with self._lock:
-            if int(self._storage.get(self._key)) + nano <= self._limit:
-                if self._add(nano) <= self._limit:
-                    return
-                self._add(-nano)
-        raise BudgetExceeded(
-            f"{what} was not sent: it could cost up to ${nano / _NANO:.6f} and budget "
-            f"{self.name!r} has ${max(0.0, self.max_cost_usd - self.spent_usd):.6f} of "
-            f"${self.max_cost_usd:.6g} left; raise max_cost_usd or lower max_tokens")
+            if spent + int(self._storage.get(self._reserved)) + nano <= self._limit:
+                if spent + int(self._storage.incr(self._reserved, _KEEP_S, nano)) <= self._limit:
+                    return True
+                self._storage.incr(self._reserved, _KEEP_S, -nano)
+        return None
+
+    def reserve(self, nano: int, what: str) -> None:
+        """Take ``nano`` dollars from the budget, or raise BudgetExceeded and take nothing.
+
+        While only attempts in flight stand in the way, wait (without a slot) for them to settle:
+        they usually cost less than they reserved, and stopping now would leave money unspent.
+        """
+        give_up = time.monotonic() + 2 * settings().timeout  # a crashed worker's reservation
+        while (room := self._room(nano)) is None and time.monotonic() < give_up:
+            slots.sleep(0.05)
+        if not room:
+            raise BudgetExceeded(
+                f"{what} was not sent: it could cost up to ${nano / _NANO:.6f} and budget "
+                f"{self.name!r} has ${max(0.0, self.max_cost_usd - self.spent_usd):.6f} of "
+                f"${self.max_cost_usd:.6g} left; raise max_cost_usd or lower max_tokens")
 
     def settle(self, reserved: int, actual: int) -> None:
         """Replace a reservation by what the attempt really cost; warn once past ``warn_at``."""
-        total = self._add(actual - reserved)
+        total = int(self._storage.incr(self._spent, _KEEP_S, actual)) if actual else \
+            int(self._storage.get(self._spent))
+        self._storage.incr(self._reserved, _KEEP_S, -reserved)
         if self.warn_at is not None and not self._warned and total >= self.warn_at * self._limit:
             self._warned = True
-            warnings.warn(f"budget {self.name!r}: ${total / _NANO:.6f} of ${self.max_cost_usd:.6g} "
-                          f"spent or reserved ({self.warn_at:.0%} threshold)", BudgetWarning, stacklevel=2)
+            warnings.warn(f"budget {self.name!r}: ${total / _NANO:.6f} of "
+                          f"${self.max_cost_usd:.6g} spent ({self.warn_at:.0%} threshold)",
+                          BudgetWarning, stacklevel=2)
 
 
 _active: contextvars.ContextVar[tuple[Budget, ...]] = contextvars.ContextVar(
