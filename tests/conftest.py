@@ -38,3 +38,15 @@ assert ga.available(), "tests expect a patched process"
 # ignored, and so would every subprocess: the Ctrl-C tests would then wait forever. Handle it, so
 # children start with the default disposition and Python's KeyboardInterrupt.
 signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    """A private redis-server for one test (cache, budget and breaker stores)."""
+    from greenagents import limits
+    from greenagents.celery.local import redis_server
+
+    with redis_server() as url:
+        yield url
+        limits.clear()  # while the server still runs: clear() resets every storage it knows
+        limits._storages.pop(url, None)

@@ -92,15 +92,6 @@ def test_answers_from_the_server_do_not_open_it(sim: Simulator) -> None:
     assert requests(sim) == 5
 
 
-@pytest.fixture
-def redis_url() -> Iterator[str]:
-    from greenagents.celery.local import redis_server
-
-    with redis_server() as url:
-        yield url
-        limits.clear()  # while the server still runs: clear() resets every storage it knows
-        limits._storages.pop(url, None)
-
 
 @pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed")
 @pytest.mark.sim(faults={"server_error": 1.0})

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shutil
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -138,13 +137,6 @@ def test_budget_stops_reach_the_log(sim: Simulator, tmp_path: Path) -> None:
     (group,) = tracking.summary(str(db))
     assert group["budget_stopped"] == 3
 
-
-@pytest.fixture
-def redis_url() -> Iterator[str]:
-    from greenagents.celery.local import redis_server
-
-    with redis_server() as url:
-        yield url
 
 
 @pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed")

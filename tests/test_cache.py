@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import shutil
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -193,13 +192,6 @@ def test_hits_and_saved_cost_reach_the_log_and_stats(sim: Simulator, tmp_path: P
 
 REDIS = shutil.which("redis-server")
 
-
-@pytest.fixture
-def redis_url() -> Iterator[str]:
-    from greenagents.celery.local import redis_server
-
-    with redis_server() as url:
-        yield url
 
 
 @pytest.mark.skipif(REDIS is None, reason="redis-server is not installed")
