@@ -148,7 +148,11 @@ class RedisStore:
     """A cache shared by every worker that points at one Redis; expiry is Redis's own."""
 
     def __init__(self, url: str):
-        import redis  # the optional extra, imported only when a redis:// cache is configured
+        try:
+            import redis  # the optional extra, imported only when a redis:// cache is configured
+        except ImportError:
+            raise ConfigError("a redis:// cache needs the redis package: pip install "
+                              "'greenagents[celery]' (or redis)") from None
 
         self.client = redis.Redis.from_url(url)
 
