@@ -43,8 +43,10 @@ _EXPORTS: dict[str, str] = {
     "Retry": "retry",
     "RateLimit": "limits",
     "rate_limit": "limits",
+    "on_call_end": "hooks",
+    "on_attempt": "hooks",
 }
-_SUBMODULES = ("celery", "errors", "testing", "tracking")
+_SUBMODULES = ("celery", "errors", "hooks", "testing", "tracking")
 
 __all__ = [
     "Agent",
@@ -60,8 +62,11 @@ __all__ = [
     "configure",
     "each",
     "errors",
+    "hooks",
     "in_green_context",
     "is_patched",
+    "on_attempt",
+    "on_call_end",
     "patch",
     "rate_limit",
     "settings",
@@ -72,9 +77,10 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from . import errors, testing, tracking
+    from . import errors, hooks, testing, tracking
     from .agent import Agent
     from .config import Settings, configure, settings
+    from .hooks import on_attempt, on_call_end
     from .limits import RateLimit, rate_limit
     from .patching import available, in_green_context, is_patched, patch
     from .result import Attempt, Result, Usage
