@@ -128,7 +128,8 @@ def _run_with_timeout_in_thread(fn: Callable[[], Any], timeout: float) -> Any:
 def _invoke(index: int, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
             timeout: float | None, green: bool) -> Result[Any]:
     """:func:`_outcome`, told to the hooks' listeners (a CallStarted, then a CallEnded)."""
-    call = hooks.call_opened(target_name(fn), fn, index=index) if hooks.active else None
+    call = hooks.call_opened(target_name(fn), fn, index=index,
+                             agent=hasattr(fn, "__greenagents_call__")) if hooks.active else None
     if call is None:
         return _outcome(index, fn, args, kwargs, timeout, green)
     try:
