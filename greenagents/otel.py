@@ -34,12 +34,14 @@ or the conventions' ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true`` 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Mapping
 from typing import Any
 
 from opentelemetry import context, propagate, trace
+from opentelemetry.propagators.textmap import Getter
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from . import __version__, hooks
@@ -80,10 +82,8 @@ def _close(call: hooks.CallInfo | None, key: str) -> Span | None:
     if opened is None:
         return None
     span, token = opened
-    try:
+    with contextlib.suppress(Exception):  # whatever happened to the context, the span ends
         context.detach(token)
-    except Exception:  # a kill ends the call from another context: the span still ends
-        pass
     return span  # type: ignore[no-any-return]
 
 
@@ -129,7 +129,7 @@ def listener(event: hooks.Event) -> None:
     call = event.call
     if isinstance(event, hooks.CallStarted) and call is not None:
         short = call.target.rpartition(".")[2]
-        attributes = {"greenagents.target": call.target}
+        attributes: dict[str, Any] = {"greenagents.target": call.target}
         if call.index is not None:
             attributes["greenagents.index"] = call.index
         if call.agent:
@@ -217,7 +217,7 @@ def extract(carrier: Any) -> object:
     return context.attach(remote)
 
 
-class _AttributeGetter:
+class _AttributeGetter(Getter[Any]):
     """Reads propagation fields from a Celery request, where message headers become attributes."""
 
     def get(self, carrier: Any, key: str) -> list[str] | None:

@@ -1,7 +1,7 @@
 """A Celery worker app with the OpenTelemetry SDK exporting to ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``
 (set by the test), then greenagents' ready-made worker app: what a user's own app module does."""
 
-import greenagents.monkey  # first: patch before anything below imports ssl
+import greenagents.monkey  # noqa: F401  first: patch before anything below imports ssl
 
 # isort: split
 
