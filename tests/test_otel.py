@@ -21,6 +21,9 @@ from greenagents import hooks
 from greenagents.testing import Simulator
 from tests.agents import SentimentAgent, at
 from tests.otlp import receiver
+from tests.test_celery import ROOT, redis_url
+
+assert redis_url  # a fixture of the Celery tests: one redis-server for the session
 
 FAST = ga.Retry(max=3, backoff="fixed", base=0.01, jitter=False)
 _exporter = InMemorySpanExporter()
@@ -182,3 +185,34 @@ def test_spans_reach_an_otlp_http_receiver(sim: Simulator, spans: InMemorySpanEx
     chat = next(s for s in otlp.spans if s["name"].startswith("chat"))
     assert chat["attributes"]["gen_ai.system"] == "openai"
     assert chat["parent_id"] in {s["span_id"] for s in otlp.spans}
+
+
+@pytest.fixture
+def traced_workers(redis_url: str) -> Iterator[Any]:
+    import redis
+
+    from greenagents.celery.local import Workers
+
+    redis.Redis.from_url(redis_url).flushdb()
+    with Workers(redis_url, env={"PYTHONPATH": str(ROOT)}, app_module="tests.otel_worker") as pool:
+        yield pool
+
+
+def test_trace_context_reaches_celery_workers(traced_workers: Any, sim: Simulator,
+                                              spans: InMemorySpanExporter) -> None:
+    import greenagents.celery as ga_celery
+
+    with receiver() as otlp:
+        traced_workers.start(1, OPENAI_BASE_URL=sim.base_url, GREENAGENTS_OTEL="1",
+                             OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=otlp.endpoint)
+        with tracer.start_as_current_span("dispatch") as dispatch:
+            results = ga_celery.batch(traced_workers.app,
+                                      [(SentimentAgent, {"text": f"t{i}"}) for i in range(3)])
+        assert all(r.ok for r in results)
+        traced_workers.stop()
+    trace_id = f"{dispatch.get_span_context().trace_id:032x}"
+    calls = [s for s in otlp.spans if s["name"] == "invoke_agent SentimentAgent"]
+    assert len(calls) == 3 and {s["trace_id"] for s in calls} == {trace_id}
+    assert {s["parent_id"] for s in calls} == {f"{dispatch.get_span_context().span_id:016x}"}
+    chats = [s for s in otlp.spans if s["name"] == "chat gpt-4o-mini"]
+    assert sorted(s["parent_id"] for s in chats) == sorted(s["span_id"] for s in calls)
