@@ -25,7 +25,6 @@ def _ours(name: object) -> bool:
     return isinstance(name, str) and name.startswith("greenagents")
 
 
-@signals.before_task_publish.connect(weak=False)
 def _inject(sender: object = None, headers: dict[str, Any] | None = None, **_: Any) -> None:
     if headers is not None and _ours(sender) and settings().otel:
         from greenagents import otel
@@ -33,7 +32,6 @@ def _inject(sender: object = None, headers: dict[str, Any] | None = None, **_: A
         otel.inject(headers)
 
 
-@signals.task_prerun.connect(weak=False)
 def _attach(task: Any = None, **_: Any) -> None:
     if task is not None and _ours(task.name) and settings().otel:
         from greenagents import otel
@@ -41,10 +39,14 @@ def _attach(task: Any = None, **_: Any) -> None:
         setattr(task.request, _TOKEN, otel.extract(task.request))
 
 
-@signals.task_postrun.connect(weak=False)
 def _detach(task: Any = None, **_: Any) -> None:
     token = getattr(getattr(task, "request", None), _TOKEN, None)
     if token is not None:
         from opentelemetry import context
 
         context.detach(token)
+
+
+signals.before_task_publish.connect(_inject, weak=False)
+signals.task_prerun.connect(_attach, weak=False)
+signals.task_postrun.connect(_detach, weak=False)
