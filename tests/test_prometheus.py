@@ -26,6 +26,9 @@ from greenagents.celery.local import _free_port
 from greenagents.testing import Simulator
 from tests.agents import SentimentAgent, at
 from tests.otlp import receiver
+from tests.test_celery import redis_url
+
+assert redis_url  # a fixture of the Celery tests: one redis-server for the session
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "observability"
@@ -159,3 +162,23 @@ def test_gunicorn_two_workers_multiprocess_metrics_and_traces(
     requests_ = {s["span_id"]: s for s in otlp.spans if s["name"] == "GET /review"}
     calls = [s for s in otlp.spans if s["name"].startswith("invoke_agent")]
     assert len(calls) == 60 and {s["parent_id"] for s in calls} == set(requests_)
+
+
+def test_a_celery_worker_serves_its_metrics(redis_url: str) -> None:
+    import redis
+
+    import greenagents.celery as ga_celery
+    from greenagents.celery.local import Workers
+
+    redis.Redis.from_url(redis_url).flushdb()
+    port = _free_port()
+    with Simulator().start_process() as sim, \
+            Workers(redis_url, env={"PYTHONPATH": str(ROOT)}) as workers:
+        workers.start(1, OPENAI_BASE_URL=sim.base_url, GREENAGENTS_PROMETHEUS_PORT=str(port))
+        results = ga_celery.batch(workers.app, [(SentimentAgent, {"text": f"t{i}"})
+                                                for i in range(5)])
+        assert all(r.ok for r in results)
+        samples = scrape(f"http://127.0.0.1:{port}/metrics")
+    assert total(samples, "greenagents_calls_total", target="tests.agents.SentimentAgent",
+                 outcome="ok") == 5
+    assert total(samples, "greenagents_tokens_total", direction="output") > 0
