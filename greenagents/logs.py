@@ -23,9 +23,8 @@ logger                       ``event``                   level    fields
 ``greenagents.testing``      (the simulator's own log)
 ===========================  ==========================  =======  ================================
 
->>> import logging
->>> logging.getLogger("greenagents.calls").isEnabledFor(logging.INFO)  # quiet unless configured
-True
+>>> calls.name, attempts.name, waits.name
+('greenagents.calls', 'greenagents.attempts', 'greenagents.waits')
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ pytest.importorskip("opentelemetry.sdk", reason="the otel extra is not installed
 
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
@@ -27,8 +27,18 @@ assert redis_url  # a fixture of the Celery tests: one redis-server for the sess
 
 FAST = ga.Retry(max=3, backoff="fixed", base=0.01, jitter=False)
 _exporter = InMemorySpanExporter()
+_extra: list[SpanProcessor] = []  # processors of one test (a provider cannot remove one)
+
+
+class _Fanout(SpanProcessor):
+    def on_end(self, span: ReadableSpan) -> None:
+        for processor in _extra:
+            processor.on_end(span)
+
+
 _provider = TracerProvider()
 _provider.add_span_processor(SimpleSpanProcessor(_exporter))
+_provider.add_span_processor(_Fanout())
 trace.set_tracer_provider(_provider)  # once per process: OpenTelemetry refuses a second one
 tracer = trace.get_tracer("tests")
 
@@ -174,12 +184,11 @@ def test_off_means_no_spans(sim: Simulator, spans: InMemorySpanExporter) -> None
 def test_spans_reach_an_otlp_http_receiver(sim: Simulator, spans: InMemorySpanExporter) -> None:
     with receiver() as otlp:
         exporter = OTLPSpanExporter(endpoint=otlp.endpoint)
-        processor = SimpleSpanProcessor(exporter)
-        _provider.add_span_processor(processor)
+        _extra.append(SimpleSpanProcessor(exporter))
         try:
             ga.batch([(at(SentimentAgent, sim.base_url), {"text": f"t{i}"}) for i in range(3)])
         finally:
-            processor.shutdown()  # the provider keeps it, shut down: it exports nothing more
+            _extra.pop().shutdown()
     names = sorted(s["name"] for s in otlp.spans)
     assert names == ["chat gpt-4o-mini"] * 3 + ["invoke_agent SentimentAgent"] * 3
     chat = next(s for s in otlp.spans if s["name"].startswith("chat"))

@@ -130,7 +130,7 @@ def observed_gunicorn(tmp_path: Path) -> Iterator[tuple[str, Any, Path]]:
                 try:
                     requests.get(f"{url}/metrics", timeout=2)
                     break
-                except requests.ConnectionError:
+                except requests.RequestException:  # not listening yet, or a worker still booting
                     assert server.poll() is None and time.monotonic() < deadline, \
                         (tmp_path / "gunicorn.err").read_text()
                     gevent.sleep(0.2)
