@@ -12,6 +12,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from . import hooks
+from .errors import ConfigError
 
 if TYPE_CHECKING:  # config imports this module lazily; no cycle at run time
     from .config import Settings
@@ -28,7 +29,11 @@ def apply(current: Settings) -> None:
     for setting, name in _INTEGRATIONS.items():
         wanted = bool(getattr(current, setting))
         if wanted and setting not in _on:
-            module = importlib.import_module(f"{__package__}.{name}")
+            try:
+                module = importlib.import_module(f"{__package__}.{name}")
+            except ImportError as exc:
+                raise ConfigError(f"{setting}=True needs {exc.name or 'a missing package'}: "
+                                  f"pip install 'greenagents[{name}]'") from None
             hooks.subscribe(module.listener, *module.KINDS)
             _on[setting] = module
         elif not wanted and setting in _on:

@@ -65,3 +65,19 @@ def test_integrations_are_not_imported_unless_turned_on() -> None:
     """)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_an_integration_without_its_extra_is_a_config_error_naming_it() -> None:
+    done = run_python("""
+        import sys
+        sys.modules["prometheus_client"] = None  # as if the extra were not installed
+        import greenagents.monkey, greenagents as ga
+        try:
+            ga.configure(prometheus=True)
+        except ga.errors.ConfigError as exc:
+            print(exc)
+        print(ga.settings().prometheus)
+    """)
+    assert done.returncode == 0, done.stderr
+    message, still_off = done.stdout.strip().splitlines()
+    assert "pip install 'greenagents[prometheus]'" in message and still_off == "False"
