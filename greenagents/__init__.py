@@ -46,7 +46,7 @@ _EXPORTS: dict[str, str] = {
     "on_call_end": "hooks",
     "on_attempt": "hooks",
 }
-_SUBMODULES = ("celery", "errors", "hooks", "testing", "tracking")
+_SUBMODULES = ("celery", "dashboard", "errors", "hooks", "testing", "tracking")
 
 __all__ = [
     "Agent",
