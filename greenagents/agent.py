@@ -29,13 +29,14 @@ A call that fails is a :class:`~greenagents.Result` holding the error; bad input
 from __future__ import annotations
 
 import inspect
+import sys
 import time
 from collections.abc import Sequence
 from typing import Any, ClassVar, get_type_hints
 
 from pydantic import BaseModel, ValidationError, create_model
 
-from . import limits, pricing, providers, tracking
+from . import hooks, limits, pricing, providers, tracking
 from .config import settings
 from .errors import ConfigError, InputError, QuotaExceeded, RateLimited
 from .errors import Timeout as CallTimeout
@@ -111,6 +112,9 @@ class _Call:
         start = time.monotonic()
         record: dict[str, Any] = {"number": len(self.history) + 1, "model": model}
         scope = f"{endpoint.provider.name}@{endpoint.base_url}"
+        completion = None
+        if hooks.active:
+            hooks.attempt_started(record["number"], endpoint.provider.name, model, messages)
         try:
             limits.before_request(endpoint.provider.name, scope, model, messages)
             completion = providers.complete(
@@ -129,6 +133,9 @@ class _Call:
             raise
         finally:
             self.history.append(Attempt(**record, duration_s=time.monotonic() - start))
+            if hooks.active:
+                hooks.attempt_ended(self.history[-1], endpoint.provider.name, completion,
+                                    sys.exc_info()[1])
         return value
 
     @property
@@ -225,6 +232,7 @@ class Agent:
         """Run the agent once; a :class:`~greenagents.Result`, never an exception for a failure."""
         started = time.perf_counter()
         result: Result[Any] = Result(target=target_name(cls), attempts=0)
+        call = hooks.call_opened(result.target, cls, agent=True) if hooks.active else None
         try:
             messages = cls._messages(cls._inputs().validate(args, inputs))
             endpoints = cls._endpoints()
@@ -232,6 +240,7 @@ class Agent:
         except Exception as exc:  # bad inputs, config, a bug in prompt(): this call's error only
             result.error = exc
             result.duration_s = time.perf_counter() - started
+            hooks.call_closed(call, result)
             tracking.record(result, inputs)
             return result
         state = _Call(cls, messages)
@@ -252,6 +261,7 @@ class Agent:
         result.usage = state.usage
         result.cost_usd = state.cost(result.model or "")
         result.duration_s = time.perf_counter() - started
+        hooks.call_closed(call, result)
         tracking.record(result, inputs)
         return result
 

@@ -42,10 +42,28 @@ class Settings(BaseModel):
         None, description='Execution log, e.g. "sqlite:///runs.db"; None turns it off.')
     tracking_payloads: bool = Field(False, description="Also record inputs and outputs.")
     progress: bool = Field(False, description="Show a progress bar in batch/each/stream.")
+    otel: bool = Field(False, description="OpenTelemetry spans per call and attempt (extra: otel).")
+    otel_capture_content: bool = Field(
+        False, description="Also put prompts and answers (secrets masked) on the spans.")
+    prometheus: bool = Field(False, description="Prometheus metrics (extra: prometheus).")
+    log_calls: bool = Field(False, description="Log every call, attempt and wait at DEBUG.")
 
 
 _lock = threading.Lock()
 _current: Settings | None = None
+_INSTRUMENTS = ("otel", "prometheus", "log_calls")
+_instrumented = False  # has any integration been on? Until then its module is never imported.
+
+
+def _instrument(current: Settings) -> Settings:
+    """Subscribe or unsubscribe the integrations the settings turn on or off."""
+    global _instrumented
+    if _instrumented or any(getattr(current, name) for name in _INSTRUMENTS):
+        _instrumented = True
+        from . import instrument  # lazily: it imports the integrations that are turned on
+
+        instrument.apply(current)
+    return current
 
 
 def _from_env() -> dict[str, Any]:
@@ -75,7 +93,7 @@ def settings() -> Settings:
     if _current is None:
         with _lock:
             if _current is None:
-                _current = _validated(_from_env(), "GREENAGENTS_* environment variables")
+                _current = _instrument(_validated(_from_env(), "GREENAGENTS_* environment variables"))
     return _current
 
 
@@ -91,7 +109,7 @@ def configure(**changes: Any) -> Settings:
     global _current
     with _lock:
         base = (_current or _validated(_from_env(), "environment")).model_dump(exclude_unset=True)
-        _current = _validated({**base, **changes}, "configure()")
+        _current = _instrument(_validated({**base, **changes}, "configure()"))
         return _current
 
 
