@@ -13,6 +13,7 @@ secret (API keys are never formatted into a message; see :func:`redact`).
     │   ├── ServerError      5xx, Anthropic 529 "overloaded"
     │   ├── Timeout          no answer within the timeout
     │   ├── ConnectionFailed refused, reset, DNS, TLS
+    │   ├── ResponseTooLarge the answer outgrew max_response_bytes; not retried
     │   ├── AuthError        401/403: wrong or missing key
     │   └── BadRequest       400/404/422 and other 4xx: the request itself is wrong
     └── OutputError          the model's answer never validated against the output type
@@ -39,6 +40,7 @@ __all__ = [
     "ProviderError",
     "QuotaExceeded",
     "RateLimited",
+    "ResponseTooLarge",
     "ServerError",
     "Timeout",
     "redact",
@@ -125,6 +127,14 @@ class ConnectionFailed(ProviderError):
     """The connection could not be made or broke mid-request."""
 
     retryable = True
+
+
+class ResponseTooLarge(ProviderError):
+    """The answer's decoded body outgrew ``max_response_bytes``; reading stopped at the cap.
+
+    Not retried: the same request would bring the same answer. A real chat completion is far
+    below the default cap (16 MiB); raise ``ga.configure(max_response_bytes=...)`` if yours is not.
+    """
 
 
 class AuthError(ProviderError):
