@@ -11,7 +11,7 @@ It prints its port on one line, then answers every request by the first segment 
 ``/drip``          headers at once, then the body one byte every 0.2 s, forever
 ``/drip-headers``  the status line and headers one byte every 0.2 s, forever
 ``/echo-auth``     401 whose error message echoes the Authorization header
-``/answer?text=``  a 200 chat completion whose content is ``text`` (JSON escapes kept as sent)
+``/answer/TEXT``   a 200 chat completion whose content is TEXT, URL-decoded (JSON escapes as sent)
 =================  ==========================================================================
 
 A process of its own, so the client's memory measurements count the client alone.
@@ -25,7 +25,7 @@ import sys
 import threading
 import time
 import zlib
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import unquote, urlsplit
 
 BOMB_SIZE = 400 * 1024 * 1024
 BIG_SIZE = 80 * 1024 * 1024
@@ -116,7 +116,7 @@ def _serve(conn: socket.socket) -> None:
                 conn.sendall(_head("401 Unauthorized", {"Content-Type": "application/json",
                                                         "Content-Length": str(len(body))}) + body)
             elif path == "/answer":
-                text = parse_qs(parts.query)["text"][0]
+                text = unquote(parts.path.split("/")[2])
                 body = ('{"model": "m", "choices": [{"message": {"role": "assistant", '
                         '"content": "' + text + '"}, "finish_reason": "stop"}], "usage": '
                         '{"prompt_tokens": 1, "completion_tokens": 1}}').encode()
