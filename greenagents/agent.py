@@ -37,7 +37,7 @@ from pydantic import BaseModel, ValidationError, create_model
 
 from . import limits, pricing, providers, tracking
 from .config import check_agent_values, settings
-from .errors import ConfigError, InputError, QuotaExceeded, RateLimited
+from .errors import ConfigError, InputError, QuotaExceeded, RateLimited, scrub
 from .errors import Timeout as CallTimeout
 from .result import Attempt, Result, Usage
 from .retry import RetryPolicy, call_with_retries, policy_for, retryable
@@ -238,7 +238,7 @@ class Agent:
             endpoints = cls._endpoints()
             policy = policy_for(cls.retries)
         except Exception as exc:  # bad inputs, config, a bug in prompt(): this call's error only
-            result.error = exc
+            result.error = scrub(exc)
             result.duration_s = time.perf_counter() - started
             tracking.record(result, inputs)
             return result
@@ -255,6 +255,8 @@ class Agent:
                 result.error, result.model = exc, model
                 if not (retryable(exc) or isinstance(exc, QuotaExceeded)):
                     break  # fallbacks are for what retrying could not fix, not for bad requests
+        if result.error is not None:  # the one redaction step before the error leaves
+            result.error = scrub(result.error, *(endpoint.api_key for _, endpoint in endpoints))
         result.attempts = len(state.history)
         result.history = tuple(state.history)
         result.usage = state.usage

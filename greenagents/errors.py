@@ -44,10 +44,11 @@ __all__ = [
     "ServerError",
     "Timeout",
     "redact",
+    "scrub",
 ]
 
 # Shapes of API keys of the providers we speak to; anything that looks like one is masked.
-_SECRET = re.compile(r"(sk-ant-[A-Za-z0-9_-]{6,}|sk-[A-Za-z0-9_-]{6,}|Bearer\s+\S+)")
+_SECRET = re.compile(r"(sk-ant-[A-Za-z0-9_-]{6,}|sk-[A-Za-z0-9_-]{6,}|Bearer\s+(?!\*\*\*)[^\s'\"]+)")
 
 
 def redact(text: str, *secrets: str | None) -> str:
@@ -61,6 +62,29 @@ def redact(text: str, *secrets: str | None) -> str:
             text = text.replace(secret, "***")
     return _SECRET.sub(lambda m: m.group(0).split("-")[0] + "-***" if m.group(0).startswith("sk")
                        else "Bearer ***", text)
+
+
+def scrub(error: BaseException, *secrets: str | None) -> BaseException:
+    """``error`` with keys masked (see :func:`redact`) in its ``str`` and ``repr``: the one step
+    every error takes before it leaves the library in a :class:`~greenagents.Result` — hence its
+    repr, the JSONL output, the Celery JSON, the execution log.
+
+    The message is masked in place, so the class and its attributes stay; an error whose text is
+    not just its ``args`` (``UnicodeEncodeError`` keeps the string it failed on) is replaced by a
+    :class:`GreenAgentsError` naming its class. Nothing to mask (the usual case): ``error`` itself.
+
+    >>> scrub(ValueError("Invalid header value b'Bearer sk-abcdefghijkl'"))
+    ValueError("Invalid header value b'Bearer ***'")
+    """
+    text, shown = str(error), repr(error)
+    clean = redact(text, *secrets)
+    if clean == text and redact(shown, *secrets) == shown:
+        return error
+    kind = type(error)
+    if kind.__str__ is BaseException.__str__ and kind.__repr__ is BaseException.__repr__:
+        error.args = (clean,)  # str and repr come from args alone: mask in place
+        return error
+    return GreenAgentsError(f"{kind.__name__}: {clean}")
 
 
 class GreenAgentsError(Exception):

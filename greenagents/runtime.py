@@ -152,7 +152,8 @@ def _invoke(index: int, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: d
                                "raise the timeout or make the call faster")
         return Result(index, target_name(fn), error=error, duration_s=time.perf_counter() - start)
     except BaseException as exc:  # a call's failure is its Result's, never the batch's
-        return Result(index, target_name(fn), error=exc, duration_s=time.perf_counter() - start)
+        return Result(index, target_name(fn), error=errors.scrub(exc),
+                      duration_s=time.perf_counter() - start)
     if hook is not None and isinstance(value, Result):
         value.index = index
         return value
