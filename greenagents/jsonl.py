@@ -105,12 +105,28 @@ class Appender:
     inside the system call) torn at the very end, where :func:`repair` finds it.
     """
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, *, exclusive: bool = False):
         self.path = path
         if path == "-":
             self.fd, self._owned = 1, False
         else:
             self.fd, self._owned = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644), True
+            if exclusive:
+                self._lock()
+
+    def _lock(self) -> None:
+        """Hold an exclusive ``flock`` on the file while it is open, or raise ``BlockingIOError``.
+
+        Two writers appending to one output would duplicate every row. The kernel drops the lock
+        when the descriptor closes, however the process ends (SIGKILL included).
+        """
+        import fcntl  # POSIX; imported here so the module still imports elsewhere
+
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.close()
+            raise
 
     def write(self, obj: Any) -> None:
         """Write ``obj`` as one line. A pipe may take it in pieces; the loop sends the rest."""

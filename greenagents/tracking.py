@@ -266,6 +266,22 @@ def flush(timeout: float | None = None) -> bool:
 atexit.register(flush, _EXIT_FLUSH_S)
 
 
+def _unreadable(path: str, exc: sqlite3.Error) -> str:
+    """Why ``path`` cannot be summarised, and what to do, in one line."""
+    if "no such table" in str(exc):
+        with open(path, "rb") as head:
+            wal_mode = head.read(20)[18:19] == b"\x02"  # the header's "write version" byte
+        wal = f"{path}-wal"  # reading may have created an empty one
+        if wal_mode and not (os.path.exists(wal) and os.path.getsize(wal)):
+            return (f"{path} has no calls table in its main file and its {os.path.basename(path)}"
+                    "-wal file is not beside it (the log's latest writes live there): copy both "
+                    "files together, or run stats on the original")
+        return (f"{path} is a SQLite file without a calls table, not a greenagents execution log; "
+                "point --db at the runs.db greenagents wrote (.greenagents/runs.db by default)")
+    return (f"cannot read {path} as an execution log ({exc}); point --db at the runs.db "
+            "greenagents wrote (.greenagents/runs.db by default)")
+
+
 def _lenient_text(data: bytes) -> str:
     return data.decode("utf-8", "replace")
 
@@ -290,13 +306,18 @@ def summary(db: str, *, since: float | None = None, by: str = "agent",
     path = database_path(db)
     if not os.path.exists(path):
         raise ConfigError(f"no execution log at {path}; run with tracking on first")
-    connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+    try:
+        connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+    except sqlite3.Error as exc:
+        raise ConfigError(_unreadable(path, exc)) from None
     connection.text_factory = _lenient_text  # a row another tool wrote must not stop the summary
     try:
         where, args = ("WHERE ts >= ?", (since,)) if since is not None else ("", ())
         rows = connection.execute(
             f"SELECT coalesce({by}, '?'), status, duration_s, prompt_tokens, completion_tokens, "
             f"cost_usd, error_class, error_message FROM calls {where}", args).fetchall()
+    except sqlite3.Error as exc:
+        raise ConfigError(_unreadable(path, exc)) from None
     finally:
         connection.close()
     groups: dict[str, list[tuple[Any, ...]]] = collections.defaultdict(list)
