@@ -20,10 +20,10 @@ Pitfalls this module guards against:
 * **Timeouts bound the whole attempt.** ``timeout`` is the time one request may take from
   connecting to its last byte, not the gap between two bytes (a server dripping a byte a second
   never trips a read timeout). In a patched process a ``gevent.Timeout`` enforces it. Unpatched
-  (the thread fallback) the deadline is checked between reads of the body, each read bounded by
-  the socket timeout, so the worst case is about twice ``timeout``; there, headers dripped a byte
-  at a time are bounded only by the socket timeout per byte (patch, or use the batch ``timeout=``,
-  which stops waiting for the call). ``connect_timeout`` also bounds opening the connection.
+  (the thread fallback) :mod:`greenagents.watchdog` cuts a connection whose headers are still
+  coming at the deadline, and the deadline is checked between reads of the body, each bounded by
+  the socket timeout (worst case about twice ``timeout``). ``connect_timeout`` also bounds
+  opening the connection.
 * **Answers are read in bounded pieces.** A gzip bomb, an 80 MB JSON answer or an endless chunked
   body must not take the machine: the body is read (and decompressed, urllib3 >= 2.6 bounds the
   output of each read) 64 KiB at a time and the read stops with
@@ -41,6 +41,7 @@ max_concurrency or wait 2.0 s before retrying
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import json
 import re
@@ -54,6 +55,7 @@ from urllib.parse import urlsplit
 
 import gevent
 
+from . import watchdog
 from .config import settings
 from .errors import (
     AuthError,
@@ -172,8 +174,9 @@ def pool_for(url: str) -> HTTPConnectionPool:
         if entry is None or entry[0] < size:
             scheme, host, port = key
             pool_class = urllib3.HTTPSConnectionPool if scheme == "https" else urllib3.HTTPConnectionPool
-            old, entry = entry, (size, pool_class(host, port, maxsize=size, block=False,
-                                                  retries=False))
+            pool = pool_class(host, port, maxsize=size, block=False, retries=False)
+            pool.ConnectionCls = watchdog.watched(pool.ConnectionCls)
+            old, entry = entry, (size, pool)
             _pools[key] = entry
     if old is not None:
         old[1].close()
@@ -218,18 +221,21 @@ def post_json(url: str, body: Mapping[str, Any], headers: Mapping[str, str], *,
     parts = urlsplit(url)
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     deadline = time.monotonic() + limit
+    # patched: a gevent.Timeout bounds it all; unpatched: a watchdog bounds the wait for the
+    # headers, a check between reads the body (see greenagents.watchdog)
     timer = gevent.Timeout(limit) if available() else None
     if timer is not None:
         timer.start()
     try:
         import urllib3
 
-        raw = pool.urlopen(
-            "POST", path, body=payload, headers=send, retries=False, redirect=False,
-            assert_same_host=False, preload_content=False,
-            timeout=urllib3.Timeout(connect=min(current.connect_timeout, limit), read=limit))
-        data = _read_body(raw, current.max_response_bytes,
-                          deadline=None if timer is not None else deadline, provider=provider)
+        with watchdog.deadline(deadline) if timer is None else contextlib.nullcontext():
+            raw = pool.urlopen(
+                "POST", path, body=payload, headers=send, retries=False, redirect=False,
+                assert_same_host=False, preload_content=False,
+                timeout=urllib3.Timeout(connect=min(current.connect_timeout, limit), read=limit))
+            data = _read_body(raw, current.max_response_bytes,
+                              deadline=None if timer is not None else deadline, provider=provider)
     except gevent.Timeout as exc:
         if exc is not timer:
             raise
@@ -237,6 +243,8 @@ def post_json(url: str, body: Mapping[str, Any], headers: Mapping[str, str], *,
     except _Late:
         raise _late(url, provider, limit) from None
     except Exception as exc:
+        if timer is None and time.monotonic() >= deadline:  # the watchdog cut the connection
+            raise _late(url, provider, limit) from None
         mapped = _transport_error(exc, url, provider, hint, limit)
         if mapped is None:
             raise

@@ -112,10 +112,10 @@ def test_a_dripped_answer_ends_at_the_timeout(hostile: str, path: str) -> None:
     assert time.monotonic() - start < 10  # structure, not timing: "forever" became "about 1 s"
 
 
-def test_a_dripped_body_ends_unpatched_too(hostile: str) -> None:
-    """The thread fallback: deadline checked between reads (dripped *headers* are not bounded
-    there: http.client reads them with a per-byte socket timeout; see http.py)."""
-    path = "drip"
+@pytest.mark.parametrize("path", ["drip", "drip-headers"])
+def test_a_dripped_answer_ends_unpatched_too(hostile: str, path: str) -> None:
+    """The thread fallback: a watchdog cuts dripping headers, a deadline check between reads
+    ends a dripping body."""
     done = run_python(f"""
         import time
         from greenagents import http
