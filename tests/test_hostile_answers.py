@@ -166,6 +166,12 @@ def test_an_agent_with_a_bad_timeout_is_refused_when_defined(value: object) -> N
         type("Bad", (ga.Agent,), {"timeout": value})
 
 
+@pytest.mark.parametrize("value", BAD_SECONDS)
+def test_a_bad_retry_deadline_is_refused(value: object) -> None:
+    with pytest.raises(ga.errors.ConfigError, match=r"Retry\.deadline = "):
+        ga.Retry(deadline=value)  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize("value", ["", "  ", 123])
 def test_an_agent_with_a_bad_model_is_refused_when_defined(value: object) -> None:
     """Before: "" ran the default model and 123 raised AttributeError at call time."""
