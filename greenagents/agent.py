@@ -29,16 +29,17 @@ A call that fails is a :class:`~greenagents.Result` holding the error; bad input
 from __future__ import annotations
 
 import inspect
+import sys
 import time
 from collections.abc import Sequence
 from typing import Any, ClassVar, get_type_hints
 
 from pydantic import BaseModel, ValidationError, create_model
 
-from . import breakers, budgets, limits, pricing, providers, tracking
+from . import breakers, budgets, hooks, limits, pricing, providers, tracking
 from .cache import Entry, call_through
-from .config import settings
-from .errors import CircuitOpen, ConfigError, InputError, QuotaExceeded, RateLimited
+from .config import check_agent_values, settings
+from .errors import CircuitOpen, ConfigError, InputError, QuotaExceeded, RateLimited, scrub
 from .errors import Timeout as CallTimeout
 from .result import Attempt, Result, Usage
 from .retry import Policy, RetryPolicy, call_with_retries, policy_for, retryable
@@ -103,21 +104,26 @@ class _Call:
         self.text = ""  # the answer that validated, kept for the cache
 
     def attempt(self, model: str, endpoint: providers.Endpoint, deadline: float | None) -> Any:
-        timeout = self.agent.timeout or settings().timeout
-        if deadline is not None:
-            timeout = min(timeout, deadline - (time.monotonic() - self.started))
-            if timeout <= 0:
-                raise CallTimeout(f"{self.agent.__qualname__}: its retry deadline of {deadline}s "
-                                  "passed; raise Retry(deadline=...)")
+        timeout = settings().timeout if self.agent.timeout is None else self.agent.timeout
+        until = None if deadline is None else self.started + deadline
         messages = self.messages + (OutputSpec.reask(self.reask) if self.reask else [])
         start = time.monotonic()
         record: dict[str, Any] = {"number": len(self.history) + 1, "model": model}
         scope = f"{endpoint.provider.name}@{endpoint.base_url}"
+        completion = None
         breaker, probe = f"{scope}/{endpoint.model}", False
+        if hooks.active:
+            hooks.attempt_started(record["number"], endpoint.provider.name, model, messages)
         try:
             probe = breakers.before(breaker)
             with budgets.charge(model, messages, self.agent.max_tokens) as billed:
-                limits.before_request(endpoint.provider.name, scope, model, messages)
+                # cooldowns and rate limits first: their waits count against the deadline
+                limits.before_request(endpoint.provider.name, scope, model, messages, until=until)
+                if until is not None:
+                    timeout = min(timeout, until - time.monotonic())
+                    if timeout <= 0:
+                        raise CallTimeout(f"{self.agent.__qualname__}: its retry deadline of "
+                                          f"{deadline}s passed; raise Retry(deadline=...)")
                 completion = providers.complete(
                     endpoint, messages, schema=self.spec.schema, schema_name=self.spec.name,
                     temperature=self.agent.temperature, max_tokens=self.agent.max_tokens,
@@ -139,6 +145,9 @@ class _Call:
             raise
         finally:
             self.history.append(Attempt(**record, duration_s=time.monotonic() - start))
+            if hooks.active:
+                hooks.attempt_ended(self.history[-1], endpoint.provider.name, completion,
+                                    sys.exc_info()[1])
         return value
 
     @property
@@ -162,7 +171,9 @@ class Agent:
     ``model`` is ``"provider/name"`` (default: ``ga.settings().default_model``), ``output`` is
     ``str`` or a pydantic model (structured output), ``retries`` an int, a :class:`ga.Retry` or a
     ``tenacity.Retrying``, ``fallbacks`` models to try in order once retries on the previous one
-    are exhausted, ``base_url`` any OpenAI-compatible server. ``timeout`` bounds each attempt.
+    are exhausted, ``base_url`` any OpenAI-compatible server. ``timeout`` bounds each attempt,
+    whole (connect to last byte); ``Retry(deadline=...)`` bounds the call, waits included.
+    ``model`` and ``timeout`` are checked when the class is defined (a ConfigError).
     ``cache`` is ``True`` or a TTL in seconds to reuse answers (see :mod:`greenagents.cache`),
     ``False`` to opt out of a process-wide ``cache`` setting.
     """
@@ -180,6 +191,10 @@ class Agent:
     # per-class caches, filled on first call (looked up in the class's own __dict__)
     _greenagents_inputs: ClassVar[_Inputs]
     _greenagents_output: ClassVar[OutputSpec]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        check_agent_values(cls)
 
     def prompt(self, input: str) -> str | list[Message]:
         """The user message (or a list of messages) for these inputs; override it.
@@ -238,25 +253,29 @@ class Agent:
         """Run the agent once; a :class:`~greenagents.Result`, never an exception for a failure."""
         started = time.perf_counter()
         result: Result[Any] = Result(target=target_name(cls), attempts=0)
+        call = hooks.call_opened(result.target, cls, agent=True) if hooks.active else None
         try:
             messages = cls._messages(cls._inputs().validate(args, inputs))
             endpoints = cls._endpoints()
             policy = policy_for(cls.retries)
         except Exception as exc:  # bad inputs, config, a bug in prompt(): this call's error only
-            result.error = exc
+            result.error = scrub(exc)
             result.duration_s = time.perf_counter() - started
+            hooks.call_closed(call, result)
             tracking.record(result, inputs)
             return result
         state = _Call(cls, messages)
         hit: Entry | None = None
         try:
             hit = call_through(cls, messages, endpoints, state.spec.schema,
-                                     lambda: cls._ask(result, state, endpoints, policy))
+                               lambda: cls._ask(result, state, endpoints, policy))
             if hit is not None:
                 result.value, result.error = state.spec.parse(hit.text), None
                 result.model, result.cached = hit.model, True
         except Exception as exc:  # a bad cache setting: this call's error, not the batch's
             result.error = exc
+        if result.error is not None:  # the one redaction step before the error leaves
+            result.error = scrub(result.error, *(endpoint.api_key for _, endpoint in endpoints))
         result.attempts = len(state.history)
         result.history = tuple(state.history)
         if hit is not None:
@@ -264,6 +283,7 @@ class Agent:
         else:
             result.usage, result.cost_usd = state.usage, state.cost(result.model or "")
         result.duration_s = time.perf_counter() - started
+        hooks.call_closed(call, result)
         tracking.record(result, inputs)
         return result
 
@@ -279,8 +299,8 @@ class Agent:
                     policy, on_wait=state.waited)
                 result.error, result.model = None, model
                 usage = state.usage
-                return Entry(state.text, model, usage.prompt_tokens,
-                                   usage.completion_tokens, state.cost(model))
+                return Entry(state.text, model, usage.prompt_tokens, usage.completion_tokens,
+                             state.cost(model))
             except Exception as exc:  # kills and the caller's timeouts are BaseException: they pass
                 result.error, result.model = exc, model
                 if not (retryable(exc) or isinstance(exc, (QuotaExceeded, CircuitOpen))):
