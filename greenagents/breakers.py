@@ -1,6 +1,7 @@
 """Circuit breakers: stop sending to a model endpoint that keeps failing, so fallbacks go at once.
 
-One breaker per (provider, base URL, model). After ``breaker_failures`` (default 5) consecutive
+Opt in with ``ga.configure(breaker_failures=5)`` (off by default: see the last pitfall).
+One breaker per (provider, base URL, model). After ``breaker_failures`` consecutive
 failures of the kind retrying cannot fix quickly — 5xx, connection errors, timeouts — it *opens*
 for ``breaker_cooloff`` seconds (default 30, rounded up to whole seconds): attempts there fail at once with
 :class:`~greenagents.errors.CircuitOpen`, which is not retried but moves the call to its next
@@ -20,7 +21,11 @@ A dead endpoint still opens after ``breaker_failures`` rounds of attempts (its r
 the failures they follow); a flaky one is reset by its successes (tested with 1,000 calls, 200 at
 once, against 8 % of 5xx/resets/hangs: it stays closed).
 
-``ga.configure(breaker_failures=None)`` turns breakers off. The counters live in the ``limits``
+Known limit, why breakers are opt-in: that fault-matrix run still opened a breaker in one run out of
+several on a loaded machine (whole-attempt timeouts of hung requests arriving together), and with
+no fallback an open breaker fails calls that retries would have saved.
+
+``ga.configure(breaker_failures=None)`` turns them off again. The counters live in the ``limits``
 storage that 429 cooldowns use, so once ``ga.rate_limit(..., storage="redis://...")`` points
 workers at one Redis, they share their breakers too (in-memory otherwise).
 

@@ -77,8 +77,8 @@ def test_half_open_lets_one_probe_through(sim: Simulator) -> None:
 
 
 @pytest.mark.sim(faults={"server_error": 1.0})
-def test_the_off_switch(sim: Simulator) -> None:
-    ga.configure(breaker_failures=None, retries=0)
+def test_breakers_are_off_by_default(sim: Simulator) -> None:
+    ga.configure(retries=0)
     agent = at(SentimentAgent, sim.base_url)
     assert not any(isinstance(agent.call(text="x").error, CircuitOpen) for _ in range(8))
     assert requests(sim) == 8
