@@ -15,7 +15,9 @@ Quick reference:
   ``Retry-After`` and ``retry-after-ms``), ``server_error`` (500), ``overloaded`` (OpenAI 503,
   Anthropic 529), ``reset`` (connection reset, no answer), ``hang`` (no answer until the client
   hangs up), ``malformed`` (200, invalid JSON), ``truncated`` (200, body cut short),
-  ``schema_invalid`` (200, JSON that breaks the requested schema). ``fault_attempts=K`` limits
+  ``schema_invalid`` (200, JSON that breaks the requested schema or tool arguments),
+  ``tool_unknown`` (the first tool call names a tool not offered), ``tool_loop`` (tools are
+  called again even after their results, so an agent loop never ends). ``fault_attempts=K`` limits
   faults to the first K tries of each request (model and conversation), so retrying clients get through.
 - Steering headers for one request: ``X-Sim-Latency: <s>``, ``X-Sim-Fault: <name>``,
   ``X-Sim-Retry-After: <s>``.

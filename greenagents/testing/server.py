@@ -37,7 +37,7 @@ from gevent.socket import wait_read
 
 from greenagents.testing.answers import compose
 from greenagents.testing.anthropic_api import AnthropicDialect
-from greenagents.testing.faults import FAULTS, HTTP_FAULTS, FaultPlan
+from greenagents.testing.faults import ANSWER_FAULTS, FAULTS, HTTP_FAULTS, FaultPlan
 from greenagents.testing.latency import Latency
 from greenagents.testing.limits import RateLimiter
 from greenagents.testing.openai_api import OpenAIDialect
@@ -199,8 +199,9 @@ class SimApp:
             raise Drop(reset=True)
         if fault == "hang":
             _hang(environ)
-        if fault == "schema_invalid":
-            answer = compose(chat, self.options.seed, invalid=True)
+        if fault in ANSWER_FAULTS:
+            answer = compose(chat, self.options.seed, invalid=fault == "schema_invalid",
+                             fault=fault)
         self.stats.prompt_tokens += answer.prompt_tokens
         self.stats.completion_tokens += answer.completion_tokens
         return self._success(dialect, chat, answer, fault)
