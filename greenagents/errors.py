@@ -15,7 +15,9 @@ secret (API keys are never formatted into a message; see :func:`redact`).
     │   ├── ConnectionFailed refused, reset, DNS, TLS
     │   ├── AuthError        401/403: wrong or missing key
     │   └── BadRequest       400/404/422 and other 4xx: the request itself is wrong
-    └── OutputError          the model's answer never validated against the output type
+    ├── OutputError          the model's answer never validated against the output type
+    ├── ToolLoopError        a tool-using agent still called tools after ``max_turns`` turns
+    └── ToolError            a tool failed and the agent's ``tool_errors = "raise"``
 
 ``ProviderError.retryable`` says whether trying again can help; the retry policy reads it.
 
@@ -41,6 +43,8 @@ __all__ = [
     "RateLimited",
     "ServerError",
     "Timeout",
+    "ToolError",
+    "ToolLoopError",
     "redact",
 ]
 
@@ -133,3 +137,16 @@ class AuthError(ProviderError):
 
 class BadRequest(ProviderError):
     """The provider rejected the request itself (400, 404, 422...). Retrying cannot help."""
+
+
+class ToolLoopError(GreenAgentsError):
+    """A tool-using agent's model still asked for tools after ``max_turns`` model turns."""
+
+
+class ToolError(GreenAgentsError):
+    """A tool failed (raised, timed out, bad arguments, unknown tool) with ``tool_errors =
+    "raise"``; ``tool`` names it, and ``__cause__`` is the tool's own exception when it raised."""
+
+    def __init__(self, message: str, *, tool: str):
+        super().__init__(message)
+        self.tool = tool
