@@ -89,7 +89,9 @@ def run(state: Turns, box: Toolbox, inputs: Mapping[str, Any],
     agent = state.agent
     tools = box.bound(agent)
     secrets = tuple(endpoint.api_key for _, endpoint in endpoints)
-    for turn in range(1, agent.max_turns + 1):
+    turn = 0
+    while True:
+        turn += 1
         state.turn = turn
         answer = state.answer(endpoints, policy)
         if not isinstance(answer, Completion):
@@ -99,14 +101,14 @@ def run(state: Turns, box: Toolbox, inputs: Mapping[str, Any],
                                {"role": "user", "content": FINISH}]
             state.finishing, state.turn = True, turn + 1
             return state.answer(endpoints, policy)
+        if turn == agent.max_turns:  # their results could never be read: do not run them
+            names = ", ".join(sorted({call.name for call in answer.tool_calls}))
+            raise ToolLoopError(f"{agent.__qualname__}: the model still asked for tools ({names}) "
+                                f"after max_turns={agent.max_turns} turns; raise max_turns, or "
+                                "make the instructions say when to stop calling tools")
         state.messages.append(_assistant(answer))
         context = {"inputs": inputs, "agent": agent.__qualname__, "turn": turn}
         state.messages += _run_calls(state, tools, answer.tool_calls, context, secrets)
-    asked = next(m for m in reversed(state.messages) if m["role"] == "assistant")
-    names = ", ".join(sorted({call["function"]["name"] for call in asked["tool_calls"]}))
-    raise ToolLoopError(f"{agent.__qualname__}: the model still asked for tools ({names}) after "
-                        f"max_turns={agent.max_turns} turns; raise max_turns, or make the "
-                        "instructions say when to stop calling tools")
 
 
 def _assistant(completion: Completion) -> dict[str, Any]:

@@ -37,7 +37,8 @@ import inspect
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Annotated, Any, get_args, get_origin, get_type_hints
+from types import UnionType
+from typing import Annotated, Any, Union, get_args, get_origin, get_type_hints
 
 import pydantic_core
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
@@ -83,7 +84,10 @@ def _described(hint: Any) -> Any:
 
 
 def _is_context(hint: Any) -> bool:
-    return hint is ToolContext or (isinstance(hint, str) and hint.split(".")[-1] == "ToolContext")
+    """``ToolContext``, or ``ToolContext | None`` (a tool that also runs outside an agent)."""
+    if get_origin(hint) in (Union, UnionType):
+        return any(_is_context(arg) for arg in get_args(hint))
+    return hint is ToolContext
 
 
 class Tool:

@@ -263,7 +263,7 @@ class SimHandler(WSGIHandler):
                                        struct.pack("ii", 1, 0))
 
 
-def make_server(app: SimApp, host: str, port: int) -> WSGIServer:
+def make_server(app: Callable[..., Any], host: str, port: int) -> WSGIServer:
     """A started-ready WSGI server for ``app``: quiet access log, errors to logging, deep backlog
     (thousands of clients connect at once in the load benchmarks)."""
     return WSGIServer((host, port), app, handler_class=SimHandler, log=None, error_log=log,
