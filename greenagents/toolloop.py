@@ -113,10 +113,14 @@ def run(state: Turns, box: Toolbox, inputs: Mapping[str, Any],
 
 def _assistant(completion: Completion) -> dict[str, Any]:
     """The model's turn as a neutral message (OpenAI's shape; providers translate it)."""
-    calls = [{"id": c.id, "type": "function", "function": {
-        "name": c.name, "arguments": c.arguments if isinstance(c.arguments, str)
-        else json.dumps(c.arguments, ensure_ascii=False)}} for c in completion.tool_calls]
-    return {"role": "assistant", "content": completion.text or None, "tool_calls": calls}
+    arguments = [c.arguments if isinstance(c.arguments, str)
+                 else json.dumps(c.arguments, ensure_ascii=False) for c in completion.tool_calls]
+    calls = [{"id": c.id, "type": "function", "function": {"name": c.name, "arguments": a}}
+             for c, a in zip(completion.tool_calls, arguments, strict=True)]
+    # with no text, a provider gives the first call's arguments as the text (for the forced
+    # output tool); that is not something the model said
+    said = completion.text if completion.text != arguments[0] else None
+    return {"role": "assistant", "content": said or None, "tool_calls": calls}
 
 
 def _run_calls(state: Turns, tools: dict[str, Tool], calls: Sequence[ToolRequest],

@@ -287,3 +287,47 @@ def test_tool_payloads_stay_out_of_the_log_unless_asked(sim: Simulator, tmp_path
     call = json.loads(sqlite3.connect(db).execute("SELECT history FROM calls").fetchone()[0])[1]
     assert call["tool"] == "boom" and call["arguments"] is None and call["output"] is None
     assert "ValueError" in call["error"]  # what happened is still there
+
+
+# --- wire translation ----------------------------------------------------------------------------
+
+def test_providers_translate_the_loop_messages() -> None:
+    from greenagents.providers import AnthropicProvider, OpenAIProvider
+
+    spec = ga.tool(boom).spec()
+    calls = [{"id": f"c{i}", "type": "function",
+              "function": {"name": "boom", "arguments": f'{{"city": "c{i}"}}'}} for i in (1, 2)]
+    messages: list[dict[str, Any]] = [
+        {"role": "system", "content": "Plan."}, {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": None, "tool_calls": calls},
+        {"role": "tool", "tool_call_id": "c1", "content": "one"},
+        {"role": "tool", "tool_call_id": "c2", "content": "two"},
+        {"role": "user", "content": "Now answer."}]
+    body = AnthropicProvider().build("claude-haiku-4-5", messages, tools=[spec]).body
+    assert body["system"] == "Plan." and [m["role"] for m in body["messages"]] == [
+        "user", "assistant", "user"]
+    assert body["messages"][1]["content"] == [
+        {"type": "tool_use", "id": "c1", "name": "boom", "input": {"city": "c1"}},
+        {"type": "tool_use", "id": "c2", "name": "boom", "input": {"city": "c2"}}]
+    assert body["messages"][2]["content"] == [
+        {"type": "tool_result", "tool_use_id": "c1", "content": "one"},
+        {"type": "tool_result", "tool_use_id": "c2", "content": "two"},
+        {"type": "text", "text": "Now answer."}]
+    assert body["tools"] == [{"name": "boom", "description": "Always fails.",
+                              "input_schema": spec["parameters"]}] and "tool_choice" not in body
+    forced = AnthropicProvider().build("m", messages, tools=[spec], schema={"type": "object"}).body
+    assert [t["name"] for t in forced["tools"]] == ["boom", "output"]
+    assert forced["tool_choice"] == {"type": "tool", "name": "output"}
+    openai_body = OpenAIProvider().build("gpt-4o-mini", messages, tools=[spec]).body
+    assert openai_body["messages"] == messages
+    assert openai_body["tools"] == [{"type": "function", "function": spec}]
+
+
+def test_results_with_tool_calls_cross_celery() -> None:
+    pytest.importorskip("celery")
+    from greenagents.celery.wire import from_json, to_json
+
+    history = (ga.Attempt(1, turn=1), ga.ToolCall(1, "boom", "{}", error="raised"),
+               ga.Attempt(2, turn=2))
+    back = from_json(json.loads(json.dumps(to_json(ga.Result(value="x", history=history)))))
+    assert back.history == history and back.tool_errors == 1
