@@ -191,7 +191,7 @@ def _usable(ctx: Context, key: str) -> bool:
 def run(ctx: Context) -> Section:
     n, latency, tool_latency = ctx.pick((20, 0.2, 0.1), (1000, 1.0, 0.5), (1000, 1.0, 0.5))
     ideal = 2 * latency + tool_latency
-    from greenagents.testing.toolserver import ToolServer
+    from greenagents.testing import ToolServer
 
     points = [p for p in _points(ctx, n) if _usable(ctx, p[0])]
     reports: dict[tuple[str, int], list[dict[str, Any]]] = {p: [] for p in points}

@@ -21,7 +21,7 @@ import requests
 import greenagents as ga
 from greenagents import errors, tracking
 from greenagents.testing import Simulator
-from greenagents.testing.toolserver import ToolServer
+from greenagents.testing import ToolServer
 from tests.conftest import run_python
 
 SESSION = requests.Session()

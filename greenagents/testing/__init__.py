@@ -21,6 +21,8 @@ Quick reference:
   faults to the first K tries of each request (model and conversation), so retrying clients get through.
 - Steering headers for one request: ``X-Sim-Latency: <s>``, ``X-Sim-Fault: <name>``,
   ``X-Sim-Retry-After: <s>``.
+- ``ToolServer(latency=0.5)``: a local HTTP service for tools to call, counting the requests in
+  flight (``stats()["peak"]``); see :mod:`greenagents.testing.toolserver`.
 - pytest: the ``sim`` fixture (configure with ``@pytest.mark.sim(**knobs)``) and
   ``sim_factory(**knobs)``; see :mod:`greenagents.testing.pytest_plugin`.
 - CLI: ``greenagents sim --latency 0.5 --fault rate_limit=0.3 --fault-attempts 1`` or
@@ -37,10 +39,12 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from greenagents.testing.faults import FAULTS
     from greenagents.testing.simulator import Simulator, SimulatorProcess
+    from greenagents.testing.toolserver import ToolServer
 
-__all__ = ["FAULTS", "Simulator", "SimulatorProcess"]
+__all__ = ["FAULTS", "Simulator", "SimulatorProcess", "ToolServer"]
 
-_HOMES = {"Simulator": "simulator", "SimulatorProcess": "simulator", "FAULTS": "faults"}
+_HOMES = {"Simulator": "simulator", "SimulatorProcess": "simulator", "FAULTS": "faults",
+          "ToolServer": "toolserver"}
 
 
 def __getattr__(name: str) -> Any:

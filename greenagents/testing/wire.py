@@ -91,6 +91,16 @@ class Answer:
     tool_calls: tuple[ToolCall, ...] = ()
 
     @property
+    def tool_name(self) -> str | None:
+        """The first tool call's name (None for a text answer)."""
+        return self.tool_calls[0].name if self.tool_calls else None
+
+    @property
+    def tool_args(self) -> Any:
+        """The first tool call's arguments object (None for a text answer)."""
+        return self.tool_calls[0].arguments if self.tool_calls else None
+
+    @property
     def payload(self) -> str:
         """The generated characters: the text, or the tool calls' arguments as JSON."""
         return self.text if self.text is not None else "".join(c.json for c in self.tool_calls)
