@@ -20,8 +20,7 @@ import requests
 
 import greenagents as ga
 from greenagents import errors, tracking
-from greenagents.testing import Simulator
-from greenagents.testing import ToolServer
+from greenagents.testing import Simulator, ToolServer
 from tests.conftest import run_python
 
 SESSION = requests.Session()
