@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 from bench import plots
-from bench.harness import Context, Section, cell, rounds, run_child, samples, simulator, table
+from bench.harness import Context, Samples, Section, cell, rounds, run_child, samples, simulator, table
 
 GOAL = 1.2
 CONTENDERS = {
@@ -72,7 +72,7 @@ def _sync_agent(url: str, tools_url: str, width: int, concurrency: int) -> Any:
 
     def find_hotels(city: str, nights: int = 1) -> str:
         """Hotels in a city."""
-        return session.get(f"{tools_url}/hotels", params={"city": city, "nights": nights},
+        return session.get(f"{tools_url}/hotels", params={"city": city, "nights": str(nights)},
                            timeout=30).text
 
     class TravelAgent(ga.Agent):
@@ -215,21 +215,32 @@ def run(ctx: Context) -> Section:
     return _section(ctx, n, latency, tool_latency, points, reports)
 
 
+def _cpu_note(cpu_ms: dict[tuple[str, int], Samples], n: int) -> str:
+    """"greenagents X ms, the thread pool Y ms, pydantic-ai Z ms" of CPU per agent, at ``n``."""
+    names = {"ga": "greenagents", "threads": "the thread pool", "pydantic_ai": "pydantic-ai"}
+    parts = [f"{name} {cpu_ms[(key, n)].median:.1f} ms" for key, name in names.items()
+             if (key, n) in cpu_ms and cpu_ms[(key, n)].ok]
+    return ", ".join(parts) + " of CPU per agent" if parts else "no CPU figure"
+
+
 def _section(ctx: Context, n: int, latency: float, tool_latency: float,
              points: list[tuple[str, int]],
              reports: dict[tuple[str, int], list[dict[str, Any]]]) -> Section:
     ideal = 2 * latency + tool_latency
     ours = samples(reports[("ga", n)], lambda r: r["wall"])
     rows, series, failures = [], {}, []
+    cpu_ms: dict[tuple[str, int], Samples] = {}
     for key, size in points:
         data = reports[(key, size)]
         wall = samples(data, lambda r: r["wall"])
         cpu = samples(data, lambda r: r["cpu"])
         peak = samples(data, lambda r: r["tool_peak"], complete=False)
         best = ideal + (TOOLS - 1) * tool_latency if key == "ga_sequential" else ideal
+        per_agent = Samples([1000 * v / size for v in cpu.values], cpu.errors)
         rows.append([CONTENDERS[key], str(size), cell(wall, " s"),
                      f"{wall.median / ideal:.2f}×" if wall.ok else "–", f"{best:g} s",
-                     cell(cpu, " s"), cell(peak)])
+                     cell(cpu, " s"), cell(per_agent, " ms"), cell(peak)])
+        cpu_ms[(key, size)] = per_agent
         if size == n:
             series[CONTENDERS[key]] = [wall]
         failures += [f"tools {key} n={size}: {e}" for e in wall.errors if key != "pydantic_ai"]
@@ -247,15 +258,18 @@ def _section(ctx: Context, n: int, latency: float, tool_latency: float,
         f"{ctx.repeat} alternating repetition(s), median (min–max); `tool peak` is the most tool "
         "requests the tool server had in flight at once. Timings on a shared 2-core machine "
         "are noisy.",
-        table(["contender", "agents", "wall time", "÷ ideal", "ideal", "CPU", "tool peak"], rows),
+        table(["contender", "agents", "wall time", "÷ ideal", "ideal", "CPU", "CPU / agent",
+               "tool peak"], rows),
         f"**greenagents ÷ ideal: {verdict}** (goal ≤ {GOAL}×).",
         "![tool-using agents](tools.png)",
-        "**Reading.** One greenlet per agent and one per tool call: every tool request of every "
-        "agent waits on the network together, so the tool peak approaches N × 3 and the wall "
-        "time stays near the ideal; what is left above it is CPU (two model calls and three "
-        "tool requests per agent on two shared cores). Tools one after another add 2 × T per "
-        "agent. The thread pool runs the same code in N threads (and their tool calls in "
-        "more threads), paying thread start-up and the GIL's switching; pydantic-ai needs "
-        "the tools rewritten as coroutines on an async HTTP client." + skipped,
+        "**Reading.** One greenlet per agent and one per tool call: the tool calls of one turn, "
+        "and of every agent, wait on the network together (the tool peak is how many did), and "
+        "tools one after another add 2 × T per agent. What remains is CPU: greenagents runs "
+        "every agent in one process on one core, so N agents cost N × (CPU / agent) of wall "
+        f"time at least — here {_cpu_note(cpu_ms, n)}, most of it the tools' `requests` calls "
+        "and the two model calls, not the loop. A thread pool spreads the same code over both "
+        "cores (and, on a machine shared with other work, is given more of it by the "
+        "scheduler) at several times the CPU per agent; pydantic-ai needs the tools rewritten "
+        "as coroutines on an async HTTP client." + skipped,
     ])
     return Section("8. Tool-using agents", markdown, [png], {"failures": failures})
