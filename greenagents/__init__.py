@@ -48,7 +48,7 @@ _EXPORTS: dict[str, str] = {
     "RateLimit": "limits",
     "rate_limit": "limits",
 }
-_SUBMODULES = ("celery", "errors", "testing", "tracking")
+_SUBMODULES = ("celery", "dashboard", "errors", "testing", "tracking")
 
 __all__ = [
     "Agent",
