@@ -135,14 +135,14 @@ def test_thousands_of_tool_calls_in_flight_across_a_batch(sim: Simulator) -> Non
     with ToolServer(latency=5.0).start_process() as server:
         travel = agent(sim, *http_tools(server))  # type: ignore[arg-type]
         started = time.monotonic()
-        results = ga.batch([(travel, {"input": f"trip {i}"}) for i in range(1000)],
-                           max_concurrent=1000)
+        results = ga.batch([(travel, {"input": f"trip {i}"}) for i in range(600)],
+                           max_concurrent=600)
         elapsed = time.monotonic() - started
         assert all(r.ok for r in results), next(r.error for r in results if not r.ok)
         stats = server.stats()
-    assert stats["requests"] == 3000
+    assert stats["requests"] == 1800
     assert stats["peak"] >= 1000, stats  # one by one would be 1; one agent at a time, 3
-    assert elapsed < 120  # 3,000 calls of 5 s one after another would take 15,000 s
+    assert elapsed < 120  # 1,800 calls of 5 s one after another would take 9,000 s
 
 
 def test_contextvars_and_tool_context_reach_tools(sim: Simulator) -> None:
