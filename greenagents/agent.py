@@ -30,15 +30,16 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import sys
 import time
 from collections.abc import Sequence
 from typing import Any, ClassVar, Literal, get_type_hints
 
 from pydantic import BaseModel, ValidationError, create_model
 
-from . import limits, pricing, providers, toolloop, tracking
-from .config import settings
-from .errors import ConfigError, InputError, QuotaExceeded, RateLimited
+from . import hooks, limits, pricing, providers, toolloop, tracking
+from .config import check_agent_values, settings
+from .errors import ConfigError, InputError, QuotaExceeded, RateLimited, scrub
 from .errors import Timeout as CallTimeout
 from .result import Attempt, Result, ToolCall, Usage
 from .retry import Policy, RetryPolicy, call_with_retries, policy_for, retryable
@@ -108,12 +109,8 @@ class _Call:
 
     def attempt(self, model: str, endpoint: providers.Endpoint, deadline: float | None) -> Any:
         """One request: the validated output, or (tool loop) the Completion to act on."""
-        timeout = self.agent.timeout or settings().timeout
-        if deadline is not None:
-            timeout = min(timeout, deadline - (time.monotonic() - self.started))
-            if timeout <= 0:
-                raise CallTimeout(f"{self.agent.__qualname__}: its retry deadline of {deadline}s "
-                                  "passed; raise Retry(deadline=...)")
+        timeout = settings().timeout if self.agent.timeout is None else self.agent.timeout
+        until = None if deadline is None else self.started + deadline
         messages = self.messages + (OutputSpec.reask(self.reask) if self.reask else [])
         working = bool(self.tools) and not self.finishing
         # a provider that cannot offer tools and ask for the output at once gets it asked last
@@ -121,8 +118,17 @@ class _Call:
         start = time.monotonic()
         record: dict[str, Any] = {"number": self.attempts + 1, "model": model, "turn": self.turn}
         scope = f"{endpoint.provider.name}@{endpoint.base_url}"
+        completion = None
+        if hooks.active:
+            hooks.attempt_started(record["number"], endpoint.provider.name, model, messages)
         try:
-            limits.before_request(endpoint.provider.name, scope, model, messages)
+            # cooldowns and budgets first: their waits count against the deadline, not past it
+            limits.before_request(endpoint.provider.name, scope, model, messages, until=until)
+            if until is not None:
+                timeout = min(timeout, until - time.monotonic())
+                if timeout <= 0:
+                    raise CallTimeout(f"{self.agent.__qualname__}: its retry deadline of "
+                                      f"{deadline}s passed; raise Retry(deadline=...)")
             completion = providers.complete(
                 endpoint, messages, schema=None if withheld else self.spec.schema,
                 schema_name=self.spec.name, temperature=self.agent.temperature,
@@ -140,7 +146,11 @@ class _Call:
                 self.reask = exc
             raise
         finally:
-            self.history.append(Attempt(**record, duration_s=time.monotonic() - start))
+            attempt = Attempt(**record, duration_s=time.monotonic() - start)
+            self.history.append(attempt)
+            if hooks.active:
+                hooks.attempt_ended(attempt, endpoint.provider.name, completion,
+                                    sys.exc_info()[1])
         return value
 
     def answer(self, endpoints: list[tuple[str, providers.Endpoint]], policy: Policy) -> Any:
@@ -185,7 +195,9 @@ class Agent:
     ``model`` is ``"provider/name"`` (default: ``ga.settings().default_model``), ``output`` is
     ``str`` or a pydantic model (structured output), ``retries`` an int, a :class:`ga.Retry` or a
     ``tenacity.Retrying``, ``fallbacks`` models to try in order once retries on the previous one
-    are exhausted, ``base_url`` any OpenAI-compatible server. ``timeout`` bounds each attempt.
+    are exhausted, ``base_url`` any OpenAI-compatible server. ``timeout`` bounds each attempt,
+    whole (connect to last byte); ``Retry(deadline=...)`` bounds the call, waits included.
+    ``model`` and ``timeout`` are checked when the class is defined (a ConfigError).
 
     Tools (see :mod:`greenagents.tools`): ``tools`` are functions (or ``ga.tool(...)``, or methods
     of the class) the model may call; each turn's calls run concurrently, ``tool_concurrency`` at
@@ -212,6 +224,10 @@ class Agent:
     _greenagents_inputs: ClassVar[_Inputs]
     _greenagents_output: ClassVar[OutputSpec]
     _greenagents_tools: ClassVar[toolloop.Toolbox]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        check_agent_values(cls)
 
     def prompt(self, input: str) -> str | list[Message]:
         """The user message (or a list of messages) for these inputs; override it.
@@ -278,6 +294,7 @@ class Agent:
         """Run the agent once; a :class:`~greenagents.Result`, never an exception for a failure."""
         started = time.perf_counter()
         result: Result[Any] = Result(target=target_name(cls), attempts=0)
+        call = hooks.call_opened(result.target, cls, agent=True) if hooks.active else None
         try:
             checked = cls._inputs().validate(args, inputs)
             messages = cls._messages(checked)
@@ -285,8 +302,9 @@ class Agent:
             policy = policy_for(cls.retries)
             toolbox = cls._toolbox()
         except Exception as exc:  # bad inputs, config, a bug in prompt(): this call's error only
-            result.error = exc
+            result.error = scrub(exc)
             result.duration_s = time.perf_counter() - started
+            hooks.call_closed(call, result)
             tracking.record(result, inputs)
             return result
         state = _Call(cls, messages, toolbox.specs)
@@ -295,12 +313,15 @@ class Agent:
                 if toolbox.specs else state.answer(endpoints, policy)
         except Exception as exc:  # kills and the caller's timeouts are BaseException: they pass
             result.error = exc
+        if result.error is not None:  # the one redaction step before the error leaves
+            result.error = scrub(result.error, *(endpoint.api_key for _, endpoint in endpoints))
         result.model = state.model
         result.attempts = state.attempts
         result.history = tuple(state.history)
         result.usage = state.usage
         result.cost_usd = state.cost(result.model or "")
         result.duration_s = time.perf_counter() - started
+        hooks.call_closed(call, result)
         tracking.record(result, inputs)
         return result
 
