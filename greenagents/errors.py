@@ -15,7 +15,8 @@ secret (API keys are never formatted into a message; see :func:`redact`).
     │   ├── ConnectionFailed refused, reset, DNS, TLS
     │   ├── AuthError        401/403: wrong or missing key
     │   └── BadRequest       400/404/422 and other 4xx: the request itself is wrong
-    └── OutputError          the model's answer never validated against the output type
+    ├── OutputError          the model's answer never validated against the output type
+    └── StreamClosed         the caller stopped reading a stream before the answer's end
 
 ``ProviderError.retryable`` says whether trying again can help; the retry policy reads it.
 
@@ -40,6 +41,7 @@ __all__ = [
     "QuotaExceeded",
     "RateLimited",
     "ServerError",
+    "StreamClosed",
     "Timeout",
     "redact",
 ]
@@ -133,3 +135,8 @@ class AuthError(ProviderError):
 
 class BadRequest(ProviderError):
     """The provider rejected the request itself (400, 404, 422...). Retrying cannot help."""
+
+
+class StreamClosed(GreenAgentsError):
+    """A streamed call was closed by its reader before the answer's end (``break``, a client
+    that went away); the request was cancelled. Not retried: the reader chose to stop."""

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from bench.sse_parsers import openai_sdk, openai_stream, ours
 from greenagents.errors import ProviderError
 from greenagents.sse import Event, SSEParser
-
-from bench.sse_parsers import openai_sdk, openai_stream, ours
 
 STREAMS = {
     "openai": openai_stream(5),
