@@ -55,6 +55,7 @@ class ByteStream:
         self._raw = raw
         self._url, self._provider, self._timeout = url, provider, timeout
         self._deadline: float | None = None
+        self._why = ""
         self.status = raw.status
         self.headers = Headers(raw.headers.items())
         self.finished = False
@@ -74,9 +75,10 @@ class ByteStream:
             self.close()
         return HttpResponse(self.status, self.headers, data)
 
-    def set_deadline(self, deadline: float | None) -> None:
-        """Bound every later read by ``deadline`` (``time.monotonic()``; None: ``timeout`` only)."""
-        self._deadline = deadline
+    def set_deadline(self, deadline: float | None, why: str = "") -> None:
+        """Bound every later read by ``deadline`` (``time.monotonic()``; None: ``timeout`` only);
+        ``why`` names the limit in the error (e.g. ``"first_token_timeout"``)."""
+        self._deadline, self._why = deadline, why
 
     def chunks(self) -> Iterator[bytes]:
         """The body's bytes as the server sends them; raises our errors, never urllib3's."""
@@ -100,19 +102,26 @@ class ByteStream:
     def _bound_read(self) -> None:
         left = self._deadline - time.monotonic()  # type: ignore[operator]
         if left <= 0:
-            raise Timeout(f"{self._provider or 'the server'}: the stream's time limit passed",
-                          provider=self._provider)
+            raise self._late()
         connection = self._raw.connection
         sock = getattr(connection, "sock", None)
         if sock is not None:
             sock.settimeout(min(left, self._timeout))
 
+    def _late(self) -> Timeout:
+        return Timeout(f"{self._provider or 'the server'}: the stream's time limit "
+                       f"({self._why or 'deadline'}) passed; raise it for long answers",
+                       provider=self._provider)
+
     def _mapped(self, exc: Exception) -> Exception:
+        from urllib3.exceptions import ReadTimeoutError
+
+        stalled = isinstance(exc, (TimeoutError, ReadTimeoutError))
+        if stalled and self._deadline is not None and time.monotonic() >= self._deadline - 0.01:
+            return self._late()
         mapped = _transport_error(exc, self._url, self._provider, None)
         if mapped is None:
-            from urllib3.exceptions import ReadTimeoutError
-
-            if isinstance(exc, (TimeoutError, ReadTimeoutError)):
+            if stalled:
                 return Timeout(f"{self._provider or 'the server'}: the stream stalled (no data "
                                "within the time limit)", provider=self._provider)
             return exc

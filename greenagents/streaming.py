@@ -209,7 +209,10 @@ class Stream(Generic[T]):
                                schema=state.spec.schema, schema_name=state.spec.name,
                                temperature=agent.temperature, max_tokens=agent.max_tokens,
                                timeout=min(timeout, first_token - started))
-            body.body.set_deadline(first_token if end is None else min(first_token, end))
+            if end is None or first_token < end:
+                body.body.set_deadline(first_token, "first_token_timeout")
+            else:
+                body.body.set_deadline(end, "Retry(deadline=...)")
             deltas = iter(body)
             first = next(deltas, None)
             limits.observe(scope, limited=False)
@@ -223,7 +226,7 @@ class Stream(Generic[T]):
         finally:
             state.history.append(Attempt(**record, duration_s=time.monotonic() - started))
         assert body is not None
-        body.body.set_deadline(end)
+        body.body.set_deadline(end, "Retry(deadline=...)")
         self._body, self._model, self._deltas = body, model, deltas
         return first
 

@@ -22,8 +22,9 @@ _LEADS = ("Positive.", "Negative.", "Neutral.", "Sure.", "Understood.", "Noted."
 _ECHO_WORDS = 8
 
 
-def compose(chat: Chat, seed: int, *, invalid: bool = False) -> Answer:
-    """The answer to ``chat``; ``invalid`` breaks its schema (the ``schema_invalid`` fault).
+def compose(chat: Chat, seed: int, *, invalid: bool = False, words: int | None = None) -> Answer:
+    """The answer to ``chat``; ``invalid`` breaks its schema (the ``schema_invalid`` fault);
+    ``words`` lengthens plain text to that many words (see :func:`lengthened`).
 
     Tool calls win over text when the request allows them, except that ``tool_choice="auto"``
     answers in text once the conversation already holds a tool result, so agent loops end.
@@ -38,6 +39,8 @@ def compose(chat: Chat, seed: int, *, invalid: bool = False) -> Answer:
         value = generate(chat.schema, rng)
         return _answer(chat, json.dumps(violate(chat.schema, value) if invalid else value))
     text = plain_text(chat.last_user, rng)
+    if words is not None:
+        text = lengthened(text, words)
     if chat.json_mode:
         return _answer(chat, json.dumps({"answer": text}))
     return _clipped(chat, text)
@@ -52,6 +55,18 @@ def plain_text(last_user: str, rng: random.Random) -> str:
     words = last_user.replace('"', "'").split()
     echo = " ".join(words[:_ECHO_WORDS]) + (" …" if len(words) > _ECHO_WORDS else "")
     return f'{rng.choice(_LEADS)} You said: "{echo or "nothing"}".'
+
+
+def lengthened(text: str, words: int) -> str:
+    """``text`` cut or filled up to ``words`` words, so a stream has that many deltas.
+
+    >>> lengthened("Sure. You said: 'hi'.", 7)
+    "Sure. You said: 'hi'. and so on"
+    """
+    have = text.split()
+    filler = ("and", "so", "on", "as", "the", "model", "goes")
+    have += [filler[i % len(filler)] for i in range(max(0, words - len(have)))]
+    return " ".join(have[:words])
 
 
 def _chosen_tool(chat: Chat, rng: random.Random) -> Tool | None:

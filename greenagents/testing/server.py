@@ -160,6 +160,9 @@ class SimApp:
             self.stats.end(status)
             status = ""
             yield pending
+        except GeneratorExit:  # pywsgi closes us when a write fails: the client hung up
+            status = status and "disconnected"
+            raise
         finally:
             if status:
                 self.stats.end(status)
@@ -176,7 +179,7 @@ class SimApp:
             forced = _steering(headers)
         except ValueError as exc:  # json.JSONDecodeError and BadRequest
             return _error(dialect, "invalid_request", _client_message(exc))
-        answer = compose(chat, self.options.seed)
+        answer = compose(chat, self.options.seed, words=self.options.answer_words)
         self.stats.by_model[chat.model] += 1
         wait = self.limiter.admit(key or "", answer.prompt_tokens + answer.completion_tokens,
                                   time.monotonic())
@@ -200,7 +203,7 @@ class SimApp:
         if fault == "hang":
             _hang(environ)
         if fault == "schema_invalid":
-            answer = compose(chat, self.options.seed, invalid=True)
+            answer = compose(chat, self.options.seed, invalid=True, words=self.options.answer_words)
         self.stats.prompt_tokens += answer.prompt_tokens
         self.stats.completion_tokens += answer.completion_tokens
         return self._success(dialect, chat, answer, fault)

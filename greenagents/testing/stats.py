@@ -38,7 +38,8 @@ class Stats:
         self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
 
     def end(self, status: str) -> None:
-        """It finished with this status (``"dropped"`` when the connection was cut instead)."""
+        """It finished with this status (``"dropped"`` when the connection was cut instead,
+        ``"disconnected"`` when the client hung up mid-answer)."""
         self.in_flight -= 1
         self.by_status[status] += 1
 
