@@ -11,7 +11,6 @@ import socket
 import statistics
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import gevent
 import pytest
