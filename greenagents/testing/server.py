@@ -222,27 +222,32 @@ class SimApp:
         return _error(dialect, _FAULT_ERRORS[fault], f"Simulated {fault.replace('_', ' ')}.")
 
     def _success(self, dialect: Dialect, chat: Chat, answer: Answer, fault: str | None) -> Reply:
-        if chat.stream:
-            events = list(dialect.events(chat, answer))
+        events: Iterable[Event]
+        if chat.stream:  # built as sent: a thousand answers due at once start at once
+            events = dialect.events(chat, answer)
             headers = [("Content-Type", "text/event-stream"), ("Cache-Control", "no-cache")]
         else:
             events = [(json.dumps(dialect.render(chat, answer)).encode(), answer.completion_tokens)]
             headers = [("Content-Type", "application/json")]
         if fault == "malformed":
-            events = _garbled(events, sse=chat.stream)
+            events = _garbled(list(events), sse=chat.stream)
         if not chat.stream:
             headers.append(("Content-Length", str(sum(len(data) for data, _ in events))))
-        return Reply(200, headers, self._paced(events, truncate=fault == "truncated"))
+        cut = -1
+        if fault == "truncated":
+            events = list(events)
+            cut = len(events) // 2
+        return Reply(200, headers, self._paced(events, cut=cut))
 
-    def _paced(self, events: list[Event], *, truncate: bool) -> Iterator[bytes]:
-        """Yield events as the model would produce them; ``truncate`` stops halfway and hangs up.
+    def _paced(self, events: Iterable[Event], *, cut: int) -> Iterator[bytes]:
+        """Yield events as the model would produce them; event number ``cut`` is sent half, then
+        the connection is dropped (-1: never).
 
         Each event is due at a fixed time from the first (``token_latency`` per token), not a
         sleep after the previous one: a simulator behind schedule (thousands of streams on a busy
         machine) sends the overdue events in one write and catches up, instead of slowing every
         stream down and blaming the client.
         """
-        cut = len(events) // 2 if truncate else -1
         due = time.monotonic()
         pending: list[bytes] = []
         for index, (data, tokens) in enumerate(events):
@@ -263,6 +268,13 @@ class SimApp:
 
 class SimHandler(WSGIHandler):
     """pywsgi's handler, plus what faults need: the socket in the environ and :class:`Drop`."""
+
+    def handle(self) -> None:
+        # Streams are many small writes: without TCP_NODELAY, Nagle holds each one until the
+        # client ACKs the last, which a delayed ACK puts off by ~40 ms (the end of every stream).
+        with contextlib.suppress(OSError):
+            self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        super().handle()
 
     def get_environ(self) -> dict[str, Any]:
         environ: dict[str, Any] = super().get_environ()
