@@ -101,6 +101,7 @@ class Stream(Generic[T]):
         self._began = time.perf_counter()
         self._parts: list[str] = []
         self._finished = state is None  # an input or config error: the Result is ready
+        self._started = False
         if self._finished:
             tracking.record(result, inputs)
 
@@ -125,6 +126,10 @@ class Stream(Generic[T]):
             if self._result.error is not None:
                 raise self._result.error
             return
+        if self._started:
+            raise RuntimeError(f"{self._result.target}: this stream is already being read; a "
+                               "stream is read once, by one loop")
+        self._started = True
         parts = self._parts
         try:
             first = self._start()

@@ -16,6 +16,7 @@ from greenagents.streaming import Done, TextDelta
 from greenagents.testing import Simulator
 
 from .agents import Sentiment, SentimentAgent, SummaryAgent, at
+from .test_http import LocalServer, server  # noqa: F401  # the fixture: a server that answers whole
 
 LONG = {"answer_words": 50, "token_latency": 0.02}  # a 1 s answer of 50 deltas
 
@@ -63,6 +64,15 @@ def test_result_without_iterating_reads_the_whole_stream(sim: Simulator) -> None
     stream = at(SentimentAgent, sim.base_url).stream(text="fine")
     assert isinstance(stream.result.unwrap(), Sentiment)
     assert list(stream) == []  # a stream is read once
+
+
+def test_a_stream_is_read_by_one_loop(sim: Simulator) -> None:
+    stream = at(SummaryAgent, sim.anthropic_url).stream(text="hi")
+    first = iter(stream)
+    next(first)
+    with pytest.raises(RuntimeError, match="read once"):
+        next(iter(stream))
+    assert "".join(first) and stream.result.ok
 
 
 def test_events_are_typed_deltas_then_done(sim: Simulator) -> None:
@@ -192,3 +202,14 @@ def test_many_streams_at_once_share_the_hub(sim_factory) -> None:
     counts = ga.each(range(200), read, max_concurrent=200)
     assert all(r.value == 50 for r in counts)
     assert time.monotonic() - started < 20  # one by one: 300 s
+
+
+def test_a_server_that_ignores_stream_true_gives_one_delta(server: LocalServer) -> None:
+    answer = {"model": "m", "choices": [{"message": {"role": "assistant", "content": "All of it."},
+                                          "finish_reason": "stop"}],
+              "usage": {"prompt_tokens": 3, "completion_tokens": 4}}
+    server.reply = (200, {}, json.dumps(answer).encode())
+    stream = at(SummaryAgent, server.url + "/v1", model="openai/m").stream(text="hi")
+    assert list(stream) == ["All of it."]
+    assert stream.result.value == "All of it." and stream.result.usage.total_tokens == 7  # type: ignore[union-attr]
+    assert json.loads(server.requests[0][2])["stream"] is True

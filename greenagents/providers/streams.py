@@ -93,7 +93,7 @@ class OpenAIReader(Reader):
         choice = choices[0]
         self.finish_reason = choice.get("finish_reason") or self.finish_reason
         delta = choice.get("delta") or {}
-        text = delta.get("content")
+        text = delta.get("content") or delta.get("refusal")  # as Completion.text: refusals too
         if text:
             return self._text(text)
         calls = delta.get("tool_calls")
