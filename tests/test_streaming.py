@@ -204,7 +204,7 @@ def test_many_streams_at_once_share_the_hub(sim_factory) -> None:
     assert time.monotonic() - started < 20  # one by one: 300 s
 
 
-def test_a_server_that_ignores_stream_true_gives_one_delta(server: LocalServer) -> None:
+def test_a_server_that_ignores_stream_true_gives_one_delta(server: LocalServer) -> None:  # noqa: F811
     answer = {"model": "m", "choices": [{"message": {"role": "assistant", "content": "All of it."},
                                           "finish_reason": "stop"}],
               "usage": {"prompt_tokens": 3, "completion_tokens": 4}}
