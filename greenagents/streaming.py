@@ -24,7 +24,7 @@ slow consumer slows only its own stream and a thousand streams cost a thousand g
   :meth:`Stream.close` when you stop reading without leaving a ``for`` loop.
 - **Structured output.** Deltas are the raw JSON text; ``stream.result.value`` is the validated
   model (an invalid answer is an :class:`~greenagents.errors.OutputError`: it is not re-asked,
-  the caller has seen it). No partial models: parse ``stream.text`` yourself if you want them.
+  the caller has seen it). :meth:`Stream.partial` yields the JSON so far as a dict filling up.
 - **Usage and cost** are recorded (tracking included) like any call's, also when the stream is cut
   short: then usage is what the provider reported so far, else the prompt as estimated and one
   completion token per delta received.
@@ -36,6 +36,8 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
+
+from pydantic_core import from_json
 
 from . import limits, tracking
 from .config import settings
@@ -153,6 +155,21 @@ class Stream(Generic[T]):
         for text in self:
             yield TextDelta(text)
         yield Done(self._result)
+
+    def partial(self) -> Iterator[Any]:
+        """For structured output: after each delta, the JSON received so far, parsed leniently
+        (pydantic-core's partial mode: an unfinished string or list is kept, an unfinished key
+        dropped) — a dict filling up, not a validated model; that is ``result.value``.
+
+        >>> import pydantic_core
+        >>> pydantic_core.from_json('{"label": "posi', allow_partial="trailing-strings")
+        {'label': 'posi'}
+        """
+        for _ in self:
+            try:
+                yield from_json(self.text, allow_partial="trailing-strings")
+            except ValueError:  # nothing parseable yet (e.g. whitespace only)
+                continue
 
     def close(self) -> None:
         """Stop reading: the connection is closed (the provider stops generating) and the Result

@@ -60,6 +60,14 @@ def test_structured_output_streams_its_json_and_validates_at_the_end(
     assert Sentiment.model_validate(json.loads("".join(deltas))) == stream.result.value
 
 
+def test_partial_yields_the_json_so_far(sim: Simulator) -> None:
+    stream = at(SentimentAgent, sim.anthropic_url, model="anthropic/m").stream(text="I love it")
+    partials = list(stream.partial())
+    assert len(partials) > 1 and all(isinstance(p, dict) for p in partials)
+    assert partials[-1] == stream.result.value.model_dump()  # type: ignore[union-attr]
+    assert len(partials[0]) <= len(partials[-1])
+
+
 def test_result_without_iterating_reads_the_whole_stream(sim: Simulator) -> None:
     stream = at(SentimentAgent, sim.base_url).stream(text="fine")
     assert isinstance(stream.result.unwrap(), Sentiment)
