@@ -70,6 +70,10 @@ class Drop(Exception):
         self.reset = reset
 
 
+class Last(bytes):
+    """An answer's last chunk: the request counts as finished before it is sent."""
+
+
 @dataclass
 class Reply:
     """Status, headers and body chunks of one answer, before it goes on the wire."""
@@ -113,6 +117,7 @@ class SimApp:
         routes: dict[str, tuple[str, Callable[[], Any]]] = {
             "/v1/models": ("GET", lambda: dialect.models(MODELS)),
             "/_sim/stats": ("GET", self.snapshot),
+            "/_sim/first_tokens": ("GET", lambda: self.stats.first_tokens),
             "/_sim/reset": ("POST", self._reset_and_snapshot),
         }
         if path in _COMPLETIONS:  # a completion path reaches here only with the wrong method
@@ -134,8 +139,8 @@ class SimApp:
                     dialect: Dialect) -> Iterator[bytes]:
         """Serve one completion, keeping the in-flight count right however it ends.
 
-        The request is counted as finished just *before* its last chunk goes out, so a client
-        that has its whole answer already sees it in ``/_sim/stats``.
+        The request is counted as finished just *before* its :class:`Last` chunk goes out, so a
+        client that has its whole answer already sees it in ``/_sim/stats``.
         """
         self.stats.begin()
         status = "dropped"
@@ -148,18 +153,11 @@ class SimApp:
                 log.exception("simulator bug while answering %s", environ.get("PATH_INFO"))
                 reply = _error(dialect, "server_error", "The simulator failed; see its log.")
             status = str(reply.status)
-            chunks = _send(start_response, reply)
-            pending = next(chunks)
-            try:
-                for chunk in chunks:
-                    yield pending
-                    pending = chunk
-            except Drop:
-                yield pending  # what was produced before the cut still goes out
-                raise
-            self.stats.end(status)
-            status = ""
-            yield pending
+            for chunk in _send(start_response, reply):  # a stream's chunks go out as made
+                if type(chunk) is Last:
+                    self.stats.end(status)
+                    status = ""
+                yield chunk
         except GeneratorExit:  # pywsgi closes us when a write fails: the client hung up
             status = status and "disconnected"
             raise
@@ -237,9 +235,9 @@ class SimApp:
         if fault == "truncated":
             events = list(events)
             cut = len(events) // 2
-        return Reply(200, headers, self._paced(events, cut=cut))
+        return Reply(200, headers, self._paced(events, cut=cut, key=chat.last_user))
 
-    def _paced(self, events: Iterable[Event], *, cut: int) -> Iterator[bytes]:
+    def _paced(self, events: Iterable[Event], *, cut: int, key: str) -> Iterator[bytes]:
         """Yield events as the model would produce them; event number ``cut`` is sent half, then
         the connection is dropped (-1: never).
 
@@ -250,6 +248,7 @@ class SimApp:
         """
         due = time.monotonic()
         pending: list[bytes] = []
+        first = True
         for index, (data, tokens) in enumerate(events):
             if tokens:
                 due += self.latency.tokens(tokens)
@@ -259,11 +258,14 @@ class SimApp:
                         yield b"".join(pending)
                         pending = []
                     gevent.sleep(wait)
+                if first:  # sent with the next yield, or the one after a wait: now, near enough
+                    self.stats.first_token(key)
+                    first = False
             if index == cut:
                 yield b"".join(pending) + data[: len(data) // 2]
                 raise Drop(reset=False)
             pending.append(data)
-        yield b"".join(pending)
+        yield Last(b"".join(pending))
 
 
 class SimHandler(WSGIHandler):
@@ -312,7 +314,7 @@ def _reason(status: int) -> str:
 def _json(status: int, body: Any) -> Reply:
     data = json.dumps(body).encode()
     return Reply(status, [("Content-Type", "application/json"),
-                          ("Content-Length", str(len(data)))], [data])
+                          ("Content-Length", str(len(data)))], [Last(data)])
 
 
 def _error(dialect: Dialect, kind: ErrorKind, message: str) -> Reply:
