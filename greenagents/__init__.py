@@ -40,6 +40,9 @@ _EXPORTS: dict[str, str] = {
     "stream": "runtime",
     "spawn": "runtime",
     "Agent": "agent",
+    "Stream": "streaming",
+    "TextDelta": "streaming",
+    "Done": "streaming",
     "Retry": "retry",
     "RateLimit": "limits",
     "rate_limit": "limits",
@@ -49,10 +52,13 @@ _SUBMODULES = ("celery", "errors", "testing", "tracking")
 __all__ = [
     "Agent",
     "Attempt",
+    "Done",
     "RateLimit",
     "Result",
     "Retry",
     "Settings",
+    "Stream",
+    "TextDelta",
     "Usage",
     "__version__",
     "available",
@@ -80,6 +86,7 @@ if TYPE_CHECKING:
     from .result import Attempt, Result, Usage
     from .retry import Retry
     from .runtime import batch, each, spawn, stream
+    from .streaming import Done, Stream, TextDelta
 
 
 def __getattr__(name: str) -> Any:
