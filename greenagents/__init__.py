@@ -46,12 +46,17 @@ _EXPORTS: dict[str, str] = {
     "Retry": "retry",
     "RateLimit": "limits",
     "rate_limit": "limits",
+    "run_async": "asyncbridge",
+    "async_to_sync": "asyncbridge",
+    "doctor": "checkup",
+    "Diagnosis": "checkup",
 }
-_SUBMODULES = ("celery", "errors", "testing", "tracking")
+_SUBMODULES = ("celery", "dashboard", "errors", "testing", "tracking")
 
 __all__ = [
     "Agent",
     "Attempt",
+    "Diagnosis",
     "Done",
     "RateLimit",
     "Result",
@@ -61,15 +66,18 @@ __all__ = [
     "TextDelta",
     "Usage",
     "__version__",
+    "async_to_sync",
     "available",
     "batch",
     "configure",
+    "doctor",
     "each",
     "errors",
     "in_green_context",
     "is_patched",
     "patch",
     "rate_limit",
+    "run_async",
     "settings",
     "spawn",
     "stream",
@@ -80,6 +88,8 @@ __all__ = [
 if TYPE_CHECKING:
     from . import errors, testing, tracking
     from .agent import Agent
+    from .asyncbridge import async_to_sync, run_async
+    from .checkup import Diagnosis, doctor
     from .config import Settings, configure, settings
     from .limits import RateLimit, rate_limit
     from .patching import available, in_green_context, is_patched, patch
