@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from .config import settings
-from .errors import Timeout
+from .errors import ResponseTooLarge, Timeout
 from .http import Headers, HttpResponse, _transport_error, pool_for
 
 if TYPE_CHECKING:
@@ -84,6 +84,7 @@ class ByteStream:
         """The body's bytes as the server sends them; raises our errors, never urllib3's."""
         raw = self._raw
         reads = raw.read_chunked(_READ) if raw.chunked else iter(lambda: raw.read1(_READ), b"")
+        cap, total = settings().max_response_bytes, 0  # the answer size cap applies to streams too
         try:
             while True:
                 if self._deadline is not None:
@@ -92,6 +93,12 @@ class ByteStream:
                 if chunk is None:
                     self.finished = True
                     return
+                total += len(chunk)
+                if total > cap:
+                    raise ResponseTooLarge(
+                        f"{self._provider or 'the server'}: the streamed answer is larger than "
+                        f"max_response_bytes={cap:,} bytes; raise it with "
+                        "ga.configure(max_response_bytes=...)", provider=self._provider)
                 yield chunk
         except Exception as exc:
             mapped = self._mapped(exc)
@@ -119,7 +126,7 @@ class ByteStream:
         stalled = isinstance(exc, (TimeoutError, ReadTimeoutError))
         if stalled and self._deadline is not None and time.monotonic() >= self._deadline - 0.01:
             return self._late()
-        mapped = _transport_error(exc, self._url, self._provider, None)
+        mapped = _transport_error(exc, self._url, self._provider, None, self._timeout)
         if mapped is None:
             if stalled:
                 return Timeout(f"{self._provider or 'the server'}: the stream stalled (no data "
@@ -168,7 +175,7 @@ def open_stream(url: str, body: Mapping[str, Any], headers: Mapping[str, str], *
             timeout=urllib3.Timeout(connect=min(current.connect_timeout, read_timeout),
                                     read=read_timeout))
     except Exception as exc:
-        mapped = _transport_error(exc, url, provider, hint)
+        mapped = _transport_error(exc, url, provider, hint, read_timeout)
         if mapped is None:
             raise
         raise mapped from exc

@@ -221,3 +221,12 @@ def test_a_server_that_ignores_stream_true_gives_one_delta(server: LocalServer) 
     assert list(stream) == ["All of it."]
     assert stream.result.value == "All of it." and stream.result.usage.total_tokens == 7  # type: ignore[union-attr]
     assert json.loads(server.requests[0][2])["stream"] is True
+
+
+def test_the_answer_size_cap_applies_to_streams(sim_factory) -> None:
+    sim = sim_factory(answer_words=2000)
+    ga.configure(max_response_bytes=20_000)
+    stream = at(SummaryAgent, sim.anthropic_url).stream(text="hi")
+    with pytest.raises(errors.ResponseTooLarge, match="max_response_bytes=20,000"):
+        list(stream)
+    assert len(stream.text) < 20_000 and not stream.result.ok
