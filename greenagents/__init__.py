@@ -44,6 +44,9 @@ _EXPORTS: dict[str, str] = {
     "stream": "runtime",
     "spawn": "runtime",
     "Agent": "agent",
+    "Stream": "streaming",
+    "TextDelta": "streaming",
+    "Done": "streaming",
     "Retry": "retry",
     "RateLimit": "limits",
     "rate_limit": "limits",
@@ -60,10 +63,13 @@ __all__ = [
     "Agent",
     "Attempt",
     "Diagnosis",
+    "Done",
     "RateLimit",
     "Result",
     "Retry",
     "Settings",
+    "Stream",
+    "TextDelta",
     "Tool",
     "ToolCall",
     "ToolContext",
@@ -104,6 +110,7 @@ if TYPE_CHECKING:
     from .result import Attempt, Result, ToolCall, Usage
     from .retry import Retry
     from .runtime import batch, each, spawn, stream
+    from .streaming import Done, Stream, TextDelta
     from .tools import Tool, ToolContext, tool
 
 

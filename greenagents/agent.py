@@ -44,6 +44,7 @@ from .errors import Timeout as CallTimeout
 from .result import Attempt, Result, ToolCall, Usage
 from .retry import Policy, RetryPolicy, call_with_retries, policy_for, retryable
 from .runtime import target_name
+from .streaming import Stream
 from .structured import InvalidOutput, OutputSpec
 
 __all__ = ["Agent"]
@@ -212,6 +213,7 @@ class Agent:
     temperature: ClassVar[float | None] = None
     max_tokens: ClassVar[int | None] = None
     timeout: ClassVar[float | None] = None
+    first_token_timeout: ClassVar[float | None] = None  # streams: per attempt; default timeout
     retries: ClassVar[RetryPolicy] = None
     fallbacks: ClassVar[Sequence[str | tuple[str, str]]] = ()
     base_url: ClassVar[str | None] = None
@@ -326,6 +328,33 @@ class Agent:
         return result
 
     __greenagents_call__ = call  # how ga.batch calls an agent class: its Result, kept whole
+
+    @classmethod
+    def stream(cls, *args: Any, **inputs: Any) -> Stream[Any]:
+        """Run the agent once, its answer as it is generated (see :mod:`greenagents.streaming`).
+
+        >>> import greenagents.monkey
+        >>> from greenagents.testing import Simulator
+        >>> with Simulator() as sim:
+        ...     class Echo(Agent):
+        ...         model, base_url = "openai/m", sim.base_url
+        ...     stream = Echo.stream("hi")
+        ...     deltas = list(stream)
+        >>> deltas[-1], stream.result.value == "".join(deltas)
+        ('"hi".', True)
+        """
+        result: Result[Any] = Result(target=target_name(cls), attempts=0)
+        try:
+            if cls.tools:
+                raise ConfigError(f"{cls.__qualname__}.stream(): streaming an agent with tools is "
+                                  "not supported yet; use call()")
+            messages = cls._messages(cls._inputs().validate(args, inputs))
+            endpoints = cls._endpoints()
+            policy = policy_for(cls.retries)
+        except Exception as exc:  # the stream raises it when read; its Result holds it
+            result.error = exc
+            return Stream(result, inputs, None, (), None)
+        return Stream(result, inputs, _Call(cls, messages), endpoints, policy)
 
     @classmethod
     def run(cls, *args: Any, **inputs: Any) -> Any:

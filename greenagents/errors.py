@@ -17,6 +17,7 @@ secret (API keys are never formatted into a message; see :func:`redact`).
     │   ├── AuthError        401/403: wrong or missing key
     │   └── BadRequest       400/404/422 and other 4xx: the request itself is wrong
     ├── OutputError          the model's answer never validated against the output type
+    ├── StreamClosed         the caller stopped reading a stream before the answer's end
     ├── ToolLoopError        a tool-using agent still called tools after ``max_turns`` turns
     └── ToolError            a tool failed and the agent's ``tool_errors = "raise"``
 
@@ -44,6 +45,7 @@ __all__ = [
     "RateLimited",
     "ResponseTooLarge",
     "ServerError",
+    "StreamClosed",
     "Timeout",
     "ToolError",
     "ToolLoopError",
@@ -184,3 +186,8 @@ class ToolError(GreenAgentsError):
     def __init__(self, message: str, *, tool: str):
         super().__init__(message)
         self.tool = tool
+
+
+class StreamClosed(GreenAgentsError):
+    """A streamed call was closed by its reader before the answer's end (``break``, a client
+    that went away); the request was cancelled. Not retried: the reader chose to stop."""
