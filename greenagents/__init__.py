@@ -35,11 +35,18 @@ _EXPORTS: dict[str, str] = {
     "Result": "result",
     "Usage": "result",
     "Attempt": "result",
+    "ToolCall": "result",
+    "tool": "tools",
+    "Tool": "tools",
+    "ToolContext": "tools",
     "batch": "runtime",
     "each": "runtime",
     "stream": "runtime",
     "spawn": "runtime",
     "Agent": "agent",
+    "Stream": "streaming",
+    "TextDelta": "streaming",
+    "Done": "streaming",
     "Retry": "retry",
     "RateLimit": "limits",
     "rate_limit": "limits",
@@ -57,10 +64,16 @@ __all__ = [
     "Agent",
     "Attempt",
     "Diagnosis",
+    "Done",
     "RateLimit",
     "Result",
     "Retry",
     "Settings",
+    "Stream",
+    "TextDelta",
+    "Tool",
+    "ToolCall",
+    "ToolContext",
     "Usage",
     "__version__",
     "async_to_sync",
@@ -83,6 +96,7 @@ __all__ = [
     "spawn",
     "stream",
     "testing",
+    "tool",
     "tracking",
 ]
 
@@ -96,9 +110,11 @@ if TYPE_CHECKING:
     from .hooks import on_attempt, on_call_end
     from .limits import RateLimit, rate_limit
     from .patching import available, in_green_context, is_patched, patch
-    from .result import Attempt, Result, Usage
+    from .result import Attempt, Result, ToolCall, Usage
     from .retry import Retry
     from .runtime import batch, each, spawn, stream
+    from .streaming import Done, Stream, TextDelta
+    from .tools import Tool, ToolContext, tool
 
 
 def __getattr__(name: str) -> Any:

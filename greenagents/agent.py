@@ -28,22 +28,24 @@ A call that fails is a :class:`~greenagents.Result` holding the error; bad input
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import sys
 import time
 from collections.abc import Sequence
-from typing import Any, ClassVar, get_type_hints
+from typing import Any, ClassVar, Literal, get_type_hints
 
 from pydantic import BaseModel, ValidationError, create_model
 
-from . import breakers, budgets, hooks, limits, pricing, providers, tracking
+from . import breakers, budgets, hooks, limits, pricing, providers, toolloop, tracking
 from .cache import Entry, call_through
 from .config import check_agent_values, settings
 from .errors import CircuitOpen, ConfigError, InputError, QuotaExceeded, RateLimited, scrub
 from .errors import Timeout as CallTimeout
-from .result import Attempt, Result, Usage
+from .result import Attempt, Result, ToolCall, Usage
 from .retry import Policy, RetryPolicy, call_with_retries, policy_for, retryable
 from .runtime import target_name
+from .streaming import Stream
 from .structured import InvalidOutput, OutputSpec
 
 __all__ = ["Agent"]
@@ -91,24 +93,33 @@ class _Inputs:
 
 
 class _Call:
-    """The state of one agent call across attempts, re-asks and fallback models."""
+    """The state of one agent call across turns, attempts, re-asks and fallback models."""
 
-    def __init__(self, agent: type[Agent], messages: list[Message]):
+    def __init__(self, agent: type[Agent], messages: list[Message],
+                 tools: Sequence[dict[str, Any]] = ()):
         self.agent = agent
         self.messages = messages
         self.spec = agent._output_spec()
+        self.tools = tools              # offered on every turn (specs: name, description, ...)
+        self.finishing = False          # the work is done: ask for the output, run no more tools
+        self.turn = 1
+        self.model: str | None = None
         self.usage_by_model: dict[str, Usage] = {}
-        self.history: list[Attempt] = []
+        self.history: list[Attempt | ToolCall] = []
         self.started = time.monotonic()
         self.reask: InvalidOutput | None = None
         self.text = ""  # the answer that validated, kept for the cache
 
     def attempt(self, model: str, endpoint: providers.Endpoint, deadline: float | None) -> Any:
+        """One request: the validated output, or (tool loop) the Completion to act on."""
         timeout = settings().timeout if self.agent.timeout is None else self.agent.timeout
         until = None if deadline is None else self.started + deadline
         messages = self.messages + (OutputSpec.reask(self.reask) if self.reask else [])
+        working = bool(self.tools) and not self.finishing
+        # a provider that cannot offer tools and ask for the output at once gets it asked last
+        withheld = working and not endpoint.provider.structured_with_tools
         start = time.monotonic()
-        record: dict[str, Any] = {"number": len(self.history) + 1, "model": model}
+        record: dict[str, Any] = {"number": self.attempts + 1, "model": model, "turn": self.turn}
         scope = f"{endpoint.provider.name}@{endpoint.base_url}"
         completion = None
         breaker, probe = f"{scope}/{endpoint.model}", False
@@ -125,13 +136,15 @@ class _Call:
                         raise CallTimeout(f"{self.agent.__qualname__}: its retry deadline of "
                                           f"{deadline}s passed; raise Retry(deadline=...)")
                 completion = providers.complete(
-                    endpoint, messages, schema=self.spec.schema, schema_name=self.spec.name,
-                    temperature=self.agent.temperature, max_tokens=self.agent.max_tokens,
-                    timeout=timeout)
+                    endpoint, messages, schema=None if withheld else self.spec.schema,
+                    schema_name=self.spec.name, temperature=self.agent.temperature,
+                    max_tokens=self.agent.max_tokens, timeout=timeout, tools=self.tools)
                 billed.append(completion.usage)
             breakers.after(breaker, None, probe, start)
             limits.observe(scope, limited=False)
             self.usage_by_model[model] = self.usage_by_model.get(model, Usage()) + completion.usage
+            if working and (completion.tool_calls or (withheld and self.spec.schema)):
+                return completion
             value = self.spec.parse(completion.text)
             self.text = completion.text
         except BaseException as exc:
@@ -144,11 +157,33 @@ class _Call:
                 self.reask = exc
             raise
         finally:
-            self.history.append(Attempt(**record, duration_s=time.monotonic() - start))
+            attempt = Attempt(**record, duration_s=time.monotonic() - start)
+            self.history.append(attempt)
             if hooks.active:
-                hooks.attempt_ended(self.history[-1], endpoint.provider.name, completion,
+                hooks.attempt_ended(attempt, endpoint.provider.name, completion,
                                     sys.exc_info()[1])
         return value
+
+    def answer(self, endpoints: list[tuple[str, providers.Endpoint]], policy: Policy) -> Any:
+        """One turn: the model's answer, with retries, then each fallback model in order."""
+        error: Exception | None = None
+        for model, endpoint in endpoints:
+            self.reask = None  # a fallback model starts from the conversation so far
+            self.model = model
+            try:
+                return call_with_retries(
+                    lambda m=model, e=endpoint: self.attempt(m, e, policy.deadline),  # type: ignore[misc]
+                    policy, on_wait=self.waited)
+            except Exception as exc:  # kills and the caller's timeouts are BaseException: they pass
+                error = exc
+                if not (retryable(exc) or isinstance(exc, (QuotaExceeded, CircuitOpen))):
+                    break  # fallbacks are for what retrying could not fix, not for bad requests
+        assert error is not None
+        raise error
+
+    @property
+    def attempts(self) -> int:
+        return sum(isinstance(entry, Attempt) for entry in self.history)
 
     @property
     def usage(self) -> Usage:
@@ -161,8 +196,8 @@ class _Call:
 
     def waited(self, seconds: float) -> None:
         last = self.history[-1]
-        self.history[-1] = Attempt(last.number, last.model, last.status, last.error,
-                                   last.duration_s, seconds)
+        if isinstance(last, Attempt):
+            self.history[-1] = dataclasses.replace(last, wait_s=seconds)
 
 
 class Agent:
@@ -174,8 +209,12 @@ class Agent:
     are exhausted, ``base_url`` any OpenAI-compatible server. ``timeout`` bounds each attempt,
     whole (connect to last byte); ``Retry(deadline=...)`` bounds the call, waits included.
     ``model`` and ``timeout`` are checked when the class is defined (a ConfigError).
-    ``cache`` is ``True`` or a TTL in seconds to reuse answers (see :mod:`greenagents.cache`),
-    ``False`` to opt out of a process-wide ``cache`` setting.
+
+    Tools (see :mod:`greenagents.tools`): ``tools`` are functions (or ``ga.tool(...)``, or methods
+    of the class) the model may call; each turn's calls run concurrently, ``tool_concurrency`` at
+    once, each within ``tool_timeout`` seconds; past ``max_turns`` model turns the call fails with
+    :class:`~greenagents.errors.ToolLoopError`. A failing tool's error goes back to the model as
+    its result (``tool_errors = "return"``) or fails the call (``"raise"``).
     """
 
     model: ClassVar[str | None] = None
@@ -184,13 +223,20 @@ class Agent:
     temperature: ClassVar[float | None] = None
     max_tokens: ClassVar[int | None] = None
     timeout: ClassVar[float | None] = None
+    first_token_timeout: ClassVar[float | None] = None  # streams: per attempt; default timeout
     retries: ClassVar[RetryPolicy] = None
     fallbacks: ClassVar[Sequence[str | tuple[str, str]]] = ()
     base_url: ClassVar[str | None] = None
+    tools: ClassVar[Sequence[Any]] = ()
     cache: ClassVar[bool | float | None] = None
+    max_turns: ClassVar[int] = 8
+    tool_concurrency: ClassVar[int] = 8
+    tool_timeout: ClassVar[float | None] = 60.0
+    tool_errors: ClassVar[Literal["return", "raise"]] = "return"
     # per-class caches, filled on first call (looked up in the class's own __dict__)
     _greenagents_inputs: ClassVar[_Inputs]
     _greenagents_output: ClassVar[OutputSpec]
+    _greenagents_tools: ClassVar[toolloop.Toolbox]
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -217,6 +263,14 @@ class Agent:
         if cached is None or cached.output is not cls.output:
             cached = OutputSpec(cls.output)
             cls._greenagents_output = cached
+        return cached
+
+    @classmethod
+    def _toolbox(cls) -> toolloop.Toolbox:
+        cached = cls.__dict__.get("_greenagents_tools")
+        if cached is None or cached.source is not cls.tools:
+            cached = toolloop.Toolbox(cls)
+            cls._greenagents_tools = cached
         return cached
 
     @classmethod
@@ -255,28 +309,42 @@ class Agent:
         result: Result[Any] = Result(target=target_name(cls), attempts=0)
         call = hooks.call_opened(result.target, cls, agent=True) if hooks.active else None
         try:
-            messages = cls._messages(cls._inputs().validate(args, inputs))
+            checked = cls._inputs().validate(args, inputs)
+            messages = cls._messages(checked)
             endpoints = cls._endpoints()
             policy = policy_for(cls.retries)
+            toolbox = cls._toolbox()
         except Exception as exc:  # bad inputs, config, a bug in prompt(): this call's error only
             result.error = scrub(exc)
             result.duration_s = time.perf_counter() - started
             hooks.call_closed(call, result)
             tracking.record(result, inputs)
             return result
-        state = _Call(cls, messages)
+        state = _Call(cls, messages, toolbox.specs)
+
+        def ask() -> Entry | None:  # the call itself; its answer as a cache entry if it validated
+            try:
+                result.value = toolloop.run(state, toolbox, checked, endpoints, policy) \
+                    if toolbox.specs else state.answer(endpoints, policy)
+            except Exception as exc:  # kills and the caller's timeouts are BaseException: pass
+                result.error = exc
+                return None
+            usage, model = state.usage, state.model or ""
+            return Entry(state.text, model, usage.prompt_tokens, usage.completion_tokens,
+                         state.cost(model))
+
         hit: Entry | None = None
         try:
-            hit = call_through(cls, messages, endpoints, state.spec.schema,
-                               lambda: cls._ask(result, state, endpoints, policy))
+            hit = call_through(cls, messages, endpoints, state.spec.schema, toolbox.specs, ask)
             if hit is not None:
                 result.value, result.error = state.spec.parse(hit.text), None
-                result.model, result.cached = hit.model, True
+                state.model, result.cached = hit.model, True
         except Exception as exc:  # a bad cache setting: this call's error, not the batch's
             result.error = exc
         if result.error is not None:  # the one redaction step before the error leaves
             result.error = scrub(result.error, *(endpoint.api_key for _, endpoint in endpoints))
-        result.attempts = len(state.history)
+        result.model = state.model
+        result.attempts = state.attempts
         result.history = tuple(state.history)
         if hit is not None:
             result.usage, result.cost_usd = Usage(hit.prompt_tokens, hit.completion_tokens), 0.0
@@ -287,27 +355,34 @@ class Agent:
         tracking.record(result, inputs)
         return result
 
-    @classmethod
-    def _ask(cls, result: Result[Any], state: _Call, endpoints: list[tuple[str, providers.Endpoint]],
-             policy: Policy) -> Entry | None:
-        """Ask the models in turn, filling ``result``; the answer as a cache entry if one validated."""
-        for model, endpoint in endpoints:
-            state.reask = None  # a fallback model starts from the original conversation
-            try:
-                result.value = call_with_retries(
-                    lambda m=model, e=endpoint: state.attempt(m, e, policy.deadline),  # type: ignore[misc]
-                    policy, on_wait=state.waited)
-                result.error, result.model = None, model
-                usage = state.usage
-                return Entry(state.text, model, usage.prompt_tokens, usage.completion_tokens,
-                             state.cost(model))
-            except Exception as exc:  # kills and the caller's timeouts are BaseException: they pass
-                result.error, result.model = exc, model
-                if not (retryable(exc) or isinstance(exc, (QuotaExceeded, CircuitOpen))):
-                    break  # fallbacks are for what retrying could not fix, not for bad requests
-        return None
-
     __greenagents_call__ = call  # how ga.batch calls an agent class: its Result, kept whole
+
+    @classmethod
+    def stream(cls, *args: Any, **inputs: Any) -> Stream[Any]:
+        """Run the agent once, its answer as it is generated (see :mod:`greenagents.streaming`).
+
+        >>> import greenagents.monkey
+        >>> from greenagents.testing import Simulator
+        >>> with Simulator() as sim:
+        ...     class Echo(Agent):
+        ...         model, base_url = "openai/m", sim.base_url
+        ...     stream = Echo.stream("hi")
+        ...     deltas = list(stream)
+        >>> deltas[-1], stream.result.value == "".join(deltas)
+        ('"hi".', True)
+        """
+        result: Result[Any] = Result(target=target_name(cls), attempts=0)
+        try:
+            if cls.tools:
+                raise ConfigError(f"{cls.__qualname__}.stream(): streaming an agent with tools is "
+                                  "not supported yet; use call()")
+            messages = cls._messages(cls._inputs().validate(args, inputs))
+            endpoints = cls._endpoints()
+            policy = policy_for(cls.retries)
+        except Exception as exc:  # the stream raises it when read; its Result holds it
+            result.error = exc
+            return Stream(result, inputs, None, (), None)
+        return Stream(result, inputs, _Call(cls, messages), endpoints, policy)
 
     @classmethod
     def run(cls, *args: Any, **inputs: Any) -> Any:

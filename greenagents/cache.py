@@ -14,7 +14,8 @@ no request is sent and no rate-limit budget is taken. Only validated answers are
 
 The key is a SHA-256 over everything that changes the answer: each (provider, base URL, model) of
 the fallback chain, every message (system prompt included; images by content, since the hash covers
-their bytes), the output schema, the sampling options (temperature, max_tokens, and any of
+their bytes), the output schema, the tools' specs (a hit skips the tool loop and its side
+effects), the sampling options (temperature, max_tokens, and any of
 ``_SAMPLING`` an agent sets) and the namespace (``cache_namespace`` setting: one tenant's answers are
 never another's). The API key is not in it: two keys of one account get the same answers.
 
@@ -198,12 +199,14 @@ def _policy(agent: type) -> tuple[Store, float | None] | None:
 
 
 def key_for(agent: type, messages: Sequence[dict[str, Any]],
-            endpoints: Sequence[tuple[str, Endpoint]], schema: dict[str, Any] | None) -> str:
+            endpoints: Sequence[tuple[str, Endpoint]], schema: dict[str, Any] | None,
+            tools: Sequence[dict[str, Any]] = ()) -> str:
     """The cache key of one call: a hex SHA-256 of everything that changes its answer."""
     material = {
         "chain": [(e.provider.name, e.base_url, e.model) for _, e in endpoints],
         "messages": messages,
         "schema": schema,
+        "tools": list(tools),  # their specs: name, description, parameter schema
         "sampling": {name: getattr(agent, name, None) for name in _SAMPLING},
         "namespace": settings().cache_namespace,
     }
@@ -238,7 +241,7 @@ def _safely(what: str, fn: Callable[[], T]) -> T | None:
 
 def call_through(agent: type, messages: Sequence[dict[str, Any]],
                  endpoints: Sequence[tuple[str, Endpoint]], schema: dict[str, Any] | None,
-                 ask: Callable[[], Entry | None]) -> Entry | None:
+                 tools: Sequence[dict[str, Any]], ask: Callable[[], Entry | None]) -> Entry | None:
     """An answer from the cache or an identical call in flight; else None once ``ask()`` ran here.
 
     ``ask`` sends the call and returns its :class:`Entry` when it answered and validated (None when
@@ -249,7 +252,7 @@ def call_through(agent: type, messages: Sequence[dict[str, Any]],
         ask()
         return None
     store, ttl = policy
-    key = key_for(agent, messages, endpoints, schema)
+    key = key_for(agent, messages, endpoints, schema, tools)
     flight = _in_flight.get(key)
     if flight is None:
         raw = _safely("read the cache", lambda: store.get(key))

@@ -18,7 +18,10 @@ secret (API keys are never formatted into a message; see :func:`redact`).
     │   ├── BadRequest       400/404/422 and other 4xx: the request itself is wrong
     │   └── CircuitOpen      the endpoint kept failing: not sent, fallbacks tried at once
     ├── OutputError          the model's answer never validated against the output type
-    └── BudgetExceeded       the next attempt could cross a max_cost_usd budget; not sent
+    ├── BudgetExceeded       the next attempt could cross a max_cost_usd budget; not sent
+    ├── StreamClosed         the caller stopped reading a stream before the answer's end
+    ├── ToolLoopError        a tool-using agent still called tools after ``max_turns`` turns
+    └── ToolError            a tool failed and the agent's ``tool_errors = "raise"``
 
 ``ProviderError.retryable`` says whether trying again can help; the retry policy reads it.
 
@@ -46,7 +49,10 @@ __all__ = [
     "RateLimited",
     "ResponseTooLarge",
     "ServerError",
+    "StreamClosed",
     "Timeout",
+    "ToolError",
+    "ToolLoopError",
     "redact",
     "scrub",
 ]
@@ -186,3 +192,21 @@ class BudgetExceeded(GreenAgentsError):
 
     Never retried and no fallback is tried: another model would spend the same money.
     """
+
+
+class ToolLoopError(GreenAgentsError):
+    """A tool-using agent's model still asked for tools after ``max_turns`` model turns."""
+
+
+class ToolError(GreenAgentsError):
+    """A tool failed (raised, timed out, bad arguments, unknown tool) with ``tool_errors =
+    "raise"``; ``tool`` names it, and ``__cause__`` is the tool's own exception when it raised."""
+
+    def __init__(self, message: str, *, tool: str):
+        super().__init__(message)
+        self.tool = tool
+
+
+class StreamClosed(GreenAgentsError):
+    """A streamed call was closed by its reader before the answer's end (``break``, a client
+    that went away); the request was cancelled. Not retried: the reader chose to stop."""

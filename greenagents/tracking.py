@@ -3,8 +3,9 @@
 Turn it on with ``ga.configure(tracking="sqlite:///runs.db")`` (or ``GREENAGENTS_TRACKING``);
 every :meth:`Agent.call <greenagents.Agent.call>` then records its :class:`~greenagents.Result`
 — agent, model, status, attempts, latency, tokens, cost, error, per-attempt history — and
-``greenagents stats`` summarises the file. Inputs and outputs are kept only with
-``tracking_payloads=True``; API keys never (error text is passed through ``errors.redact``).
+``greenagents stats`` summarises the file. Inputs and outputs — a tool call's arguments and output
+included — are kept only with ``tracking_payloads=True``; API keys never (error text is passed
+through ``errors.redact``, tool arguments and outputs are redacted when recorded).
 
 >>> import os, tempfile
 >>> import greenagents as ga
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import atexit
 import collections
+import dataclasses
 import os
 import sqlite3
 import statistics
@@ -68,7 +70,8 @@ CREATE TABLE IF NOT EXISTS calls (
     cost_usd REAL,
     error_class TEXT,
     error_message TEXT,
-    history TEXT NOT NULL,         -- JSON list of attempts (number, model, status, error, ...)
+    history TEXT NOT NULL,         -- JSON list of attempts (number, turn, model, status, error, ...)
+                                   -- and tool calls (turn, tool, arguments, output, error, ...)
     inputs TEXT,                   -- JSON, only with tracking_payloads=True
     output TEXT,                   -- JSON, only with tracking_payloads=True
     cached INTEGER NOT NULL DEFAULT 0,  -- 1: answered by the response cache (cost_usd 0)
@@ -137,13 +140,23 @@ def _row(result: Result[Any], inputs: Mapping[str, Any] | None, payloads: bool) 
             "ok" if error is None else "error", result.attempts, result.duration_s,
             usage.prompt_tokens if usage else None, usage.completion_tokens if usage else None,
             result.cost_usd, None if error is None else type(error).__name__,
-            None if error is None else _text(redact(str(error))), _text(dumps(result.history)),
+            None if error is None else _text(redact(str(error))), _text(dumps(_history(result, payloads))),
             _text(redact(dumps(inputs))) if payloads and inputs is not None else None,
             _text(redact(dumps(result.value))) if payloads and error is None else None,
             int(result.cached),
             pricing.cost_usd(result.model, usage) if result.cached and result.model and usage
             else None,
             int(isinstance(error, BudgetExceeded)))
+
+
+def _history(result: Result[Any], payloads: bool) -> list[dict[str, Any]]:
+    """The attempts and tool calls; a tool call's arguments and output only with payloads."""
+    entries = [dataclasses.asdict(entry) for entry in result.history]
+    if not payloads:
+        for entry in entries:
+            if "tool" in entry:
+                entry["arguments"] = entry["output"] = None
+    return entries
 
 
 class _Writer:

@@ -205,3 +205,12 @@ def test_redis_store_shares_answers_and_expires_them(sim: Simulator, redis_url: 
     assert not short.call(text="s").cached and short.call(text="s").cached
     time.sleep(0.3)
     assert not short.call(text="s").cached and requests_sent(sim) == 3
+
+
+def test_the_tools_offered_change_the_key(monkeypatch: Any) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    messages = SentimentAgent._messages({"text": "hi"})
+    endpoints, schema = SentimentAgent._endpoints(), SentimentAgent._output_spec().schema
+    plain = cache.key_for(SentimentAgent, messages, endpoints, schema)
+    tooled = cache.key_for(SentimentAgent, messages, endpoints, schema, [{"name": "get_weather"}])
+    assert plain != tooled

@@ -19,18 +19,18 @@ from __future__ import annotations
 import functools
 import os
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from .. import http
 from ..errors import ConfigError
 from .anthropic import AnthropicProvider
-from .base import Completion, Message, Provider, Request
+from .base import Completion, Message, Provider, Request, ToolRequest
 from .openai import OpenAIProvider, strict_schema
 
 __all__ = ["AnthropicProvider", "Completion", "Endpoint", "Message", "OpenAIProvider",
-           "Provider", "Request", "complete", "resolve", "strict_schema"]
+           "Provider", "Request", "ToolRequest", "complete", "resolve", "strict_schema"]
 
 
 @dataclass(frozen=True)
@@ -164,7 +164,7 @@ def _endpoint(prefix: str, name: str, base_url: str | None, env_url: str | None,
 def complete(endpoint: Endpoint, messages: Sequence[Message], *,
              schema: dict[str, Any] | None = None, schema_name: str = "output",
              temperature: float | None = None, max_tokens: int | None = None,
-             timeout: float | None = None) -> Completion:
+             timeout: float | None = None, tools: Sequence[Mapping[str, Any]] = ()) -> Completion:
     """Ask ``endpoint`` to answer ``messages``: build, POST over the shared pool, parse.
 
     One attempt, no retries (the retry layer owns those). Raises the mapped
@@ -179,7 +179,7 @@ def complete(endpoint: Endpoint, messages: Sequence[Message], *,
     """
     provider = endpoint.provider
     request = provider.build(endpoint.model, messages, schema=schema, schema_name=schema_name,
-                             temperature=temperature, max_tokens=max_tokens)
+                             temperature=temperature, max_tokens=max_tokens, tools=tools)
     response = http.post_json(request.url, request.body, request.headers, timeout=timeout,
                               provider=provider.name, hint=f"check {provider.base_url_env}")
     return provider.parse(response)

@@ -54,6 +54,8 @@ def _parse_faults(ctx: click.Context, param: click.Parameter,
 @click.option("--api-key", envvar=API_KEY_ENV, default=None,
               help=f"Require this API key (or set {API_KEY_ENV}).")
 @click.option("--seed", default=0, show_default=True, help="Seed for answers and faults.")
+@click.option("--answer-words", type=int, default=None,
+              help="Plain-text answers run to this many words (long streams).")
 def sim(**knobs: object) -> None:
     """Serve a local OpenAI/Anthropic-compatible LLM simulator until interrupted."""
     try:

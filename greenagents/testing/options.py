@@ -35,6 +35,8 @@ class SimOptions:
     - ``rpm``/``tpm``: per-API-key budgets answered with 429 and an exact ``Retry-After``.
     - ``api_key``: when set, requests must carry it (never logged or echoed).
     - ``seed``: makes answers and fault rolls reproducible.
+    - ``answer_words``: plain-text answers run to this many words (stream deltas; each paced by
+      ``token_latency``): long answers to stream.
     """
 
     latency: float = 0.0
@@ -47,6 +49,7 @@ class SimOptions:
     tpm: int | None = None
     api_key: str | None = field(default=None, repr=False)
     seed: int = 0
+    answer_words: int | None = None
     host: str = "127.0.0.1"
     port: int = 0
 
@@ -59,7 +62,7 @@ class SimOptions:
         if self.latency_p99 is not None and not 0 < self.latency <= self.latency_p99:
             raise ValueError("latency_p99 needs 0 < latency (the median) <= latency_p99, "
                              f"got latency={self.latency}, latency_p99={self.latency_p99}")
-        for name in ("fault_attempts", "rpm", "tpm"):
+        for name in ("fault_attempts", "rpm", "tpm", "answer_words"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be a positive integer or None, got {value}")
@@ -73,7 +76,7 @@ class SimOptions:
                 "--token-latency", str(self.token_latency), "--retry-after", str(self.retry_after),
                 "--seed", str(self.seed)]
         optional = {"--latency-p99": self.latency_p99, "--fault-attempts": self.fault_attempts,
-                    "--rpm": self.rpm, "--tpm": self.tpm}
+                    "--rpm": self.rpm, "--tpm": self.tpm, "--answer-words": self.answer_words}
         for flag, value in optional.items():
             if value is not None:
                 args += [flag, str(value)]
