@@ -43,6 +43,8 @@ _EXPORTS: dict[str, str] = {
     "Retry": "retry",
     "RateLimit": "limits",
     "rate_limit": "limits",
+    "summary": "summaries",
+    "Summary": "summaries",
 }
 _SUBMODULES = ("celery", "errors", "testing", "tracking")
 
@@ -53,6 +55,7 @@ __all__ = [
     "Result",
     "Retry",
     "Settings",
+    "Summary",
     "Usage",
     "__version__",
     "available",
@@ -67,6 +70,7 @@ __all__ = [
     "settings",
     "spawn",
     "stream",
+    "summary",
     "testing",
     "tracking",
 ]
@@ -80,6 +84,7 @@ if TYPE_CHECKING:
     from .result import Attempt, Result, Usage
     from .retry import Retry
     from .runtime import batch, each, spawn, stream
+    from .summaries import Summary, summary
 
 
 def __getattr__(name: str) -> Any:

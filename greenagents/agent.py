@@ -30,12 +30,12 @@ from __future__ import annotations
 
 import inspect
 import time
-from collections.abc import Sequence
-from typing import Any, ClassVar, get_type_hints
+from collections.abc import Iterable, Sequence, Sized
+from typing import Any, ClassVar, TypeVar, get_type_hints
 
 from pydantic import BaseModel, ValidationError, create_model
 
-from . import limits, pricing, providers, tracking
+from . import definition, limits, pricing, providers, runtime, tracking
 from .config import settings
 from .errors import ConfigError, InputError, QuotaExceeded, RateLimited
 from .errors import Timeout as CallTimeout
@@ -47,6 +47,7 @@ from .structured import InvalidOutput, OutputSpec
 __all__ = ["Agent"]
 
 Message = dict[str, Any]
+A = TypeVar("A", bound="Agent")
 
 
 class _Inputs:
@@ -168,6 +169,39 @@ class Agent:
     _greenagents_inputs: ClassVar[_Inputs]
     _greenagents_output: ClassVar[OutputSpec]
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        definition.check(cls)  # a definition that cannot work fails here, naming the attribute
+
+    @classmethod
+    def with_options(cls: type[A], **options: Any) -> type[A]:
+        """A subclass with these class attributes replaced (``model``, ``timeout``, ``base_url``...).
+
+        >>> class Echo(Agent):
+        ...     model = "openai/gpt-4o-mini"
+        >>> Echo.with_options(model="anthropic/claude-haiku-4-5", timeout=10).model
+        'anthropic/claude-haiku-4-5'
+        """
+        return definition.configured(cls, options)  # type: ignore[return-value]
+
+    @classmethod
+    def batch(cls, inputs: Iterable[dict[str, Any]], **options: Any) -> list[Result[Any]]:
+        """Call the agent once per dict of inputs, concurrently; Results in input order.
+
+        ``options`` are those of :func:`greenagents.batch` (``max_concurrent``, ``timeout``...).
+        """
+        if isinstance(inputs, Sized):  # a wrong item is an InputError now, before any call
+            return runtime.batch([(cls, _as_inputs(cls, item)) for item in inputs], **options)
+        return runtime.batch(((cls, item) for item in inputs), **options)  # lazily: per item
+
+    @classmethod
+    def each(cls, items: Iterable[Any], **options: Any) -> list[Result[Any]]:
+        """Call the agent once per item, passed as its (first) input; Results in input order.
+
+        ``options`` are those of :func:`greenagents.each`.
+        """
+        return runtime.each(items, cls, **options)
+
     def prompt(self, input: str) -> str | list[Message]:
         """The user message (or a list of messages) for these inputs; override it.
 
@@ -229,12 +263,12 @@ class Agent:
             messages = cls._messages(cls._inputs().validate(args, inputs))
             endpoints = cls._endpoints()
             policy = policy_for(cls.retries)
+            state = _Call(cls, messages)
         except Exception as exc:  # bad inputs, config, a bug in prompt(): this call's error only
             result.error = exc
             result.duration_s = time.perf_counter() - started
             tracking.record(result, inputs)
             return result
-        state = _Call(cls, messages)
         for model, endpoint in endpoints:
             state.reask = None  # a fallback model starts from the original conversation
             try:
@@ -261,3 +295,11 @@ class Agent:
     def run(cls, *args: Any, **inputs: Any) -> Any:
         """Run the agent once and return its output, or raise its error."""
         return cls.call(*args, **inputs).unwrap()
+
+
+def _as_inputs(agent: type[Agent], item: Any) -> dict[str, Any]:
+    if not isinstance(item, dict):
+        raise InputError(f"{agent.__qualname__}.batch() takes dicts of inputs, got {item!r:.60}; "
+                         f"e.g. {agent.__qualname__}.batch([{{'text': 'hi'}}]) (or use "
+                         f"{agent.__qualname__}.each(items) for one input per item)")
+    return item
