@@ -44,6 +44,7 @@ _EXPORTS: dict[str, str] = {
     "RateLimit": "limits",
     "rate_limit": "limits",
     "summary": "summaries",
+    "CallsFailedWarning": "summaries",
     "Summary": "summaries",
 }
 _SUBMODULES = ("celery", "errors", "testing", "tracking")
@@ -51,6 +52,7 @@ _SUBMODULES = ("celery", "errors", "testing", "tracking")
 __all__ = [
     "Agent",
     "Attempt",
+    "CallsFailedWarning",
     "RateLimit",
     "Result",
     "Retry",
@@ -84,7 +86,7 @@ if TYPE_CHECKING:
     from .result import Attempt, Result, Usage
     from .retry import Retry
     from .runtime import batch, each, spawn, stream
-    from .summaries import Summary, summary
+    from .summaries import CallsFailedWarning, Summary, summary
 
 
 def __getattr__(name: str) -> Any:

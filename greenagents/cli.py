@@ -28,6 +28,7 @@ import gevent.os
 
 import greenagents as ga
 from greenagents import jsonl
+from greenagents.summaries import ErrorTally
 
 __all__ = ["cli", "main"]
 
@@ -77,6 +78,10 @@ def demo(calls: int, concurrency: int, model: str | None) -> None:
         raise UsageProblem(str(exc)) from None
     click.echo(f"greenagents demo: sample agents against {report.where}\n")
     click.echo(_table([list(pair) for pair in report.rows()]))
+    if report.errors:
+        click.echo("\nfailed calls, by error:", err=True)
+        click.echo("\n".join(f"  {count}" for count in report.errors), err=True)
+        sys.exit(1)
 
 
 # ----------------------------------------------------------------------------------------- run
@@ -257,16 +262,22 @@ def _configure_tracking(output: str, enabled: bool) -> None:
 @click.option("--quiet", is_flag=True, help="No progress bar (none when stderr is not a terminal).")
 @click.option("--tracking/--no-tracking", default=True, show_default=True,
               help="Record every call in .greenagents/runs.db beside the output.")
+@click.option("--max-errors", type=click.IntRange(0), default=None,
+              help="Stop once more than N calls failed: no new call starts, the rest are "
+                   "written as Aborted (--resume redoes them).")
 @click.option("--celery", "celery_url", default=None, metavar="REDIS_URL",
               help="Run the calls on the Celery workers of this broker (greenagents.celery), "
                    "not here; TARGET must be importable by the workers.")
 def run(target: str, input_path: str, output_path: str, concurrency: int | None, resume: bool,
-        timeout: float | None, quiet: bool, tracking: bool, celery_url: str | None) -> None:
+        timeout: float | None, quiet: bool, tracking: bool, max_errors: int | None,
+        celery_url: str | None) -> None:
     """Call TARGET (module:Name or file.py:Name, an Agent class or a function) once per input line.
 
     Each result is appended to the output as one JSON line as soon as it completes:
     index, ok, value, error, attempts, duration_s, usage, cost_usd, model.
     """
+    if celery_url and max_errors is not None:
+        raise UsageProblem("--max-errors is not supported with --celery yet; drop one of them")
     fn = load_target(target)
     previous = _previous(output_path, resume)
     lines, total = _open_input(input_path)
@@ -282,15 +293,20 @@ def run(target: str, input_path: str, output_path: str, concurrency: int | None,
         results = ga_celery.stream(ga_celery.app_for(celery_url), rows, timeout=timeout,
                                    progress=progress)
     else:
-        results = ga.stream(rows, max_concurrent=concurrency, timeout=timeout, progress=progress)
+        results = ga.stream(rows, max_concurrent=concurrency, timeout=timeout, progress=progress,
+                            max_errors=max_errors, warn_failures=False)
     out = _open_output(output_path)
     status = 0
+    tally = ErrorTally()
+    written = 0
     try:
         with lines, out:
             for result in results:
                 index, kwargs = rows.origin.pop(result.index or 0)
                 out.write(_row(index, result))
-                failed += not result.ok
+                written += 1
+                if result.error is not None:
+                    tally.add(result.error)
                 if kwargs is not None and not agent:
                     ga.tracking.record(result, kwargs)
     except KeyboardInterrupt:
@@ -300,6 +316,15 @@ def run(target: str, input_path: str, output_path: str, concurrency: int | None,
     finally:
         results.close()  # type: ignore[attr-defined]  # stops the calls still running
         ga.tracking.flush(timeout=30)
+    failed += tally.failed
+    if status != _INTERRUPTED and (failed or not quiet):  # on stderr, terminal or not
+        where = "stdout" if output_path == "-" else output_path
+        earlier = f" (+{len(previous):,} from before, {failed - tally.failed:,} failed)" \
+            if previous else ""
+        click.echo(f"greenagents run: {written:,} rows written to {where}{earlier}: "
+                   f"{written - tally.failed:,} ok, {tally.failed:,} failed", err=True)
+        for line in tally.lines():
+            click.echo(line, err=True)
     sys.exit(status or (1 if failed else 0))
 
 

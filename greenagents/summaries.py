@@ -14,13 +14,15 @@ calls failed and why, tokens, money, and how long the typical and the slow calls
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from .result import Result
 
-__all__ = ["ErrorCount", "Summary", "errors_by_type", "summary"]
+__all__ = ["CallsFailedWarning", "ErrorCount", "ErrorTally", "Summary", "errors_by_type", "summary",
+           "warn_failures"]
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,34 @@ class ErrorCount:
     count: int
     first_message: str
 
+    def __str__(self) -> str:
+        return f"{self.count:,} × {self.type}: {_shorten(self.first_message)}"
+
+
+class ErrorTally:
+    """Failures counted by error type as they come, with the first message of each: what a run
+    keeps to say why it failed, in memory O(error types) however many calls it makes."""
+
+    def __init__(self) -> None:
+        self.failed = 0
+        self._counts: dict[str, int] = {}
+        self._first: dict[str, str] = {}
+
+    def add(self, error: BaseException) -> None:
+        name = type(error).__name__
+        self.failed += 1
+        self._counts[name] = self._counts.get(name, 0) + 1
+        self._first.setdefault(name, str(error) or repr(error))
+
+    def counts(self) -> list[ErrorCount]:
+        """Most frequent first."""
+        return [ErrorCount(name, count, self._first[name])
+                for name, count in sorted(self._counts.items(), key=lambda kv: (-kv[1], kv[0]))]
+
+    def lines(self) -> list[str]:
+        """One readable line per error type: ``  3 × Timeout: first message``."""
+        return [f"  {count}" for count in self.counts()]
+
 
 def errors_by_type(results: Iterable[Result[Any]]) -> list[ErrorCount]:
     """Failures grouped by error class name, most frequent first; each with its first message.
@@ -39,15 +69,30 @@ def errors_by_type(results: Iterable[Result[Any]]) -> list[ErrorCount]:
     >>> errors_by_type([Result(error=AuthError("bad key")), Result(value=1)])
     [ErrorCount(type='AuthError', count=1, first_message='bad key')]
     """
-    counts: dict[str, int] = {}
-    first: dict[str, str] = {}
+    tally = ErrorTally()
     for result in results:
         if result.error is not None:
-            name = type(result.error).__name__
-            counts[name] = counts.get(name, 0) + 1
-            first.setdefault(name, str(result.error) or repr(result.error))
-    return [ErrorCount(name, count, first[name])
-            for name, count in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))]
+            tally.add(result.error)
+    return tally.counts()
+
+
+class CallsFailedWarning(UserWarning):
+    """A batch, each or stream ended with failed calls; the message groups them by error type.
+
+    Silence it for one run with ``warn_failures=False``, or everywhere with
+    ``warnings.simplefilter("ignore", ga.CallsFailedWarning)``.
+    """
+
+
+def warn_failures(tally: ErrorTally, calls: int, *, why: str = "", stacklevel: int = 2) -> None:
+    """One warning for a run that had failures: how many, of which types, the first message of
+    each, and ``why`` the run stopped early if it did."""
+    if not tally.failed:
+        return
+    head = f"greenagents: {tally.failed:,} of {calls:,} calls failed{why}:"
+    hint = "  (Result.error holds each; pass warn_failures=False to silence this warning)"
+    warnings.warn("\n".join([head, *tally.lines(), hint]), CallsFailedWarning,
+                  stacklevel=stacklevel + 1)
 
 
 def _percentile(sorted_values: list[float], fraction: float) -> float | None:
@@ -90,7 +135,7 @@ class Summary:
         if self.p50_s is not None and self.p95_s is not None:
             parts.append(f"p50 {self.p50_s:.2f} s, p95 {self.p95_s:.2f} s")
         lines = ["; ".join(parts)]
-        lines += [f"  {e.count:,} × {e.type}: {_shorten(e.first_message)}" for e in self.errors]
+        lines += [f"  {count}" for count in self.errors]
         return "\n".join(lines)
 
 
