@@ -76,7 +76,7 @@ def _check_prompt(agent: type[Agent], name: str) -> None:
     first = parameters[0] if parameters else None
     if first is None or first.kind not in (first.POSITIONAL_ONLY, first.POSITIONAL_OR_KEYWORD) \
             or (first.name != "self" and first.annotation is not first.empty):
-        shown = f"({', '.join(str(p) for p in parameters)})"
+        shown = f"({', '.join(p.name for p in parameters)})"
         raise ConfigError(f"{name}.prompt{shown} has no `self`: write `def prompt(self, ...)`; "
                           "the parameters after self are the agent's inputs")
     agent._inputs()  # builds the input schema now: a bad annotation or *args is reported here
