@@ -334,8 +334,9 @@ class _Run:
         late = f"the run's deadline of {self.deadline}s passed"
         hint = "; raise deadline= or max_concurrent="
         yield from self._stop_early(
-            *state, functools.partial(errors.Timeout, f"{late} before this call finished{hint}"),
-            functools.partial(errors.Timeout, f"{late} before this call started{hint}"))
+            *state,
+            running=functools.partial(errors.Timeout, f"{late} before this call finished{hint}"),
+            unstarted=functools.partial(errors.Timeout, f"{late} before this call started{hint}"))
         self._ended(f" ({late})")
 
     def _abort(self, *state: Any) -> Iterator[Result[Any]]:
@@ -343,12 +344,12 @@ class _Run:
         aborted = functools.partial(errors.Aborted, (
             f"the run stopped after {self.tally.failed} failed calls (max_errors="
             f"{self.max_errors}) before this call ended; see the other calls' errors"))
-        yield from self._stop_early(*state, aborted, aborted)
+        yield from self._stop_early(*state, running=aborted, unstarted=aborted)
         self._ended(f" and the run stopped there (max_errors={self.max_errors}); the calls "
                     "not finished are Aborted")
 
     def _stop_early(self, pending: dict[int, str], source: Iterator[tuple[int, Any]], feeder: Any,
-                    room: Any, bar: Progress, running: Callable[[], BaseException],
+                    room: Any, bar: Progress, *, running: Callable[[], BaseException],
                     unstarted: Callable[[], BaseException]) -> Iterator[Result[Any]]:
         """Stop every call, keep what finished; ``running`` is the error of the calls stopped,
         ``unstarted`` that of the calls not started (the deadline passed, or max_errors)."""
