@@ -12,6 +12,7 @@ line on stderr, never a traceback. ``run`` exits 0 when every row succeeded and 
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import importlib.util
 import io
@@ -27,7 +28,9 @@ import click
 import gevent.os
 
 import greenagents as ga
-from greenagents import jsonl
+from greenagents import jsonl, runs
+from greenagents.runtime import target_name
+from greenagents.stats_report import render, table
 from greenagents.summaries import ErrorTally
 
 __all__ = ["cli", "main"]
@@ -77,7 +80,7 @@ def demo(calls: int, concurrency: int, model: str | None) -> None:
     except ga.errors.ConfigError as exc:
         raise UsageProblem(str(exc)) from None
     click.echo(f"greenagents demo: sample agents against {report.where}\n")
-    click.echo(_table([list(pair) for pair in report.rows()]))
+    click.echo(table([list(pair) for pair in report.rows()]))
     if report.errors:
         click.echo("\nfailed calls, by error:", err=True)
         click.echo("\n".join(f"  {count}" for count in report.errors), err=True)
@@ -142,6 +145,23 @@ def _reject(problem: str) -> None:
     raise ga.errors.InputError(problem)
 
 
+class _AtLine:
+    """The target, called for one input line, so the execution log records that line's index
+    (an Agent records its own calls, from inside the run's greenlets)."""
+
+    def __init__(self, target: Callable[..., Any], line: int):
+        self.target, self.line = target, line
+        self.__qualname__ = getattr(target, "__qualname__", type(target).__qualname__)
+        self.__module__ = getattr(target, "__module__", __name__)
+        if hasattr(target, "__greenagents_call__"):  # an Agent: keep its whole Result
+            self.__greenagents_call__ = self.__call__
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        runs.input_index.set(self.line)  # this call's own context: nothing to reset
+        hook = getattr(self.target, "__greenagents_call__", self.target)
+        return hook(*args, **kwargs)
+
+
 class _Rows:
     """The calls for the input's lines not done yet, read lazily; where each call came from.
 
@@ -150,8 +170,9 @@ class _Rows:
     """
 
     def __init__(self, target: Callable[..., Any], lines: IO[bytes], done: set[int],
-                 total: int | None):
+                 total: int | None, *, by_line: bool):
         self.target, self.lines, self.done, self.total = target, lines, done, total
+        self.by_line = by_line  # wrap the target so its log rows carry the input line
         self.origin: dict[int, tuple[int, dict[str, Any] | None]] = {}
 
     def __iter__(self) -> Iterator[tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]]:
@@ -161,7 +182,7 @@ class _Rows:
                 continue
             if isinstance(obj, dict):
                 self.origin[position] = (index, obj)
-                yield self.target, (), obj
+                yield (_AtLine(self.target, index) if self.by_line else self.target), (), obj
             else:
                 self.origin[position] = (index, None)
                 yield _reject, (str(obj),), {}
@@ -283,9 +304,12 @@ def run(target: str, input_path: str, output_path: str, concurrency: int | None,
     lines, total = _open_input(input_path)
     _configure_tracking(output_path, tracking)
     sized = total is not None
-    rows = (_SizedRows if sized else _Rows)(fn, lines, set(previous), (total or 0) - len(previous))
-    failed = sum(not ok for ok in previous.values())
     agent = isinstance(fn, type) and issubclass(fn, ga.Agent)  # agents record their own calls
+    rows = (_SizedRows if sized else _Rows)(fn, lines, set(previous), (total or 0) - len(previous),
+                                            by_line=agent and not celery_url)
+    failed = sum(not ok for ok in previous.values())
+    run_id = runs.new_run_id()
+    runs.run_id.set(run_id)  # the stream and every call it starts copy this context
     progress = not quiet and sys.stderr.isatty()
     if celery_url:
         from greenagents import celery as ga_celery  # the optional extra, only when asked for
@@ -307,8 +331,11 @@ def run(target: str, input_path: str, output_path: str, concurrency: int | None,
                 written += 1
                 if result.error is not None:
                     tally.add(result.error)
-                if kwargs is not None and not agent:
-                    ga.tracking.record(result, kwargs)
+                if kwargs is None:  # a malformed line: counted in the log under the target
+                    ga.tracking.record(dataclasses.replace(result, target=target_name(fn)),
+                                       index=index)
+                elif not agent:
+                    ga.tracking.record(result, kwargs, index=index)
     except KeyboardInterrupt:
         click.echo("interrupted: finished rows are written; add --resume to complete the run",
                    err=True)
@@ -321,7 +348,7 @@ def run(target: str, input_path: str, output_path: str, concurrency: int | None,
         where = "stdout" if output_path == "-" else output_path
         earlier = f" (+{len(previous):,} from before, {failed - tally.failed:,} failed)" \
             if previous else ""
-        click.echo(f"greenagents run: {written:,} rows written to {where}{earlier}: "
+        click.echo(f"greenagents run {run_id}: {written:,} rows written to {where}{earlier}: "
                    f"{written - tally.failed:,} ok, {tally.failed:,} failed", err=True)
         for line in tally.lines():
             click.echo(line, err=True)
@@ -345,40 +372,33 @@ def _since(ctx: click.Context, param: click.Parameter, value: str | None) -> flo
         raise click.BadParameter(f"{value!r}: use a number and a unit (s, m, h, d, w), e.g. 1h") from None
 
 
-def _table(rows: list[list[str]], header: list[str] | None = None) -> str:
-    """Plain-text columns: the first left-aligned, the others (numbers) right-aligned."""
-    lines = ([header] if header else []) + rows
-    widths = [max(len(line[column]) for line in lines) for column in range(len(lines[0]))]
-    text = ["  ".join(cell.ljust(width) if column == 0 else cell.rjust(width)
-                      for column, (cell, width) in enumerate(zip(line, widths, strict=True))).rstrip()
-            for line in lines]
-    if header:
-        text.insert(1, "  ".join("-" * width for width in widths))
-    return "\n".join(text)
-
-
 @cli.command()
 @click.option("--db", default=None, metavar="PATH",
               help="Execution log (default: the tracking setting, else .greenagents/runs.db).")
 @click.option("--since", callback=_since, default=None, metavar="AGE",
               help="Only calls newer than this, e.g. 30m, 1h, 7d.")
-@click.option("--by", type=click.Choice(["agent", "model"]), default="agent", show_default=True)
-def stats(db: str | None, since: float | None, by: str) -> None:
+@click.option("--run", "run_id", default=None, metavar="ID",
+              help="Only the calls of this run (its id is printed by `greenagents run`).")
+@click.option("--by", type=click.Choice(["agent", "model", "run"]), default="agent",
+              show_default=True)
+@click.option("--errors", "show_errors", is_flag=True,
+              help="List the failed calls (newest first) with run, input index and whole message.")
+@click.option("--limit", type=click.IntRange(1), default=50, show_default=True,
+              help="How many failed calls --errors lists.")
+@click.option("--format", "form", type=click.Choice(["table", "json", "csv"]), default="table",
+              show_default=True, help="How to print (json and csv for other tools).")
+@click.option("--json", "form", flag_value="json", help="Same as --format json.")
+@click.option("--csv", "form", flag_value="csv", help="Same as --format csv.")
+def stats(db: str | None, since: float | None, run_id: str | None, by: str, show_errors: bool,
+          limit: int, form: str) -> None:
     """Summarise logged calls: counts, success rate, p50/p95 latency, tokens, cost, top errors."""
     path = db or ga.settings().tracking or str(Path(".greenagents") / "runs.db")
     try:
-        groups = ga.tracking.summary(path, since=since, by=by)
+        groups = ga.tracking.summary(path, since=since, by=by, run=run_id)
+        failed = ga.tracking.failures(path, since=since, run=run_id, limit=limit) \
+            if show_errors else []
     except ga.errors.ConfigError as exc:
         raise UsageProblem(str(exc)) from None
-    if not groups:
-        click.echo("no calls logged" + (" in that period" if since is not None else ""))
-        return
-    rows = [[g["key"], f"{g['calls']:,}", f"{g['success_rate']:.1%}", f"{g['p50_s']:.2f}s",
-             f"{g['p95_s']:.2f}s", f"{g['prompt_tokens'] + g['completion_tokens']:,}",
-             "?" if g["cost_usd"] is None else f"${g['cost_usd']:.4f}"] for g in groups]
-    click.echo(_table(rows, [by, "calls", "ok", "p50", "p95", "tokens", "cost"]))
-    top = [(count, text, g["key"]) for g in groups for count, text in g["errors"]]
-    if top:
-        click.echo("\ntop errors")
-        for count, text, key in sorted(top, reverse=True)[:5]:
-            click.echo(f"  {count:>6,}  {key}  {text[:100]}")
+    click.echo(render(groups, failed, by=by, form=form, show_errors=show_errors,
+                                empty="no calls logged" + (" in that period" if since else "")
+                                + (f" for run {run_id}" if run_id else "")), nl=False)

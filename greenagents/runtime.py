@@ -37,7 +37,7 @@ import gevent.lock
 import gevent.pool
 import gevent.queue
 
-from . import errors, slots
+from . import errors, runs, slots
 from .config import settings
 from .patching import available
 from .progress import Progress
@@ -189,6 +189,7 @@ class _Run:
         self.warn, self.stacklevel = warn, stacklevel  # stacklevel: frames from results() to the user
         self.tally = ErrorTally()
         self.finished = 0
+        self.run_id = runs.run_id.get() or runs.new_run_id()  # a batch inside a run joins it
         self.cancelled = False
         self.bound: Any
         self.done: Any
@@ -203,6 +204,8 @@ class _Run:
     def _start(self, index: int, fn: Callable[..., Any], args: tuple[Any, ...],
                kwargs: dict[str, Any]) -> None:
         context = contextvars.copy_context()
+        context.run(runs.run_id.set, self.run_id)  # what the execution log records for the call
+        context.run(runs.input_index.set, index)
         if self.green:
             self.group.spawn(context.run, self._work, index, fn, args, kwargs)
         else:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -143,9 +144,15 @@ INTERRUPTED = """
         time.sleep(0.1 if n < 5 else 60)
         return n
 
-    print("started", flush=True)
+    finished = []
+
+    def seen(result):
+        finished.append(result)
+        if len(finished) == 5:
+            print("started", flush=True)  # five done, five waiting: time for Ctrl-C
+
     try:
-        ga.batch([(call, (n,), {}) for n in range(10)])
+        ga.batch([(call, (n,), {}) for n in range(10)], on_result=seen)
     except KeyboardInterrupt as stop:
         print(type(stop).__name__, sorted(r.value for r in stop.results), flush=True)
         sys.exit(3)
@@ -157,7 +164,7 @@ def test_ctrl_c_in_a_batch_keeps_the_finished_results_without_gevent_noise() -> 
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert child.stdout is not None
     assert child.stdout.readline().strip() == "started"
-    time.sleep(1.5)
+    time.sleep(0.2)
     child.send_signal(signal.SIGINT)
     out, err = child.communicate(timeout=30)
     assert child.returncode == 3, (out, err)
@@ -198,7 +205,8 @@ def test_run_reports_to_a_non_terminal_stderr_and_stops_past_max_errors(tmp_path
     done = _cli("run", "fns:check", "--input", "in.jsonl", "--output", "out.jsonl",
                 "--concurrency", "4", cwd=tmp_path)
     assert done.returncode == 1
-    assert "greenagents run: 201 rows written to out.jsonl: 100 ok, 101 failed" in done.stderr
+    assert re.search(r"^greenagents run [0-9a-f]{12}: 201 rows written to out.jsonl: 100 ok, "
+                     r"101 failed$", done.stderr, re.M), done.stderr
     assert "100 × ValueError: negative: -1" in done.stderr
     assert "1 × InputError: line 201" in done.stderr
 
