@@ -284,8 +284,8 @@ def _configure_tracking(output: str, enabled: bool) -> None:
 @click.option("--tracking/--no-tracking", default=True, show_default=True,
               help="Record every call in .greenagents/runs.db beside the output.")
 @click.option("--max-errors", type=click.IntRange(0), default=None,
-              help="Stop once more than N calls failed: no new call starts, the rest are "
-                   "written as Aborted (--resume redoes them).")
+              help="Stop once more than N calls failed: no new call starts, and the calls "
+                   "not finished are not written (--resume runs them).")
 @click.option("--celery", "celery_url", default=None, metavar="REDIS_URL",
               help="Run the calls on the Celery workers of this broker (greenagents.celery), "
                    "not here; TARGET must be importable by the workers.")
@@ -322,11 +322,14 @@ def run(target: str, input_path: str, output_path: str, concurrency: int | None,
     out = _open_output(output_path)
     status = 0
     tally = ErrorTally()
-    written = 0
+    written = aborted = 0
     try:
         with lines, out:
             for result in results:
                 index, kwargs = rows.origin.pop(result.index or 0)
+                if isinstance(result.error, ga.errors.Aborted):
+                    aborted += 1  # not run: left out of the output, so --resume runs it
+                    continue
                 out.write(_row(index, result))
                 written += 1
                 if result.error is not None:
@@ -343,7 +346,7 @@ def run(target: str, input_path: str, output_path: str, concurrency: int | None,
     finally:
         results.close()  # type: ignore[attr-defined]  # stops the calls still running
         ga.tracking.flush(timeout=30)
-    failed += tally.failed
+    failed += tally.failed + aborted
     if status != _INTERRUPTED and (failed or not quiet):  # on stderr, terminal or not
         where = "stdout" if output_path == "-" else output_path
         earlier = f" (+{len(previous):,} from before, {failed - tally.failed:,} failed)" \
@@ -352,6 +355,10 @@ def run(target: str, input_path: str, output_path: str, concurrency: int | None,
                    f"{written - tally.failed:,} ok, {tally.failed:,} failed", err=True)
         for line in tally.lines():
             click.echo(line, err=True)
+        if aborted:
+            click.echo(f"stopped: more than --max-errors {max_errors} calls failed; "
+                       f"{aborted:,} calls not finished are not written: fix the cause, then "
+                       "add --resume to run them", err=True)
     sys.exit(status or (1 if failed else 0))
 
 

@@ -90,7 +90,8 @@ class Aborted(GreenAgentsError):
     """The run stopped before this call ended, because more than ``max_errors`` calls failed.
 
     Not retried, and not this call's fault: fix the failures the run's warning names, then run
-    again (``greenagents run --resume`` redoes only what did not finish).
+    again (``greenagents run --max-errors`` leaves these calls out of its output, so
+    ``--resume`` runs them).
     """
 
 
