@@ -39,7 +39,7 @@ import gevent.queue
 
 from . import errors, runs, slots
 from .config import settings
-from .patching import available
+from .patching import available, how_to_patch
 from .progress import Progress
 from .result import Result
 from .summaries import CallsFailedWarning, ErrorTally, warn_failures
@@ -68,8 +68,8 @@ def _warn_unpatched(limit: int) -> None:
         _warned_unpatched = True
         warnings.warn(
             f"greenagents: the standard library is not monkey-patched, so calls run in up to "
-            f"{limit} real threads instead of greenlets. For thousands of concurrent calls, make "
-            "`import greenagents.monkey` the first import of your program.",
+            f"{limit} real threads instead of greenlets. For thousands of concurrent calls, "
+            f"{how_to_patch()}.",
             NotPatchedWarning,
             stacklevel=5,
         )
@@ -275,7 +275,7 @@ class _Run:
 
     def _emit(self, result: Result[Any], bar: Progress) -> Result[Any]:
         """Count a Result on its way to the caller: the bar, the failures, the total."""
-        bar.update(ok=result.ok)
+        bar.add(result)
         self.finished += 1
         if result.error is not None:
             self.tally.add(result.error)
@@ -548,7 +548,6 @@ def spawn(fn: Callable[..., T], *args: Any, **kwargs: Any) -> gevent.Greenlet[An
     if not available() and not _warned_spawn:
         _warned_spawn = True
         warnings.warn("greenagents.spawn: the standard library is not monkey-patched, so spawned "
-                      "calls that block on I/O run one after another. Make "
-                      "`import greenagents.monkey` the first import of your program.",
+                      f"calls that block on I/O run one after another. To patch, {how_to_patch()}.",
                       NotPatchedWarning, stacklevel=2)
     return gevent.spawn(contextvars.copy_context().run, fn, *args, **kwargs)
