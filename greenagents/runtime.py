@@ -292,9 +292,8 @@ class _Run:
         ends_at = None if self.deadline is None else time.monotonic() + self.deadline
         fed_all = False
         feeder = self._start_feeder(source, room)
-        hub = gevent.get_hub() if self.green else None
-        if hub is not None:  # Ctrl-C reaches the caller as Interrupted; the hub need not print it
-            quiet, hub.NOT_ERROR = hub.NOT_ERROR, (*hub.NOT_ERROR, KeyboardInterrupt)
+        if self.green:
+            _quiet_interrupts(gevent.get_hub())
         with bar:
             try:
                 while not (fed_all and not pending):
@@ -330,8 +329,6 @@ class _Run:
                 room.release()  # a feeder waiting for room wakes, sees the cancel, ends
                 if self.green:
                     feeder.kill(block=False)
-                if hub is not None:
-                    hub.NOT_ERROR = quiet
 
     def _deadline_passed(self, *state: Any) -> Iterator[Result[Any]]:
         late = f"the run's deadline of {self.deadline}s passed"
@@ -396,6 +393,14 @@ class _FeedFailed(NamedTuple):
 
 
 _FED_ALL = object()  # the iterable is exhausted
+
+
+def _quiet_interrupts(hub: Any) -> None:
+    """Ctrl-C reaches the caller (as :class:`~greenagents.errors.Interrupted` from a batch); the
+    hub need not also print it with a timestamp first. Left in place for later runs: it is the
+    same for every run of this hub, and restoring it would race between concurrent runs."""
+    if KeyboardInterrupt not in hub.NOT_ERROR:
+        hub.NOT_ERROR = (*hub.NOT_ERROR, KeyboardInterrupt)
 
 
 def _checked_limit(max_concurrent: int | None) -> int:
