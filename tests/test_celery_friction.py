@@ -13,8 +13,23 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
-pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None,
-                                reason="NO REDIS-SERVER ON PATH: install it, as .ci/run does")
+needs_redis = pytest.mark.skipif(shutil.which("redis-server") is None,
+                                 reason="NO REDIS-SERVER ON PATH: install it, as .ci/run does")
+
+
+def test_from_json_gives_a_known_agents_model_and_leaves_the_rest_alone() -> None:
+    import greenagents as ga
+    from greenagents.celery import from_json, to_json
+
+    from .agents import Sentiment, SentimentAgent, SummaryAgent
+
+    value = {"label": "positive", "confidence": 0.9}
+    known = from_json(to_json(ga.Result(target=ga.runtime.target_name(SentimentAgent), value=value)))
+    assert known.value == Sentiment(**value)
+    text = from_json(to_json(ga.Result(target=ga.runtime.target_name(SummaryAgent), value="hi")))
+    assert text.value == "hi"
+    unknown = from_json(to_json(ga.Result(target="not_imported_here.Agent", value=value)))
+    assert unknown.value == value
 
 SCRIPT = """
     import greenagents.monkey
@@ -42,6 +57,7 @@ SCRIPT = """
 """
 
 
+@needs_redis
 def test_celery_newcomer_friction(tmp_path: Path) -> None:
     (tmp_path / "elsewhere").mkdir()
     (tmp_path / "elsewhere" / "only_here.py").write_text("def double(n):\n    return 2 * n\n")

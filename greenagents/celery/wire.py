@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import builtins
 import dataclasses
-import functools
 import json
 import sys
 from typing import Any
@@ -94,10 +93,14 @@ def to_json(result: Result[Any]) -> dict[str, Any]:
     }
 
 
-@functools.lru_cache(maxsize=256)
+_outputs: dict[str, TypeAdapter[Any]] = {}  # target -> its agent's output, once found
+
+
 def _known_output(target: str) -> TypeAdapter[Any] | None:
     """The output type of the agent ``target`` names (``module.Class``), if this process has
-    imported that module already (nothing is imported here); None for text or the unknown."""
+    imported that module (nothing is imported here); None for text or the unknown."""
+    if target in _outputs:
+        return _outputs[target]
     parts = target.split(".")
     for cut in range(len(parts) - 1, 0, -1):
         module = sys.modules.get(".".join(parts[:cut]))
@@ -107,7 +110,8 @@ def _known_output(target: str) -> TypeAdapter[Any] | None:
         for name in parts[cut:]:
             found = getattr(found, name, None)
         if isinstance(found, type) and issubclass(found, Agent) and found.output is not str:
-            return TypeAdapter(found.output)
+            _outputs[target] = TypeAdapter(found.output)
+            return _outputs[target]
         return None
     return None
 
