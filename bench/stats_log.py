@@ -113,7 +113,7 @@ def run(ctx: Context) -> Section:
         table(["summariser", "peak RSS", "greenagents ÷ this", "wall time", "greenagents ÷ this"],
               rows),
         "**Reading.** The SQL summary holds a few hundred bucket rows per agent whatever the "
-        "log's size, so its peak stays flat while loading rows grows with N (about 450 bytes a "
+        "log's size, so its peak stays flat while loading rows grows with N (about 400 bytes a "
         "row). Time is a scan and a sort of the log either way; SQLite's sort is on disk.",
     ])
     return Section("8. stats over a big log", markdown, [],
