@@ -60,7 +60,6 @@ def test_every_batch_has_its_own_run_id_and_calls_their_input_index(tmp_path: Pa
 
 AGENT = """
     import greenagents as ga
-from bench.stats_log import write_log
 
     class Echo(ga.Agent):
         model = "openai/gpt-4o-mini"
