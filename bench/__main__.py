@@ -23,7 +23,7 @@ from typing import Any
 from bench import harness, report
 
 FIGURES = ("fanout", "memory", "overhead", "retry_heavy", "stream_scale", "gunicorn_load",
-           "celery_scale", "stats_log")
+           "celery_scale", "dashboard_pages", "stats_log")
 HERE = Path(__file__).resolve().parent
 
 

@@ -47,7 +47,7 @@ _EXPORTS: dict[str, str] = {
     "CallsFailedWarning": "summaries",
     "Summary": "summaries",
 }
-_SUBMODULES = ("celery", "errors", "testing", "tracking")
+_SUBMODULES = ("celery", "dashboard", "errors", "testing", "tracking")
 
 __all__ = [
     "Agent",

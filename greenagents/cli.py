@@ -1,4 +1,4 @@
-"""The ``greenagents`` command: ``demo``, ``run``, ``stats`` and ``sim``.
+"""The ``greenagents`` command: ``demo``, ``run``, ``stats``, ``dashboard`` and ``sim``.
 
 :func:`main` patches the standard library before it imports anything that could import ``ssl``
 (click and this module import neither), so agents and SDKs loaded by ``run`` work under gevent.
@@ -8,6 +8,7 @@ line on stderr, never a traceback. ``run`` exits 0 when every row succeeded and 
     greenagents demo --calls 300
     greenagents run agents.py:SentimentAgent --input in.jsonl --output out.jsonl --resume
     greenagents stats --since 1h --by model
+    greenagents dashboard --db .greenagents/runs.db
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ import importlib
 import importlib.util
 import io
 import os
+import shlex
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -74,17 +77,34 @@ def demo(calls: int, concurrency: int, model: str | None) -> None:
     """Run sample agents concurrently and compare with one-by-one (no API key needed)."""
     from greenagents import demo as sample
 
+    log = _demo_log()
     try:
         report = sample.run(calls=calls, concurrency=concurrency, model=model,
                             progress=sys.stderr.isatty())
     except ga.errors.ConfigError as exc:
         raise UsageProblem(str(exc)) from None
+    ga.tracking.flush(timeout=30)
     click.echo(f"greenagents demo: sample agents against {report.where}\n")
     click.echo(table([list(pair) for pair in report.rows()]))
+    click.echo(f"\nevery call is in {log}; look at them with:\n"
+               f"  greenagents dashboard --db {shlex.quote(log)}")
     if report.errors:
         click.echo("\nfailed calls, by error:", err=True)
         click.echo("\n".join(f"  {count}" for count in report.errors), err=True)
         sys.exit(1)
+
+
+def _demo_log() -> str:
+    """Log the demo's calls (with their made-up inputs) where the tracking setting says, else
+    in the temp directory: the demo writes nothing into the directory it is run from."""
+    url = ga.settings().tracking
+    if url is None:
+        url = f"sqlite:///{Path(tempfile.gettempdir()) / 'greenagents-demo' / 'runs.db'}"
+        ga.configure(tracking=url, tracking_payloads=True)
+    try:
+        return ga.tracking.database_path(url)
+    except ga.errors.ConfigError as exc:
+        raise UsageProblem(str(exc)) from None
 
 
 # ----------------------------------------------------------------------------------------- run
@@ -379,6 +399,12 @@ def _since(ctx: click.Context, param: click.Parameter, value: str | None) -> flo
         raise click.BadParameter(f"{value!r}: use a number and a unit (s, m, h, d, w), e.g. 1h") from None
 
 
+def _default_db() -> str:
+    """The log ``stats`` and ``dashboard`` read without ``--db``: the tracking setting's, else
+    ``greenagents run``'s default in this directory."""
+    return ga.settings().tracking or str(Path(".greenagents") / "runs.db")
+
+
 @cli.command()
 @click.option("--db", default=None, metavar="PATH",
               help="Execution log (default: the tracking setting, else .greenagents/runs.db).")
@@ -399,7 +425,7 @@ def _since(ctx: click.Context, param: click.Parameter, value: str | None) -> flo
 def stats(db: str | None, since: float | None, run_id: str | None, by: str, show_errors: bool,
           limit: int, form: str) -> None:
     """Summarise logged calls: counts, success rate, p50/p95 latency, tokens, cost, top errors."""
-    path = db or ga.settings().tracking or str(Path(".greenagents") / "runs.db")
+    path = db or _default_db()
     try:
         groups = ga.tracking.summary(path, since=since, by=by, run=run_id)
         failed = ga.tracking.failures(path, since=since, run=run_id, limit=limit) \
@@ -409,3 +435,31 @@ def stats(db: str | None, since: float | None, run_id: str | None, by: str, show
     click.echo(render(groups, failed, by=by, form=form, show_errors=show_errors,
                                 empty="no calls logged" + (" in that period" if since else "")
                                 + (f" for run {run_id}" if run_id else "")), nl=False)
+
+
+# ----------------------------------------------------------------------------------- dashboard
+
+
+@cli.command()
+@click.option("--db", default=None, metavar="PATH",
+              help="Execution log (default: the tracking setting, else .greenagents/runs.db).")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Interface to bind; any but loopback needs --token.")
+@click.option("--port", default=8765, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--token", default=None, metavar="SECRET",
+              help="Required on every request (default: $GREENAGENTS_DASHBOARD_TOKEN).")
+def dashboard(db: str | None, host: str, port: int, token: str | None) -> None:
+    """Serve a web page over the execution log: runs, charts, calls; live while a run writes."""
+    try:
+        from greenagents import dashboard as web
+    except ImportError as exc:
+        raise UsageProblem(f"the dashboard needs its extra: pip install 'greenagents[dashboard]' "
+                           f"({exc})") from None
+    try:
+        web.serve(db or _default_db(), host=host, port=port, token=token, announce=click.echo)
+    except ga.errors.ConfigError as exc:
+        raise UsageProblem(str(exc)) from None
+    except OSError as exc:
+        raise UsageProblem(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    except KeyboardInterrupt:
+        sys.exit(_INTERRUPTED)

@@ -74,6 +74,9 @@ CREATE TABLE IF NOT EXISTS calls (
     input_index INTEGER            -- the input's position in its run (its line for `run`)
 );
 CREATE INDEX IF NOT EXISTS calls_ts ON calls (ts);
+-- the dashboard's filters: one run's calls, one error type's (measured in README § Dashboard)
+CREATE INDEX IF NOT EXISTS calls_run ON calls (run_id);
+CREATE INDEX IF NOT EXISTS calls_error ON calls (error_class, run_id) WHERE error_class IS NOT NULL;
 """
 _ADDED = {"input_index": "INTEGER"}  # columns newer than the first schema: added to old logs
 _COLUMNS = ("ts", "run_id", "agent", "model", "status", "attempts", "duration_s", "prompt_tokens",
