@@ -118,7 +118,6 @@ def _connect(path: str) -> sqlite3.Connection:
     for column, kind in _ADDED.items():
         if column not in present:
             connection.execute(f"ALTER TABLE calls ADD COLUMN {column} {kind}")
-    connection.execute("CREATE INDEX IF NOT EXISTS calls_run ON calls (run_id)")
     return connection
 
 
