@@ -46,13 +46,20 @@ _EXPORTS: dict[str, str] = {
     "summary": "summaries",
     "CallsFailedWarning": "summaries",
     "Summary": "summaries",
+    "run_async": "asyncbridge",
+    "async_to_sync": "asyncbridge",
+    "doctor": "checkup",
+    "Diagnosis": "checkup",
+    "on_call_end": "hooks",
+    "on_attempt": "hooks",
 }
-_SUBMODULES = ("celery", "dashboard", "errors", "testing", "tracking")
+_SUBMODULES = ("celery", "dashboard", "errors", "hooks", "testing", "tracking")
 
 __all__ = [
     "Agent",
     "Attempt",
     "CallsFailedWarning",
+    "Diagnosis",
     "RateLimit",
     "Result",
     "Retry",
@@ -60,15 +67,21 @@ __all__ = [
     "Summary",
     "Usage",
     "__version__",
+    "async_to_sync",
     "available",
     "batch",
     "configure",
+    "doctor",
     "each",
     "errors",
+    "hooks",
     "in_green_context",
     "is_patched",
+    "on_attempt",
+    "on_call_end",
     "patch",
     "rate_limit",
+    "run_async",
     "settings",
     "spawn",
     "stream",
@@ -78,9 +91,12 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from . import errors, testing, tracking
+    from . import errors, hooks, testing, tracking
     from .agent import Agent
+    from .asyncbridge import async_to_sync, run_async
+    from .checkup import Diagnosis, doctor
     from .config import Settings, configure, settings
+    from .hooks import on_attempt, on_call_end
     from .limits import RateLimit, rate_limit
     from .patching import available, in_green_context, is_patched, patch
     from .result import Attempt, Result, Usage

@@ -1,4 +1,4 @@
-"""The ``greenagents`` command: ``demo``, ``run``, ``stats``, ``dashboard`` and ``sim``.
+"""The ``greenagents`` command: ``demo``, ``run``, ``stats``, ``dashboard``, ``sim`` and ``doctor``.
 
 :func:`main` patches the standard library before it imports anything that could import ``ssl``
 (click and this module import neither), so agents and SDKs loaded by ``run`` work under gevent.
@@ -56,7 +56,18 @@ def main() -> None:
     cli(prog_name="greenagents")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Commands(click.Group):
+    """The command group; a :class:`~greenagents.errors.ConfigError` from any command (a bad
+    ``GREENAGENTS_*`` value, an unusable log) is one line and exit 2, not a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ga.errors.ConfigError as exc:
+            raise UsageProblem(str(exc)) from None
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(ga.__version__, prog_name="greenagents")
 def cli() -> None:
     """Run thousands of LLM agent calls at once from plain synchronous Python."""
@@ -235,10 +246,21 @@ def _previous(output: str, resume: bool) -> dict[int, bool]:
             raise UsageProblem(f"{output} already holds results; pass --resume to continue it, "
                                "or choose a new --output path")
         return {}
+    done: dict[int, bool] = {}
+    twice: set[int] = set()
     try:
-        return {row["index"]: bool(row["ok"]) for row in jsonl.repair(output)}
+        for row in jsonl.repair(output):
+            if row["index"] in done:
+                twice.add(row["index"])
+            done[row["index"]] = bool(row["ok"])
     except (ValueError, KeyError, TypeError, OSError) as exc:
         raise UsageProblem(f"cannot resume from {output}: {exc}") from None
+    if twice:
+        shown = ", ".join(map(str, sorted(twice)[:5])) + (", ..." if len(twice) > 5 else "")
+        raise UsageProblem(f"cannot resume from {output}: {len(twice)} index(es) appear more than "
+                           f"once ({shown}), as when two runs wrote it at once; keep one row per "
+                           "index, or start a new --output")
+    return done
 
 
 class _ThreadpoolStdin(io.RawIOBase):
@@ -269,8 +291,12 @@ def _open_input(path: str) -> tuple[IO[bytes], int | None]:
 
 
 def _open_output(path: str) -> jsonl.Appender:
+    """The output, locked: a second run on the same file is refused while this one lives."""
     try:
-        return jsonl.Appender(path)
+        return jsonl.Appender(path, exclusive=True)
+    except BlockingIOError:
+        raise UsageProblem(f"{path} is being written by another greenagents run; wait for it to "
+                           "finish (then --resume), or choose another --output") from None
     except OSError as exc:
         raise UsageProblem(f"cannot write output {path}: {exc.strerror or exc}") from None
 
@@ -320,6 +346,7 @@ def run(target: str, input_path: str, output_path: str, concurrency: int | None,
     if celery_url and max_errors is not None:
         raise UsageProblem("--max-errors is not supported with --celery yet; drop one of them")
     fn = load_target(target)
+    out = _open_output(output_path)  # locked before reading what a previous run left
     previous = _previous(output_path, resume)
     lines, total = _open_input(input_path)
     _configure_tracking(output_path, tracking)
@@ -339,7 +366,6 @@ def run(target: str, input_path: str, output_path: str, concurrency: int | None,
     else:
         results = ga.stream(rows, max_concurrent=concurrency, timeout=timeout, progress=progress,
                             max_errors=max_errors, warn_failures=False)
-    out = _open_output(output_path)
     status = 0
     tally = ErrorTally()
     written = aborted = 0
@@ -350,7 +376,11 @@ def run(target: str, input_path: str, output_path: str, concurrency: int | None,
                 if isinstance(result.error, ga.errors.Aborted):
                     aborted += 1  # not run: left out of the output, so --resume runs it
                     continue
-                out.write(_row(index, result))
+                try:
+                    out.write(_row(index, result))
+                except OSError as exc:  # a full disk, /dev/full: the rows before it are kept
+                    raise UsageProblem(f"cannot write output {output_path}: "
+                                       f"{exc.strerror or exc}; free space, then --resume") from None
                 written += 1
                 if result.error is not None:
                     tally.add(result.error)
@@ -463,3 +493,28 @@ def dashboard(db: str | None, host: str, port: int, token: str | None) -> None:
         raise UsageProblem(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     except KeyboardInterrupt:
         sys.exit(_INTERRUPTED)
+
+
+# -------------------------------------------------------------------------------------- doctor
+
+
+@cli.command(context_settings={"ignore_unknown_options": True})
+@click.option("--concurrency", type=click.IntRange(min=1), default=None,
+              help="Calls you want in flight at once (default: max_concurrency).")
+@click.option("--watch", "script", type=click.Path(exists=True, dir_okay=False),
+              help="Run SCRIPT under gevent's monitor thread, reporting what blocks the hub.")
+@click.option("--threshold", type=click.FloatRange(min=0.001), default=0.1, show_default=True,
+              help="With --watch: report the hub held longer than this many seconds.")
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def doctor(concurrency: int | None, script: str | None, threshold: float,
+           args: tuple[str, ...]) -> None:
+    """Check this environment for what breaks or slows thousands of green calls (exit 1 if any)."""
+    from greenagents import checkup
+
+    if script is not None:
+        sys.exit(checkup.watch(script, list(args), threshold))
+    if args:
+        raise UsageProblem(f"unexpected argument {args[0]!r} (script arguments go after --watch SCRIPT)")
+    diagnosis = checkup.doctor(concurrency)
+    click.echo(str(diagnosis))
+    sys.exit(0 if diagnosis.ok else 1)

@@ -42,7 +42,9 @@ from greenagents.testing.latency import Latency
 from greenagents.testing.limits import RateLimiter
 from greenagents.testing.openai_api import OpenAIDialect
 from greenagents.testing.options import MODELS, SimOptions
+from greenagents.testing.responses_api import ResponsesDialect
 from greenagents.testing.stats import Stats
+from greenagents.testing.utility_api import ROUTES as UTILITY_ROUTES
 from greenagents.testing.wire import Answer, BadRequest, Chat, Dialect, ErrorKind, Event, digest
 
 StartResponse = Callable[..., Any]
@@ -50,7 +52,8 @@ log = logging.getLogger("greenagents.testing")
 
 OPENAI: Dialect = OpenAIDialect()
 ANTHROPIC: Dialect = AnthropicDialect()
-_COMPLETIONS = {"/v1/chat/completions": OPENAI, "/v1/messages": ANTHROPIC}
+_COMPLETIONS = {"/v1/chat/completions": OPENAI, "/v1/messages": ANTHROPIC,
+                "/v1/responses": ResponsesDialect()}
 _FAULT_ERRORS: dict[str, ErrorKind] = {"rate_limit": "rate_limit", "server_error": "server_error",
                                        "overloaded": "overloaded", "quota": "quota"}
 #: What providers say when the account is out of credit (the ``quota`` fault).
@@ -105,6 +108,8 @@ class SimApp:
             else OPENAI
         if path in _COMPLETIONS and method == "POST":
             return self._completion(environ, start_response, _COMPLETIONS[path])
+        if path in UTILITY_ROUTES and method == "POST":
+            return _send(start_response, self._utility(environ, dialect, UTILITY_ROUTES[path]))
         reply = self._simple(path, method, dialect)
         return _send(start_response, reply)
 
@@ -116,7 +121,7 @@ class SimApp:
             "/_sim/stats": ("GET", self.snapshot),
             "/_sim/reset": ("POST", self._reset_and_snapshot),
         }
-        if path in _COMPLETIONS:  # a completion path reaches here only with the wrong method
+        if path in _COMPLETIONS or path in UTILITY_ROUTES:  # reached only with the wrong method
             routes[path] = ("POST", dict)
         if path not in routes:
             return _error(dialect, "not_found", f"Unknown request URL: {path}.")
@@ -126,6 +131,17 @@ class SimApp:
             reply.headers.append(("Allow", allowed))
             return reply
         return _json(200, handler())
+
+    def _utility(self, environ: dict[str, Any], dialect: Dialect,
+                 handler: Callable[[Any], dict[str, Any]]) -> Reply:
+        """An endpoint with no model turn (embeddings, token counts): no latency, no faults."""
+        if not self._authorized(dialect.api_key(_headers(environ))):
+            return _error(dialect, "authentication", "Invalid API key: pass the key the "
+                          "simulator was started with (it is not shown here).")
+        try:
+            return _json(200, handler(json.loads(environ["wsgi.input"].read())))
+        except ValueError as exc:  # json.JSONDecodeError and BadRequest
+            return _error(dialect, "invalid_request", _client_message(exc))
 
     def _reset_and_snapshot(self) -> dict[str, Any]:
         self.reset()
