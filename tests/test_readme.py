@@ -135,8 +135,7 @@ def _env(sim: Simulator) -> dict[str, str]:
            if not k.startswith(("OPENAI_", "ANTHROPIC_", "GREENAGENTS_", "OLLAMA_"))}
     env.update(OPENAI_BASE_URL=sim.base_url, OPENAI_API_KEY="sk-sim-readme",
                ANTHROPIC_BASE_URL=sim.anthropic_url, ANTHROPIC_API_KEY="sk-ant-sim-readme",
-               PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-               PYTHONWARNINGS="default")
+               PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
     return env
 
 
