@@ -50,6 +50,9 @@ _EXPORTS: dict[str, str] = {
     "Retry": "retry",
     "RateLimit": "limits",
     "rate_limit": "limits",
+    "summary": "summaries",
+    "CallsFailedWarning": "summaries",
+    "Summary": "summaries",
     "run_async": "asyncbridge",
     "async_to_sync": "asyncbridge",
     "doctor": "checkup",
@@ -62,6 +65,7 @@ _SUBMODULES = ("celery", "dashboard", "errors", "hooks", "testing", "tracking")
 __all__ = [
     "Agent",
     "Attempt",
+    "CallsFailedWarning",
     "Diagnosis",
     "Done",
     "RateLimit",
@@ -69,6 +73,7 @@ __all__ = [
     "Retry",
     "Settings",
     "Stream",
+    "Summary",
     "TextDelta",
     "Tool",
     "ToolCall",
@@ -93,6 +98,7 @@ __all__ = [
     "settings",
     "spawn",
     "stream",
+    "summary",
     "testing",
     "tool",
     "tracking",
@@ -111,6 +117,7 @@ if TYPE_CHECKING:
     from .retry import Retry
     from .runtime import batch, each, spawn, stream
     from .streaming import Done, Stream, TextDelta
+    from .summaries import CallsFailedWarning, Summary, summary
     from .tools import Tool, ToolContext, tool
 
 

@@ -32,12 +32,12 @@ import dataclasses
 import inspect
 import sys
 import time
-from collections.abc import Sequence
-from typing import Any, ClassVar, Literal, get_type_hints
+from collections.abc import Iterable, Sequence, Sized
+from typing import Any, ClassVar, Literal, TypeVar, get_type_hints
 
 from pydantic import BaseModel, ValidationError, create_model
 
-from . import hooks, limits, pricing, providers, toolloop, tracking
+from . import definition, hooks, limits, pricing, providers, runtime, toolloop, tracking
 from .config import check_agent_values, settings
 from .errors import ConfigError, InputError, QuotaExceeded, RateLimited, scrub
 from .errors import Timeout as CallTimeout
@@ -50,6 +50,7 @@ from .structured import InvalidOutput, OutputSpec
 __all__ = ["Agent"]
 
 Message = dict[str, Any]
+A = TypeVar("A", bound="Agent")
 
 
 class _Inputs:
@@ -229,7 +230,37 @@ class Agent:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        definition.check(cls)  # a definition that cannot work fails here, naming the attribute
         check_agent_values(cls)
+
+    @classmethod
+    def with_options(cls: type[A], **options: Any) -> type[A]:
+        """A subclass with these class attributes replaced (``model``, ``timeout``, ``base_url``...).
+
+        >>> class Echo(Agent):
+        ...     model = "openai/gpt-4o-mini"
+        >>> Echo.with_options(model="anthropic/claude-haiku-4-5", timeout=10).model
+        'anthropic/claude-haiku-4-5'
+        """
+        return definition.configured(cls, options)  # type: ignore[return-value]
+
+    @classmethod
+    def batch(cls, inputs: Iterable[dict[str, Any]], **options: Any) -> list[Result[Any]]:
+        """Call the agent once per dict of inputs, concurrently; Results in input order.
+
+        ``options`` are those of :func:`greenagents.batch` (``max_concurrent``, ``timeout``...).
+        """
+        if isinstance(inputs, Sized):  # a wrong item is an InputError now, before any call
+            return runtime.batch([(cls, _as_inputs(cls, item)) for item in inputs], **options)
+        return runtime.batch(((cls, item) for item in inputs), **options)  # lazily: per item
+
+    @classmethod
+    def each(cls, items: Iterable[Any], **options: Any) -> list[Result[Any]]:
+        """Call the agent once per item, passed as its (first) input; Results in input order.
+
+        ``options`` are those of :func:`greenagents.each`.
+        """
+        return runtime.each(items, cls, **options)
 
     def prompt(self, input: str) -> str | list[Message]:
         """The user message (or a list of messages) for these inputs; override it.
@@ -303,13 +334,13 @@ class Agent:
             endpoints = cls._endpoints()
             policy = policy_for(cls.retries)
             toolbox = cls._toolbox()
+            state = _Call(cls, messages, toolbox.specs)
         except Exception as exc:  # bad inputs, config, a bug in prompt(): this call's error only
             result.error = scrub(exc)
             result.duration_s = time.perf_counter() - started
             hooks.call_closed(call, result)
             tracking.record(result, inputs)
             return result
-        state = _Call(cls, messages, toolbox.specs)
         try:
             result.value = toolloop.run(state, toolbox, checked, endpoints, policy) \
                 if toolbox.specs else state.answer(endpoints, policy)
@@ -360,3 +391,11 @@ class Agent:
     def run(cls, *args: Any, **inputs: Any) -> Any:
         """Run the agent once and return its output, or raise its error."""
         return cls.call(*args, **inputs).unwrap()
+
+
+def _as_inputs(agent: type[Agent], item: Any) -> dict[str, Any]:
+    if not isinstance(item, dict):
+        raise InputError(f"{agent.__qualname__}.batch() takes dicts of inputs, got {item!r:.60}; "
+                         f"e.g. {agent.__qualname__}.batch([{{'text': 'hi'}}]) (or use "
+                         f"{agent.__qualname__}.each(items) for one input per item)")
+    return item

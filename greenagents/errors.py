@@ -19,7 +19,11 @@ secret (API keys are never formatted into a message; see :func:`redact`).
     ├── OutputError          the model's answer never validated against the output type
     ├── StreamClosed         the caller stopped reading a stream before the answer's end
     ├── ToolLoopError        a tool-using agent still called tools after ``max_turns`` turns
-    └── ToolError            a tool failed and the agent's ``tool_errors = "raise"``
+    ├── ToolError            a tool failed and the agent's ``tool_errors = "raise"``
+    └── Aborted              the run stopped this call: more than ``max_errors`` calls failed
+
+    KeyboardInterrupt
+    └── Interrupted          Ctrl-C in ga.batch/each; ``.results`` holds the calls finished so far
 
 ``ProviderError.retryable`` says whether trying again can help; the retry policy reads it.
 
@@ -31,14 +35,17 @@ True
 from __future__ import annotations
 
 import re
+from typing import Any
 
 __all__ = [
+    "Aborted",
     "AuthError",
     "BadRequest",
     "ConfigError",
     "ConnectionFailed",
     "GreenAgentsError",
     "InputError",
+    "Interrupted",
     "OutputError",
     "ProviderError",
     "QuotaExceeded",
@@ -109,6 +116,33 @@ class OutputError(GreenAgentsError):
     """The model's answer did not validate against the agent's output type, re-asks included."""
 
     retryable = False
+
+
+class Aborted(GreenAgentsError):
+    """The run stopped before this call ended, because more than ``max_errors`` calls failed.
+
+    Not retried, and not this call's fault: fix the failures the run's warning names, then run
+    again (``greenagents run --max-errors`` leaves these calls out of its output, so
+    ``--resume`` runs them).
+    """
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (or SIGINT) stopped a batch; ``results`` are the Results finished before it.
+
+    A ``KeyboardInterrupt``, so code that stops on Ctrl-C still stops; the finished work is not
+    lost.
+
+    >>> try:
+    ...     raise Interrupted([])
+    ... except KeyboardInterrupt as stop:
+    ...     stop.results
+    []
+    """
+
+    def __init__(self, results: list[Any]):
+        super().__init__(f"interrupted: {len(results)} call(s) had finished (kept in .results)")
+        self.results = results
 
 
 class ProviderError(GreenAgentsError):

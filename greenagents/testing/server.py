@@ -120,6 +120,7 @@ class SimApp:
     def _simple(self, path: str, method: str, dialect: Dialect) -> Reply:
         """Everything but completions: model list, control endpoints, 404 and 405."""
         routes: dict[str, tuple[str, Callable[[], Any]]] = {
+            "/": ("GET", _index),
             "/v1/models": ("GET", lambda: dialect.models(MODELS)),
             "/_sim/stats": ("GET", self.snapshot),
             "/_sim/first_tokens": ("GET", lambda: self.stats.first_tokens),
@@ -318,6 +319,17 @@ def make_server(app: Callable[..., Any], host: str, port: int) -> WSGIServer:
     (thousands of clients connect at once in the load benchmarks)."""
     return WSGIServer((host, port), app, handler_class=SimHandler, log=None, error_log=log,
                       backlog=4096)
+
+
+def _index() -> dict[str, Any]:
+    """``GET /``: what is served here, for someone who points a browser or curl at the root."""
+    return {"server": "greenagents simulator",
+            "endpoints": {"POST /v1/chat/completions": "OpenAI Chat Completions",
+                          "POST /v1/messages": "Anthropic Messages",
+                          "GET /v1/models": "model list", "GET /_sim/stats": "counters",
+                          "POST /_sim/reset": "zero the counters"},
+            "clients": {"OPENAI_BASE_URL": "http://HOST:PORT/v1",
+                        "ANTHROPIC_BASE_URL": "http://HOST:PORT"}}
 
 
 def _send(start_response: StartResponse, reply: Reply) -> Iterator[bytes]:
