@@ -35,7 +35,8 @@ __all__ = ["OPTIONS", "check", "configured"]
 
 #: The class attributes ``Agent.with_options`` may set.
 OPTIONS = ("model", "instructions", "output", "temperature", "max_tokens", "timeout", "retries",
-           "fallbacks", "base_url")
+           "fallbacks", "base_url", "first_token_timeout", "tools", "max_turns", "tool_concurrency",
+           "tool_timeout", "tool_errors")
 
 
 def check(agent: type[Agent]) -> None:
