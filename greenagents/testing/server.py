@@ -36,6 +36,7 @@ from gevent.pywsgi import WSGIHandler, WSGIServer
 from gevent.socket import wait_read
 
 from greenagents.testing.answers import compose
+from greenagents.testing.batches import PREFIXES, BatchStore
 from greenagents.testing.anthropic_api import AnthropicDialect
 from greenagents.testing.faults import FAULTS, HTTP_FAULTS, FaultPlan
 from greenagents.testing.latency import Latency
@@ -88,10 +89,11 @@ class SimApp:
         self.faults = FaultPlan(options.faults, options.fault_attempts, options.seed)
         self.limiter = RateLimiter(options.rpm, options.tpm)
         self.latency = Latency(options.latency, options.latency_p99, options.token_latency)
+        self.batches = BatchStore(options)
 
     def snapshot(self) -> dict[str, Any]:
-        """The stats as served by ``GET /_sim/stats``."""
-        return self.stats.snapshot()
+        """The stats as served by ``GET /_sim/stats`` (``batches``: uploads and creates)."""
+        return {**self.stats.snapshot(), "batches": self.batches.counts()}
 
     def reset(self) -> None:
         """Zero stats, forget request attempts and empty rate-limit windows."""
@@ -105,6 +107,8 @@ class SimApp:
             else OPENAI
         if path in _COMPLETIONS and method == "POST":
             return self._completion(environ, start_response, _COMPLETIONS[path])
+        if path.startswith(PREFIXES):
+            return _send(start_response, self._batch_api(environ, path, method, dialect))
         reply = self._simple(path, method, dialect)
         return _send(start_response, reply)
 
@@ -125,6 +129,24 @@ class SimApp:
             reply.headers.append(("Allow", allowed))
             return reply
         return _json(200, handler())
+
+    def _batch_api(self, environ: dict[str, Any], path: str, method: str,
+                   dialect: Dialect) -> Reply:
+        """Files and batches (:mod:`greenagents.testing.batches`), behind the same API key."""
+        if not self._authorized(dialect.api_key(_headers(environ))):
+            return _error(dialect, "authentication", "Invalid API key: pass the key the "
+                          "simulator was started with (it is not shown here).")
+        try:
+            status, body = self.batches.handle(path, method, environ)
+        except Exception:
+            log.exception("simulator bug while answering %s", path)
+            return _error(dialect, "server_error", "The simulator failed; see its log.")
+        if status == 499:  # the client hung up while its create waited: nobody to answer
+            raise Drop(reset=False)
+        if isinstance(body, bytes):
+            return Reply(status, [("Content-Type", "application/octet-stream"),
+                                  ("Content-Length", str(len(body)))], [body])
+        return _json(status, body)
 
     def _reset_and_snapshot(self) -> dict[str, Any]:
         self.reset()
