@@ -36,8 +36,8 @@ from gevent.pywsgi import WSGIHandler, WSGIServer
 from gevent.socket import wait_read
 
 from greenagents.testing.answers import compose
-from greenagents.testing.batches import PREFIXES, BatchStore
 from greenagents.testing.anthropic_api import AnthropicDialect
+from greenagents.testing.batches import PREFIXES, BatchStore
 from greenagents.testing.faults import FAULTS, HTTP_FAULTS, FaultPlan
 from greenagents.testing.latency import Latency
 from greenagents.testing.limits import RateLimiter
