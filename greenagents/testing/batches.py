@@ -221,10 +221,11 @@ class BatchStore:
         return 200, self._store_file(data, filename or "upload.jsonl", "batch")
 
     def _store_file(self, data: bytes, filename: str, purpose: str) -> dict[str, Any]:
-        meta = {"id": "file-" + uuid.uuid4().hex[:24], "object": "file", "bytes": len(data),
+        file_id = "file-" + uuid.uuid4().hex[:24]
+        meta = {"id": file_id, "object": "file", "bytes": len(data),
                 "created_at": int(time.time()), "filename": filename, "purpose": purpose,
                 "status": "processed", "expires_at": None, "status_details": None}
-        self.files[meta["id"]] = (meta, data)
+        self.files[file_id] = (meta, data)
         return meta
 
     def _openai_create(self, environ: dict[str, Any]) -> Answered:
