@@ -14,7 +14,9 @@ secret (API keys are never formatted into a message; see :func:`redact`).
     │   ├── Timeout          no answer within the timeout
     │   ├── ConnectionFailed refused, reset, DNS, TLS
     │   ├── AuthError        401/403: wrong or missing key
-    │   └── BadRequest       400/404/422 and other 4xx: the request itself is wrong
+    │   ├── BadRequest       400/404/422 and other 4xx: the request itself is wrong
+    │   ├── BatchExpired     a Batch API row the provider did not answer within its window
+    │   └── BatchCancelled   a Batch API row whose batch was cancelled before it ran
     └── OutputError          the model's answer never validated against the output type
 
 ``ProviderError.retryable`` says whether trying again can help; the retry policy reads it.
@@ -31,6 +33,8 @@ import re
 __all__ = [
     "AuthError",
     "BadRequest",
+    "BatchCancelled",
+    "BatchExpired",
     "ConfigError",
     "ConnectionFailed",
     "GreenAgentsError",
@@ -133,3 +137,16 @@ class AuthError(ProviderError):
 
 class BadRequest(ProviderError):
     """The provider rejected the request itself (400, 404, 422...). Retrying cannot help."""
+
+
+class BatchExpired(ProviderError):
+    """A Batch API row the provider left unanswered when its completion window closed.
+
+    Retryable: a follow-up batch (or ``fallback="online"``) usually answers it.
+    """
+
+    retryable = True
+
+
+class BatchCancelled(ProviderError):
+    """A Batch API row whose batch was cancelled (``job.cancel()``) before the row ran."""
