@@ -43,12 +43,15 @@ _EXPORTS: dict[str, str] = {
     "Retry": "retry",
     "RateLimit": "limits",
     "rate_limit": "limits",
+    "submit_batch": "batchjobs",
+    "Job": "batchjobs",
 }
 _SUBMODULES = ("celery", "errors", "testing", "tracking")
 
 __all__ = [
     "Agent",
     "Attempt",
+    "Job",
     "RateLimit",
     "Result",
     "Retry",
@@ -67,6 +70,7 @@ __all__ = [
     "settings",
     "spawn",
     "stream",
+    "submit_batch",
     "testing",
     "tracking",
 ]
@@ -74,6 +78,7 @@ __all__ = [
 if TYPE_CHECKING:
     from . import errors, testing, tracking
     from .agent import Agent
+    from .batchjobs import Job, submit_batch
     from .config import Settings, configure, settings
     from .limits import RateLimit, rate_limit
     from .patching import available, in_green_context, is_patched, patch

@@ -30,8 +30,8 @@ from __future__ import annotations
 
 import inspect
 import time
-from collections.abc import Sequence
-from typing import Any, ClassVar, get_type_hints
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, get_type_hints
 
 from pydantic import BaseModel, ValidationError, create_model
 
@@ -43,6 +43,9 @@ from .result import Attempt, Result, Usage
 from .retry import RetryPolicy, call_with_retries, policy_for, retryable
 from .runtime import target_name
 from .structured import InvalidOutput, OutputSpec
+
+if TYPE_CHECKING:
+    from .batchjobs import Job
 
 __all__ = ["Agent"]
 
@@ -261,3 +264,11 @@ class Agent:
     def run(cls, *args: Any, **inputs: Any) -> Any:
         """Run the agent once and return its output, or raise its error."""
         return cls.call(*args, **inputs).unwrap()
+
+    @classmethod
+    def submit_batch(cls, inputs: Iterable[Mapping[str, Any]], **options: Any) -> Job:
+        """Send one call per ``inputs`` item through the provider's Batch API (half price, within
+        24 h); see :func:`greenagents.submit_batch` for ``options``."""
+        from .batchjobs import submit_batch  # the batch layer builds on agents, not the reverse
+
+        return submit_batch([(cls, item) for item in inputs], **options)
