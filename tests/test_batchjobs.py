@@ -120,3 +120,38 @@ def test_same_job_id_reattaches_and_changed_input_is_refused(sim: Simulator, db:
                                       "cancels": 0}
     with pytest.raises(InputError, match="the input changed since"):
         agent.submit_batch(_texts(5), db=db, job_id="nightly")
+
+
+@pytest.mark.sim(faults={"schema_invalid": 0.5}, seed=2)
+def test_invalid_answers_are_reasked_in_a_follow_up_batch(sim: Simulator, db: str) -> None:
+    results = at(SummaryAgent, sim.anthropic_url, output=Sentiment, retries=2).submit_batch(
+        _texts(12), db=db, **FAST).wait()
+    reasked = [r for r in results if r.attempts > 1]
+    assert reasked and all(r.history[0].error == "InvalidOutput" for r in reasked)
+    assert all(r.ok or r.attempts == 3 for r in results)
+    assert sum(r.ok for r in results) >= 9
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+def test_a_create_whose_id_was_never_recorded_is_found_not_repeated(
+        provider: str, sim: Simulator, db: str) -> None:
+    """A crash after the provider created the batch but before we stored its id."""
+    agent = at(SentimentAgent, sim.base_url) if provider == "openai" else \
+        at(SummaryAgent, sim.anthropic_url)
+    job = agent.submit_batch(_texts(3), db=db, job_id=f"lost-{provider}", **FAST)
+    part = job.parts[0]
+    job.store.update(part, state="creating", batch_id=None)  # what the crash leaves behind
+    again = agent.submit_batch(_texts(3), db=db, job_id=f"lost-{provider}", **FAST)
+    assert again.parts[0].batch_id is not None and all(r.ok for r in again.wait())
+    assert sim.stats()["batches"][f"{provider}_batches"] == 1
+
+
+@pytest.mark.sim(batch_delay=0.2)
+def test_results_reach_the_execution_log_and_progress_draws(sim: Simulator, tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    ga.configure(tracking=f"sqlite:///{tmp_path / 'log.db'}")
+    results = at(SentimentAgent, sim.base_url).submit_batch(_texts(4), **FAST).wait(progress=True)
+    assert "batch" in capsys.readouterr().err  # the tqdm bar
+    summary = ga.tracking.summary(str(tmp_path / "log.db"))[0]
+    assert summary["calls"] == 4 and summary["ok"] == 4
+    assert summary["cost_usd"] == pytest.approx(sum(r.cost_usd or 0 for r in results))

@@ -12,7 +12,8 @@ it), so structured output, forced tools and usage come out as they would online.
   providers' (OpenAI 50,000 requests, 200 MB; Anthropic 100,000 requests, 256 MB), answered
   with the providers' errors;
 - ``batch_create_latency``: seconds a create waits before it takes effect; a client that hangs up
-  meanwhile creates nothing (the kill-between-upload-and-create tests need that window).
+  meanwhile creates nothing (the kill-between-upload-and-create tests need that window);
+- the ``schema_invalid`` fault rate applies to rows too (an answer that breaks its schema).
 
 ``stats()["batches"]`` counts uploads and creates, so a test can prove nothing was submitted twice.
 
@@ -198,7 +199,9 @@ class BatchStore:
             return "error", dialect.error("invalid_request", str(exc))
         if chat.stream:
             return "error", dialect.error("invalid_request", "stream is not supported in batches")
-        return "ok", dialect.render(chat, compose(chat, self.options.seed))
+        invalid = random.Random(digest(self.options.seed, "batch-invalid", custom_id)).random() \
+            < self.options.faults.get("schema_invalid", 0.0)
+        return "ok", dialect.render(chat, compose(chat, self.options.seed, invalid=invalid))
 
     def _counts(self, batch: _Batch) -> dict[str, int]:
         kinds = [kind for kind, _ in batch.outcome.values()]
