@@ -34,27 +34,25 @@ How it works:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import time
 import uuid
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import gevent
 
-from . import pricing, providers, tracking
+from . import tracking
 from .agent import Agent
+from .batchrows import BatchRow, fingerprint, prepare, resubmissions
 from .batchstore import PartRecord, Store
 from .config import settings
 from .errors import BatchCancelled, ConfigError, InputError, ProviderError
 from .providers.batch import BatchApi, BatchState, Row, batch_api
-from .result import Attempt, Result, Usage
-from .retry import Retry, call_with_retries, policy_for, retryable
+from .result import Result
+from .retry import call_with_retries, policy_for
 from .runtime import batch as run_online
-from .runtime import target_name
 from .structured import InvalidOutput, OutputSpec
 
 __all__ = ["Job", "submit_batch"]
@@ -64,74 +62,10 @@ _JOB_ID = re.compile(r"^[A-Za-z0-9_-]{1,40}$")
 DEFAULT_DB = ".greenagents/runs.db"
 
 
-@dataclass
-class _Row:
-    """One input of the job and what happened to it so far."""
-
-    index: int
-    agent: type[Agent]
-    inputs: Mapping[str, Any]
-    messages: list[dict[str, Any]] = field(default_factory=list)
-    endpoint: providers.Endpoint | None = None
-    model: str = ""
-    value: Any = None
-    error: BaseException | None = None
-    done: bool = False
-    usage: Usage = field(default_factory=Usage)
-    history: list[Attempt] = field(default_factory=list)
-    finished: float | None = None
-    online: Result[Any] | None = None  # the online fallback's own Result, if it ran
-
-    @property
-    def worth_retrying(self) -> bool:
-        """Failed in a batch in a way another try can fix (5xx, 429, expiry, invalid output)."""
-        return not self.done and bool(self.history) and self.error is not None and \
-            retryable(self.error)
-
-    @property
-    def group(self) -> tuple[str, str, str]:
-        assert self.endpoint is not None
-        return self.endpoint.provider.name, self.endpoint.base_url, self.endpoint.model
-
-
-def _prepare(index: int, call: Any) -> _Row:
-    """Validate one call as ``Agent.call`` would; a problem with its inputs fails that row alone."""
-    if not (isinstance(call, tuple) and len(call) == 2 and isinstance(call[0], type)
-            and issubclass(call[0], Agent) and isinstance(call[1], Mapping)):
-        raise ConfigError(f"submit_batch: call {index} is {call!r:.80}; give (AgentClass, "
-                          "{inputs}) pairs (plain functions have no Batch API)")
-    agent, inputs = call
-    row = _Row(index, agent, inputs)
-    model, row.endpoint = agent._endpoints()[0]  # a missing key or unknown provider: raise now
-    row.model = model
-    batch_api(row.endpoint)  # a provider without a Batch API: raise now
-    try:
-        row.messages = agent._messages(agent._inputs().validate((), dict(inputs)))
-    except Exception as exc:  # bad inputs, a bug in prompt(): this row's error only
-        row.error, row.done = exc, True
-    return row
-
-
-def _resubmissions(agent: type[Agent]) -> int:
-    """How many follow-up batches a failing row may join: the agent's retry count."""
-    retries = agent.retries if agent.retries is not None else settings().retries
-    if isinstance(retries, Retry):
-        return retries.max
-    if isinstance(retries, int):
-        return retries
-    return int(getattr(retries.stop, "max_attempt_number", 1)) - 1  # a tenacity.Retrying
-
-
-def _fingerprint(calls: list[Any]) -> str:
-    text = json.dumps([[target_name(c[0]), dict(c[1])] for c in calls], sort_keys=True,
-                      default=repr)
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
 class Job:
     """Calls submitted through provider Batch APIs; see :func:`submit_batch`."""
 
-    def __init__(self, job_id: str, rows: list[_Row], store: Store, *, max_rows: int | None,
+    def __init__(self, job_id: str, rows: list[BatchRow], store: Store, *, max_rows: int | None,
                  max_bytes: int | None, fallback: str | None, poll_interval: float,
                  max_poll_interval: float) -> None:
         self.id = job_id
@@ -150,7 +84,7 @@ class Job:
 
     # ------------------------------------------------------------------------ planning
 
-    def _api(self, row: _Row) -> BatchApi:
+    def _api(self, row: BatchRow) -> BatchApi:
         api = self._apis.get(row.group)
         if api is None:
             assert row.endpoint is not None
@@ -160,7 +94,7 @@ class Job:
     def _custom_id(self, index: int, round_: int) -> str:
         return f"{self.id}-{index}" + (f"-r{round_}" if round_ else "")
 
-    def _line(self, row: _Row, round_: int) -> bytes:
+    def _line(self, row: BatchRow, round_: int) -> bytes:
         assert row.endpoint is not None
         spec = row.agent._output_spec()
         reask = OutputSpec.reask(row.error) if isinstance(row.error, InvalidOutput) else []
@@ -225,7 +159,9 @@ class Job:
             file_id = self._control(lambda: api.upload(lines))
             self.store.update(part, file_id=file_id, state="creating", since=time.time())
         elif resumed and part.state == "creating":
-            found = self._control(lambda: api.find(part.file_id, len(lines), part.since or 0))
+            taken = {p.batch_id for p in self.parts if p.batch_id is not None}
+            found = self._control(lambda: api.find(part.file_id, len(lines), part.since or 0,
+                                                   taken))
             if found is not None:
                 self.store.update(part, batch_id=found, state="submitted")
                 return
@@ -240,47 +176,31 @@ class Job:
 
     # ------------------------------------------------------------------------ collecting
 
-    def _collect(self, part: PartRecord) -> None:
-        """Apply an ended batch's rows to the job's rows."""
+    def _collect(self, part: PartRecord, state: BatchState | None = None) -> None:
+        """Apply an ended batch's rows (``state``: what the last poll said) to the job's rows."""
         rows = {self._custom_id(i, part.round): self.rows[i] for i in part.indexes}
         api = self._api(next(iter(rows.values())))
         batch_id = part.batch_id
         failure: str | None = None
         answered: list[Row] = []
         if batch_id is not None:  # None: cancelled before it was submitted
-            failure = self._state(part).failure
+            failure = (state or self._state(part)).failure
             answered = [] if failure else self._control(
                 lambda: list(api.results(batch_id)))
         now = time.time()
         for answer in answered:
             row = rows.pop(answer.custom_id, None)
             if row is not None:
-                self._apply(row, answer.completion, answer.error, now)
+                row.apply(answer.completion, answer.error, now)
         for row in rows.values():  # absent from the results: the batch failed or was cancelled
             name = api.provider.name
             error: ProviderError = ProviderError(f"{name} rejected the batch: {failure}",
                                                  provider=name) if failure else \
                 BatchCancelled(f"{name}: the batch was cancelled before this row ran",
                                provider=name)
-            self._apply(row, None, error, now)
+            row.apply(None, error, now)
         if part.state != "collected":
             self.store.update(part, state="collected")
-
-    def _apply(self, row: _Row, completion: providers.Completion | None,
-               error: Exception | None, now: float) -> None:
-        row.finished = now
-        if completion is not None:
-            row.usage = row.usage + completion.usage
-            try:
-                row.value, row.error = row.agent._output_spec().parse(completion.text), None
-            except InvalidOutput as exc:
-                error = exc
-        if error is not None:
-            row.error = error
-        row.done = error is None
-        row.history.append(Attempt(len(row.history) + 1, row.model,
-                                   getattr(error, "status", None) if error else 200,
-                                   type(error).__name__ if error else None, 0.0))
 
     def _next_round(self) -> bool:
         """Plan and submit a follow-up batch for rows worth another try; False if none."""
@@ -288,7 +208,7 @@ class Job:
             return False
         round_ = max((p.round for p in self.parts), default=0) + 1
         again = [r.index for r in self.rows
-                 if r.worth_retrying and len(r.history) <= _resubmissions(r.agent)]
+                 if r.worth_retrying and len(r.history) <= resubmissions(r.agent)]
         if not again:
             return False
         self.parts += self.store.add_parts(self.id, self._plan(again, round_))
@@ -329,9 +249,10 @@ class Job:
                 moved = 0
                 for part in [p for p in self.parts if p.state == "submitted"]:
                     state = self._state(part)
-                    moved += state.counts["succeeded"] + state.counts["failed"]
-                    if state.ended:
-                        self._collect(part)
+                    if not state.ended:
+                        moved += state.counts["succeeded"] + state.counts["failed"]
+                    else:
+                        self._collect(part, state)
                         interval = self.poll_interval
                 bar.show(sum(r.done for r in self.rows) + moved)
                 if any(p.state != "collected" for p in self.parts):
@@ -352,7 +273,7 @@ class Job:
             elif part.state in ("planned", "creating"):
                 self.store.update(part, state="collected")
                 for index in part.indexes:
-                    self._apply(self.rows[index], None, BatchCancelled(
+                    self.rows[index].apply(None, BatchCancelled(
                         "the job was cancelled before this row was submitted"), time.time())
 
     def _results(self) -> list[Result[Any]]:
@@ -362,30 +283,10 @@ class Job:
             for row, result in zip(failing, online, strict=True):
                 row.value, row.error, row.done, row.online = (result.value, result.error,
                                                               result.ok, result)
-        results = [self._result(row) for row in self.rows]
+        results = [row.result(self.started) for row in self.rows]
         tracking.flush(timeout=30)
         self.store.set_state(self.id, "cancelled" if self.cancelled else "done")
         return results
-
-    def _result(self, row: _Row) -> Result[Any]:
-        """The row as a Result: batch usage at the batch price, plus the online fallback's."""
-        cost = pricing.cost_usd(row.model, row.usage, batch=True)
-        online = row.online
-        result: Result[Any] = Result(
-            index=row.index, target=target_name(row.agent), value=row.value, error=row.error,
-            attempts=len(row.history), duration_s=(row.finished or self.started) - self.started,
-            usage=row.usage, cost_usd=cost, model=row.model, history=tuple(row.history))
-        if online is not None:  # it logged itself already
-            result.attempts += online.attempts
-            result.history += online.history
-            result.usage = row.usage + (online.usage or Usage())
-            result.model = online.model
-            result.cost_usd = None if cost is None or online.cost_usd is None else \
-                cost + online.cost_usd
-        else:
-            tracking.record(result, dict(row.inputs))
-        return result
-
 
 class _Bar:
     """A tqdm bar fed with the providers' counts (only when asked for)."""
@@ -426,8 +327,8 @@ def submit_batch(calls: Iterable[Call], *, job_id: str | None = None, db: str | 
     if not _JOB_ID.match(job_id):
         raise ConfigError(f"job_id={job_id!r}: use 1-40 letters, digits, '-' or '_' (it goes "
                           "into every custom_id)")
-    rows = [_prepare(index, call) for index, call in enumerate(calls)]
-    digest = input_hash or _fingerprint(calls)
+    rows = [prepare(index, call) for index, call in enumerate(calls)]
+    digest = input_hash or fingerprint(calls)
     store = Store(tracking.database_path(db or settings().tracking or DEFAULT_DB))
     job = Job(job_id, rows, store, max_rows=max_rows, max_bytes=max_bytes, fallback=fallback,
               poll_interval=poll_interval, max_poll_interval=max_poll_interval)

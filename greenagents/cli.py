@@ -352,6 +352,10 @@ def _run_batch(fn: Callable[..., Any], input_path: str, output_path: str,
                                      poll_interval=poll_interval)
     except (ga.errors.ConfigError, ga.errors.InputError) as exc:
         raise UsageProblem(str(exc)) from None
+    except KeyboardInterrupt:  # each step is recorded before it is taken: resumable as is
+        click.echo("interrupted while submitting; rerun the same command with --resume",
+                   err=True)
+        sys.exit(_INTERRUPTED)
     click.echo(f"batch job {job.id}: {len(covered)} rows in {len(job.parts)} provider batch(es); "
                "Ctrl-C detaches (then --resume reattaches)", err=True)
     try:

@@ -37,6 +37,8 @@ __all__ = ["BatchApi", "BatchState", "Row", "batch_api"]
 _STATUS = {"invalid_request_error": 400, "authentication_error": 401, "permission_error": 403,
            "not_found_error": 404, "request_too_large": 413, "rate_limit_error": 429,
            "api_error": 500, "overloaded_error": 529}
+#: Seconds our clock may be ahead of Anthropic's when finding a batch created unheard.
+_SKEW_S = 2.0
 #: Seconds allowed per control request (uploads of 200 MB files included).
 CONTROL_TIMEOUT_S = 300.0
 
@@ -82,9 +84,10 @@ class BatchApi:
         """Create the batch; its id."""
         raise NotImplementedError
 
-    def find(self, file_id: str | None, rows: int, since: float) -> str | None:
+    def find(self, file_id: str | None, rows: int, since: float,
+             taken: set[str]) -> str | None:
         """The id of a batch this job created but never heard back about (a crash between
-        create and recording its id), or None."""
+        create and recording its id), or None; ``taken`` are the job's known batches."""
         raise NotImplementedError
 
     def state(self, batch_id: str) -> BatchState:
@@ -156,8 +159,10 @@ class OpenAIBatchApi(BatchApi):
             "completion_window": "24h", "metadata": label})
         return str(reply["id"])
 
-    def find(self, file_id: str | None, rows: int, since: float) -> str | None:
-        # the input file is this part's own: a batch reading it can only be ours
+    def find(self, file_id: str | None, rows: int, since: float,
+             taken: set[str]) -> str | None:
+        # the input file is this part's own: a batch reading it can only be ours (it was created
+        # moments before the crash, so it is on the first page, newest first)
         page = self._json("GET", f"{self.provider.base_url}/batches?limit=100")
         return next((str(b["id"]) for b in page.get("data") or ()
                      if b.get("input_file_id") == file_id), None)
@@ -226,16 +231,18 @@ class AnthropicBatchApi(BatchApi):
             {"content-type": "application/json"}))
         return str(reply["id"])
 
-    def find(self, file_id: str | None, rows: int, since: float) -> str | None:
-        # Message Batches carry no metadata: a batch created since we started creating, with as
-        # many requests as ours, is taken as ours (the window is one request long)
+    def find(self, file_id: str | None, rows: int, since: float,
+             taken: set[str]) -> str | None:
+        # Message Batches carry no metadata: a batch the job does not know yet, created since we
+        # started creating (give or take clock skew) with as many requests, is taken as ours.
         from datetime import datetime
 
         page = self._json("GET", f"{self.provider.base_url}/v1/messages/batches?limit=100")
         for batch in page.get("data") or ():
             created = datetime.fromisoformat(str(batch["created_at"]).replace("Z", "+00:00"))
             total = sum(int(v or 0) for v in (batch.get("request_counts") or {}).values())
-            if created.timestamp() >= since - 5 and total == rows:
+            if created.timestamp() >= since - _SKEW_S and total == rows and \
+                    batch["id"] not in taken:
                 return str(batch["id"])
         return None
 
