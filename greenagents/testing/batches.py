@@ -25,15 +25,12 @@ it), so structured output, forced tools and usage come out as they would online.
 from __future__ import annotations
 
 import contextlib
-import email.parser
-import email.policy
 import json
 import random
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Any
 
 import gevent
@@ -41,6 +38,7 @@ from gevent.socket import wait_read
 
 from greenagents.testing.answers import compose
 from greenagents.testing.anthropic_api import AnthropicDialect
+from greenagents.testing.batch_formats import input_rows, iso, json_body, loads, multipart, page
 from greenagents.testing.openai_api import OpenAIDialect
 from greenagents.testing.options import SimOptions
 from greenagents.testing.wire import BadRequest, Dialect, digest
@@ -103,7 +101,7 @@ class BatchStore:
         if dialect is _ANTHROPIC:
             routes = {
                 ("POST", ""): lambda: self._anthropic_create(environ),
-                ("GET", ""): lambda: (200, _page([self._anthropic_view(b, environ) for b in
+                ("GET", ""): lambda: (200, page([self._anthropic_view(b, environ) for b in
                                                   self._of("anthropic")], anthropic=True)),
                 ("GET", "id"): lambda: (200, self._anthropic_view(self._get(parts[0]), environ)),
                 ("GET", "results"): lambda: self._anthropic_results(parts[0]),
@@ -121,7 +119,7 @@ class BatchStore:
             parts = parts[1:]
             routes = {
                 ("POST", ""): lambda: self._openai_create(environ),
-                ("GET", ""): lambda: (200, _page([self._openai_view(b) for b in
+                ("GET", ""): lambda: (200, page([self._openai_view(b) for b in
                                                   self._of("openai")], anthropic=False)),
                 ("GET", "id"): lambda: (200, self._openai_view(self._get(parts[0]))),
                 ("POST", "cancel"): lambda: (200, self._openai_view(self._cancel(parts[0]))),
@@ -210,7 +208,7 @@ class BatchStore:
     # ------------------------------------------------------------------------ OpenAI
 
     def _upload(self, environ: dict[str, Any]) -> Answered:
-        fields = _multipart(environ)
+        fields = multipart(environ)
         if fields.get("purpose", (None, b""))[1] != b"batch":
             raise BadRequest("purpose: this simulator accepts only purpose='batch'")
         if "file" not in fields:
@@ -232,7 +230,7 @@ class BatchStore:
         return meta
 
     def _openai_create(self, environ: dict[str, Any]) -> Answered:
-        body = _json_body(environ)
+        body = json_body(environ)
         file_id, endpoint = body.get("input_file_id"), body.get("endpoint")
         if endpoint != "/v1/chat/completions":
             raise BadRequest(f"endpoint: {endpoint!r} is not supported here; use "
@@ -241,7 +239,7 @@ class BatchStore:
             raise BadRequest("completion_window: must be '24h'")
         if file_id not in self.files:
             raise BadRequest(f"input_file_id: no file {file_id!r}")
-        rows, problems = _openai_rows(self.files[file_id][1])
+        rows, problems = input_rows(self.files[file_id][1])
         limit = self.options.batch_max_rows or OPENAI_MAX_ROWS
         if len(rows) > limit:
             problems.append({"code": "too_many_requests", "line": None,
@@ -321,7 +319,7 @@ class BatchStore:
             return 413, {"type": "error", "error": {
                 "type": "request_too_large",
                 "message": f"Request exceeds the maximum size of {limit} bytes."}}
-        body = _loads(raw)
+        body = loads(raw)
         requests = body.get("requests") if isinstance(body, dict) else None
         if not isinstance(requests, list) or not requests:
             raise BadRequest("requests: Field required (a non-empty list)")
@@ -353,9 +351,9 @@ class BatchStore:
             "request_counts": {"processing": 0 if ended else len(batch.rows),
                                "succeeded": counts["ok"], "errored": counts["error"],
                                "canceled": counts["canceled"], "expired": counts["expired"]},
-            "created_at": _iso(batch.created), "expires_at": _iso(batch.created + _WINDOW_S),
-            "ended_at": _iso(batch.cancelled or batch.ready) if ended else None,
-            "cancel_initiated_at": _iso(batch.cancelled) if batch.cancelled else None,
+            "created_at": iso(batch.created), "expires_at": iso(batch.created + _WINDOW_S),
+            "ended_at": iso(batch.cancelled or batch.ready) if ended else None,
+            "cancel_initiated_at": iso(batch.cancelled) if batch.cancelled else None,
             "archived_at": None,
             "results_url": f"http://{host}/v1/messages/batches/{batch.id}/results"
             if ended else None,
@@ -376,82 +374,6 @@ class BatchStore:
                 result["error"] = body[1]
             lines.append(json.dumps({"custom_id": custom_id, "result": result}))
         return 200, ("\n".join(lines) + "\n").encode()
-
-
-def _iso(stamp: float) -> str:
-    return datetime.fromtimestamp(stamp, timezone.utc).isoformat().replace("+00:00", "Z")
-
-
-def _page(data: list[dict[str, Any]], *, anthropic: bool) -> dict[str, Any]:
-    first = data[0]["id"] if data else None
-    last = data[-1]["id"] if data else None
-    if anthropic:
-        return {"data": data, "has_more": False, "first_id": first, "last_id": last}
-    return {"object": "list", "data": data, "has_more": False, "first_id": first,
-            "last_id": last}
-
-
-def _loads(raw: bytes) -> Any:
-    try:
-        return json.loads(raw)
-    except ValueError as exc:
-        raise BadRequest(f"We could not parse the JSON body of your request ({exc}).") from None
-
-
-def _json_body(environ: dict[str, Any]) -> dict[str, Any]:
-    body = _loads(environ["wsgi.input"].read())
-    if not isinstance(body, dict):
-        raise BadRequest("The request body must be a JSON object.")
-    return body
-
-
-def _multipart(environ: dict[str, Any]) -> dict[str, tuple[str | None, bytes]]:
-    """The fields of a multipart/form-data body: name -> (filename, bytes)."""
-    kind = environ.get("CONTENT_TYPE", "")
-    if not kind.startswith("multipart/form-data"):
-        raise BadRequest("Uploads must be multipart/form-data with 'purpose' and 'file' fields.")
-    raw: bytes = environ["wsgi.input"].read()
-    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
-        f"Content-Type: {kind}\r\n\r\n".encode() + raw)
-    fields: dict[str, tuple[str | None, bytes]] = {}
-    for part in message.iter_parts():
-        name = part.get_param("name", header="content-disposition")
-        if isinstance(name, str):
-            payload = part.get_payload(decode=True)
-            fields[name] = (part.get_filename(), payload if isinstance(payload, bytes) else b"")
-    return fields
-
-
-def _openai_rows(data: bytes) -> tuple[list[tuple[str, Any]], list[dict[str, Any]]]:
-    """The rows of an input file, and the problems that fail the batch (as OpenAI reports them)."""
-    rows: list[tuple[str, Any]] = []
-    problems: list[dict[str, Any]] = []
-    seen: set[str] = set()
-    for number, line in enumerate(data.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            item = json.loads(line)
-        except ValueError:
-            problems.append({"code": "invalid_json_line", "line": number,
-                             "message": "This line is not parseable as valid JSON."})
-            continue
-        custom_id = item.get("custom_id") if isinstance(item, dict) else None
-        if not isinstance(custom_id, str) or item.get("method") != "POST" \
-                or item.get("url") != "/v1/chat/completions" or not isinstance(item.get("body"),
-                                                                              dict):
-            problems.append({"code": "invalid_request", "line": number, "message":
-                             "Each line needs custom_id, method 'POST', url "
-                             "'/v1/chat/completions' and a body object."})
-            continue
-        if custom_id in seen:
-            problems.append({"code": "duplicate_custom_id", "line": number,
-                             "message": f"The custom_id {custom_id!r} is not unique."})
-        seen.add(custom_id)
-        rows.append((custom_id, item["body"]))
-    if not rows and not problems:
-        problems.append({"code": "empty_file", "line": None, "message": "The file has no requests."})
-    return rows, problems
 
 
 __all__ = ["ANTHROPIC_MAX_BYTES", "ANTHROPIC_MAX_ROWS", "OPENAI_MAX_BYTES", "OPENAI_MAX_ROWS",
