@@ -44,6 +44,25 @@ def _check_output(work: Path, n: int) -> list[dict[str, Any]]:
     return rows
 
 
+def _kill_when(work: Path, sim: Simulator, key: str, *, rows: int) -> None:
+    """Start a batch run of ``rows`` rows; SIGKILL it once the simulator has seen ``key``."""
+    write_lines(work / "in.jsonl", [{"text": f"review {n}"} for n in range(rows)])
+    proc = start(*_batch(), cwd=work, env=_env(sim))
+    _until(sim, key, 1, proc)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+
+
+def _resume_once(work: Path, sim: Simulator, *, rows: int) -> None:
+    """--resume completes the output; one upload and one create in all."""
+    resumed = cli(*_batch("--resume"), cwd=work, env=_env(sim))
+    assert resumed.returncode == 0, resumed.stderr
+    _check_output(work, rows)
+    assert sim.stats()["batches"] == {"files": 1, "openai_batches": 1, "anthropic_batches": 0,
+                                      "cancels": 0}
+
+
 @pytest.mark.sim(batch_delay=0.3)
 def test_batch_mode_writes_every_row_in_order_at_the_batch_price(work: Path,
                                                                   sim: Simulator) -> None:
@@ -63,34 +82,16 @@ def test_batch_mode_writes_every_row_in_order_at_the_batch_price(work: Path,
 @pytest.mark.sim(batch_delay=3)
 def test_sigkill_while_polling_then_resume_submits_nothing_twice(work: Path,
                                                                   sim: Simulator) -> None:
-    write_lines(work / "in.jsonl", [{"text": f"review {n}"} for n in range(12)])
-    proc = start(*_batch(), cwd=work, env=_env(sim))
-    _until(sim, "openai_batches", 1, proc)
-    time.sleep(0.3)  # polling now
-    proc.send_signal(signal.SIGKILL)
-    proc.communicate()
-    resumed = cli(*_batch("--resume"), cwd=work, env=_env(sim))
-    assert resumed.returncode == 0, resumed.stderr
-    _check_output(work, 12)
-    assert sim.stats()["batches"] == {"files": 1, "openai_batches": 1, "anthropic_batches": 0,
-                                      "cancels": 0}
+    _kill_when(work, sim, "openai_batches", rows=12)  # created: polling now
+    _resume_once(work, sim, rows=12)
 
 
 @pytest.mark.sim(batch_create_latency=2)
 def test_sigkill_between_upload_and_create_then_resume_creates_once(work: Path,
                                                                      sim: Simulator) -> None:
-    write_lines(work / "in.jsonl", [{"text": f"review {n}"} for n in range(5)])
-    proc = start(*_batch(), cwd=work, env=_env(sim))
-    _until(sim, "files", 1, proc)  # uploaded; the create is waiting in the simulator
-    time.sleep(0.3)
-    proc.send_signal(signal.SIGKILL)
-    proc.communicate()
+    _kill_when(work, sim, "files", rows=5)  # uploaded; the create waits in the simulator
     assert sim.stats()["batches"]["openai_batches"] == 0  # the create died with the client
-    resumed = cli(*_batch("--resume"), cwd=work, env=_env(sim))
-    assert resumed.returncode == 0, resumed.stderr
-    _check_output(work, 5)
-    assert sim.stats()["batches"] == {"files": 1, "openai_batches": 1, "anthropic_batches": 0,
-                                      "cancels": 0}
+    _resume_once(work, sim, rows=5)
 
 
 @pytest.mark.sim(batch_delay=30)
