@@ -6,7 +6,8 @@ from a changed file. Results are written when the job has ended, in input order.
 
 ``--mode auto`` picks batch when the work is big and nothing is urgent — at least
 :data:`AUTO_MIN_ROWS` rows, the target an Agent whose provider has a Batch API, and no
-``--deadline`` shorter than the providers' 24-hour batch window — and online otherwise.
+``--deadline`` shorter than the providers' 24-hour batch window — and online otherwise; when it
+picks batch, rows still failing after the resubmissions run online (``fallback="online"``).
 
 >>> choose_mode("auto", rows=50_000, deadline=None, batchable=True)
 'batch'

@@ -349,7 +349,8 @@ def _run_batch(fn: Callable[..., Any], input_path: str, output_path: str,
         raise UsageProblem(f"--mode batch runs Agent classes; {fn!r:.60} has no Batch API")
     try:
         job, covered = job_run.start(agent, data, objects, set(previous), resume=resume,
-                                     poll_interval=poll_interval)
+                                     poll_interval=poll_interval,
+                                     fallback="online" if mode == "auto" else None)
     except (ga.errors.ConfigError, ga.errors.InputError) as exc:
         raise UsageProblem(str(exc)) from None
     except KeyboardInterrupt:  # each step is recorded before it is taken: resumable as is

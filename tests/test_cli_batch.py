@@ -125,3 +125,12 @@ def test_auto_mode_rule_and_bad_targets(work: Path, sim: Simulator) -> None:
     proc = cli("run", "agents.py:MoodAgent", "--input", "-", "--output", "x.jsonl", "--mode",
                "batch", cwd=work, stdin=json.dumps({"text": "x"}))
     assert proc.returncode == 2 and "needs --input and --output files" in proc.stderr
+
+
+def test_deadline_bounds_an_online_run(work: Path) -> None:
+    write_lines(work / "in.jsonl", [{"n": n, "log": str(work / "log")} for n in range(40)])
+    proc = cli("run", "fns:slow", "--input", "in.jsonl", "--output", "out.jsonl",
+               "--concurrency", "2", "--deadline", "0.5", "--mode", "auto", cwd=work)
+    assert proc.returncode == 1, proc.stderr  # auto: 40 rows is small, so online
+    rows = read_rows(work / "out.jsonl")
+    assert len(rows) == 40 and any("deadline of 0.5s passed" in (r["error"] or "") for r in rows)
