@@ -4,8 +4,10 @@ changed input, the auto rule — the simulator counting uploads and creates."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -134,3 +136,28 @@ def test_deadline_bounds_an_online_run(work: Path) -> None:
     assert proc.returncode == 1, proc.stderr  # auto: 40 rows is small, so online
     rows = read_rows(work / "out.jsonl")
     assert len(rows) == 40 and any("deadline of 0.5s passed" in (r["error"] or "") for r in rows)
+
+
+@pytest.mark.sim(batch_delay=30)
+def test_ctrl_c_at_a_terminal_asks_and_cancels_the_batches(work: Path, sim: Simulator) -> None:
+    write_lines(work / "in.jsonl", [{"text": f"review {n}"} for n in range(3)])
+    master, slave = os.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "greenagents", *_batch()], cwd=work,
+                            stdin=slave, stdout=slave, stderr=slave, text=True,
+                            env={**os.environ, **_env(sim)})
+    os.close(slave)
+    try:
+        _until(sim, "openai_batches", 1, proc)
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGINT)
+        seen = b""
+        while b"cancel the provider batches" not in seen:
+            seen += os.read(master, 1024)
+        os.write(master, b"y\n")
+        assert proc.wait(timeout=30) == 130
+    finally:
+        os.close(master)
+    assert sim.stats()["batches"]["cancels"] == 1
+    resumed = cli(*_batch("--resume"), cwd=work, env=_env(sim))  # writes what is there
+    assert resumed.returncode == 1 and all("BatchCancelled" in (r["error"] or "")
+                                           for r in read_rows(work / "out.jsonl"))
