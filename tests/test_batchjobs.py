@@ -155,3 +155,15 @@ def test_results_reach_the_execution_log_and_progress_draws(sim: Simulator, tmp_
     summary = ga.tracking.summary(str(tmp_path / "log.db"))[0]
     assert summary["calls"] == 4 and summary["ok"] == 4
     assert summary["cost_usd"] == pytest.approx(sum(r.cost_usd or 0 for r in results))
+
+
+@pytest.mark.sim(batch_max_rows=2)
+def test_a_batch_the_provider_rejects_is_each_rows_clear_error(sim: Simulator, db: str) -> None:
+    results = at(SentimentAgent, sim.base_url).submit_batch(_texts(3), db=db, **FAST).wait()
+    assert all("openai rejected the batch" in str(r.error) and "at most 2" in str(r.error)
+               for r in results)
+    with pytest.raises(ga.errors.BadRequest, match="at most 2 requests per batch"):
+        at(SummaryAgent, sim.anthropic_url).submit_batch(_texts(3), db=db)
+    fitted = at(SummaryAgent, sim.anthropic_url).submit_batch(_texts(3), db=db, max_rows=2,
+                                                              **FAST)
+    assert len(fitted.parts) == 2 and all(r.ok for r in fitted.wait())
