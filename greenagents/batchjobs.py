@@ -319,6 +319,19 @@ def submit_batch(calls: Iterable[Call], *, job_id: str | None = None, db: str | 
     refuses input whose hash differs. ``db`` is the SQLite file (default: the tracking database,
     else ``.greenagents/runs.db``). ``fallback="online"`` runs rows still failing after the
     resubmissions online. Bad input or configuration raises here, before anything is sent.
+
+    >>> import tempfile
+    >>> from greenagents.testing import Simulator
+    >>> class Echo(Agent):
+    ...     model = "openai/gpt-4o-mini"
+    ...     def prompt(self, text: str) -> str:
+    ...         return text
+    >>> with Simulator() as sim:
+    ...     Echo.base_url = sim.base_url
+    ...     job = submit_batch([(Echo, {"text": "hi"})], db=f"{tempfile.mkdtemp()}/runs.db",
+    ...                        poll_interval=0.05)
+    ...     [r.value.endswith('You said: "hi".') for r in job.wait()]
+    [True]
     """
     if fallback not in (None, "online"):
         raise ConfigError(f"fallback={fallback!r}: use None or 'online'")
