@@ -11,7 +11,7 @@ takes the server down. Steering headers let one test bend one request:
 
 >>> app = SimApp(SimOptions())
 >>> sorted(app.snapshot())[:3]
-['by_fault', 'by_model', 'by_status']
+['batches', 'by_fault', 'by_model']
 """
 
 from __future__ import annotations
