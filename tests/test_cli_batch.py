@@ -22,13 +22,28 @@ __all__ = ["work"]  # the fixture, shared with test_cli_run
 FAST = ("--poll-interval", "0.1")
 
 
+CLAUDE = """
+import greenagents as ga
+
+class Haiku(ga.Agent):
+    model = "anthropic/claude-haiku-4-5"
+
+    def prompt(self, text: str) -> str:
+        return text
+"""
+#: target -> the simulator counters one run of it moves (uploads, creates)
+TARGETS = {"agents.py:MoodAgent": {"files": 1, "openai_batches": 1},
+           "claude.py:Haiku": {"files": 0, "anthropic_batches": 1}}
+
+
 def _env(sim: Simulator) -> dict[str, str]:
-    return {"OPENAI_BASE_URL": sim.base_url, "OPENAI_API_KEY": "test"}
+    return {"OPENAI_BASE_URL": sim.base_url, "OPENAI_API_KEY": "test",
+            "ANTHROPIC_BASE_URL": sim.anthropic_url, "ANTHROPIC_API_KEY": "test"}
 
 
-def _batch(*extra: str) -> tuple[str, ...]:
-    return ("run", "agents.py:MoodAgent", "--input", "in.jsonl", "--output", "out.jsonl",
-            "--mode", "batch", *FAST, *extra)
+def _batch(*extra: str, target: str = "agents.py:MoodAgent") -> tuple[str, ...]:
+    return ("run", target, "--input", "in.jsonl", "--output", "out.jsonl", "--mode", "batch",
+            *FAST, *extra)
 
 
 def _until(sim: Simulator, key: str, value: int, proc: subprocess.Popen[str]) -> None:
@@ -46,23 +61,26 @@ def _check_output(work: Path, n: int) -> list[dict[str, Any]]:
     return rows
 
 
-def _kill_when(work: Path, sim: Simulator, key: str, *, rows: int) -> None:
+def _kill_when(work: Path, sim: Simulator, key: str, *, rows: int,
+               target: str = "agents.py:MoodAgent") -> None:
     """Start a batch run of ``rows`` rows; SIGKILL it once the simulator has seen ``key``."""
     write_lines(work / "in.jsonl", [{"text": f"review {n}"} for n in range(rows)])
-    proc = start(*_batch(), cwd=work, env=_env(sim))
+    (work / "claude.py").write_text(CLAUDE)
+    proc = start(*_batch(target=target), cwd=work, env=_env(sim))
     _until(sim, key, 1, proc)
     time.sleep(0.3)
     proc.send_signal(signal.SIGKILL)
     proc.communicate()
 
 
-def _resume_once(work: Path, sim: Simulator, *, rows: int) -> None:
-    """--resume completes the output; one upload and one create in all."""
-    resumed = cli(*_batch("--resume"), cwd=work, env=_env(sim))
+def _resume_once(work: Path, sim: Simulator, *, rows: int,
+                 target: str = "agents.py:MoodAgent") -> None:
+    """--resume completes the output; one upload (OpenAI) and one create in all."""
+    resumed = cli(*_batch("--resume", target=target), cwd=work, env=_env(sim))
     assert resumed.returncode == 0, resumed.stderr
     _check_output(work, rows)
-    assert sim.stats()["batches"] == {"files": 1, "openai_batches": 1, "anthropic_batches": 0,
-                                      "cancels": 0}
+    expected = {"files": 0, "openai_batches": 0, "anthropic_batches": 0, "cancels": 0}
+    assert sim.stats()["batches"] == {**expected, **TARGETS[target]}
 
 
 @pytest.mark.sim(batch_delay=0.3)
@@ -81,11 +99,13 @@ def test_batch_mode_writes_every_row_in_order_at_the_batch_price(work: Path,
     assert sim.stats()["batches"]["openai_batches"] == 1
 
 
+@pytest.mark.parametrize("target", list(TARGETS))
 @pytest.mark.sim(batch_delay=3)
-def test_sigkill_while_polling_then_resume_submits_nothing_twice(work: Path,
-                                                                  sim: Simulator) -> None:
-    _kill_when(work, sim, "openai_batches", rows=12)  # created: polling now
-    _resume_once(work, sim, rows=12)
+def test_sigkill_while_polling_then_resume_submits_nothing_twice(work: Path, sim: Simulator,
+                                                                  target: str) -> None:
+    created = next(key for key in TARGETS[target] if key.endswith("batches"))
+    _kill_when(work, sim, created, rows=12, target=target)  # created: polling now
+    _resume_once(work, sim, rows=12, target=target)
 
 
 @pytest.mark.sim(batch_create_latency=2)
