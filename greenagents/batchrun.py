@@ -25,7 +25,8 @@ from typing import Any
 from .agent import Agent
 from .batchjobs import Job, submit_batch
 from .batchstore import Store
-from .errors import InputError
+from .errors import ConfigError, InputError
+from .providers.batch import batch_api
 from .result import Result
 
 __all__ = ["AUTO_MIN_ROWS", "BATCH_WINDOW_S", "BatchRun", "choose_mode"]
@@ -56,6 +57,19 @@ class BatchRun:
     def in_flight(self) -> bool:
         """A job of this output was submitted and has not been written out yet."""
         return self.record is not None and self.record.state != "written"
+
+    def choose(self, mode: str, target: object, *, rows: int, deadline: float | None,
+               resume: bool) -> str:
+        """The mode this run takes: batch when resuming a job in flight, else
+        :func:`choose_mode` (a target without a Batch API is not batchable)."""
+        if resume and self.in_flight:
+            return "batch"
+        try:
+            batchable = isinstance(target, type) and issubclass(target, Agent) and \
+                bool(batch_api(target._endpoints()[0][1]))
+        except ConfigError:
+            batchable = False
+        return choose_mode(mode, rows=rows, deadline=deadline, batchable=batchable)
 
     def start(self, target: type[Agent], data: bytes, objects: Iterable[tuple[int, Any]],
               done: set[int], *, resume: bool, **options: Any) -> tuple[Job, list[int]]:

@@ -324,7 +324,6 @@ def _run_batch(fn: Callable[..., Any], input_path: str, output_path: str,
     """``run --mode batch|auto``: the input as one batch job (see :mod:`greenagents.batchrun`);
     exits with the run's status, or returns when ``auto`` chose online."""
     from greenagents import batchrun
-    from greenagents.providers import batch
 
     if "-" in (input_path, output_path):
         raise UsageProblem(f"--mode {mode} needs --input and --output files (the input's hash "
@@ -336,13 +335,8 @@ def _run_batch(fn: Callable[..., Any], input_path: str, output_path: str,
     with open(input_path, "rb") as source:
         data = source.read()
     objects = list(jsonl.read_objects(io.BytesIO(data)))
-    try:
-        batchable = agent is not None and bool(batch.batch_api(agent._endpoints()[0][1]))
-    except ga.errors.ConfigError:
-        batchable = False
-    chosen = "batch" if resume and job_run.in_flight else batchrun.choose_mode(
-        mode, rows=len(objects) - len(previous), deadline=deadline, batchable=batchable)
-    if chosen == "online":
+    if job_run.choose(mode, fn, rows=len(objects) - len(previous), deadline=deadline,
+                      resume=resume) == "online":
         click.echo("--mode auto: online (see greenagents run --help for the rule)", err=True)
         return
     if agent is None:
