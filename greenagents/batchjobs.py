@@ -169,7 +169,7 @@ class Job:
         batch_id = self._control(lambda: api.create(lines, part.file_id, label))
         self.store.update(part, batch_id=batch_id, state="submitted")
 
-    def submit_pending(self, *, resumed: bool = False) -> None:
+    def _submit_pending(self, *, resumed: bool = False) -> None:
         for part in self.parts:
             if part.state in ("planned", "creating") and not self.cancelled:
                 self._submit(part, resumed=resumed)
@@ -212,7 +212,7 @@ class Job:
         if not again:
             return False
         self.parts += self.store.add_parts(self.id, self._plan(again, round_))
-        self.submit_pending()
+        self._submit_pending()
         return True
 
     # ------------------------------------------------------------------------ public
@@ -359,10 +359,10 @@ def submit_batch(calls: Iterable[Call], *, job_id: str | None = None, db: str | 
                 job._collect(part)
         placed = {i for p in job.parts for i in p.indexes}
         job._plan([r.index for r in rows if not r.done and r.index not in placed], 0)  # too big
-        job.submit_pending(resumed=True)
+        job._submit_pending(resumed=True)
         return job
     parts = job._plan([r.index for r in rows if not r.done], 0)
     store.create_job(job_id, digest, len(rows), note=note, parts=parts)
     job.parts = store.parts(job_id)
-    job.submit_pending()
+    job._submit_pending()
     return job
