@@ -130,7 +130,7 @@ def test_invalid_answers_are_reasked_in_a_follow_up_batch(sim: Simulator, db: st
     reasked = [r for r in results if r.attempts > 1]
     assert reasked and all(r.history[0].error == "InvalidOutput" for r in reasked)
     assert all(r.ok or r.attempts == 3 for r in results)
-    assert sum(r.ok for r in results) >= 9
+    assert sum(r.ok for r in results) >= 6  # half the answers invalid, 3 tries each
 
 
 @pytest.mark.parametrize("provider", ["openai", "anthropic"])
