@@ -23,7 +23,7 @@ from typing import Any
 from bench import harness, report
 
 FIGURES = ("fanout", "memory", "overhead", "retry_heavy", "stream_scale", "gunicorn_load",
-           "celery_scale", "batch_cost")
+           "celery_scale", "dashboard_pages", "batch_cost")
 HERE = Path(__file__).resolve().parent
 
 

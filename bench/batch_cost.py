@@ -1,4 +1,4 @@
-"""Figure 8 — batch cost: the same N agent calls online (``ga.batch``) and through the Batch API
+"""Figure 9 — batch cost: the same N agent calls online (``ga.batch``) and through the Batch API
 (``ga.submit_batch``), against the simulator.
 
 What it measures: wall time, HTTP requests the client made, tokens, and the price of those tokens
@@ -109,4 +109,4 @@ def run(ctx: Context) -> Section:
         "latency (the provider's queue) what it saves in money and in rate-limit headroom (two "
         "requests instead of one per call).",
     ])
-    return Section("8. Batch API cost", markdown, [], {"failures": failures})
+    return Section("9. Batch API cost", markdown, [], {"failures": failures})

@@ -46,7 +46,7 @@ _EXPORTS: dict[str, str] = {
     "submit_batch": "batchjobs",
     "Job": "batchjobs",
 }
-_SUBMODULES = ("celery", "errors", "testing", "tracking")
+_SUBMODULES = ("celery", "dashboard", "errors", "testing", "tracking")
 
 __all__ = [
     "Agent",

@@ -1,4 +1,4 @@
-"""The ``greenagents`` command: ``demo``, ``run``, ``stats`` and ``sim``.
+"""The ``greenagents`` command: ``demo``, ``run``, ``stats``, ``dashboard`` and ``sim``.
 
 :func:`main` patches the standard library before it imports anything that could import ``ssl``
 (click and this module import neither), so agents and SDKs loaded by ``run`` work under gevent.
@@ -8,6 +8,7 @@ line on stderr, never a traceback. ``run`` exits 0 when every row succeeded and 
     greenagents demo --calls 300
     greenagents run agents.py:SentimentAgent --input in.jsonl --output out.jsonl --resume
     greenagents stats --since 1h --by model
+    greenagents dashboard --db .greenagents/runs.db
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ import importlib
 import importlib.util
 import io
 import os
+import shlex
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -70,13 +73,30 @@ def demo(calls: int, concurrency: int, model: str | None) -> None:
     """Run sample agents concurrently and compare with one-by-one (no API key needed)."""
     from greenagents import demo as sample
 
+    log = _demo_log()
     try:
         report = sample.run(calls=calls, concurrency=concurrency, model=model,
                             progress=sys.stderr.isatty())
     except ga.errors.ConfigError as exc:
         raise UsageProblem(str(exc)) from None
+    ga.tracking.flush(timeout=30)
     click.echo(f"greenagents demo: sample agents against {report.where}\n")
     click.echo(_table([list(pair) for pair in report.rows()]))
+    click.echo(f"\nevery call is in {log}; look at them with:\n"
+               f"  greenagents dashboard --db {shlex.quote(log)}")
+
+
+def _demo_log() -> str:
+    """Log the demo's calls (with their made-up inputs) where the tracking setting says, else
+    in the temp directory: the demo writes nothing into the directory it is run from."""
+    url = ga.settings().tracking
+    if url is None:
+        url = f"sqlite:///{Path(tempfile.gettempdir()) / 'greenagents-demo' / 'runs.db'}"
+        ga.configure(tracking=url, tracking_payloads=True)
+    try:
+        return ga.tracking.database_path(url)
+    except ga.errors.ConfigError as exc:
+        raise UsageProblem(str(exc)) from None
 
 
 # ----------------------------------------------------------------------------------------- run
@@ -406,6 +426,12 @@ def _table(rows: list[list[str]], header: list[str] | None = None) -> str:
     return "\n".join(text)
 
 
+def _default_db() -> str:
+    """The log ``stats`` and ``dashboard`` read without ``--db``: the tracking setting's, else
+    ``greenagents run``'s default in this directory."""
+    return ga.settings().tracking or str(Path(".greenagents") / "runs.db")
+
+
 @cli.command()
 @click.option("--db", default=None, metavar="PATH",
               help="Execution log (default: the tracking setting, else .greenagents/runs.db).")
@@ -414,7 +440,7 @@ def _table(rows: list[list[str]], header: list[str] | None = None) -> str:
 @click.option("--by", type=click.Choice(["agent", "model"]), default="agent", show_default=True)
 def stats(db: str | None, since: float | None, by: str) -> None:
     """Summarise logged calls: counts, success rate, p50/p95 latency, tokens, cost, top errors."""
-    path = db or ga.settings().tracking or str(Path(".greenagents") / "runs.db")
+    path = db or _default_db()
     try:
         groups = ga.tracking.summary(path, since=since, by=by)
     except ga.errors.ConfigError as exc:
@@ -431,3 +457,31 @@ def stats(db: str | None, since: float | None, by: str) -> None:
         click.echo("\ntop errors")
         for count, text, key in sorted(top, reverse=True)[:5]:
             click.echo(f"  {count:>6,}  {key}  {text[:100]}")
+
+
+# ----------------------------------------------------------------------------------- dashboard
+
+
+@cli.command()
+@click.option("--db", default=None, metavar="PATH",
+              help="Execution log (default: the tracking setting, else .greenagents/runs.db).")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Interface to bind; any but loopback needs --token.")
+@click.option("--port", default=8765, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--token", default=None, metavar="SECRET",
+              help="Required on every request (default: $GREENAGENTS_DASHBOARD_TOKEN).")
+def dashboard(db: str | None, host: str, port: int, token: str | None) -> None:
+    """Serve a web page over the execution log: runs, charts, calls; live while a run writes."""
+    try:
+        from greenagents import dashboard as web
+    except ImportError as exc:
+        raise UsageProblem(f"the dashboard needs its extra: pip install 'greenagents[dashboard]' "
+                           f"({exc})") from None
+    try:
+        web.serve(db or _default_db(), host=host, port=port, token=token, announce=click.echo)
+    except ga.errors.ConfigError as exc:
+        raise UsageProblem(str(exc)) from None
+    except OSError as exc:
+        raise UsageProblem(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    except KeyboardInterrupt:
+        sys.exit(_INTERRUPTED)

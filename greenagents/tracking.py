@@ -72,6 +72,9 @@ CREATE TABLE IF NOT EXISTS calls (
     output TEXT                    -- JSON, only with tracking_payloads=True
 );
 CREATE INDEX IF NOT EXISTS calls_ts ON calls (ts);
+-- the dashboard's filters: one run's calls, one error type's (measured in README § Dashboard)
+CREATE INDEX IF NOT EXISTS calls_run ON calls (run_id);
+CREATE INDEX IF NOT EXISTS calls_error ON calls (error_class, run_id) WHERE error_class IS NOT NULL;
 """
 _COLUMNS = ("ts", "run_id", "agent", "model", "status", "attempts", "duration_s", "prompt_tokens",
             "completion_tokens", "cost_usd", "error_class", "error_message", "history", "inputs",

@@ -21,6 +21,7 @@ def test_help_lists_the_commands_and_patches_without_warnings(tmp_path: Path) ->
 def test_demo_against_the_simulator(tmp_path: Path) -> None:
     env = {name: value for name, value in os.environ.items()
            if not name.startswith(("OPENAI_", "ANTHROPIC_", "GREENAGENTS_"))}
+    env["TMPDIR"] = str(tmp_path)  # where the demo's log goes
     proc = subprocess.run([sys.executable, "-m", "greenagents", "demo", "--calls", "30"],
                           cwd=tmp_path, capture_output=True, text=True, timeout=60, env=env)
     assert proc.returncode == 0, proc.stderr
