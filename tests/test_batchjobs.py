@@ -168,3 +168,18 @@ def test_a_batch_the_provider_rejects_is_each_rows_clear_error(sim: Simulator, d
     fitted = at(SummaryAgent, sim.anthropic_url).submit_batch(_texts(3), db=db, max_rows=2,
                                                               **FAST)
     assert len(fitted.parts) == 2 and all(r.ok for r in fitted.wait())
+
+
+def test_batch_prices_are_half_the_list_price_unless_registered() -> None:
+    assert pricing.batch_price("anthropic/claude-haiku-4-5") == (0.5, 2.5)
+    pricing.register_price("acme-batchy", 2.0, 4.0, batch=(0.2, 0.4))
+    try:
+        assert pricing.batch_price("acme-batchy-2025") == (0.2, 0.4)
+        assert pricing.cost_usd("acme-batchy", Usage(1_000_000, 0), batch=True) == 0.2
+        pricing.register_price("acme-batchy", 2.0, 4.0)  # no batch= : back to half
+        assert pricing.batch_price("acme-batchy") == (1.0, 2.0)
+    finally:
+        pricing.register_price("acme-batchy", 0.0, 0.0)
+    assert pricing.batch_price("my-finetune") is None
+    with pytest.raises(ValueError, match=">= 0"):
+        pricing.register_price("x", 1.0, 1.0, batch=(-1.0, 0.0))
