@@ -45,12 +45,17 @@ _EXPORTS: dict[str, str] = {
     "rate_limit": "limits",
     "submit_batch": "batchjobs",
     "Job": "batchjobs",
+    "run_async": "asyncbridge",
+    "async_to_sync": "asyncbridge",
+    "doctor": "checkup",
+    "Diagnosis": "checkup",
 }
 _SUBMODULES = ("celery", "dashboard", "errors", "testing", "tracking")
 
 __all__ = [
     "Agent",
     "Attempt",
+    "Diagnosis",
     "Job",
     "RateLimit",
     "Result",
@@ -58,15 +63,18 @@ __all__ = [
     "Settings",
     "Usage",
     "__version__",
+    "async_to_sync",
     "available",
     "batch",
     "configure",
+    "doctor",
     "each",
     "errors",
     "in_green_context",
     "is_patched",
     "patch",
     "rate_limit",
+    "run_async",
     "settings",
     "spawn",
     "stream",
@@ -78,7 +86,9 @@ __all__ = [
 if TYPE_CHECKING:
     from . import errors, testing, tracking
     from .agent import Agent
+    from .asyncbridge import async_to_sync, run_async
     from .batchjobs import Job, submit_batch
+    from .checkup import Diagnosis, doctor
     from .config import Settings, configure, settings
     from .limits import RateLimit, rate_limit
     from .patching import available, in_green_context, is_patched, patch

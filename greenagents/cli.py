@@ -1,4 +1,4 @@
-"""The ``greenagents`` command: ``demo``, ``run``, ``stats``, ``dashboard`` and ``sim``.
+"""The ``greenagents`` command: ``demo``, ``run``, ``stats``, ``dashboard``, ``sim`` and ``doctor``.
 
 :func:`main` patches the standard library before it imports anything that could import ``ssl``
 (click and this module import neither), so agents and SDKs loaded by ``run`` work under gevent.
@@ -485,3 +485,28 @@ def dashboard(db: str | None, host: str, port: int, token: str | None) -> None:
         raise UsageProblem(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     except KeyboardInterrupt:
         sys.exit(_INTERRUPTED)
+
+
+# -------------------------------------------------------------------------------------- doctor
+
+
+@cli.command(context_settings={"ignore_unknown_options": True})
+@click.option("--concurrency", type=click.IntRange(min=1), default=None,
+              help="Calls you want in flight at once (default: max_concurrency).")
+@click.option("--watch", "script", type=click.Path(exists=True, dir_okay=False),
+              help="Run SCRIPT under gevent's monitor thread, reporting what blocks the hub.")
+@click.option("--threshold", type=click.FloatRange(min=0.001), default=0.1, show_default=True,
+              help="With --watch: report the hub held longer than this many seconds.")
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def doctor(concurrency: int | None, script: str | None, threshold: float,
+           args: tuple[str, ...]) -> None:
+    """Check this environment for what breaks or slows thousands of green calls (exit 1 if any)."""
+    from greenagents import checkup
+
+    if script is not None:
+        sys.exit(checkup.watch(script, list(args), threshold))
+    if args:
+        raise UsageProblem(f"unexpected argument {args[0]!r} (script arguments go after --watch SCRIPT)")
+    diagnosis = checkup.doctor(concurrency)
+    click.echo(str(diagnosis))
+    sys.exit(0 if diagnosis.ok else 1)

@@ -82,6 +82,12 @@ class LatePatchWarning(RuntimeWarning):
 
 _lock = threading.Lock()
 _warned_late = False
+_imported_before_patch: dict[str, str] = {}  # what patch() found too late, for doctor()
+
+
+def imported_before_patch() -> dict[str, str]:
+    """The fragile packages :func:`patch` found already imported, each with what goes wrong."""
+    return dict(_imported_before_patch)
 
 
 _HOLDS_SSL_CONTEXT = "holds the stdlib SSLContext (HTTPS calls fail with RecursionError)"
@@ -111,6 +117,7 @@ def patch() -> bool:
         if is_patched():
             return False
         late = _fragile_imported()
+        _imported_before_patch.update(late)
         platform.uname().processor  # noqa: B018  # cached now, while a fork cannot interleave
         gevent.monkey.patch_all()
         setattr(select, "poll", _Poll)  # noqa: B010

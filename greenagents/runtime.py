@@ -37,6 +37,7 @@ import gevent.pool
 import gevent.queue
 
 from . import errors, slots
+from .asyncbridge import explain_running_loop
 from .config import settings
 from .patching import available
 from .progress import Progress
@@ -152,7 +153,8 @@ def _invoke(index: int, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: d
                                "raise the timeout or make the call faster")
         return Result(index, target_name(fn), error=error, duration_s=time.perf_counter() - start)
     except BaseException as exc:  # a call's failure is its Result's, never the batch's
-        return Result(index, target_name(fn), error=exc, duration_s=time.perf_counter() - start)
+        return Result(index, target_name(fn), error=explain_running_loop(exc) if green else exc,
+                      duration_s=time.perf_counter() - start)
     if hook is not None and isinstance(value, Result):
         value.index = index
         return value

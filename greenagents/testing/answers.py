@@ -15,6 +15,7 @@ import dataclasses
 import json
 import random
 
+from greenagents.testing.prompted import field_answer, output_fields, schema_in_prompt
 from greenagents.testing.schema import generate, violate
 from greenagents.testing.wire import Answer, Chat, Finish, Tool, count_tokens, digest
 
@@ -38,9 +39,11 @@ def compose(chat: Chat, seed: int, *, invalid: bool = False) -> Answer:
         value = generate(chat.schema, rng)
         return _answer(chat, json.dumps(violate(chat.schema, value) if invalid else value))
     text = plain_text(chat.last_user, rng)
-    if chat.json_mode:
-        return _answer(chat, json.dumps({"answer": text}))
-    return _clipped(chat, text)
+    if chat.json_mode:  # a schema in the prompt (instructor's Mode.JSON) is what to follow
+        schema = schema_in_prompt(chat.prompt)
+        return _answer(chat, json.dumps({"answer": text} if schema is None else generate(schema, rng)))
+    fields = output_fields(chat.prompt)  # DSPy's [[ ## field ## ]] sections
+    return _clipped(chat, text if fields is None else field_answer(chat.prompt, fields, text))
 
 
 def plain_text(last_user: str, rng: random.Random) -> str:

@@ -43,7 +43,9 @@ from greenagents.testing.latency import Latency
 from greenagents.testing.limits import RateLimiter
 from greenagents.testing.openai_api import OpenAIDialect
 from greenagents.testing.options import MODELS, SimOptions
+from greenagents.testing.responses_api import ResponsesDialect
 from greenagents.testing.stats import Stats
+from greenagents.testing.utility_api import ROUTES as UTILITY_ROUTES
 from greenagents.testing.wire import Answer, BadRequest, Chat, Dialect, ErrorKind, Event, digest
 
 StartResponse = Callable[..., Any]
@@ -51,7 +53,8 @@ log = logging.getLogger("greenagents.testing")
 
 OPENAI: Dialect = OpenAIDialect()
 ANTHROPIC: Dialect = AnthropicDialect()
-_COMPLETIONS = {"/v1/chat/completions": OPENAI, "/v1/messages": ANTHROPIC}
+_COMPLETIONS = {"/v1/chat/completions": OPENAI, "/v1/messages": ANTHROPIC,
+                "/v1/responses": ResponsesDialect()}
 _FAULT_ERRORS: dict[str, ErrorKind] = {"rate_limit": "rate_limit", "server_error": "server_error",
                                        "overloaded": "overloaded", "quota": "quota"}
 #: What providers say when the account is out of credit (the ``quota`` fault).
@@ -109,6 +112,8 @@ class SimApp:
             return self._completion(environ, start_response, _COMPLETIONS[path])
         if path.startswith(PREFIXES):
             return _send(start_response, self._batch_api(environ, path, method, dialect))
+        if path in UTILITY_ROUTES and method == "POST":
+            return _send(start_response, self._utility(environ, dialect, UTILITY_ROUTES[path]))
         reply = self._simple(path, method, dialect)
         return _send(start_response, reply)
 
@@ -119,7 +124,7 @@ class SimApp:
             "/_sim/stats": ("GET", self.snapshot),
             "/_sim/reset": ("POST", self._reset_and_snapshot),
         }
-        if path in _COMPLETIONS:  # a completion path reaches here only with the wrong method
+        if path in _COMPLETIONS or path in UTILITY_ROUTES:  # reached only with the wrong method
             routes[path] = ("POST", dict)
         if path not in routes:
             return _error(dialect, "not_found", f"Unknown request URL: {path}.")
@@ -133,9 +138,9 @@ class SimApp:
     def _batch_api(self, environ: dict[str, Any], path: str, method: str,
                    dialect: Dialect) -> Reply:
         """Files and batches (:mod:`greenagents.testing.batches`), behind the same API key."""
-        if not self._authorized(dialect.api_key(_headers(environ))):
-            return _error(dialect, "authentication", "Invalid API key: pass the key the "
-                          "simulator was started with (it is not shown here).")
+        refused = self._refused(environ, dialect)
+        if refused is not None:
+            return refused
         try:
             status, body = self.batches.handle(path, method, environ)
         except Exception:
@@ -147,6 +152,24 @@ class SimApp:
             return Reply(status, [("Content-Type", "application/octet-stream"),
                                   ("Content-Length", str(len(body)))], [body])
         return _json(status, body)
+
+    def _utility(self, environ: dict[str, Any], dialect: Dialect,
+                 handler: Callable[[Any], dict[str, Any]]) -> Reply:
+        """An endpoint with no model turn (embeddings, token counts): no latency, no faults."""
+        refused = self._refused(environ, dialect)
+        if refused is not None:
+            return refused
+        try:
+            return _json(200, handler(json.loads(environ["wsgi.input"].read())))
+        except ValueError as exc:  # json.JSONDecodeError and BadRequest
+            return _error(dialect, "invalid_request", _client_message(exc))
+
+    def _refused(self, environ: dict[str, Any], dialect: Dialect) -> Reply | None:
+        """401 in the provider's shape when the request lacks the simulator's key."""
+        if self._authorized(dialect.api_key(_headers(environ))):
+            return None
+        return _error(dialect, "authentication", "Invalid API key: pass the key the "
+                      "simulator was started with (it is not shown here).")
 
     def _reset_and_snapshot(self) -> dict[str, Any]:
         self.reset()
