@@ -3,6 +3,8 @@
 * full (default): every figure, 3 repetitions, N up to 10,000 — about 16 minutes on 2 cores;
   writes ``bench/RESULTS.md``, ``bench/*.png`` and ``bench/results.json``.
 * ``--quick``: smaller sizes, 1 repetition — under 3 minutes; same outputs.
+* ``--only X,Y --update``: re-run those figures and replace only their sections of RESULTS.md
+  (the note at its top says which were updated, when, in which mode).
 * ``--smoke``: tiny sizes, every contender once, outputs only to a temporary directory (CI runs
   it so the benchmarks never rot); fails (exit 1) if any contender that should run failed.
 
@@ -32,6 +34,11 @@ def _failures(ctx: harness.Context) -> list[str]:
             for key, reports in ctx.cache.items() for r in reports if "error" in r]
 
 
+def _titled(sections: Any) -> dict[str, Any]:
+    """Sections of an older results.json, which stored them as an untitled list."""
+    return sections if isinstance(sections, dict) else {str(i): d for i, d in enumerate(sections)}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
     mode = parser.add_mutually_exclusive_group()
@@ -39,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     mode.add_argument("--smoke", action="store_true", help="tiny sizes, temp dir only, < 60 s")
     mode.add_argument("--setup-peers", action="store_true", help="create the LiteLLM venv")
     parser.add_argument("--only", help=f"comma-separated subset of {','.join(FIGURES)}")
+    parser.add_argument("--update", action="store_true",
+                        help="keep RESULTS.md's other figures; replace only those run")
     parser.add_argument("--repeat", type=int, help="repetitions per point (default 3 / 1 / 1)")
     parser.add_argument("--out", type=Path, help="output directory (default: bench/)")
     args = parser.parse_args(argv)
@@ -62,11 +71,21 @@ def main(argv: list[str] | None = None) -> int:
         module: Any = importlib.import_module(f"bench.{figure}")
         sections.append(module.run(ctx))
     results = out / "RESULTS.md"
-    results.write_text(report.render(ctx, sections, load_before, time.monotonic() - started))
+    wall_s = time.monotonic() - started
+    if args.update and results.exists():
+        results.write_text(report.update(results.read_text(), ctx, figures, sections, load_before,
+                                         wall_s))
+    else:
+        results.write_text(report.render(ctx, sections, load_before, wall_s))
     raw = {"|".join(map(str, key)): reports for key, reports in ctx.cache.items()}
-    (out / "results.json").write_text(json.dumps({"mode": name, "runs": raw,
-                                                  "sections": [s.data for s in sections]},
-                                                 indent=1, default=str))
+    stored = {"mode": name, "runs": raw, "sections": {s.title: s.data for s in sections}}
+    data = out / "results.json"
+    if args.update and data.exists():  # the kept figures' raw runs stay beside the new ones
+        previous = json.loads(data.read_text())
+        stored = {"mode": f"{previous.get('mode')} + {name} update",
+                  "runs": {**previous.get("runs", {}), **raw},
+                  "sections": {**_titled(previous.get("sections", {})), **stored["sections"]}}
+    data.write_text(json.dumps(stored, indent=1, default=str))
     ctx.log(f"wrote {results} and {len([p for s in sections for p in s.plots])} plots")
     failures = _failures(ctx) + [f for s in sections for f in s.data.get("failures", [])]
     if temp is not None:

@@ -208,6 +208,27 @@ def ga_batch_tracked(opts: Options) -> Runner:
     return tracked
 
 
+def ga_batch_otel(opts: Options) -> Runner:
+    """:func:`ga_batch` with OpenTelemetry on: the SDK's tracer provider and batch span processor,
+    an exporter that drops the spans (what greenagents and the SDK cost, not the network)."""
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+    import greenagents as ga
+
+    class Dropped(SpanExporter):
+        def export(self, spans: Any) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(Dropped()))
+    trace.set_tracer_provider(provider)
+    run = ga_batch(opts)
+    ga.configure(otel=True)
+    return run
+
+
 def ga_batch_no_cooldown(opts: Options) -> Runner:
     """Diagnostic: :func:`ga_batch` with greenagents' endpoint-wide cooldown after a 429 turned
     off (``greenagents.limits.cooldown`` replaced by a no-op in this child only), to separate
@@ -382,6 +403,8 @@ def _async(client: Callable[[Options], Awaitable[tuple[AsyncCall, Any]]]) -> Cal
 CONTENDERS: dict[str, Contender] = {c.key: c for c in [
     Contender("ga_batch", "greenagents ga.batch(Agent)", ga_batch, green=True),
     Contender("ga_batch_tracked", "greenagents ga.batch(Agent), tracking on", ga_batch_tracked,
+              green=True),
+    Contender("ga_batch_otel", "greenagents ga.batch(Agent), OpenTelemetry on", ga_batch_otel,
               green=True),
     Contender("ga_batch_no_cooldown", "diagnostic: ga.batch(Agent), 429 cooldown off",
               ga_batch_no_cooldown, green=True),

@@ -36,7 +36,7 @@ from bench.harness import (
     table,
 )
 
-KEYS = ["ga_batch", "ga_batch_tracked", "ga_each_urllib3", "green_urllib3_structured",
+KEYS = ["ga_batch", "ga_batch_tracked", "ga_batch_otel", "ga_each_urllib3", "green_urllib3_structured",
         "green_urllib3", "asyncio_aiohttp"]
 FLOOR = "green_urllib3"
 GOAL = 1.3

@@ -92,6 +92,38 @@ def render(ctx: Context, sections: Sequence[Section], load_before: str, wall_s: 
     return "\n".join(lines) + "\n"
 
 
+def update(previous: str, ctx: Context, figures: Sequence[str], sections: Sequence[Section],
+           load_before: str, wall_s: float) -> str:
+    """RESULTS.md with only ``sections`` re-measured; the other figures kept as they were.
+
+    A full run takes a quarter of an hour; after a change that touches a few figures, ``--only
+    X --update`` re-runs those and says so at the top, so every figure still states when and how
+    it was measured.
+    """
+    head, *kept = previous.split("\n## ")
+    fresh = {s.title: s for s in sections}
+    out, seen = [head.rstrip("\n")], set()
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    note = (f"**Updated** {stamp} (`python -m bench --only {','.join(figures)} --update"
+            f"{'' if ctx.mode == 'full' else ' --' + ctx.mode}`, {ctx.repeat} repetition(s), "
+            f"{wall_s / 60:.1f} min, load {load_before} before, {load()} after): the figures "
+            "marked *updated* below; the others are from the run described above.")
+    out += ["", note]
+    for block in kept:
+        title = block.split("\n", 1)[0].strip()
+        section = fresh.get(title)
+        if section is None:
+            out += ["", f"## {block.rstrip()}"]
+        else:
+            seen.add(title)
+            out += ["", f"## {title}", "", f"*updated {stamp}*", "", section.markdown.rstrip()]
+    for section in sections:
+        if section.title not in seen:
+            out += ["", f"## {section.title}", "", f"*updated {stamp}*", "",
+                    section.markdown.rstrip()]
+    return "\n".join(out) + "\n"
+
+
 def setup_peers() -> int:
     """Create the peers venv (``--system-site-packages``) and install LiteLLM into it."""
     from bench.harness import PEERS_VENV

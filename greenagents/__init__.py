@@ -49,8 +49,10 @@ _EXPORTS: dict[str, str] = {
     "async_to_sync": "asyncbridge",
     "doctor": "checkup",
     "Diagnosis": "checkup",
+    "on_call_end": "hooks",
+    "on_attempt": "hooks",
 }
-_SUBMODULES = ("celery", "dashboard", "errors", "testing", "tracking")
+_SUBMODULES = ("celery", "dashboard", "errors", "hooks", "testing", "tracking")
 
 __all__ = [
     "Agent",
@@ -70,8 +72,11 @@ __all__ = [
     "doctor",
     "each",
     "errors",
+    "hooks",
     "in_green_context",
     "is_patched",
+    "on_attempt",
+    "on_call_end",
     "patch",
     "rate_limit",
     "run_async",
@@ -84,12 +89,13 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from . import errors, testing, tracking
+    from . import errors, hooks, testing, tracking
     from .agent import Agent
     from .asyncbridge import async_to_sync, run_async
     from .batchjobs import Job, submit_batch
     from .checkup import Diagnosis, doctor
     from .config import Settings, configure, settings
+    from .hooks import on_attempt, on_call_end
     from .limits import RateLimit, rate_limit
     from .patching import available, in_green_context, is_patched, patch
     from .result import Attempt, Result, Usage

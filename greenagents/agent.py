@@ -29,15 +29,16 @@ A call that fails is a :class:`~greenagents.Result` holding the error; bad input
 from __future__ import annotations
 
 import inspect
+import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, get_type_hints
 
 from pydantic import BaseModel, ValidationError, create_model
 
-from . import limits, pricing, providers, tracking
-from .config import settings
-from .errors import ConfigError, InputError, QuotaExceeded, RateLimited
+from . import hooks, limits, pricing, providers, tracking
+from .config import check_agent_values, settings
+from .errors import ConfigError, InputError, QuotaExceeded, RateLimited, scrub
 from .errors import Timeout as CallTimeout
 from .result import Attempt, Result, Usage
 from .retry import RetryPolicy, call_with_retries, policy_for, retryable
@@ -104,18 +105,23 @@ class _Call:
         self.reask: InvalidOutput | None = None
 
     def attempt(self, model: str, endpoint: providers.Endpoint, deadline: float | None) -> Any:
-        timeout = self.agent.timeout or settings().timeout
-        if deadline is not None:
-            timeout = min(timeout, deadline - (time.monotonic() - self.started))
-            if timeout <= 0:
-                raise CallTimeout(f"{self.agent.__qualname__}: its retry deadline of {deadline}s "
-                                  "passed; raise Retry(deadline=...)")
+        timeout = settings().timeout if self.agent.timeout is None else self.agent.timeout
+        until = None if deadline is None else self.started + deadline
         messages = self.messages + (OutputSpec.reask(self.reask) if self.reask else [])
         start = time.monotonic()
         record: dict[str, Any] = {"number": len(self.history) + 1, "model": model}
         scope = f"{endpoint.provider.name}@{endpoint.base_url}"
+        completion = None
+        if hooks.active:
+            hooks.attempt_started(record["number"], endpoint.provider.name, model, messages)
         try:
-            limits.before_request(endpoint.provider.name, scope, model, messages)
+            # cooldowns and budgets first: their waits count against the deadline, not past it
+            limits.before_request(endpoint.provider.name, scope, model, messages, until=until)
+            if until is not None:
+                timeout = min(timeout, until - time.monotonic())
+                if timeout <= 0:
+                    raise CallTimeout(f"{self.agent.__qualname__}: its retry deadline of "
+                                      f"{deadline}s passed; raise Retry(deadline=...)")
             completion = providers.complete(
                 endpoint, messages, schema=self.spec.schema, schema_name=self.spec.name,
                 temperature=self.agent.temperature, max_tokens=self.agent.max_tokens,
@@ -132,6 +138,9 @@ class _Call:
             raise
         finally:
             self.history.append(Attempt(**record, duration_s=time.monotonic() - start))
+            if hooks.active:
+                hooks.attempt_ended(self.history[-1], endpoint.provider.name, completion,
+                                    sys.exc_info()[1])
         return value
 
     @property
@@ -155,7 +164,9 @@ class Agent:
     ``model`` is ``"provider/name"`` (default: ``ga.settings().default_model``), ``output`` is
     ``str`` or a pydantic model (structured output), ``retries`` an int, a :class:`ga.Retry` or a
     ``tenacity.Retrying``, ``fallbacks`` models to try in order once retries on the previous one
-    are exhausted, ``base_url`` any OpenAI-compatible server. ``timeout`` bounds each attempt.
+    are exhausted, ``base_url`` any OpenAI-compatible server. ``timeout`` bounds each attempt,
+    whole (connect to last byte); ``Retry(deadline=...)`` bounds the call, waits included.
+    ``model`` and ``timeout`` are checked when the class is defined (a ConfigError).
     """
 
     model: ClassVar[str | None] = None
@@ -170,6 +181,10 @@ class Agent:
     # per-class caches, filled on first call (looked up in the class's own __dict__)
     _greenagents_inputs: ClassVar[_Inputs]
     _greenagents_output: ClassVar[OutputSpec]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        check_agent_values(cls)
 
     def prompt(self, input: str) -> str | list[Message]:
         """The user message (or a list of messages) for these inputs; override it.
@@ -228,13 +243,15 @@ class Agent:
         """Run the agent once; a :class:`~greenagents.Result`, never an exception for a failure."""
         started = time.perf_counter()
         result: Result[Any] = Result(target=target_name(cls), attempts=0)
+        call = hooks.call_opened(result.target, cls, agent=True) if hooks.active else None
         try:
             messages = cls._messages(cls._inputs().validate(args, inputs))
             endpoints = cls._endpoints()
             policy = policy_for(cls.retries)
         except Exception as exc:  # bad inputs, config, a bug in prompt(): this call's error only
-            result.error = exc
+            result.error = scrub(exc)
             result.duration_s = time.perf_counter() - started
+            hooks.call_closed(call, result)
             tracking.record(result, inputs)
             return result
         state = _Call(cls, messages)
@@ -250,11 +267,14 @@ class Agent:
                 result.error, result.model = exc, model
                 if not (retryable(exc) or isinstance(exc, QuotaExceeded)):
                     break  # fallbacks are for what retrying could not fix, not for bad requests
+        if result.error is not None:  # the one redaction step before the error leaves
+            result.error = scrub(result.error, *(endpoint.api_key for _, endpoint in endpoints))
         result.attempts = len(state.history)
         result.history = tuple(state.history)
         result.usage = state.usage
         result.cost_usd = state.cost(result.model or "")
         result.duration_s = time.perf_counter() - started
+        hooks.call_closed(call, result)
         tracking.record(result, inputs)
         return result
 

@@ -13,6 +13,7 @@ secret (API keys are never formatted into a message; see :func:`redact`).
     │   ├── ServerError      5xx, Anthropic 529 "overloaded"
     │   ├── Timeout          no answer within the timeout
     │   ├── ConnectionFailed refused, reset, DNS, TLS
+    │   ├── ResponseTooLarge the answer outgrew max_response_bytes; not retried
     │   ├── AuthError        401/403: wrong or missing key
     │   ├── BadRequest       400/404/422 and other 4xx: the request itself is wrong
     │   ├── BatchExpired     a Batch API row the provider did not answer within its window
@@ -43,13 +44,15 @@ __all__ = [
     "ProviderError",
     "QuotaExceeded",
     "RateLimited",
+    "ResponseTooLarge",
     "ServerError",
     "Timeout",
     "redact",
+    "scrub",
 ]
 
 # Shapes of API keys of the providers we speak to; anything that looks like one is masked.
-_SECRET = re.compile(r"(sk-ant-[A-Za-z0-9_-]{6,}|sk-[A-Za-z0-9_-]{6,}|Bearer\s+\S+)")
+_SECRET = re.compile(r"(sk-ant-[A-Za-z0-9_-]{6,}|sk-[A-Za-z0-9_-]{6,}|Bearer\s+(?!\*\*\*)[^\s'\"]+)")
 
 
 def redact(text: str, *secrets: str | None) -> str:
@@ -63,6 +66,29 @@ def redact(text: str, *secrets: str | None) -> str:
             text = text.replace(secret, "***")
     return _SECRET.sub(lambda m: m.group(0).split("-")[0] + "-***" if m.group(0).startswith("sk")
                        else "Bearer ***", text)
+
+
+def scrub(error: BaseException, *secrets: str | None) -> BaseException:
+    """``error`` with keys masked (see :func:`redact`) in its ``str`` and ``repr``: the one step
+    every error takes before it leaves the library in a :class:`~greenagents.Result` — hence its
+    repr, the JSONL output, the Celery JSON, the execution log.
+
+    The message is masked in place, so the class and its attributes stay; an error whose text is
+    not just its ``args`` (``UnicodeEncodeError`` keeps the string it failed on) is replaced by a
+    :class:`GreenAgentsError` naming its class. Nothing to mask (the usual case): ``error`` itself.
+
+    >>> scrub(ValueError("Invalid header value b'Bearer sk-abcdefghijkl'"))
+    ValueError("Invalid header value b'Bearer ***'")
+    """
+    text, shown = str(error), repr(error)
+    clean = redact(text, *secrets)
+    if clean == text and redact(shown, *secrets) == shown:
+        return error
+    kind = type(error)
+    if kind.__str__ is BaseException.__str__ and kind.__repr__ is BaseException.__repr__:
+        error.args = (clean,)  # str and repr come from args alone: mask in place
+        return error
+    return GreenAgentsError(f"{kind.__name__}: {clean}")
 
 
 class GreenAgentsError(Exception):
@@ -129,6 +155,14 @@ class ConnectionFailed(ProviderError):
     """The connection could not be made or broke mid-request."""
 
     retryable = True
+
+
+class ResponseTooLarge(ProviderError):
+    """The answer's decoded body outgrew ``max_response_bytes``; reading stopped at the cap.
+
+    Not retried: the same request would bring the same answer. A real chat completion is far
+    below the default cap (16 MiB); raise ``ga.configure(max_response_bytes=...)`` if yours is not.
+    """
 
 
 class AuthError(ProviderError):

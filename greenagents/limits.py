@@ -15,6 +15,7 @@ RateLimit('openai', rpm=500, tpm=200000, storage='memory://')
 from __future__ import annotations
 
 import json
+import logging
 import math
 import threading
 import time
@@ -25,7 +26,8 @@ from limits import RateLimitItem, RateLimitItemPerMinute
 from limits.storage import Storage, storage_from_string
 from limits.strategies import SlidingWindowCounterRateLimiter
 
-from . import slots
+from . import hooks, slots
+from .errors import Timeout
 
 __all__ = ["RateLimit", "before_request", "clear", "cooldown", "estimate_tokens", "observe",
            "rate_limit"]
@@ -34,6 +36,7 @@ _lock = threading.Lock()
 _limits: dict[str, RateLimit] = {}  # "provider" or "provider/model" -> its budget
 _storages: dict[str, Storage] = {}
 _cooldown_storage = "memory://"
+log = logging.getLogger("greenagents.limits")
 
 
 def _storage(url: str) -> Storage:
@@ -72,7 +75,8 @@ class RateLimit:
         cost = min(cost, item.amount)  # a single call larger than the budget still goes, alone
         while not self._limiter.hit(item, "greenagents", self.key, cost=cost):
             reset = self._limiter.get_window_stats(item, "greenagents", self.key).reset_time
-            slots.sleep(min(max(reset - time.time(), 0.01), 1.0))
+            with hooks.waiting("rate_limit", self.key):
+                slots.sleep(min(max(reset - time.time(), 0.01), 1.0))
 
     def acquire(self, tokens: int) -> None:
         """Wait until one request of ``tokens`` prompt tokens fits the budget, then spend it."""
@@ -150,6 +154,11 @@ def cooldown(scope: str, retry_after: float | None) -> None:
     now = time.time()
     if _cooldowns.get(scope, 0.0) <= now:  # keep the earliest: do not extend it on every 429
         _cooldowns[scope] = now + retry_after
+        log.info("cooldown.started: %s let nothing through for %gs; its calls wait as long",
+                 scope, retry_after,
+                 extra={"event": "cooldown.started", "scope": scope, "seconds": retry_after})
+        if hooks.active:
+            hooks.emit(hooks.CooldownStarted(scope=scope, seconds=retry_after))
     if _cooldown_storage != "memory://":
         storage = _storage(_cooldown_storage)
         if not storage.get(_cooldown_key(scope)):
@@ -166,10 +175,19 @@ def _cooling_until(scope: str) -> float:
 
 
 def before_request(provider: str, scope: str, model: str,
-                   messages: Sequence[Mapping[str, Any]]) -> None:
-    """Wait out ``scope``'s cooldown and the provider's (and model's) budgets; spend the budget."""
+                   messages: Sequence[Mapping[str, Any]], *, until: float | None = None) -> None:
+    """Wait out ``scope``'s cooldown and the provider's (and model's) budgets; spend the budget.
+
+    ``until`` (``time.monotonic()``) is the call's deadline: a cooldown that would outlast it
+    raises :class:`~greenagents.errors.Timeout` at once instead of sleeping past it.
+    """
     while (wait := _cooling_until(scope) - time.time()) > 0:
-        slots.sleep(min(wait, 1.0))
+        if until is not None and time.monotonic() + wait > until:
+            raise Timeout(f"{scope} is cooling down after rate limits for {wait:.1f} s more, "
+                          "past the call's deadline; raise Retry(deadline=...) or slow down "
+                          "(ga.rate_limit)", provider=provider)
+        with hooks.waiting("cooldown", scope):
+            slots.sleep(min(wait, 1.0))
     if not _limits:
         return
     budgets = [b for k in (provider, f"{provider}/{model.partition('/')[2] or model}")

@@ -31,8 +31,8 @@ from tenacity.retry import retry_base
 from tenacity.stop import stop_base
 from tenacity.wait import wait_base
 
-from . import slots
-from .config import Settings, settings
+from . import hooks, slots
+from .config import Settings, check_seconds, settings
 from .errors import ConfigError, GreenAgentsError, RateLimited
 
 __all__ = ["Policy", "Retry", "RetryPolicy", "call_with_retries", "policy_for", "retryable"]
@@ -102,7 +102,7 @@ class Retry:
             raise ValueError(f"Retry(backoff={backoff!r}): use 'exponential', 'fixed', 'none' "
                              "or a tenacity wait strategy")
         self.max, self.backoff, self.base, self.cap = max, backoff, base, cap
-        self.jitter, self.deadline, self.on = jitter, deadline, on
+        self.jitter, self.deadline, self.on = jitter, check_seconds(deadline, "Retry.deadline"), on
         self.retry_after_max = retry_after_max
 
     def __repr__(self) -> str:
@@ -136,10 +136,16 @@ class Retry:
         if self.deadline is not None:
             stop = stop | stop_before_deadline(self.deadline)
         return tenacity.Retrying(stop=stop, wait=self._wait(), retry=self._retry(),
-                                 sleep=slots.sleep, reraise=True)
+                                 sleep=_backoff, reraise=True)
 
 
 RetryPolicy = int | Retry | tenacity.Retrying | None
+
+
+def _backoff(seconds: float) -> None:
+    """A retry's backoff: slept without the call's slot, and told to the hooks' listeners."""
+    with hooks.waiting("retry"):
+        slots.sleep(seconds)
 
 # Who hears of the current call's backoffs. A context variable, so one cached Retrying serves
 # every concurrent call (each worker runs in its own context) — building a Retrying costs ~50 µs.
@@ -193,7 +199,7 @@ def _policy(retries: RetryPolicy, current: Settings) -> Policy:
         if theirs is not None:
             theirs(state)
 
-    return Policy(retries.copy(sleep=slots.sleep, reraise=True, before_sleep=before_sleep), None,
+    return Policy(retries.copy(sleep=_backoff, reraise=True, before_sleep=before_sleep), None,
                   current.retry_after_max, tries_first=False)
 
 

@@ -36,7 +36,7 @@ import gevent.lock
 import gevent.pool
 import gevent.queue
 
-from . import errors, slots
+from . import errors, hooks, slots
 from .asyncbridge import explain_running_loop
 from .config import settings
 from .patching import available
@@ -128,6 +128,22 @@ def _run_with_timeout_in_thread(fn: Callable[[], Any], timeout: float) -> Any:
 
 def _invoke(index: int, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
             timeout: float | None, green: bool) -> Result[Any]:
+    """:func:`_outcome`, told to the hooks' listeners (a CallStarted, then a CallEnded)."""
+    call = hooks.call_opened(target_name(fn), fn, index=index,
+                             agent=hasattr(fn, "__greenagents_call__")) if hooks.active else None
+    if call is None:
+        return _outcome(index, fn, args, kwargs, timeout, green)
+    try:
+        result = _outcome(index, fn, args, kwargs, timeout, green)
+    except BaseException as exc:  # a kill: the listeners still see the call end
+        hooks.call_closed(call, Result(index, call.target, error=exc))
+        raise
+    hooks.call_closed(call, result)
+    return result
+
+
+def _outcome(index: int, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+             timeout: float | None, green: bool) -> Result[Any]:
     """Run one call and describe it as a Result; only a kill (GreenletExit) escapes."""
     hook = getattr(fn, "__greenagents_call__", None)
 
@@ -153,7 +169,8 @@ def _invoke(index: int, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: d
                                "raise the timeout or make the call faster")
         return Result(index, target_name(fn), error=error, duration_s=time.perf_counter() - start)
     except BaseException as exc:  # a call's failure is its Result's, never the batch's
-        return Result(index, target_name(fn), error=explain_running_loop(exc) if green else exc,
+        return Result(index, target_name(fn),
+                      error=errors.scrub(explain_running_loop(exc) if green else exc),
                       duration_s=time.perf_counter() - start)
     if hook is not None and isinstance(value, Result):
         value.index = index
@@ -199,7 +216,8 @@ class _Run:
               kwargs: dict[str, Any]) -> None:
         slot = slots.Slot(self.bound)
         slots.current.set(slot)  # this worker's own context copy: nothing to reset
-        slot.acquire()
+        with hooks.waiting("slot"):
+            slot.acquire()
         try:
             if self.cancelled:
                 return

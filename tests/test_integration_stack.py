@@ -89,7 +89,7 @@ def _await_http(url: str, server: subprocess.Popen[bytes], stderr: Path) -> None
         try:
             requests.get(url + "/", timeout=2)  # a 404 from Flask: a worker is serving
             return
-        except requests.ConnectionError:
+        except requests.RequestException:  # not listening yet, or a worker still booting
             time.sleep(0.2)
     raise AssertionError(f"gunicorn did not answer within 30 s:\n{stderr.read_text()}")
 

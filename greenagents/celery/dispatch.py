@@ -210,7 +210,8 @@ class _Dispatch:
                 continue  # finished, sent again since, or started
             log.warning("call %d (%s) was taken from the queue by a worker that is gone or stuck, "
                         "not started after %.0f s: sending it again", sent.index, task_id,
-                        self.grace)
+                        self.grace, extra={"event": "celery.call_resent", "index": sent.index,
+                                           "task_id": task_id, "grace_s": self.grace})
             self._send(task_id, sent)
 
     def cancel(self) -> None:

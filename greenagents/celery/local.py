@@ -64,12 +64,13 @@ class Workers:
     ``env`` is added to each worker's environment (``OPENAI_BASE_URL``,
     ``GREENAGENTS_RATE_LIMITS``, ...); ``stderr`` is where their logs go (``subprocess.DEVNULL``
     to silence them; by default, ours); ``app`` is a client app for the same Redis, with the
-    workers' ``visibility_timeout`` (see :func:`~greenagents.celery.app_for`).
+    workers' ``visibility_timeout`` (see :func:`~greenagents.celery.app_for`). ``app_module`` is
+    the workers' ``-A``: your own module that sets up, say, an OpenTelemetry exporter first.
     """
 
     def __init__(self, url: str, *, env: Mapping[str, str] | None = None, stderr: int | None = None,
-                 visibility_timeout: float = 3600.0):
-        self.url = url
+                 visibility_timeout: float = 3600.0, app_module: str = "greenagents.celery.worker"):
+        self.url, self.app_module = url, app_module
         self.env = {"GREENAGENTS_CELERY_VISIBILITY_TIMEOUT": str(visibility_timeout), **(env or {})}
         self.stderr = stderr
         self.app: celery.Celery = app_for(url, visibility_timeout=visibility_timeout)
@@ -81,7 +82,7 @@ class Workers:
         environ = {**os.environ, "GREENAGENTS_CELERY_URL": self.url, **self.env, **env}
         for name in names:
             self.processes[name] = subprocess.Popen(
-                [sys.executable, "-m", "celery", "-A", "greenagents.celery.worker", "worker",
+                [sys.executable, "-m", "celery", "-A", self.app_module, "worker",
                  "-P", "gevent", "-c", str(concurrency), "-n", name, "--loglevel=warning",
                  "--without-gossip", "--without-mingle", "--without-heartbeat"],
                 env=environ, stdout=subprocess.DEVNULL, stderr=self.stderr)

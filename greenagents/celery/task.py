@@ -40,10 +40,12 @@ from kombu.utils import eventio
 
 import greenagents as ga
 from greenagents import errors
-from greenagents.celery import wire
+from greenagents.celery import tracing, wire
 from greenagents.runtime import target_name
 
 __all__ = ["TASK_NAME", "app_for", "install", "reference", "register"]
+
+assert tracing  # imported for its signal handlers: trace context in the messages' headers
 
 TASK_NAME = "greenagents.call"
 

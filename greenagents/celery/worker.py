@@ -13,6 +13,10 @@
   ``provider/model``, values the arguments of :func:`greenagents.rate_limit`; the storage
   defaults to the same Redis, e.g. ``{"openai": {"rpm": 5000, "tpm": 2000000}}``.
 
+- ``GREENAGENTS_PROMETHEUS_PORT``: serve Prometheus metrics on this port (turns
+  ``prometheus=True`` on); ``GREENAGENTS_OTEL=1``: spans, under the caller's trace (set up the
+  OpenTelemetry SDK in your own app module first, as ``tests/otel_worker.py`` does).
+
 Your own app module works the same way: ``import greenagents.monkey`` first, then
 ``greenagents.celery.install(app)`` and ``ga.rate_limit(..., storage="redis://...")``.
 """
@@ -84,3 +88,8 @@ app = app_for(URL, visibility_timeout=float(
     os.environ.get("GREENAGENTS_CELERY_VISIBILITY_TIMEOUT", "3600")))
 rate_limits_from_env(URL)
 tasks_from_env(app)
+if os.environ.get("GREENAGENTS_PROMETHEUS_PORT"):
+    ga.configure(prometheus=True)
+    from greenagents import prometheus
+
+    prometheus.serve(int(os.environ["GREENAGENTS_PROMETHEUS_PORT"]))
