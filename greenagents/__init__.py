@@ -53,6 +53,8 @@ _EXPORTS: dict[str, str] = {
     "summary": "summaries",
     "CallsFailedWarning": "summaries",
     "Summary": "summaries",
+    "submit_batch": "batchjobs",
+    "Job": "batchjobs",
     "run_async": "asyncbridge",
     "async_to_sync": "asyncbridge",
     "doctor": "checkup",
@@ -68,6 +70,7 @@ __all__ = [
     "CallsFailedWarning",
     "Diagnosis",
     "Done",
+    "Job",
     "RateLimit",
     "Result",
     "Retry",
@@ -98,6 +101,7 @@ __all__ = [
     "settings",
     "spawn",
     "stream",
+    "submit_batch",
     "summary",
     "testing",
     "tool",
@@ -108,6 +112,7 @@ if TYPE_CHECKING:
     from . import errors, hooks, testing, tracking
     from .agent import Agent
     from .asyncbridge import async_to_sync, run_async
+    from .batchjobs import Job, submit_batch
     from .checkup import Diagnosis, doctor
     from .config import Settings, configure, settings
     from .hooks import on_attempt, on_call_end

@@ -32,8 +32,8 @@ import dataclasses
 import inspect
 import sys
 import time
-from collections.abc import Iterable, Sequence, Sized
-from typing import Any, ClassVar, Literal, TypeVar, get_type_hints
+from collections.abc import Iterable, Mapping, Sequence, Sized
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar, get_type_hints
 
 from pydantic import BaseModel, ValidationError, create_model
 
@@ -46,6 +46,9 @@ from .retry import Policy, RetryPolicy, call_with_retries, policy_for, retryable
 from .runtime import target_name
 from .streaming import Stream
 from .structured import InvalidOutput, OutputSpec
+
+if TYPE_CHECKING:
+    from .batchjobs import Job
 
 __all__ = ["Agent"]
 
@@ -392,6 +395,13 @@ class Agent:
         """Run the agent once and return its output, or raise its error."""
         return cls.call(*args, **inputs).unwrap()
 
+    @classmethod
+    def submit_batch(cls, inputs: Iterable[Mapping[str, Any]], **options: Any) -> Job:
+        """Send one call per ``inputs`` item through the provider's Batch API (half price, within
+        24 h); see :func:`greenagents.submit_batch` for ``options``."""
+        from .batchjobs import submit_batch  # the batch layer builds on agents, not the reverse
+
+        return submit_batch([(cls, item) for item in inputs], **options)
 
 def _as_inputs(agent: type[Agent], item: Any) -> dict[str, Any]:
     if not isinstance(item, dict):

@@ -335,9 +335,16 @@ def _configure_tracking(output: str, enabled: bool) -> None:
 @click.option("--celery", "celery_url", default=None, metavar="REDIS_URL",
               help="Run the calls on the Celery workers of this broker (greenagents.celery), "
                    "not here; TARGET must be importable by the workers.")
+@click.option("--mode", type=click.Choice(["online", "batch", "auto"]), default="online",
+              show_default=True, help="batch: the provider's Batch API (half price, within 24 h; "
+              "--resume reattaches); auto: batch for 1,000+ rows unless --deadline is under 24 h.")
+@click.option("--deadline", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Seconds the whole run may take (online), and what --mode auto weighs.")
+@click.option("--poll-interval", type=click.FloatRange(min=0, min_open=True), default=5.0,
+              show_default=True, help="--mode batch: first seconds between polls (grows to 60).")
 def run(target: str, input_path: str, output_path: str, concurrency: int | None, resume: bool,
         timeout: float | None, quiet: bool, tracking: bool, max_errors: int | None,
-        celery_url: str | None) -> None:
+        celery_url: str | None, mode: str, deadline: float | None, poll_interval: float) -> None:
     """Call TARGET (module:Name or file.py:Name, an Agent class or a function) once per input line.
 
     Each result is appended to the output as one JSON line as soon as it completes:
@@ -350,6 +357,12 @@ def run(target: str, input_path: str, output_path: str, concurrency: int | None,
     previous = _previous(output_path, resume)
     lines, total = _open_input(input_path)
     _configure_tracking(output_path, tracking)
+    if mode != "online":
+        lines.close()
+        _run_batch(fn, input_path, output_path, out, previous, mode=mode, resume=resume,
+                   deadline=deadline, poll_interval=poll_interval,
+                   progress=not quiet and sys.stderr.isatty())  # exits unless auto chose online
+        lines, total = _open_input(input_path)
     sized = total is not None
     agent = isinstance(fn, type) and issubclass(fn, ga.Agent)  # agents record their own calls
     rows = (_SizedRows if sized else _Rows)(fn, lines, set(previous), (total or 0) - len(previous),
@@ -364,8 +377,8 @@ def run(target: str, input_path: str, output_path: str, concurrency: int | None,
         results = ga_celery.stream(ga_celery.app_for(celery_url), rows, timeout=timeout,
                                    progress=progress)
     else:
-        results = ga.stream(rows, max_concurrent=concurrency, timeout=timeout, progress=progress,
-                            max_errors=max_errors, warn_failures=False)
+        results = ga.stream(rows, max_concurrent=concurrency, timeout=timeout, deadline=deadline,
+                            progress=progress, max_errors=max_errors, warn_failures=False)
     status = 0
     tally = ErrorTally()
     written = aborted = 0
@@ -410,6 +423,65 @@ def run(target: str, input_path: str, output_path: str, concurrency: int | None,
                        f"{aborted:,} calls not finished are not written: fix the cause, then "
                        "add --resume to run them", err=True)
     sys.exit(status or (1 if failed else 0))
+
+
+def _run_batch(fn: Callable[..., Any], input_path: str, output_path: str, out: jsonl.Appender,
+               previous: dict[int, bool], *, mode: str, resume: bool, deadline: float | None,
+               poll_interval: float, progress: bool) -> None:
+    """``run --mode batch|auto``: the input as one batch job (see :mod:`greenagents.batchrun`);
+    exits with the run's status, or returns when ``auto`` chose online."""
+    from greenagents import batchrun
+
+    if "-" in (input_path, output_path):
+        raise UsageProblem(f"--mode {mode} needs --input and --output files (the input's hash "
+                           "and the output's name are how --resume finds the job)")
+    db = ga.settings().tracking or str(Path(output_path).resolve().parent / ".greenagents" /
+                                       "runs.db")
+    job_run = batchrun.BatchRun(output_path, ga.tracking.database_path(db))
+    agent = fn if isinstance(fn, type) and issubclass(fn, ga.Agent) else None
+    with open(input_path, "rb") as source:
+        data = source.read()
+    objects = list(jsonl.read_objects(io.BytesIO(data)))
+    if job_run.choose(mode, fn, rows=len(objects) - len(previous), deadline=deadline,
+                      resume=resume) == "online":
+        click.echo("--mode auto: online (see greenagents run --help for the rule)", err=True)
+        return
+    if agent is None:
+        raise UsageProblem(f"--mode batch runs Agent classes; {fn!r:.60} has no Batch API")
+    try:
+        job, covered = job_run.start(agent, data, objects, set(previous), resume=resume,
+                                     poll_interval=poll_interval,
+                                     fallback="online" if mode == "auto" else None)
+    except (ga.errors.ConfigError, ga.errors.InputError) as exc:
+        raise UsageProblem(str(exc)) from None
+    except KeyboardInterrupt:  # each step is recorded before it is taken: resumable as is
+        click.echo("interrupted while submitting; rerun the same command with --resume",
+                   err=True)
+        sys.exit(_INTERRUPTED)
+    click.echo(f"batch job {job.id}: {len(covered)} rows in {len(job.parts)} provider batch(es); "
+               "Ctrl-C detaches (then --resume reattaches)", err=True)
+    try:
+        results = batchrun.results_by_line(job.wait(progress=progress), covered)
+    except KeyboardInterrupt:
+        if sys.stdin.isatty() and click.confirm("\ncancel the provider batches (no: detach)?",
+                                                default=False, err=True):
+            job.cancel()
+            click.echo("cancelled; rerun with --resume to write what finished", err=True)
+        else:
+            click.echo(f"detached from batch job {job.id}: it keeps running at the provider; "
+                       "rerun the same command with --resume to collect it", err=True)
+        sys.exit(_INTERRUPTED)
+    failed = sum(not ok for ok in previous.values())
+    with out:
+        for index, obj in objects:
+            if index in previous:
+                continue
+            result = results.get(index) or ga.Result(index=index, error=ga.errors.InputError(
+                str(obj)), attempts=0)
+            out.write(_row(index, result))
+            failed += not result.ok
+    job_run.written()
+    sys.exit(1 if failed else 0)
 
 
 # --------------------------------------------------------------------------------------- stats

@@ -15,7 +15,9 @@ secret (API keys are never formatted into a message; see :func:`redact`).
     │   ├── ConnectionFailed refused, reset, DNS, TLS
     │   ├── ResponseTooLarge the answer outgrew max_response_bytes; not retried
     │   ├── AuthError        401/403: wrong or missing key
-    │   └── BadRequest       400/404/422 and other 4xx: the request itself is wrong
+    │   ├── BadRequest       400/404/422 and other 4xx: the request itself is wrong
+    │   ├── BatchExpired     a Batch API row the provider did not answer within its window
+    │   └── BatchCancelled   a Batch API row whose batch was cancelled before it ran
     ├── OutputError          the model's answer never validated against the output type
     ├── StreamClosed         the caller stopped reading a stream before the answer's end
     ├── ToolLoopError        a tool-using agent still called tools after ``max_turns`` turns
@@ -41,6 +43,8 @@ __all__ = [
     "Aborted",
     "AuthError",
     "BadRequest",
+    "BatchCancelled",
+    "BatchExpired",
     "ConfigError",
     "ConnectionFailed",
     "GreenAgentsError",
@@ -207,6 +211,19 @@ class AuthError(ProviderError):
 
 class BadRequest(ProviderError):
     """The provider rejected the request itself (400, 404, 422...). Retrying cannot help."""
+
+
+class BatchExpired(ProviderError):
+    """A Batch API row the provider left unanswered when its completion window closed.
+
+    Retryable: a follow-up batch (or ``fallback="online"``) usually answers it.
+    """
+
+    retryable = True
+
+
+class BatchCancelled(ProviderError):
+    """A Batch API row whose batch was cancelled (``job.cancel()``) before the row ran."""
 
 
 class ToolLoopError(GreenAgentsError):
