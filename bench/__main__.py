@@ -25,7 +25,7 @@ from typing import Any
 from bench import harness, report
 
 FIGURES = ("fanout", "memory", "overhead", "retry_heavy", "stream_scale", "gunicorn_load",
-           "celery_scale", "dashboard_pages", "tools", "streaming")
+           "celery_scale", "dashboard_pages", "tools", "streaming", "stats_log", "batch_cost")
 HERE = Path(__file__).resolve().parent
 
 

@@ -51,6 +51,11 @@ _EXPORTS: dict[str, str] = {
     "RateLimit": "limits",
     "rate_limit": "limits",
     "budget": "budgets",
+    "summary": "summaries",
+    "CallsFailedWarning": "summaries",
+    "Summary": "summaries",
+    "submit_batch": "batchjobs",
+    "Job": "batchjobs",
     "run_async": "asyncbridge",
     "async_to_sync": "asyncbridge",
     "doctor": "checkup",
@@ -63,13 +68,16 @@ _SUBMODULES = ("celery", "dashboard", "errors", "hooks", "testing", "tracking")
 __all__ = [
     "Agent",
     "Attempt",
+    "CallsFailedWarning",
     "Diagnosis",
     "Done",
+    "Job",
     "RateLimit",
     "Result",
     "Retry",
     "Settings",
     "Stream",
+    "Summary",
     "TextDelta",
     "Tool",
     "ToolCall",
@@ -95,6 +103,8 @@ __all__ = [
     "settings",
     "spawn",
     "stream",
+    "submit_batch",
+    "summary",
     "testing",
     "tool",
     "tracking",
@@ -104,6 +114,7 @@ if TYPE_CHECKING:
     from . import errors, hooks, testing, tracking
     from .agent import Agent
     from .asyncbridge import async_to_sync, run_async
+    from .batchjobs import Job, submit_batch
     from .budgets import budget
     from .checkup import Diagnosis, doctor
     from .config import Settings, configure, settings
@@ -114,6 +125,7 @@ if TYPE_CHECKING:
     from .retry import Retry
     from .runtime import batch, each, spawn, stream
     from .streaming import Done, Stream, TextDelta
+    from .summaries import CallsFailedWarning, Summary, summary
     from .tools import Tool, ToolContext, tool
 
 

@@ -32,12 +32,12 @@ import dataclasses
 import inspect
 import sys
 import time
-from collections.abc import Sequence
-from typing import Any, ClassVar, Literal, get_type_hints
+from collections.abc import Iterable, Mapping, Sequence, Sized
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar, get_type_hints
 
 from pydantic import BaseModel, ValidationError, create_model
 
-from . import breakers, budgets, hooks, limits, pricing, providers, toolloop, tracking
+from . import breakers, budgets, definition, hooks, limits, pricing, providers, runtime, toolloop, tracking
 from .cache import Entry, call_through
 from .config import check_agent_values, settings
 from .errors import CircuitOpen, ConfigError, InputError, QuotaExceeded, RateLimited, scrub
@@ -48,9 +48,13 @@ from .runtime import target_name
 from .streaming import Stream
 from .structured import InvalidOutput, OutputSpec
 
+if TYPE_CHECKING:
+    from .batchjobs import Job
+
 __all__ = ["Agent"]
 
 Message = dict[str, Any]
+A = TypeVar("A", bound="Agent")
 
 
 class _Inputs:
@@ -240,7 +244,37 @@ class Agent:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        definition.check(cls)  # a definition that cannot work fails here, naming the attribute
         check_agent_values(cls)
+
+    @classmethod
+    def with_options(cls: type[A], **options: Any) -> type[A]:
+        """A subclass with these class attributes replaced (``model``, ``timeout``, ``base_url``...).
+
+        >>> class Echo(Agent):
+        ...     model = "openai/gpt-4o-mini"
+        >>> Echo.with_options(model="anthropic/claude-haiku-4-5", timeout=10).model
+        'anthropic/claude-haiku-4-5'
+        """
+        return definition.configured(cls, options)  # type: ignore[return-value]
+
+    @classmethod
+    def batch(cls, inputs: Iterable[dict[str, Any]], **options: Any) -> list[Result[Any]]:
+        """Call the agent once per dict of inputs, concurrently; Results in input order.
+
+        ``options`` are those of :func:`greenagents.batch` (``max_concurrent``, ``timeout``...).
+        """
+        if isinstance(inputs, Sized):  # a wrong item is an InputError now, before any call
+            return runtime.batch([(cls, _as_inputs(cls, item)) for item in inputs], **options)
+        return runtime.batch(((cls, item) for item in inputs), **options)  # lazily: per item
+
+    @classmethod
+    def each(cls, items: Iterable[Any], **options: Any) -> list[Result[Any]]:
+        """Call the agent once per item, passed as its (first) input; Results in input order.
+
+        ``options`` are those of :func:`greenagents.each`.
+        """
+        return runtime.each(items, cls, **options)
 
     def prompt(self, input: str) -> str | list[Message]:
         """The user message (or a list of messages) for these inputs; override it.
@@ -314,13 +348,13 @@ class Agent:
             endpoints = cls._endpoints()
             policy = policy_for(cls.retries)
             toolbox = cls._toolbox()
+            state = _Call(cls, messages, toolbox.specs)
         except Exception as exc:  # bad inputs, config, a bug in prompt(): this call's error only
             result.error = scrub(exc)
             result.duration_s = time.perf_counter() - started
             hooks.call_closed(call, result)
             tracking.record(result, inputs)
             return result
-        state = _Call(cls, messages, toolbox.specs)
 
         def ask() -> Entry | None:  # the call itself; its answer as a cache entry if it validated
             try:
@@ -388,3 +422,18 @@ class Agent:
     def run(cls, *args: Any, **inputs: Any) -> Any:
         """Run the agent once and return its output, or raise its error."""
         return cls.call(*args, **inputs).unwrap()
+
+    @classmethod
+    def submit_batch(cls, inputs: Iterable[Mapping[str, Any]], **options: Any) -> Job:
+        """Send one call per ``inputs`` item through the provider's Batch API (half price, within
+        24 h); see :func:`greenagents.submit_batch` for ``options``."""
+        from .batchjobs import submit_batch  # the batch layer builds on agents, not the reverse
+
+        return submit_batch([(cls, item) for item in inputs], **options)
+
+def _as_inputs(agent: type[Agent], item: Any) -> dict[str, Any]:
+    if not isinstance(item, dict):
+        raise InputError(f"{agent.__qualname__}.batch() takes dicts of inputs, got {item!r:.60}; "
+                         f"e.g. {agent.__qualname__}.batch([{{'text': 'hi'}}]) (or use "
+                         f"{agent.__qualname__}.each(items) for one input per item)")
+    return item

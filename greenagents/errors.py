@@ -16,12 +16,18 @@ secret (API keys are never formatted into a message; see :func:`redact`).
     │   ├── ResponseTooLarge the answer outgrew max_response_bytes; not retried
     │   ├── AuthError        401/403: wrong or missing key
     │   ├── BadRequest       400/404/422 and other 4xx: the request itself is wrong
-    │   └── CircuitOpen      the endpoint kept failing: not sent, fallbacks tried at once
+    │   ├── CircuitOpen      the endpoint kept failing: not sent, fallbacks tried at once
+    │   ├── BatchExpired     a Batch API row the provider did not answer within its window
+    │   └── BatchCancelled   a Batch API row whose batch was cancelled before it ran
     ├── OutputError          the model's answer never validated against the output type
     ├── BudgetExceeded       the next attempt could cross a max_cost_usd budget; not sent
     ├── StreamClosed         the caller stopped reading a stream before the answer's end
     ├── ToolLoopError        a tool-using agent still called tools after ``max_turns`` turns
-    └── ToolError            a tool failed and the agent's ``tool_errors = "raise"``
+    ├── ToolError            a tool failed and the agent's ``tool_errors = "raise"``
+    └── Aborted              the run stopped this call: more than ``max_errors`` calls failed
+
+    KeyboardInterrupt
+    └── Interrupted          Ctrl-C in ga.batch/each; ``.results`` holds the calls finished so far
 
 ``ProviderError.retryable`` says whether trying again can help; the retry policy reads it.
 
@@ -33,16 +39,21 @@ True
 from __future__ import annotations
 
 import re
+from typing import Any
 
 __all__ = [
+    "Aborted",
     "AuthError",
     "BadRequest",
+    "BatchCancelled",
+    "BatchExpired",
     "BudgetExceeded",
     "CircuitOpen",
     "ConfigError",
     "ConnectionFailed",
     "GreenAgentsError",
     "InputError",
+    "Interrupted",
     "OutputError",
     "ProviderError",
     "QuotaExceeded",
@@ -113,6 +124,33 @@ class OutputError(GreenAgentsError):
     """The model's answer did not validate against the agent's output type, re-asks included."""
 
     retryable = False
+
+
+class Aborted(GreenAgentsError):
+    """The run stopped before this call ended, because more than ``max_errors`` calls failed.
+
+    Not retried, and not this call's fault: fix the failures the run's warning names, then run
+    again (``greenagents run --max-errors`` leaves these calls out of its output, so
+    ``--resume`` runs them).
+    """
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (or SIGINT) stopped a batch; ``results`` are the Results finished before it.
+
+    A ``KeyboardInterrupt``, so code that stops on Ctrl-C still stops; the finished work is not
+    lost.
+
+    >>> try:
+    ...     raise Interrupted([])
+    ... except KeyboardInterrupt as stop:
+    ...     stop.results
+    []
+    """
+
+    def __init__(self, results: list[Any]):
+        super().__init__(f"interrupted: {len(results)} call(s) had finished (kept in .results)")
+        self.results = results
 
 
 class ProviderError(GreenAgentsError):
@@ -192,6 +230,17 @@ class BudgetExceeded(GreenAgentsError):
 
     Never retried and no fallback is tried: another model would spend the same money.
     """
+class BatchExpired(ProviderError):
+    """A Batch API row the provider left unanswered when its completion window closed.
+
+    Retryable: a follow-up batch (or ``fallback="online"``) usually answers it.
+    """
+
+    retryable = True
+
+
+class BatchCancelled(ProviderError):
+    """A Batch API row whose batch was cancelled (``job.cancel()``) before the row ran."""
 
 
 class ToolLoopError(GreenAgentsError):

@@ -214,3 +214,24 @@ def test_the_tools_offered_change_the_key(monkeypatch: Any) -> None:
     plain = cache.key_for(SentimentAgent, messages, endpoints, schema)
     tooled = cache.key_for(SentimentAgent, messages, endpoints, schema, [{"name": "get_weather"}])
     assert plain != tooled
+
+
+def test_summary_counts_hits_and_the_cost_they_saved(sim: Simulator, cache_url: str) -> None:
+    ga.configure(cache=cache_url)
+    agent = at(SentimentAgent, sim.base_url)
+    first = agent.call(text="I love this!")
+    results = [first, *ga.each(["I love this!"] * 3, agent)]
+    totals = ga.summary(results)
+    assert [r.cached for r in results] == [False, True, True, True]
+    assert totals.cached == 3 and first.cost_usd
+    assert totals.saved_usd == pytest.approx(3 * first.cost_usd)
+    assert totals.cost_usd == pytest.approx(first.cost_usd)
+    assert f"3 cached (saved ${totals.saved_usd:.6f})" in str(totals)
+    assert ga.summary([first]).cached == 0 and "cached" not in str(ga.summary([first]))
+
+
+def test_a_bad_cache_attribute_fails_at_the_class_naming_the_fix() -> None:
+    with pytest.raises(ga.errors.ConfigError, match=r"Daily.cache = '1d': use True, False, None"):
+        class Daily(ga.Agent):
+            cache = "1d"  # type: ignore[assignment]
+    assert SummaryAgent.with_options(cache=60).cache == 60

@@ -11,7 +11,7 @@ takes the server down. Steering headers let one test bend one request:
 
 >>> app = SimApp(SimOptions())
 >>> sorted(app.snapshot())[:3]
-['by_fault', 'by_model', 'by_status']
+['batches', 'by_fault', 'by_model']
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from gevent.socket import wait_read
 
 from greenagents.testing.answers import compose
 from greenagents.testing.anthropic_api import AnthropicDialect
+from greenagents.testing.batches import PREFIXES, BatchStore
 from greenagents.testing.faults import ANSWER_FAULTS, FAULTS, HTTP_FAULTS, FaultPlan
 from greenagents.testing.latency import Latency
 from greenagents.testing.limits import RateLimiter
@@ -95,10 +96,11 @@ class SimApp:
         self.faults = FaultPlan(options.faults, options.fault_attempts, options.seed)
         self.limiter = RateLimiter(options.rpm, options.tpm)
         self.latency = Latency(options.latency, options.latency_p99, options.token_latency)
+        self.batches = BatchStore(options)
 
     def snapshot(self) -> dict[str, Any]:
-        """The stats as served by ``GET /_sim/stats``."""
-        return self.stats.snapshot()
+        """The stats as served by ``GET /_sim/stats`` (``batches``: uploads and creates)."""
+        return {**self.stats.snapshot(), "batches": self.batches.counts()}
 
     def reset(self) -> None:
         """Zero stats, forget request attempts and empty rate-limit windows."""
@@ -112,6 +114,8 @@ class SimApp:
             else OPENAI
         if path in _COMPLETIONS and method == "POST":
             return self._completion(environ, start_response, _COMPLETIONS[path])
+        if path.startswith(PREFIXES):
+            return _send(start_response, self._batch_api(environ, path, method, dialect))
         if path in UTILITY_ROUTES and method == "POST":
             return _send(start_response, self._utility(environ, dialect, UTILITY_ROUTES[path]))
         reply = self._simple(path, method, dialect)
@@ -120,6 +124,7 @@ class SimApp:
     def _simple(self, path: str, method: str, dialect: Dialect) -> Reply:
         """Everything but completions: model list, control endpoints, 404 and 405."""
         routes: dict[str, tuple[str, Callable[[], Any]]] = {
+            "/": ("GET", _index),
             "/v1/models": ("GET", lambda: dialect.models(MODELS)),
             "/_sim/stats": ("GET", self.snapshot),
             "/_sim/first_tokens": ("GET", lambda: self.stats.first_tokens),
@@ -136,16 +141,41 @@ class SimApp:
             return reply
         return _json(200, handler())
 
+    def _batch_api(self, environ: dict[str, Any], path: str, method: str,
+                   dialect: Dialect) -> Reply:
+        """Files and batches (:mod:`greenagents.testing.batches`), behind the same API key."""
+        refused = self._refused(environ, dialect)
+        if refused is not None:
+            return refused
+        try:
+            status, body = self.batches.handle(path, method, environ)
+        except Exception:
+            log.exception("simulator bug while answering %s", path)
+            return _error(dialect, "server_error", "The simulator failed; see its log.")
+        if status == 499:  # the client hung up while its create waited: nobody to answer
+            raise Drop(reset=False)
+        if isinstance(body, bytes):
+            return Reply(status, [("Content-Type", "application/octet-stream"),
+                                  ("Content-Length", str(len(body)))], [body])
+        return _json(status, body)
+
     def _utility(self, environ: dict[str, Any], dialect: Dialect,
                  handler: Callable[[Any], dict[str, Any]]) -> Reply:
         """An endpoint with no model turn (embeddings, token counts): no latency, no faults."""
-        if not self._authorized(dialect.api_key(_headers(environ))):
-            return _error(dialect, "authentication", "Invalid API key: pass the key the "
-                          "simulator was started with (it is not shown here).")
+        refused = self._refused(environ, dialect)
+        if refused is not None:
+            return refused
         try:
             return _json(200, handler(json.loads(environ["wsgi.input"].read())))
         except ValueError as exc:  # json.JSONDecodeError and BadRequest
             return _error(dialect, "invalid_request", _client_message(exc))
+
+    def _refused(self, environ: dict[str, Any], dialect: Dialect) -> Reply | None:
+        """401 in the provider's shape when the request lacks the simulator's key."""
+        if self._authorized(dialect.api_key(_headers(environ))):
+            return None
+        return _error(dialect, "authentication", "Invalid API key: pass the key the "
+                      "simulator was started with (it is not shown here).")
 
     def _reset_and_snapshot(self) -> dict[str, Any]:
         self.reset()
@@ -318,6 +348,17 @@ def make_server(app: Callable[..., Any], host: str, port: int) -> WSGIServer:
     (thousands of clients connect at once in the load benchmarks)."""
     return WSGIServer((host, port), app, handler_class=SimHandler, log=None, error_log=log,
                       backlog=4096)
+
+
+def _index() -> dict[str, Any]:
+    """``GET /``: what is served here, for someone who points a browser or curl at the root."""
+    return {"server": "greenagents simulator",
+            "endpoints": {"POST /v1/chat/completions": "OpenAI Chat Completions",
+                          "POST /v1/messages": "Anthropic Messages",
+                          "GET /v1/models": "model list", "GET /_sim/stats": "counters",
+                          "POST /_sim/reset": "zero the counters"},
+            "clients": {"OPENAI_BASE_URL": "http://HOST:PORT/v1",
+                        "ANTHROPIC_BASE_URL": "http://HOST:PORT"}}
 
 
 def _send(start_response: StartResponse, reply: Reply) -> Iterator[bytes]:
