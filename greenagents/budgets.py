@@ -51,14 +51,12 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from . import limits, pricing, slots
+from . import limits, pricing, runs, slots
 from .config import settings
 from .errors import BudgetExceeded, ConfigError
 from .result import Usage
-from .tracking import RUN_ID
 
-__all__ = ["DEFAULT_ANSWER_TOKENS", "Budget", "BudgetWarning", "active", "budget", "charge",
-           "scoped"]
+__all__ = ["DEFAULT_ANSWER_TOKENS", "Budget", "BudgetWarning", "active", "budget", "charge"]
 
 #: Answer tokens reserved for an attempt of an agent that sets no ``max_tokens``.
 DEFAULT_ANSWER_TOKENS = 1024
@@ -88,6 +86,10 @@ class Budget:
         self._limit = round(max_cost_usd * _NANO)
         self._warned = False
         self._lock = threading.Lock()  # gevent's when patched: waiting parks only the greenlet
+
+    def scope(self, context: contextvars.Context) -> None:
+        """Make the calls run in ``context`` (a greenlet's copy) spend from this budget too."""
+        context.run(lambda: _active.set((*_active.get(), self)))
 
     def __repr__(self) -> str:
         return f"Budget({self.name!r}, max_cost_usd={self.max_cost_usd}, spent_usd={self.spent_usd})"
@@ -149,15 +151,11 @@ def active() -> tuple[Budget, ...]:
     limit = settings().max_cost_usd
     if limit is None:
         return _active.get()
-    process = _process.get((limit, RUN_ID))
+    process = _process.get((limit, runs.PROCESS_RUN_ID))
     if process is None:
-        process = _process.setdefault((limit, RUN_ID), Budget(limit, name=f"process-{RUN_ID}"))
+        process = _process.setdefault((limit, runs.PROCESS_RUN_ID),
+                                      Budget(limit, name=f"process-{runs.PROCESS_RUN_ID}"))
     return (process, *_active.get())
-
-
-def scoped(context: contextvars.Context, spend: Budget) -> None:
-    """Make the calls run in ``context`` (a greenlet's copy) spend from ``spend`` too."""
-    context.run(lambda: _active.set((*_active.get(), spend)))
 
 
 @contextmanager

@@ -30,7 +30,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 import gevent
 import gevent.lock
@@ -39,12 +39,14 @@ import gevent.queue
 
 from . import errors, hooks, runs, slots
 from .asyncbridge import explain_running_loop
-from .budgets import Budget, scoped
 from .config import settings
 from .patching import available, how_to_patch
 from .progress import Progress
 from .result import Result
 from .summaries import CallsFailedWarning, ErrorTally, warn_failures
+
+if TYPE_CHECKING:
+    from .budgets import Budget
 
 __all__ = ["CallsFailedWarning", "NotPatchedWarning", "batch", "call_target", "each", "spawn",
            "stream", "target_name"]
@@ -229,7 +231,7 @@ class _Run:
         context.run(runs.run_id.set, self.run_id)  # what the execution log records for the call
         context.run(runs.input_index.set, index)
         if self.spend is not None:
-            scoped(context, self.spend)
+            self.spend.scope(context)
         if self.green:
             self.group.spawn(context.run, self._work, index, fn, args, kwargs)
         else:
@@ -462,12 +464,22 @@ class _Options:
     max_cost_usd: float | None = None
 
 
+def _run_budget(max_cost_usd: float | None) -> Budget | None:
+    if max_cost_usd is None:
+        return None
+    # Imported here, not at the top: the CLI imports this module before it patches, and budgets
+    # brings in limits and their locks, which must be gevent's once the CLI has patched.
+    from .budgets import Budget
+
+    return Budget(max_cost_usd)
+
+
 def _stream(calls: Iterable[Any], total: int | None, options: _Options,
             stacklevel: int) -> Iterator[Result[Any]]:
     run = _Run(_checked_limit(options.max_concurrent), _checked_seconds("timeout", options.timeout),
                _checked_seconds("deadline", options.deadline),
                _checked_max_errors(options.max_errors), options.warn_failures, stacklevel,
-               None if options.max_cost_usd is None else Budget(options.max_cost_usd))
+               _run_budget(options.max_cost_usd))
     progress = options.progress
     enabled = settings().progress if progress is None else progress
     return run.results(calls, Progress(total, enabled=enabled))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -150,3 +152,12 @@ def test_a_named_budget_in_redis_is_shared(sim: Simulator, redis_url: str) -> No
     with ga.budget("shared", max_cost_usd=limit, storage=redis_url) as again:
         assert isinstance(agent.call(text="same").error, BudgetExceeded)
         assert again.spent_usd == pytest.approx(2 * cost, abs=1e-5)
+
+
+def test_the_cli_imports_no_budget_or_lock_module_before_it_patches() -> None:
+    # runtime once imported budgets (and with it limits' and tracking's module locks) at import:
+    # the CLI imports runtime before patching, so those were OS locks and `run --cache` hung
+    code = ("import sys, greenagents.cli; print(sorted(m for m in ('greenagents.budgets', "
+            "'greenagents.limits', 'greenagents.tracking') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
