@@ -64,7 +64,7 @@ def write_log(path: Path, count: int, *, seed: int = 1) -> None:
     rows = ((now, f"run{n % 7}", f"app.Agent{n % 3}", "openai/gpt-4o-mini",
              "ok" if n % 20 else "error", 1, rng.lognormvariate(0, 0.5), 30, 10, 1e-5,
              None if n % 20 else "RateLimited", None if n % 20 else f"429 slow down #{n % 40}",
-             "[]", None, None, n) for n in range(count))
+             "[]", None, None, n, 0, None, 0) for n in range(count))  # ..., cached, saved, stopped
     with connection:
         connection.executemany(tracking._INSERT, rows)
     connection.close()
