@@ -7,6 +7,7 @@ import os
 import platform
 import subprocess
 import sys
+import tomllib
 from collections.abc import Sequence
 from importlib import metadata
 
@@ -125,12 +126,15 @@ def update(previous: str, ctx: Context, figures: Sequence[str], sections: Sequen
 
 
 def setup_peers() -> int:
-    """Create the peers venv (``--system-site-packages``) and install LiteLLM into it."""
-    from bench.harness import PEERS_VENV
+    """Create the peers venv (``--system-site-packages``) and install pyproject's ``peers`` extra
+    into it: one venv for the LiteLLM contender and the peers test group (``bench.peers``)."""
+    from bench.harness import PEERS_VENV, ROOT
 
+    with open(ROOT / "pyproject.toml", "rb") as pyproject:
+        peers = tomllib.load(pyproject)["project"]["optional-dependencies"]["peers"]
     PEERS_VENV.parent.mkdir(parents=True, exist_ok=True)
     subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(PEERS_VENV)],
                    check=True)
-    done = subprocess.run([str(PEERS_VENV / "bin" / "pip"), "install", "-q", "litellm"],
+    done = subprocess.run([str(PEERS_VENV / "bin" / "pip"), "install", "-q", *peers],
                           check=False)
     return done.returncode
