@@ -7,9 +7,10 @@ import os
 import platform
 import subprocess
 import sys
-import tomllib
 from collections.abc import Sequence
 from importlib import metadata
+
+import tomllib
 
 from bench.harness import Context, Section, peers_python
 
@@ -86,8 +87,9 @@ def render(ctx: Context, sections: Sequence[Section], load_before: str, wall_s: 
         lines += ["**Skipped contenders**: " + "; ".join(
             f"`{key}` — {why}" for key, why in ctx.notes.items()) + ".", ""]
     lines.append("Re-run: `pip install -e \".[bench]\"` then `python -m bench` (full, ~15 min on "
-                 "2 cores), `--quick` (< 3 min) or `--only fanout,memory`. LiteLLM pins "
-                 "openai < 3, so it lives in its own venv: `python -m bench --setup-peers`.")
+                 "2 cores), `--quick` (< 3 min) or `--only fanout,memory`. LiteLLM and the peers "
+                 "group pin openai < 3, so they live in their own venv: "
+                 "`python -m bench --setup-peers`.")
     for section in sections:
         lines += ["", f"## {section.title}", "", section.markdown]
     return "\n".join(lines) + "\n"
