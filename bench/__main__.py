@@ -26,7 +26,7 @@ from typing import Any
 from bench import harness, report
 
 FIGURES = ("fanout", "memory", "overhead", "retry_heavy", "stream_scale", "gunicorn_load",
-           "celery_scale", "dashboard_pages", "peers")
+           "celery_scale", "dashboard_pages", "tools", "peers")
 HERE = Path(__file__).resolve().parent
 
 

@@ -35,6 +35,10 @@ _EXPORTS: dict[str, str] = {
     "Result": "result",
     "Usage": "result",
     "Attempt": "result",
+    "ToolCall": "result",
+    "tool": "tools",
+    "Tool": "tools",
+    "ToolContext": "tools",
     "batch": "runtime",
     "each": "runtime",
     "stream": "runtime",
@@ -60,6 +64,9 @@ __all__ = [
     "Result",
     "Retry",
     "Settings",
+    "Tool",
+    "ToolCall",
+    "ToolContext",
     "Usage",
     "__version__",
     "async_to_sync",
@@ -81,6 +88,7 @@ __all__ = [
     "spawn",
     "stream",
     "testing",
+    "tool",
     "tracking",
 ]
 
@@ -93,9 +101,10 @@ if TYPE_CHECKING:
     from .hooks import on_attempt, on_call_end
     from .limits import RateLimit, rate_limit
     from .patching import available, in_green_context, is_patched, patch
-    from .result import Attempt, Result, Usage
+    from .result import Attempt, Result, ToolCall, Usage
     from .retry import Retry
     from .runtime import batch, each, spawn, stream
+    from .tools import Tool, ToolContext, tool
 
 
 def __getattr__(name: str) -> Any:

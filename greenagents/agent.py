@@ -28,20 +28,21 @@ A call that fails is a :class:`~greenagents.Result` holding the error; bad input
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import sys
 import time
 from collections.abc import Sequence
-from typing import Any, ClassVar, get_type_hints
+from typing import Any, ClassVar, Literal, get_type_hints
 
 from pydantic import BaseModel, ValidationError, create_model
 
-from . import hooks, limits, pricing, providers, tracking
-from .config import settings
-from .errors import ConfigError, InputError, QuotaExceeded, RateLimited
+from . import hooks, limits, pricing, providers, toolloop, tracking
+from .config import check_agent_values, settings
+from .errors import ConfigError, InputError, QuotaExceeded, RateLimited, scrub
 from .errors import Timeout as CallTimeout
-from .result import Attempt, Result, Usage
-from .retry import RetryPolicy, call_with_retries, policy_for, retryable
+from .result import Attempt, Result, ToolCall, Usage
+from .retry import Policy, RetryPolicy, call_with_retries, policy_for, retryable
 from .runtime import target_name
 from .structured import InvalidOutput, OutputSpec
 
@@ -90,39 +91,52 @@ class _Inputs:
 
 
 class _Call:
-    """The state of one agent call across attempts, re-asks and fallback models."""
+    """The state of one agent call across turns, attempts, re-asks and fallback models."""
 
-    def __init__(self, agent: type[Agent], messages: list[Message]):
+    def __init__(self, agent: type[Agent], messages: list[Message],
+                 tools: Sequence[dict[str, Any]] = ()):
         self.agent = agent
         self.messages = messages
         self.spec = agent._output_spec()
+        self.tools = tools              # offered on every turn (specs: name, description, ...)
+        self.finishing = False          # the work is done: ask for the output, run no more tools
+        self.turn = 1
+        self.model: str | None = None
         self.usage_by_model: dict[str, Usage] = {}
-        self.history: list[Attempt] = []
+        self.history: list[Attempt | ToolCall] = []
         self.started = time.monotonic()
         self.reask: InvalidOutput | None = None
 
     def attempt(self, model: str, endpoint: providers.Endpoint, deadline: float | None) -> Any:
-        timeout = self.agent.timeout or settings().timeout
-        if deadline is not None:
-            timeout = min(timeout, deadline - (time.monotonic() - self.started))
-            if timeout <= 0:
-                raise CallTimeout(f"{self.agent.__qualname__}: its retry deadline of {deadline}s "
-                                  "passed; raise Retry(deadline=...)")
+        """One request: the validated output, or (tool loop) the Completion to act on."""
+        timeout = settings().timeout if self.agent.timeout is None else self.agent.timeout
+        until = None if deadline is None else self.started + deadline
         messages = self.messages + (OutputSpec.reask(self.reask) if self.reask else [])
+        working = bool(self.tools) and not self.finishing
+        # a provider that cannot offer tools and ask for the output at once gets it asked last
+        withheld = working and not endpoint.provider.structured_with_tools
         start = time.monotonic()
-        record: dict[str, Any] = {"number": len(self.history) + 1, "model": model}
+        record: dict[str, Any] = {"number": self.attempts + 1, "model": model, "turn": self.turn}
         scope = f"{endpoint.provider.name}@{endpoint.base_url}"
         completion = None
         if hooks.active:
             hooks.attempt_started(record["number"], endpoint.provider.name, model, messages)
         try:
-            limits.before_request(endpoint.provider.name, scope, model, messages)
+            # cooldowns and budgets first: their waits count against the deadline, not past it
+            limits.before_request(endpoint.provider.name, scope, model, messages, until=until)
+            if until is not None:
+                timeout = min(timeout, until - time.monotonic())
+                if timeout <= 0:
+                    raise CallTimeout(f"{self.agent.__qualname__}: its retry deadline of "
+                                      f"{deadline}s passed; raise Retry(deadline=...)")
             completion = providers.complete(
-                endpoint, messages, schema=self.spec.schema, schema_name=self.spec.name,
-                temperature=self.agent.temperature, max_tokens=self.agent.max_tokens,
-                timeout=timeout)
+                endpoint, messages, schema=None if withheld else self.spec.schema,
+                schema_name=self.spec.name, temperature=self.agent.temperature,
+                max_tokens=self.agent.max_tokens, timeout=timeout, tools=self.tools)
             limits.observe(scope, limited=False)
             self.usage_by_model[model] = self.usage_by_model.get(model, Usage()) + completion.usage
+            if working and (completion.tool_calls or (withheld and self.spec.schema)):
+                return completion
             value = self.spec.parse(completion.text)
         except BaseException as exc:
             record.update(error=type(exc).__name__, status=getattr(exc, "status", None))
@@ -132,11 +146,33 @@ class _Call:
                 self.reask = exc
             raise
         finally:
-            self.history.append(Attempt(**record, duration_s=time.monotonic() - start))
+            attempt = Attempt(**record, duration_s=time.monotonic() - start)
+            self.history.append(attempt)
             if hooks.active:
-                hooks.attempt_ended(self.history[-1], endpoint.provider.name, completion,
+                hooks.attempt_ended(attempt, endpoint.provider.name, completion,
                                     sys.exc_info()[1])
         return value
+
+    def answer(self, endpoints: list[tuple[str, providers.Endpoint]], policy: Policy) -> Any:
+        """One turn: the model's answer, with retries, then each fallback model in order."""
+        error: Exception | None = None
+        for model, endpoint in endpoints:
+            self.reask = None  # a fallback model starts from the conversation so far
+            self.model = model
+            try:
+                return call_with_retries(
+                    lambda m=model, e=endpoint: self.attempt(m, e, policy.deadline),  # type: ignore[misc]
+                    policy, on_wait=self.waited)
+            except Exception as exc:  # kills and the caller's timeouts are BaseException: they pass
+                error = exc
+                if not (retryable(exc) or isinstance(exc, QuotaExceeded)):
+                    break  # fallbacks are for what retrying could not fix, not for bad requests
+        assert error is not None
+        raise error
+
+    @property
+    def attempts(self) -> int:
+        return sum(isinstance(entry, Attempt) for entry in self.history)
 
     @property
     def usage(self) -> Usage:
@@ -149,8 +185,8 @@ class _Call:
 
     def waited(self, seconds: float) -> None:
         last = self.history[-1]
-        self.history[-1] = Attempt(last.number, last.model, last.status, last.error,
-                                   last.duration_s, seconds)
+        if isinstance(last, Attempt):
+            self.history[-1] = dataclasses.replace(last, wait_s=seconds)
 
 
 class Agent:
@@ -159,7 +195,15 @@ class Agent:
     ``model`` is ``"provider/name"`` (default: ``ga.settings().default_model``), ``output`` is
     ``str`` or a pydantic model (structured output), ``retries`` an int, a :class:`ga.Retry` or a
     ``tenacity.Retrying``, ``fallbacks`` models to try in order once retries on the previous one
-    are exhausted, ``base_url`` any OpenAI-compatible server. ``timeout`` bounds each attempt.
+    are exhausted, ``base_url`` any OpenAI-compatible server. ``timeout`` bounds each attempt,
+    whole (connect to last byte); ``Retry(deadline=...)`` bounds the call, waits included.
+    ``model`` and ``timeout`` are checked when the class is defined (a ConfigError).
+
+    Tools (see :mod:`greenagents.tools`): ``tools`` are functions (or ``ga.tool(...)``, or methods
+    of the class) the model may call; each turn's calls run concurrently, ``tool_concurrency`` at
+    once, each within ``tool_timeout`` seconds; past ``max_turns`` model turns the call fails with
+    :class:`~greenagents.errors.ToolLoopError`. A failing tool's error goes back to the model as
+    its result (``tool_errors = "return"``) or fails the call (``"raise"``).
     """
 
     model: ClassVar[str | None] = None
@@ -171,9 +215,19 @@ class Agent:
     retries: ClassVar[RetryPolicy] = None
     fallbacks: ClassVar[Sequence[str | tuple[str, str]]] = ()
     base_url: ClassVar[str | None] = None
+    tools: ClassVar[Sequence[Any]] = ()
+    max_turns: ClassVar[int] = 8
+    tool_concurrency: ClassVar[int] = 8
+    tool_timeout: ClassVar[float | None] = 60.0
+    tool_errors: ClassVar[Literal["return", "raise"]] = "return"
     # per-class caches, filled on first call (looked up in the class's own __dict__)
     _greenagents_inputs: ClassVar[_Inputs]
     _greenagents_output: ClassVar[OutputSpec]
+    _greenagents_tools: ClassVar[toolloop.Toolbox]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        check_agent_values(cls)
 
     def prompt(self, input: str) -> str | list[Message]:
         """The user message (or a list of messages) for these inputs; override it.
@@ -196,6 +250,14 @@ class Agent:
         if cached is None or cached.output is not cls.output:
             cached = OutputSpec(cls.output)
             cls._greenagents_output = cached
+        return cached
+
+    @classmethod
+    def _toolbox(cls) -> toolloop.Toolbox:
+        cached = cls.__dict__.get("_greenagents_tools")
+        if cached is None or cached.source is not cls.tools:
+            cached = toolloop.Toolbox(cls)
+            cls._greenagents_tools = cached
         return cached
 
     @classmethod
@@ -234,29 +296,27 @@ class Agent:
         result: Result[Any] = Result(target=target_name(cls), attempts=0)
         call = hooks.call_opened(result.target, cls, agent=True) if hooks.active else None
         try:
-            messages = cls._messages(cls._inputs().validate(args, inputs))
+            checked = cls._inputs().validate(args, inputs)
+            messages = cls._messages(checked)
             endpoints = cls._endpoints()
             policy = policy_for(cls.retries)
+            toolbox = cls._toolbox()
         except Exception as exc:  # bad inputs, config, a bug in prompt(): this call's error only
-            result.error = exc
+            result.error = scrub(exc)
             result.duration_s = time.perf_counter() - started
             hooks.call_closed(call, result)
             tracking.record(result, inputs)
             return result
-        state = _Call(cls, messages)
-        for model, endpoint in endpoints:
-            state.reask = None  # a fallback model starts from the original conversation
-            try:
-                result.value = call_with_retries(
-                    lambda m=model, e=endpoint: state.attempt(m, e, policy.deadline),  # type: ignore[misc]
-                    policy, on_wait=state.waited)
-                result.error, result.model = None, model
-                break
-            except Exception as exc:  # kills and the caller's timeouts are BaseException: they pass
-                result.error, result.model = exc, model
-                if not (retryable(exc) or isinstance(exc, QuotaExceeded)):
-                    break  # fallbacks are for what retrying could not fix, not for bad requests
-        result.attempts = len(state.history)
+        state = _Call(cls, messages, toolbox.specs)
+        try:
+            result.value = toolloop.run(state, toolbox, checked, endpoints, policy) \
+                if toolbox.specs else state.answer(endpoints, policy)
+        except Exception as exc:  # kills and the caller's timeouts are BaseException: they pass
+            result.error = exc
+        if result.error is not None:  # the one redaction step before the error leaves
+            result.error = scrub(result.error, *(endpoint.api_key for _, endpoint in endpoints))
+        result.model = state.model
+        result.attempts = state.attempts
         result.history = tuple(state.history)
         result.usage = state.usage
         result.cost_usd = state.cost(result.model or "")

@@ -52,7 +52,18 @@ def main() -> None:
     cli(prog_name="greenagents")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Commands(click.Group):
+    """The command group; a :class:`~greenagents.errors.ConfigError` from any command (a bad
+    ``GREENAGENTS_*`` value, an unusable log) is one line and exit 2, not a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ga.errors.ConfigError as exc:
+            raise UsageProblem(str(exc)) from None
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(ga.__version__, prog_name="greenagents")
 def cli() -> None:
     """Run thousands of LLM agent calls at once from plain synchronous Python."""
@@ -209,10 +220,21 @@ def _previous(output: str, resume: bool) -> dict[int, bool]:
             raise UsageProblem(f"{output} already holds results; pass --resume to continue it, "
                                "or choose a new --output path")
         return {}
+    done: dict[int, bool] = {}
+    twice: set[int] = set()
     try:
-        return {row["index"]: bool(row["ok"]) for row in jsonl.repair(output)}
+        for row in jsonl.repair(output):
+            if row["index"] in done:
+                twice.add(row["index"])
+            done[row["index"]] = bool(row["ok"])
     except (ValueError, KeyError, TypeError, OSError) as exc:
         raise UsageProblem(f"cannot resume from {output}: {exc}") from None
+    if twice:
+        shown = ", ".join(map(str, sorted(twice)[:5])) + (", ..." if len(twice) > 5 else "")
+        raise UsageProblem(f"cannot resume from {output}: {len(twice)} index(es) appear more than "
+                           f"once ({shown}), as when two runs wrote it at once; keep one row per "
+                           "index, or start a new --output")
+    return done
 
 
 class _ThreadpoolStdin(io.RawIOBase):
@@ -243,8 +265,12 @@ def _open_input(path: str) -> tuple[IO[bytes], int | None]:
 
 
 def _open_output(path: str) -> jsonl.Appender:
+    """The output, locked: a second run on the same file is refused while this one lives."""
     try:
-        return jsonl.Appender(path)
+        return jsonl.Appender(path, exclusive=True)
+    except BlockingIOError:
+        raise UsageProblem(f"{path} is being written by another greenagents run; wait for it to "
+                           "finish (then --resume), or choose another --output") from None
     except OSError as exc:
         raise UsageProblem(f"cannot write output {path}: {exc.strerror or exc}") from None
 
@@ -288,6 +314,7 @@ def run(target: str, input_path: str, output_path: str, concurrency: int | None,
     index, ok, value, error, attempts, duration_s, usage, cost_usd, model.
     """
     fn = load_target(target)
+    out = _open_output(output_path)  # locked before reading what a previous run left
     previous = _previous(output_path, resume)
     lines, total = _open_input(input_path)
     _configure_tracking(output_path, tracking)
@@ -303,13 +330,16 @@ def run(target: str, input_path: str, output_path: str, concurrency: int | None,
                                    progress=progress)
     else:
         results = ga.stream(rows, max_concurrent=concurrency, timeout=timeout, progress=progress)
-    out = _open_output(output_path)
     status = 0
     try:
         with lines, out:
             for result in results:
                 index, kwargs = rows.origin.pop(result.index or 0)
-                out.write(_row(index, result))
+                try:
+                    out.write(_row(index, result))
+                except OSError as exc:  # a full disk, /dev/full: the rows before it are kept
+                    raise UsageProblem(f"cannot write output {output_path}: "
+                                       f"{exc.strerror or exc}; free space, then --resume") from None
                 failed += not result.ok
                 if kwargs is not None and not agent:
                     ga.tracking.record(result, kwargs)

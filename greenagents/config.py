@@ -11,15 +11,17 @@ Defaults come from the code, then from ``GREENAGENTS_*`` environment variables, 
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from .errors import ConfigError
 
-__all__ = ["Settings", "configure", "settings"]
+__all__ = ["Settings", "check_agent_values", "check_model", "check_seconds", "configure",
+           "settings"]
 
 ENV_PREFIX = "GREENAGENTS_"
 
@@ -30,12 +32,19 @@ class Settings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     max_concurrency: int = Field(20, ge=1, description="Calls running at once in batch/each/stream.")
-    default_model: str = Field("openai/gpt-4o-mini", description="Model of agents that name none.")
-    timeout: float = Field(60.0, gt=0, description="Seconds to wait for one HTTP answer (per attempt).")
-    connect_timeout: float = Field(10.0, gt=0, description="Seconds to open a connection.")
+    default_model: str = Field("openai/gpt-4o-mini", min_length=1,
+                               description="Model of agents that name none.")
+    timeout: float = Field(60.0, gt=0, allow_inf_nan=False,
+                           description="Seconds one attempt may take, whole (connect to last byte).")
+    connect_timeout: float = Field(10.0, gt=0, allow_inf_nan=False,
+                                   description="Seconds to open a connection (within timeout).")
     retries: int = Field(3, ge=0, description="Retries after the first attempt; 0 turns them off.")
     retry_after_max: float = Field(
-        60.0, gt=0, description="Longest Retry-After honoured; beyond it the call fails.")
+        60.0, gt=0, allow_inf_nan=False,
+        description="Longest Retry-After honoured; beyond it the call fails.")
+    max_response_bytes: int = Field(
+        16 * 1024 * 1024, ge=1024,
+        description="Largest answer body read, decoded; a bigger one fails with ResponseTooLarge.")
     http_pool_size: int | None = Field(
         None, ge=1, description="Kept-alive connections per base URL; None sizes it to the load.")
     tracking: str | None = Field(
@@ -47,6 +56,25 @@ class Settings(BaseModel):
         False, description="Also put prompts and answers (secrets masked) on the spans.")
     prometheus: bool = Field(False, description="Prometheus metrics (extra: prometheus).")
     log_calls: bool = Field(False, description="Log every call, attempt and wait at DEBUG.")
+
+    @field_validator("timeout", "connect_timeout", "retry_after_max", "max_response_bytes",
+                     "max_concurrency", "retries", mode="before")
+    @classmethod
+    def _number_not_text(cls, value: Any, info: ValidationInfo) -> Any:
+        """``configure(timeout="5")`` or ``True`` is a mistake (only the environment speaks in
+        strings)."""
+        if isinstance(value, bool) or (isinstance(value, str)
+                                       and not (info.context or {}).get("environment")):
+            raise ValueError(f"expected a number, got {value!r}")
+        return value
+
+    @field_validator("tracking")
+    @classmethod
+    def _sqlite_only(cls, value: str | None) -> str | None:
+        if value is not None and "://" in value and not value.startswith("sqlite:///"):
+            raise ValueError(f"{value!r}: only SQLite is supported; use "
+                             "'sqlite:///path/to/runs.db' (or None to turn it off)")
+        return value
 
 
 _lock = threading.Lock()
@@ -75,13 +103,13 @@ def _from_env() -> dict[str, Any]:
     return values
 
 
-def _validated(values: dict[str, Any], source: str) -> Settings:
+def _validated(values: dict[str, Any], source: str, *, environment: bool = False) -> Settings:
     unknown = sorted(set(values) - set(Settings.model_fields))
     if unknown:
         raise ConfigError(f"unknown setting(s) {', '.join(unknown)} in {source}; "
                           f"known settings: {', '.join(Settings.model_fields)}")
     try:
-        return Settings.model_validate(values)
+        return Settings.model_validate(values, context={"environment": environment})
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise ConfigError(f"invalid setting in {source}: {problems}") from None
@@ -93,7 +121,8 @@ def settings() -> Settings:
     if _current is None:
         with _lock:
             if _current is None:
-                _current = _instrument(_validated(_from_env(), "GREENAGENTS_* environment variables"))
+                _current = _instrument(_validated(_from_env(), "GREENAGENTS_* environment variables",
+                                                  environment=True))
     return _current
 
 
@@ -108,7 +137,8 @@ def configure(**changes: Any) -> Settings:
     """
     global _current
     with _lock:
-        base = (_current or _validated(_from_env(), "environment")).model_dump(exclude_unset=True)
+        base = (_current or _validated(_from_env(), "GREENAGENTS_* environment variables",
+                                       environment=True)).model_dump(exclude_unset=True)
         _current = _instrument(_validated({**base, **changes}, "configure()"))
         return _current
 
@@ -119,3 +149,53 @@ def reset() -> Settings:
     with _lock:
         _current = None
     return settings()
+
+
+def check_seconds(value: Any, where: str) -> float | None:
+    """``value`` as a time limit in seconds: None, or a finite number > 0; else a ConfigError.
+
+    ``where`` names the setting in the message (e.g. ``"MyAgent.timeout"``).
+
+    >>> check_seconds(2, "MyAgent.timeout")
+    2.0
+    >>> check_seconds(float("nan"), "MyAgent.timeout")
+    Traceback (most recent call last):
+    ...
+    greenagents.errors.ConfigError: MyAgent.timeout = nan: use a finite number of seconds > 0 \
+(or None for the default)
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"{where} = {value!r}: use a finite number of seconds > 0 "
+                          "(or None for the default)")
+    return float(value)
+
+
+def check_model(value: Any, where: str) -> str | None:
+    """``value`` as a model name: None (the default model) or a non-empty ``"provider/name"``.
+
+    >>> check_model("", "MyAgent.model")
+    Traceback (most recent call last):
+    ...
+    greenagents.errors.ConfigError: MyAgent.model = '': name a model, e.g. 'openai/gpt-4o-mini' \
+(or None for the default_model setting)
+    """
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{where} = {value!r}: name a model, e.g. 'openai/gpt-4o-mini' "
+                          "(or None for the default_model setting)")
+    return value
+
+
+def check_agent_values(agent: type) -> None:
+    """Refuse an agent class whose ``model`` or ``timeout`` cannot work, when it is defined.
+
+    Called by ``Agent.__init_subclass__``, so ``timeout = 0`` or ``model = ""`` fail at the
+    ``class`` statement, naming the attribute, not later as a silent default.
+    """
+    name = agent.__qualname__
+    check_model(agent.__dict__.get("model"), f"{name}.model")
+    check_seconds(agent.__dict__.get("timeout"), f"{name}.timeout")

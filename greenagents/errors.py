@@ -13,9 +13,12 @@ secret (API keys are never formatted into a message; see :func:`redact`).
     │   ├── ServerError      5xx, Anthropic 529 "overloaded"
     │   ├── Timeout          no answer within the timeout
     │   ├── ConnectionFailed refused, reset, DNS, TLS
+    │   ├── ResponseTooLarge the answer outgrew max_response_bytes; not retried
     │   ├── AuthError        401/403: wrong or missing key
     │   └── BadRequest       400/404/422 and other 4xx: the request itself is wrong
-    └── OutputError          the model's answer never validated against the output type
+    ├── OutputError          the model's answer never validated against the output type
+    ├── ToolLoopError        a tool-using agent still called tools after ``max_turns`` turns
+    └── ToolError            a tool failed and the agent's ``tool_errors = "raise"``
 
 ``ProviderError.retryable`` says whether trying again can help; the retry policy reads it.
 
@@ -39,13 +42,17 @@ __all__ = [
     "ProviderError",
     "QuotaExceeded",
     "RateLimited",
+    "ResponseTooLarge",
     "ServerError",
     "Timeout",
+    "ToolError",
+    "ToolLoopError",
     "redact",
+    "scrub",
 ]
 
 # Shapes of API keys of the providers we speak to; anything that looks like one is masked.
-_SECRET = re.compile(r"(sk-ant-[A-Za-z0-9_-]{6,}|sk-[A-Za-z0-9_-]{6,}|Bearer\s+\S+)")
+_SECRET = re.compile(r"(sk-ant-[A-Za-z0-9_-]{6,}|sk-[A-Za-z0-9_-]{6,}|Bearer\s+(?!\*\*\*)[^\s'\"]+)")
 
 
 def redact(text: str, *secrets: str | None) -> str:
@@ -59,6 +66,29 @@ def redact(text: str, *secrets: str | None) -> str:
             text = text.replace(secret, "***")
     return _SECRET.sub(lambda m: m.group(0).split("-")[0] + "-***" if m.group(0).startswith("sk")
                        else "Bearer ***", text)
+
+
+def scrub(error: BaseException, *secrets: str | None) -> BaseException:
+    """``error`` with keys masked (see :func:`redact`) in its ``str`` and ``repr``: the one step
+    every error takes before it leaves the library in a :class:`~greenagents.Result` — hence its
+    repr, the JSONL output, the Celery JSON, the execution log.
+
+    The message is masked in place, so the class and its attributes stay; an error whose text is
+    not just its ``args`` (``UnicodeEncodeError`` keeps the string it failed on) is replaced by a
+    :class:`GreenAgentsError` naming its class. Nothing to mask (the usual case): ``error`` itself.
+
+    >>> scrub(ValueError("Invalid header value b'Bearer sk-abcdefghijkl'"))
+    ValueError("Invalid header value b'Bearer ***'")
+    """
+    text, shown = str(error), repr(error)
+    clean = redact(text, *secrets)
+    if clean == text and redact(shown, *secrets) == shown:
+        return error
+    kind = type(error)
+    if kind.__str__ is BaseException.__str__ and kind.__repr__ is BaseException.__repr__:
+        error.args = (clean,)  # str and repr come from args alone: mask in place
+        return error
+    return GreenAgentsError(f"{kind.__name__}: {clean}")
 
 
 class GreenAgentsError(Exception):
@@ -127,9 +157,30 @@ class ConnectionFailed(ProviderError):
     retryable = True
 
 
+class ResponseTooLarge(ProviderError):
+    """The answer's decoded body outgrew ``max_response_bytes``; reading stopped at the cap.
+
+    Not retried: the same request would bring the same answer. A real chat completion is far
+    below the default cap (16 MiB); raise ``ga.configure(max_response_bytes=...)`` if yours is not.
+    """
+
+
 class AuthError(ProviderError):
     """401/403: the API key is missing, wrong or lacks permission. Retrying cannot help."""
 
 
 class BadRequest(ProviderError):
     """The provider rejected the request itself (400, 404, 422...). Retrying cannot help."""
+
+
+class ToolLoopError(GreenAgentsError):
+    """A tool-using agent's model still asked for tools after ``max_turns`` model turns."""
+
+
+class ToolError(GreenAgentsError):
+    """A tool failed (raised, timed out, bad arguments, unknown tool) with ``tool_errors =
+    "raise"``; ``tool`` names it, and ``__cause__`` is the tool's own exception when it raised."""
+
+    def __init__(self, message: str, *, tool: str):
+        super().__init__(message)
+        self.tool = tool

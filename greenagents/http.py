@@ -17,8 +17,18 @@ Pitfalls this module guards against:
   demand. A pool is rebuilt bigger when ``max_concurrency`` grows past it.
 * **No retries here.** urllib3 runs with ``retries=False`` and ``redirect=False``: the retry layer
   (``greenagents.retry``) is the one owner of retrying, so a failure is reported exactly once.
-* **Timeouts.** ``connect_timeout`` bounds opening the connection, ``timeout`` bounds each wait for
-  data (urllib3 read timeout, i.e. between bytes). A whole-call deadline is the runtime's job.
+* **Timeouts bound the whole attempt.** ``timeout`` is the time one request may take from
+  connecting to its last byte, not the gap between two bytes (a server dripping a byte a second
+  never trips a read timeout). In a patched process a ``gevent.Timeout`` enforces it. Unpatched
+  (the thread fallback) :mod:`greenagents.watchdog` cuts a connection whose headers are still
+  coming at the deadline, and the deadline is checked between reads of the body, each bounded by
+  the socket timeout (worst case about twice ``timeout``). ``connect_timeout`` also bounds
+  opening the connection.
+* **Answers are read in bounded pieces.** A gzip bomb, an 80 MB JSON answer or an endless chunked
+  body must not take the machine: the body is read (and decompressed, urllib3 >= 2.6 bounds the
+  output of each read) 64 KiB at a time and the read stops with
+  :class:`~greenagents.errors.ResponseTooLarge` past ``max_response_bytes``; see
+  :func:`read_bounded`, which streaming reuses.
 
 >>> from greenagents.http import HttpResponse, raise_for_status
 >>> raise_for_status(HttpResponse(200, {}, b"{}"), provider="openai")
@@ -31,6 +41,7 @@ max_concurrency or wait 2.0 s before retrying
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import json
 import re
@@ -42,6 +53,9 @@ from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+import gevent
+
+from . import watchdog
 from .config import settings
 from .errors import (
     AuthError,
@@ -50,15 +64,21 @@ from .errors import (
     ProviderError,
     QuotaExceeded,
     RateLimited,
+    ResponseTooLarge,
     ServerError,
     Timeout,
     redact,
 )
+from .patching import available
 
 if TYPE_CHECKING:
-    from urllib3 import HTTPConnectionPool
+    from urllib3 import BaseHTTPResponse, HTTPConnectionPool
 
-__all__ = ["Headers", "HttpResponse", "close_pools", "pool_for", "post_json", "raise_for_status"]
+__all__ = ["Headers", "HttpResponse", "close_pools", "pool_for", "post_json", "raise_for_status",
+           "read_bounded"]
+
+# Decoded bytes read at a time: bounds what one read (and one decompression step) can allocate.
+READ_CHUNK = 64 * 1024
 
 # Smallest pool built when http_pool_size is None: no "pool is full" discards up to 10,000 wide.
 MIN_AUTO_POOL_SIZE = 10_000
@@ -154,8 +174,9 @@ def pool_for(url: str) -> HTTPConnectionPool:
         if entry is None or entry[0] < size:
             scheme, host, port = key
             pool_class = urllib3.HTTPSConnectionPool if scheme == "https" else urllib3.HTTPConnectionPool
-            old, entry = entry, (size, pool_class(host, port, maxsize=size, block=False,
-                                                  retries=False))
+            pool = pool_class(host, port, maxsize=size, block=False, retries=False)
+            pool.ConnectionCls = watchdog.watched(pool.ConnectionCls)
+            old, entry = entry, (size, pool)
             _pools[key] = entry
     if old is not None:
         old[1].close()
@@ -181,8 +202,10 @@ def post_json(url: str, body: Mapping[str, Any], headers: Mapping[str, str], *,
 
     Any status is returned as is (see :func:`raise_for_status`); transport failures raise
     :class:`~greenagents.errors.ConnectionFailed` or :class:`~greenagents.errors.Timeout`, with
-    ``hint`` (e.g. ``"check OPENAI_BASE_URL"``) appended to the message. ``timeout`` overrides
-    ``settings().timeout`` for this request. Headers are sent but never appear in errors.
+    ``hint`` (e.g. ``"check OPENAI_BASE_URL"``) appended to the message. ``timeout`` (default
+    ``settings().timeout``) bounds the whole request, connect to last byte; the body is capped at
+    ``settings().max_response_bytes`` (:class:`~greenagents.errors.ResponseTooLarge`). Headers are
+    sent but never appear in errors.
 
     >>> post_json("http://127.0.0.1:9/v1/chat", {}, {}, provider="openai", hint="check X")
     Traceback (most recent call last):
@@ -191,30 +214,116 @@ def post_json(url: str, body: Mapping[str, Any], headers: Mapping[str, str], *,
 (connection refused); is the server running? check X
     """
     current = settings()
-    read_timeout = current.timeout if timeout is None else timeout
+    limit = current.timeout if timeout is None else timeout
     payload = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
     send = {"content-type": "application/json", "accept": "application/json", **headers}
     pool = pool_for(url)
     parts = urlsplit(url)
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    import urllib3
-
+    deadline = time.monotonic() + limit
+    # patched: a gevent.Timeout bounds it all; unpatched: a watchdog bounds the wait for the
+    # headers, a check between reads the body (see greenagents.watchdog)
+    timer = gevent.Timeout(limit) if available() else None
+    if timer is not None:
+        timer.start()
     try:
-        raw = pool.urlopen(
-            "POST", path, body=payload, headers=send, retries=False, redirect=False,
-            assert_same_host=False, preload_content=True,
-            timeout=urllib3.Timeout(connect=min(current.connect_timeout, read_timeout),
-                                    read=read_timeout))
+        import urllib3
+
+        with watchdog.deadline(deadline) if timer is None else contextlib.nullcontext():
+            raw = pool.urlopen(
+                "POST", path, body=payload, headers=send, retries=False, redirect=False,
+                assert_same_host=False, preload_content=False,
+                timeout=urllib3.Timeout(connect=min(current.connect_timeout, limit), read=limit))
+            data = _read_body(raw, current.max_response_bytes,
+                              deadline=None if timer is not None else deadline, provider=provider)
+    except gevent.Timeout as exc:
+        if exc is not timer:
+            raise
+        raise _late(url, provider, limit) from None
+    except _Late:
+        raise _late(url, provider, limit) from None
     except Exception as exc:
-        mapped = _transport_error(exc, url, provider, hint)
+        if timer is None and time.monotonic() >= deadline:  # the watchdog cut the connection
+            raise _late(url, provider, limit) from None
+        mapped = _transport_error(exc, url, provider, hint, limit)
         if mapped is None:
             raise
         raise mapped from exc
-    return HttpResponse(raw.status, Headers(raw.headers.items()), raw.data)
+    finally:
+        if timer is not None:
+            timer.close()
+    return HttpResponse(raw.status, Headers(raw.headers.items()), data)
 
 
-def _transport_error(exc: Exception, url: str, provider: str | None,
-                     hint: str | None) -> ProviderError | None:
+class _Late(Exception):
+    """The attempt's deadline passed between two reads (the unpatched path's check)."""
+
+
+def _late(url: str, provider: str | None, limit: float) -> Timeout:
+    who = f"{provider}: " if provider else ""
+    return Timeout(f"{who}{_origin_text(url)} did not answer in full within timeout={limit:g}s "
+                   "(the whole attempt: connect, send, wait, read); retry, or raise the "
+                   "timeout for long generations", provider=provider)
+
+
+def _read_body(raw: BaseHTTPResponse, limit: int, *, deadline: float | None,
+               provider: str | None) -> bytes:
+    """The whole body, capped. A plain body of known size within the cap is read at once (~20 µs
+    less than in pieces, the common case) when no deadline must be checked between reads (a
+    ``gevent.Timeout`` bounds the attempt); anything else goes through :func:`read_bounded`."""
+    length = raw.length_remaining
+    if deadline is None and length is not None and length <= limit \
+            and "content-encoding" not in raw.headers:
+        try:
+            return raw.read()
+        finally:
+            raw.release_conn()
+    return b"".join(read_bounded(raw, limit, deadline=deadline, provider=provider))
+
+
+def read_bounded(raw: BaseHTTPResponse, limit: int, *, deadline: float | None = None,
+                 provider: str | None = None) -> Iterator[bytes]:
+    """Yield the decoded body of ``raw`` (opened with ``preload_content=False``) piece by piece.
+
+    Each piece is at most :data:`READ_CHUNK` decoded bytes, so memory stays bounded even for
+    gzip/deflate/br bombs (urllib3 >= 2.6 caps the output of each decompression step). Past
+    ``limit`` decoded bytes in total the connection is dropped and
+    :class:`~greenagents.errors.ResponseTooLarge` raised. Past ``deadline`` (``time.monotonic()``)
+    between two reads the connection is dropped too and ``_Late`` raised (the caller words
+    it). The connection goes back to the pool when the body ends. Streaming reads use it as is.
+
+    >>> import io, urllib3
+    >>> raw = urllib3.HTTPResponse(io.BytesIO(b"x" * 5000), preload_content=False)
+    >>> list(read_bounded(raw, 4096))
+    Traceback (most recent call last):
+    ...
+    greenagents.errors.ResponseTooLarge: the answer is larger than max_response_bytes=4,096 \
+bytes (decoded); raise it with ga.configure(max_response_bytes=...) or \
+GREENAGENTS_MAX_RESPONSE_BYTES if such answers are expected
+    """
+    total = 0
+    finished = False
+    try:
+        while chunk := raw.read1(READ_CHUNK):
+            total += len(chunk)
+            if total > limit:
+                raise ResponseTooLarge(
+                    f"{provider + ': ' if provider else ''}the answer is larger than "
+                    f"max_response_bytes={limit:,} bytes (decoded); raise it with "
+                    "ga.configure(max_response_bytes=...) or GREENAGENTS_MAX_RESPONSE_BYTES if "
+                    "such answers are expected", provider=provider, status=raw.status)
+            if deadline is not None and time.monotonic() > deadline:
+                raise _Late
+            yield chunk
+        finished = True
+    finally:
+        if not finished:
+            raw.close()  # the rest of the body is unread: the connection cannot be reused
+        raw.release_conn()
+
+
+def _transport_error(exc: Exception, url: str, provider: str | None, hint: str | None,
+                     limit: float) -> ProviderError | None:
     """Map a urllib3 exception to ours; None for anything that is not a transport failure."""
     from urllib3 import exceptions as u3
 
@@ -229,8 +338,7 @@ def _transport_error(exc: Exception, url: str, provider: str | None,
         return Timeout(f"{who}no connection to {where} within the connect timeout; is the host "
                        f"reachable? raise connect_timeout if it is slow;{tail}", provider=provider)
     elif isinstance(exc, u3.ReadTimeoutError):
-        return Timeout(f"{who}{where} sent no answer within the timeout; retry, or raise the "
-                       "timeout for long generations", provider=provider)
+        return _late(url, provider, limit)
     elif isinstance(exc, u3.SSLError):
         text = f"TLS handshake with {where} failed ({_reason(exc)}); check the URL's scheme and " \
                f"certificates;{tail}"

@@ -23,6 +23,7 @@ import dataclasses
 import datetime
 import enum
 import json
+import math
 import os
 from collections.abc import Iterator
 from types import TracebackType
@@ -30,7 +31,7 @@ from typing import IO, Any
 
 from pydantic import BaseModel
 
-__all__ = ["Appender", "dumps", "jsonable", "read_objects", "repair"]
+__all__ = ["Appender", "dumps", "encode", "jsonable", "read_objects", "repair"]
 
 
 def jsonable(value: Any) -> Any:
@@ -56,12 +57,45 @@ def jsonable(value: Any) -> Any:
 
 
 def dumps(value: Any) -> str:
-    """``value`` as compact one-line JSON, whatever it holds (see :func:`jsonable`).
+    """``value`` as compact one-line, standard JSON, whatever it holds (see :func:`jsonable`).
 
-    >>> dumps({"a": (1, 2)})
-    '{"a":[1,2]}'
+    NaN and ±infinity, which standard JSON cannot say, are written as ``null``. A lone surrogate
+    (legal in a JSON string, not encodable as UTF-8) stays in the text; :func:`encode` writes it
+    as its JSON escape.
+
+    >>> dumps({"a": (1, 2), "score": float("nan")})
+    '{"a":[1,2],"score":null}'
     """
-    return json.dumps(value, default=jsonable, ensure_ascii=False, separators=(",", ":"))
+    try:
+        return json.dumps(value, default=jsonable, ensure_ascii=False, separators=(",", ":"),
+                          allow_nan=False)
+    except ValueError:  # a NaN or infinity somewhere: the rare slow path
+        finite = _finite(json.loads(json.dumps(value, default=jsonable)))
+        return json.dumps(finite, ensure_ascii=False, separators=(",", ":"))
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_finite(item) for item in value]
+    return value
+
+
+def encode(text: str) -> bytes:
+    r"""``text`` as UTF-8, a lone surrogate written as its escape (``\ud83d``) instead of failing.
+
+    Inside a JSON string that escape is JSON's own, so the value reads back unchanged.
+
+    >>> half = chr(0xD83D)  # half an emoji: legal JSON, not encodable as UTF-8
+    >>> encode(dumps({"emoji": half}))
+    b'{"emoji":"\\ud83d"}'
+    >>> json.loads(_) == {"emoji": half}
+    True
+    """
+    return text.encode("utf-8", "backslashreplace")
 
 
 class Appender:
@@ -71,16 +105,32 @@ class Appender:
     inside the system call) torn at the very end, where :func:`repair` finds it.
     """
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, *, exclusive: bool = False):
         self.path = path
         if path == "-":
             self.fd, self._owned = 1, False
         else:
             self.fd, self._owned = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644), True
+            if exclusive:
+                self._lock()
+
+    def _lock(self) -> None:
+        """Hold an exclusive ``flock`` on the file while it is open, or raise ``BlockingIOError``.
+
+        Two writers appending to one output would duplicate every row. The kernel drops the lock
+        when the descriptor closes, however the process ends (SIGKILL included).
+        """
+        import fcntl  # POSIX; imported here so the module still imports elsewhere
+
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.close()
+            raise
 
     def write(self, obj: Any) -> None:
         """Write ``obj`` as one line. A pipe may take it in pieces; the loop sends the rest."""
-        data = memoryview((dumps(obj) + "\n").encode())
+        data = memoryview(encode(dumps(obj) + "\n"))
         while data:
             data = data[os.write(self.fd, data):]
 

@@ -27,6 +27,7 @@ from limits.storage import Storage, storage_from_string
 from limits.strategies import SlidingWindowCounterRateLimiter
 
 from . import hooks, slots
+from .errors import Timeout
 
 __all__ = ["RateLimit", "before_request", "clear", "cooldown", "estimate_tokens", "observe",
            "rate_limit"]
@@ -174,9 +175,17 @@ def _cooling_until(scope: str) -> float:
 
 
 def before_request(provider: str, scope: str, model: str,
-                   messages: Sequence[Mapping[str, Any]]) -> None:
-    """Wait out ``scope``'s cooldown and the provider's (and model's) budgets; spend the budget."""
+                   messages: Sequence[Mapping[str, Any]], *, until: float | None = None) -> None:
+    """Wait out ``scope``'s cooldown and the provider's (and model's) budgets; spend the budget.
+
+    ``until`` (``time.monotonic()``) is the call's deadline: a cooldown that would outlast it
+    raises :class:`~greenagents.errors.Timeout` at once instead of sleeping past it.
+    """
     while (wait := _cooling_until(scope) - time.time()) > 0:
+        if until is not None and time.monotonic() + wait > until:
+            raise Timeout(f"{scope} is cooling down after rate limits for {wait:.1f} s more, "
+                          "past the call's deadline; raise Retry(deadline=...) or slow down "
+                          "(ga.rate_limit)", provider=provider)
         with hooks.waiting("cooldown", scope):
             slots.sleep(min(wait, 1.0))
     if not _limits:

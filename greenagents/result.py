@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-__all__ = ["Attempt", "Result", "Usage"]
+__all__ = ["Attempt", "Result", "ToolCall", "Usage"]
 
 T = TypeVar("T")
 
@@ -44,7 +44,8 @@ class Attempt:
     """One try of a call, kept so a slow Result can say why it was slow.
 
     ``error`` is the exception's class name (``None`` when the attempt answered), ``status`` the HTTP
-    status if any, ``wait_s`` the backoff slept *after* this attempt, ``model`` the model asked.
+    status if any, ``wait_s`` the backoff slept *after* this attempt, ``model`` the model asked,
+    ``turn`` the model turn it belongs to (tool-using agents take several, see :class:`ToolCall`).
     """
 
     number: int
@@ -53,6 +54,30 @@ class Attempt:
     error: str | None = None
     duration_s: float = 0.0
     wait_s: float = 0.0
+    turn: int = 1
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """One tool call a tool-using agent ran, in :attr:`Result.history` after its turn's attempts.
+
+    ``arguments`` (as the model sent them) and ``output`` are text with API keys masked and cut to
+    a few KB; ``error`` is what the model was told instead of an output (``None`` when it ran).
+
+    >>> ToolCall(turn=1, tool="get_weather", arguments='{"city": "Paris"}', output="sunny").ok
+    True
+    """
+
+    turn: int
+    tool: str
+    arguments: str
+    output: str | None = None
+    error: str | None = None
+    duration_s: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
 
 
 @dataclass
@@ -60,7 +85,8 @@ class Result(Generic[T]):
     """The outcome of one call. Exactly one per input, whatever happened.
 
     ``target`` names what was called (an agent class or a function, by qualified name); ``model`` is
-    the model that finally answered, after fallbacks; ``history`` holds one :class:`Attempt` per try.
+    the model that finally answered, after fallbacks; ``history`` holds one :class:`Attempt` per try
+    and, for tool-using agents, one :class:`ToolCall` per tool run, in order.
     """
 
     index: int | None = None
@@ -72,12 +98,27 @@ class Result(Generic[T]):
     usage: Usage | None = None
     cost_usd: float | None = None
     model: str | None = None
-    history: tuple[Attempt, ...] = field(default=(), repr=False)
+    history: tuple[Attempt | ToolCall, ...] = field(default=(), repr=False)
 
     @property
     def ok(self) -> bool:
         """True when the call returned a value (``error is None``)."""
         return self.error is None
+
+    @property
+    def tool_calls(self) -> tuple[ToolCall, ...]:
+        """The tool calls this call ran (a tool-using agent's), in order."""
+        return tuple(entry for entry in self.history if isinstance(entry, ToolCall))
+
+    @property
+    def tool_errors(self) -> int:
+        """How many tool calls failed (raised, timed out, bad arguments, unknown tool)."""
+        return sum(not call.ok for call in self.tool_calls)
+
+    @property
+    def turns(self) -> int:
+        """Model turns taken: 1 for a plain agent, more when tools were called."""
+        return max((entry.turn for entry in self.history), default=0)
 
     def unwrap(self) -> T:
         """The value, or raise the call's error (with its original traceback).

@@ -32,7 +32,7 @@ from tenacity.stop import stop_base
 from tenacity.wait import wait_base
 
 from . import hooks, slots
-from .config import Settings, settings
+from .config import Settings, check_seconds, settings
 from .errors import ConfigError, GreenAgentsError, RateLimited
 
 __all__ = ["Policy", "Retry", "RetryPolicy", "call_with_retries", "policy_for", "retryable"]
@@ -102,7 +102,7 @@ class Retry:
             raise ValueError(f"Retry(backoff={backoff!r}): use 'exponential', 'fixed', 'none' "
                              "or a tenacity wait strategy")
         self.max, self.backoff, self.base, self.cap = max, backoff, base, cap
-        self.jitter, self.deadline, self.on = jitter, deadline, on
+        self.jitter, self.deadline, self.on = jitter, check_seconds(deadline, "Retry.deadline"), on
         self.retry_after_max = retry_after_max
 
     def __repr__(self) -> str:

@@ -169,7 +169,8 @@ def _outcome(index: int, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: 
                                "raise the timeout or make the call faster")
         return Result(index, target_name(fn), error=error, duration_s=time.perf_counter() - start)
     except BaseException as exc:  # a call's failure is its Result's, never the batch's
-        return Result(index, target_name(fn), error=explain_running_loop(exc) if green else exc,
+        return Result(index, target_name(fn),
+                      error=errors.scrub(explain_running_loop(exc) if green else exc),
                       duration_s=time.perf_counter() - start)
     if hook is not None and isinstance(value, Result):
         value.index = index

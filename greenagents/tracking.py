@@ -3,8 +3,9 @@
 Turn it on with ``ga.configure(tracking="sqlite:///runs.db")`` (or ``GREENAGENTS_TRACKING``);
 every :meth:`Agent.call <greenagents.Agent.call>` then records its :class:`~greenagents.Result`
 — agent, model, status, attempts, latency, tokens, cost, error, per-attempt history — and
-``greenagents stats`` summarises the file. Inputs and outputs are kept only with
-``tracking_payloads=True``; API keys never (error text is passed through ``errors.redact``).
+``greenagents stats`` summarises the file. Inputs and outputs — a tool call's arguments and output
+included — are kept only with ``tracking_payloads=True``; API keys never (error text is passed
+through ``errors.redact``, tool arguments and outputs are redacted when recorded).
 
 >>> import os, tempfile
 >>> import greenagents as ga
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import atexit
 import collections
+import dataclasses
 import os
 import sqlite3
 import statistics
@@ -43,7 +45,7 @@ from typing import Any
 
 from .config import settings
 from .errors import ConfigError, redact
-from .jsonl import dumps
+from .jsonl import dumps, encode
 from .patching import available
 from .result import Result
 
@@ -67,7 +69,8 @@ CREATE TABLE IF NOT EXISTS calls (
     cost_usd REAL,
     error_class TEXT,
     error_message TEXT,
-    history TEXT NOT NULL,         -- JSON list of attempts (number, model, status, error, ...)
+    history TEXT NOT NULL,         -- JSON list of attempts (number, turn, model, status, error, ...)
+                                   -- and tool calls (turn, tool, arguments, output, error, ...)
     inputs TEXT,                   -- JSON, only with tracking_payloads=True
     output TEXT                    -- JSON, only with tracking_payloads=True
 );
@@ -114,16 +117,31 @@ def _connect(path: str) -> sqlite3.Connection:
     return connection
 
 
+def _text(value: str | None) -> str | None:
+    """``value`` as SQLite can store it: a lone surrogate becomes its escape (``\\ud83d``)."""
+    return None if value is None else encode(value).decode()
+
+
 def _row(result: Result[Any], inputs: Mapping[str, Any] | None, payloads: bool) -> tuple[Any, ...]:
     error = result.error
     usage = result.usage
-    return (time.time(), RUN_ID, result.target or "?", result.model,
+    return (time.time(), RUN_ID, _text(result.target or "?"), _text(result.model),
             "ok" if error is None else "error", result.attempts, result.duration_s,
             usage.prompt_tokens if usage else None, usage.completion_tokens if usage else None,
             result.cost_usd, None if error is None else type(error).__name__,
-            None if error is None else redact(str(error)), dumps(result.history),
-            redact(dumps(inputs)) if payloads and inputs is not None else None,
-            redact(dumps(result.value)) if payloads and error is None else None)
+            None if error is None else _text(redact(str(error))), _text(dumps(_history(result, payloads))),
+            _text(redact(dumps(inputs))) if payloads and inputs is not None else None,
+            _text(redact(dumps(result.value))) if payloads and error is None else None)
+
+
+def _history(result: Result[Any], payloads: bool) -> list[dict[str, Any]]:
+    """The attempts and tool calls; a tool call's arguments and output only with payloads."""
+    entries = [dataclasses.asdict(entry) for entry in result.history]
+    if not payloads:
+        for entry in entries:
+            if "tool" in entry:
+                entry["arguments"] = entry["output"] = None
+    return entries
 
 
 class _Writer:
@@ -141,6 +159,7 @@ class _Writer:
         self.green = available()
         self.connection: sqlite3.Connection | None = None
         self.failed = False
+        self.warned = False
         threading.Thread(target=self._loop, name=f"greenagents-tracking:{path}", daemon=True).start()
 
     def put(self, item: tuple[Any, ...] | threading.Event) -> None:
@@ -161,7 +180,10 @@ class _Writer:
                     else:
                         rows.append(item)
                 if rows:
-                    self._blocking(self._write, rows)
+                    try:
+                        self._blocking(self._write, rows)
+                    except Exception as exc:  # the writer must outlive any batch
+                        self._warn_once(f"a batch of {len(rows)} rows failed ({exc!r})")
                 for event in done:
                     event.set()
 
@@ -181,12 +203,29 @@ class _Writer:
         try:
             if self.connection is None:
                 self.connection = _connect(self.path)
-            with self.connection:
-                self.connection.executemany(_INSERT, rows)
         except (sqlite3.Error, OSError) as exc:
             self.failed = True  # warn once, not once per batch; the calls are unaffected
             warnings.warn(f"greenagents tracking: cannot write {self.path} ({exc}); calls are no "
                           "longer recorded. Fix the path or set tracking=None.", TrackingWarning,
+                          stacklevel=1)
+            return
+        try:
+            with self.connection:
+                self.connection.executemany(_INSERT, rows)
+        except Exception:  # some row the database refused: keep the others
+            for row in rows:
+                try:
+                    with self.connection:
+                        self.connection.execute(_INSERT, row)
+                except Exception as exc:
+                    self._warn_once(f"a row of {row[2]!r} was refused ({exc})")
+
+    def _warn_once(self, what: str) -> None:
+        """Say once per database that rows were lost; later rows are still written."""
+        if not self.warned:
+            self.warned = True
+            warnings.warn(f"greenagents tracking: {what} writing {self.path}; it was skipped and "
+                          "logging goes on (this warning is not repeated)", TrackingWarning,
                           stacklevel=1)
 
 
@@ -213,7 +252,13 @@ def record(result: Result[Any], inputs: Mapping[str, Any] | None = None) -> None
     current = settings()
     if current.tracking is None:
         return
-    _writer(current.tracking).put(_row(result, inputs, current.tracking_payloads))
+    writer = _writer(current.tracking)
+    try:
+        row = _row(result, inputs, current.tracking_payloads)
+    except Exception as exc:  # a value whose str() fails: lose its row, never the call
+        writer._warn_once(f"a row of {result.target!r} could not be built ({exc!r})")
+        return
+    writer.put(row)
 
 
 def flush(timeout: float | None = None) -> bool:
@@ -237,6 +282,26 @@ def flush(timeout: float | None = None) -> bool:
 atexit.register(flush, _EXIT_FLUSH_S)
 
 
+def _unreadable(path: str, exc: sqlite3.Error) -> str:
+    """Why ``path`` cannot be summarised, and what to do, in one line."""
+    if "no such table" in str(exc):
+        with open(path, "rb") as head:
+            wal_mode = head.read(20)[18:19] == b"\x02"  # the header's "write version" byte
+        wal = f"{path}-wal"  # reading may have created an empty one
+        if wal_mode and not (os.path.exists(wal) and os.path.getsize(wal)):
+            return (f"{path} has no calls table in its main file and its {os.path.basename(path)}"
+                    "-wal file is not beside it (the log's latest writes live there): copy both "
+                    "files together, or run stats on the original")
+        return (f"{path} is a SQLite file without a calls table, not a greenagents execution log; "
+                "point --db at the runs.db greenagents wrote (.greenagents/runs.db by default)")
+    return (f"cannot read {path} as an execution log ({exc}); point --db at the runs.db "
+            "greenagents wrote (.greenagents/runs.db by default)")
+
+
+def _lenient_text(data: bytes) -> str:
+    return data.decode("utf-8", "replace")
+
+
 def _percentile(sorted_values: list[float], fraction: float) -> float:
     if len(sorted_values) < 2:
         return sorted_values[0] if sorted_values else 0.0
@@ -257,12 +322,18 @@ def summary(db: str, *, since: float | None = None, by: str = "agent",
     path = database_path(db)
     if not os.path.exists(path):
         raise ConfigError(f"no execution log at {path}; run with tracking on first")
-    connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+    try:
+        connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+    except sqlite3.Error as exc:
+        raise ConfigError(_unreadable(path, exc)) from None
+    connection.text_factory = _lenient_text  # a row another tool wrote must not stop the summary
     try:
         where, args = ("WHERE ts >= ?", (since,)) if since is not None else ("", ())
         rows = connection.execute(
             f"SELECT coalesce({by}, '?'), status, duration_s, prompt_tokens, completion_tokens, "
             f"cost_usd, error_class, error_message FROM calls {where}", args).fetchall()
+    except sqlite3.Error as exc:
+        raise ConfigError(_unreadable(path, exc)) from None
     finally:
         connection.close()
     groups: dict[str, list[tuple[Any, ...]]] = collections.defaultdict(list)

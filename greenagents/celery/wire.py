@@ -31,7 +31,7 @@ from typing import Any
 from pydantic import TypeAdapter
 
 from greenagents import errors, jsonl
-from greenagents.result import Attempt, Result, Usage
+from greenagents.result import Attempt, Result, ToolCall, Usage
 
 __all__ = ["from_json", "to_json"]
 
@@ -109,4 +109,5 @@ def from_json(data: dict[str, Any], output: TypeAdapter[Any] | None = None) -> R
         attempts=data["attempts"], duration_s=data["duration_s"],
         usage=None if data["usage"] is None else Usage(**data["usage"]),
         cost_usd=data["cost_usd"], model=data["model"],
-        history=tuple(Attempt(**attempt) for attempt in data["history"]))
+        history=tuple(ToolCall(**entry) if "tool" in entry else Attempt(**entry)
+                      for entry in data["history"]))

@@ -18,18 +18,19 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Callable, Sequence
+import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from .. import http
 from ..errors import ConfigError
 from .anthropic import AnthropicProvider
-from .base import Completion, Message, Provider, Request
+from .base import Completion, Message, Provider, Request, ToolRequest
 from .openai import OpenAIProvider, strict_schema
 
 __all__ = ["AnthropicProvider", "Completion", "Endpoint", "Message", "OpenAIProvider",
-           "Provider", "Request", "complete", "resolve", "strict_schema"]
+           "Provider", "Request", "ToolRequest", "complete", "resolve", "strict_schema"]
 
 
 @dataclass(frozen=True)
@@ -114,10 +115,41 @@ base_url=... or OPENAI_BASE_URL)
     return _endpoint(prefix, name, base_url, env_url, key)
 
 
+# What an API key may hold: visible ASCII (anything else cannot go in an HTTP header as is).
+_KEY_CHARS = re.compile(r"[\x21-\x7e]+")
+
+
+def _checked_key(key: str | None, variable: str | None) -> str | None:
+    """``key`` without surrounding whitespace (a pasted newline), or a ConfigError naming
+    ``variable`` when it cannot be a header value. The key itself is never shown.
+
+    >>> _checked_key(" sk-abc" + chr(10), "OPENAI_API_KEY")  # a pasted newline
+    'sk-abc'
+    >>> _checked_key("sk-abc\\u2019def", "OPENAI_API_KEY")
+    Traceback (most recent call last):
+    ...
+    greenagents.errors.ConfigError: OPENAI_API_KEY holds a character that cannot be sent in an \
+HTTP header (position 7: non-ASCII); copy the key again, without quotes or spaces
+    """
+    if key is None:
+        return None
+    key = key.strip()
+    if not key:
+        return None
+    if _KEY_CHARS.fullmatch(key) is None:
+        at = next(i for i, char in enumerate(key) if not 0x21 <= ord(char) <= 0x7e)
+        what = "a space or control character" if ord(key[at]) < 0x80 else "non-ASCII"
+        raise ConfigError(f"{variable or 'the API key'} holds a character that cannot be sent in "
+                          f"an HTTP header (position {at + 1}: {what}); copy the key again, "
+                          "without quotes or spaces")
+    return key
+
+
 @functools.lru_cache(maxsize=256)
 def _endpoint(prefix: str, name: str, base_url: str | None, env_url: str | None,
               key: str | None) -> Endpoint:
     kind = _KINDS[prefix]
+    key = _checked_key(key, kind.key_env)
     url = base_url or env_url or kind.default_base_url
     if prefix == "ollama":
         url = _ollama_url(url)
@@ -132,7 +164,7 @@ def _endpoint(prefix: str, name: str, base_url: str | None, env_url: str | None,
 def complete(endpoint: Endpoint, messages: Sequence[Message], *,
              schema: dict[str, Any] | None = None, schema_name: str = "output",
              temperature: float | None = None, max_tokens: int | None = None,
-             timeout: float | None = None) -> Completion:
+             timeout: float | None = None, tools: Sequence[Mapping[str, Any]] = ()) -> Completion:
     """Ask ``endpoint`` to answer ``messages``: build, POST over the shared pool, parse.
 
     One attempt, no retries (the retry layer owns those). Raises the mapped
@@ -147,7 +179,7 @@ def complete(endpoint: Endpoint, messages: Sequence[Message], *,
     """
     provider = endpoint.provider
     request = provider.build(endpoint.model, messages, schema=schema, schema_name=schema_name,
-                             temperature=temperature, max_tokens=max_tokens)
+                             temperature=temperature, max_tokens=max_tokens, tools=tools)
     response = http.post_json(request.url, request.body, request.headers, timeout=timeout,
                               provider=provider.name, hint=f"check {provider.base_url_env}")
     return provider.parse(response)

@@ -3,6 +3,10 @@
 Anthropic has no JSON-schema response format; the reliable way to get structured output is a tool
 whose ``input_schema`` is the schema, with ``tool_choice`` forcing the model to call it. The tool
 call's ``input`` is returned as JSON text, so callers validate Anthropic and OpenAI answers alike.
+Tools offered by an agent travel as ``tools`` (no ``tool_choice``: the model decides); the loop's
+neutral messages become ``tool_use`` blocks in the assistant turn and ``tool_result`` blocks in the
+next user turn. With tools, the forced output tool is asked for only once the work is done (see
+``structured_with_tools``), since forcing it would forbid calling the others.
 
 >>> p = AnthropicProvider(api_key="k")
 >>> req = p.build("claude-haiku-4-5", [{"role": "system", "content": "Be brief."},
@@ -18,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..result import Usage
-from .base import Completion, Message, Provider, Request, text_of
+from .base import Completion, Message, Provider, Request, ToolRequest, text_of
 
 __all__ = ["API_VERSION", "DEFAULT_MAX_TOKENS", "AnthropicProvider"]
 
@@ -48,8 +52,45 @@ def _content(content: str | Sequence[Mapping[str, Any]]) -> str | list[dict[str,
     return blocks
 
 
+def _tool_use(call: Mapping[str, Any]) -> dict[str, Any]:
+    arguments = call["function"]["arguments"]
+    try:
+        given = json.loads(arguments) if isinstance(arguments, str) else arguments
+    except ValueError:
+        given = None
+    return {"type": "tool_use", "id": call["id"], "name": call["function"]["name"],
+            "input": given if isinstance(given, dict) else {}}
+
+
+def _turns(messages: Sequence[Message]) -> list[dict[str, Any]]:
+    """Neutral messages as Anthropic turns: tool calls as ``tool_use`` blocks, tool results as
+    ``tool_result`` blocks of a user turn, consecutive turns of one role merged (roles must
+    alternate)."""
+    turns: list[dict[str, Any]] = []
+    for m in messages:
+        role = m["role"]
+        if role == "system":
+            continue
+        blocks: list[dict[str, Any]]
+        if role == "tool":
+            role, blocks = "user", [{"type": "tool_result", "tool_use_id": m["tool_call_id"],
+                                     "content": text_of(m.get("content"))}]
+        else:
+            content = _content(m.get("content") or "")
+            blocks = [{"type": "text", "text": content}] if isinstance(content, str) else content
+            blocks = [b for b in blocks if b.get("type") != "text" or b["text"]]
+            blocks += [_tool_use(call) for call in m.get("tool_calls") or ()]
+        if turns and turns[-1]["role"] == role:
+            turns[-1]["content"] += blocks
+        else:
+            turns.append({"role": role, "content": blocks})
+    return turns
+
+
 class AnthropicProvider(Provider):
     """Messages API at ``{base_url}/v1/messages``, key in ``x-api-key``."""
+
+    structured_with_tools = False  # a forced output tool would forbid calling the others
 
     def __init__(self, *, name: str = "anthropic", base_url: str = "https://api.anthropic.com",
                  api_key: str | None = None, key_env: str | None = "ANTHROPIC_API_KEY",
@@ -59,7 +100,7 @@ class AnthropicProvider(Provider):
 
     def build(self, model: str, messages: Sequence[Message], *, schema: dict[str, Any] | None = None,
               schema_name: str = "output", temperature: float | None = None,
-              max_tokens: int | None = None) -> Request:
+              max_tokens: int | None = None, tools: Sequence[Mapping[str, Any]] = ()) -> Request:
         """A Messages request; ``schema`` forces a tool named ``schema_name`` taking that input.
 
         >>> body = AnthropicProvider().build("claude-haiku-4-5", [], schema={"type": "object"}).body
@@ -70,18 +111,23 @@ class AnthropicProvider(Provider):
         body: dict[str, Any] = {
             "model": model,
             "max_tokens": DEFAULT_MAX_TOKENS if max_tokens is None else max_tokens,
-            "messages": [{"role": m["role"], "content": _content(m["content"])}
-                         for m in messages if m["role"] != "system"],
+            "messages": _turns(messages) if tools else
+            [{"role": m["role"], "content": _content(m["content"])}
+             for m in messages if m["role"] != "system"],
         }
         if system:
             body["system"] = "\n\n".join(system)
         if temperature is not None:
             body["temperature"] = temperature
+        body_tools = [{"name": t["name"], "description": t["description"],
+                       "input_schema": t["parameters"]} for t in tools]
         if schema is not None:
             description = schema.get("description") or "Give the answer as this tool's input."
-            body["tools"] = [{"name": schema_name, "description": description,
-                              "input_schema": schema}]
+            body_tools.append({"name": schema_name, "description": description,
+                               "input_schema": schema})
             body["tool_choice"] = {"type": "tool", "name": schema_name}
+        if body_tools:
+            body["tools"] = body_tools
         headers = {"content-type": "application/json", "anthropic-version": API_VERSION}
         if self.api_key:
             headers["x-api-key"] = self.api_key
@@ -89,15 +135,15 @@ class AnthropicProvider(Provider):
 
     def _completion(self, payload: dict[str, Any]) -> Completion:
         blocks = payload["content"]
-        tool_inputs = [b["input"] for b in blocks if b["type"] == "tool_use"]
-        if tool_inputs:
-            text = json.dumps(tool_inputs[0], ensure_ascii=False)
-        else:
-            text = "".join(b["text"] for b in blocks if b["type"] == "text")
+        calls = tuple(ToolRequest(b["id"], b["name"], b["input"]) for b in blocks
+                      if b["type"] == "tool_use")
+        text = "".join(b["text"] for b in blocks if b["type"] == "text")
+        if calls and not text:  # the forced output tool's input is the answer
+            text = json.dumps(calls[0].arguments, ensure_ascii=False)
         usage = payload["usage"]
         # Cached prompt tokens are billed separately but are still prompt tokens.
         prompt = sum(int(usage.get(k) or 0) for k in (
             "input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"))
         return Completion(text=text, usage=Usage(prompt, int(usage.get("output_tokens") or 0)),
                           model=str(payload.get("model") or ""),
-                          finish_reason=payload.get("stop_reason"))
+                          finish_reason=payload.get("stop_reason"), tool_calls=calls)

@@ -8,7 +8,9 @@ joins them with :func:`greenagents.http.post_json`.
 
 Messages are OpenAI-style: ``{"role": "system" | "user" | "assistant", "content": str | [part]}``
 where a part is ``{"type": "text", "text": ...}`` or
-``{"type": "image_url", "image_url": {"url": ...}}``.
+``{"type": "image_url", "image_url": {"url": ...}}``; a tool loop adds OpenAI's assistant
+``tool_calls`` and ``{"role": "tool", "tool_call_id": ..., "content": ...}`` messages, which each
+provider translates to its own shape. Tools are ``{"name", "description", "parameters"}``.
 
 >>> Completion("hi", Usage(3, 1), "gpt-4o-mini", "stop").usage.total_tokens
 4
@@ -26,8 +28,8 @@ from ..errors import ProviderError, ServerError
 from ..http import HttpResponse, raise_for_status
 from ..result import Usage
 
-__all__ = ["Completion", "Message", "Provider", "Request", "error_code", "error_message",
-           "text_of"]
+__all__ = ["Completion", "Message", "Provider", "Request", "ToolRequest", "error_code",
+           "error_message", "text_of"]
 
 Message = Mapping[str, Any]
 
@@ -46,18 +48,30 @@ class Request:
 
 
 @dataclass(frozen=True)
+class ToolRequest:
+    """One tool call the model asked for: the provider's id, the tool's name, its arguments
+    (JSON text from OpenAI, an object from Anthropic; validated by the tool, not here)."""
+
+    id: str
+    name: str
+    arguments: str | dict[str, Any]
+
+
+@dataclass(frozen=True)
 class Completion:
     """The model's answer, provider-neutral.
 
     ``text`` is the answer's raw text, or for structured output the raw JSON text of the answer
     (validated by the caller, whichever provider produced it); ``model`` is what the provider
-    reported; ``finish_reason`` is the provider's own word (``"stop"``, ``"end_turn"``, ``"length"``…).
+    reported; ``finish_reason`` is the provider's own word (``"stop"``, ``"end_turn"``, ``"length"``…);
+    ``tool_calls`` the tools the model asked to run (empty for an answer).
     """
 
     text: str
     usage: Usage
     model: str
     finish_reason: str | None = None
+    tool_calls: tuple[ToolRequest, ...] = ()
 
 
 def text_of(content: str | Sequence[Mapping[str, Any]] | None) -> str:
@@ -83,6 +97,10 @@ class Provider(ABC):
     OpenAIProvider(name='openai', base_url='https://api.openai.com/v1', key=set)
     """
 
+    #: Whether a request can offer tools and ask for structured output at once (OpenAI's
+    #: ``response_format``); if not, the agent asks for the output in one last turn.
+    structured_with_tools = True
+
     def __init__(self, *, name: str, base_url: str, api_key: str | None = None,
                  key_env: str | None = None, base_url_env: str | None = None) -> None:
         self.name = name
@@ -98,8 +116,9 @@ class Provider(ABC):
     @abstractmethod
     def build(self, model: str, messages: Sequence[Message], *, schema: dict[str, Any] | None = None,
               schema_name: str = "output", temperature: float | None = None,
-              max_tokens: int | None = None) -> Request:
-        """The request asking ``model`` to answer ``messages`` (as JSON matching ``schema``)."""
+              max_tokens: int | None = None, tools: Sequence[Mapping[str, Any]] = ()) -> Request:
+        """The request asking ``model`` to answer ``messages`` (as JSON matching ``schema``),
+        offering ``tools`` (``{"name", "description", "parameters"}``)."""
 
     @abstractmethod
     def _completion(self, payload: dict[str, Any]) -> Completion:

@@ -14,11 +14,11 @@ can, and the request falls back to ``strict: false`` when it cannot (e.g. ``dict
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..result import Usage
-from .base import Completion, Message, Provider, Request
+from .base import Completion, Message, Provider, Request, ToolRequest
 
 __all__ = ["OpenAIProvider", "strict_schema"]
 
@@ -121,8 +121,13 @@ class OpenAIProvider(Provider):
 
     def build(self, model: str, messages: Sequence[Message], *, schema: dict[str, Any] | None = None,
               schema_name: str = "output", temperature: float | None = None,
-              max_tokens: int | None = None) -> Request:
+              max_tokens: int | None = None, tools: Sequence[Mapping[str, Any]] = ()) -> Request:
         """A Chat Completions request; ``schema`` asks for JSON matching it (strict when possible).
+
+        ``tools`` become ``function`` tools the model may call, several at once (its default
+        ``parallel_tool_calls``); they are not strict, since strict mode turns parallel calls off
+        and the tool validates its arguments anyway. The neutral tool-loop messages are already
+        OpenAI's, so they go as they are.
 
         >>> OpenAIProvider().build("gpt-4o-mini", [], max_tokens=5).body
         {'model': 'gpt-4o-mini', 'messages': [], 'max_tokens': 5}
@@ -133,6 +138,8 @@ class OpenAIProvider(Provider):
         if max_tokens is not None:
             limit = "max_completion_tokens" if _REASONING_MODEL.match(model) else "max_tokens"
             body[limit] = max_tokens
+        if tools:
+            body["tools"] = [{"type": "function", "function": dict(t)} for t in tools]
         if schema is not None:
             strict = _strict_for(schema)
             body["response_format"] = {"type": "json_schema", "json_schema": {
@@ -146,12 +153,15 @@ class OpenAIProvider(Provider):
         choice = payload["choices"][0]
         message = choice["message"]
         text = message.get("content")
-        if not text and message.get("tool_calls"):  # answered with a tool call instead
-            text = message["tool_calls"][0]["function"]["arguments"]
+        calls = tuple(ToolRequest(c["id"], c["function"]["name"], c["function"]["arguments"])
+                      for c in message.get("tool_calls") or () if c.get("type", "function") ==
+                      "function")
+        if not text and calls:  # answered with a tool call instead
+            text = str(calls[0].arguments)
         usage = payload.get("usage") or {}  # some compatible servers omit it
         return Completion(
             text=text or message.get("refusal") or "",
             usage=Usage(int(usage.get("prompt_tokens") or 0),
                         int(usage.get("completion_tokens") or 0)),
             model=str(payload.get("model") or ""),
-            finish_reason=choice.get("finish_reason"))
+            finish_reason=choice.get("finish_reason"), tool_calls=calls)

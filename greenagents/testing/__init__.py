@@ -15,10 +15,14 @@ Quick reference:
   ``Retry-After`` and ``retry-after-ms``), ``server_error`` (500), ``overloaded`` (OpenAI 503,
   Anthropic 529), ``reset`` (connection reset, no answer), ``hang`` (no answer until the client
   hangs up), ``malformed`` (200, invalid JSON), ``truncated`` (200, body cut short),
-  ``schema_invalid`` (200, JSON that breaks the requested schema). ``fault_attempts=K`` limits
+  ``schema_invalid`` (200, JSON that breaks the requested schema or tool arguments),
+  ``tool_unknown`` (the first tool call names a tool not offered), ``tool_loop`` (tools are
+  called again even after their results, so an agent loop never ends). ``fault_attempts=K`` limits
   faults to the first K tries of each request (model and conversation), so retrying clients get through.
 - Steering headers for one request: ``X-Sim-Latency: <s>``, ``X-Sim-Fault: <name>``,
   ``X-Sim-Retry-After: <s>``.
+- ``ToolServer(latency=0.5)``: a local HTTP service for tools to call, counting the requests in
+  flight (``stats()["peak"]``); see :mod:`greenagents.testing.toolserver`.
 - pytest: the ``sim`` fixture (configure with ``@pytest.mark.sim(**knobs)``) and
   ``sim_factory(**knobs)``; see :mod:`greenagents.testing.pytest_plugin`.
 - CLI: ``greenagents sim --latency 0.5 --fault rate_limit=0.3 --fault-attempts 1`` or
@@ -35,10 +39,12 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from greenagents.testing.faults import FAULTS
     from greenagents.testing.simulator import Simulator, SimulatorProcess
+    from greenagents.testing.toolserver import ToolServer
 
-__all__ = ["FAULTS", "Simulator", "SimulatorProcess"]
+__all__ = ["FAULTS", "Simulator", "SimulatorProcess", "ToolServer"]
 
-_HOMES = {"Simulator": "simulator", "SimulatorProcess": "simulator", "FAULTS": "faults"}
+_HOMES = {"Simulator": "simulator", "SimulatorProcess": "simulator", "FAULTS": "faults",
+          "ToolServer": "toolserver"}
 
 
 def __getattr__(name: str) -> Any:

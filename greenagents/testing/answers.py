@@ -1,8 +1,10 @@
-"""What the simulated model says: deterministic text, structured JSON or a tool call.
+"""What the simulated model says: deterministic text, structured JSON or tool calls.
 
 Answers depend only on the seed and the request's text, so a test can compute what to expect by
 sending the same prompt twice, and a plain answer quotes the start of the last user message so a
-test can see the right prompt arrived.
+test can see the right prompt arrived. Offered tools and no tool results yet: the model calls
+*every* offered tool once, in one turn, with arguments valid against each schema; once the request
+ends with tool results, it answers quoting them (so a test sees the tools' output reach the model).
 
 >>> from greenagents.testing.wire import Chat
 >>> compose(Chat(model="m", prompt="I love it", last_user="I love it", prompt_tokens=7), seed=0).text
@@ -17,28 +19,34 @@ import random
 
 from greenagents.testing.prompted import field_answer, output_fields, schema_in_prompt
 from greenagents.testing.schema import generate, violate
-from greenagents.testing.wire import Answer, Chat, Finish, Tool, count_tokens, digest
+from greenagents.testing.wire import Answer, Chat, Finish, Tool, ToolCall, count_tokens, digest
 
 _LEADS = ("Positive.", "Negative.", "Neutral.", "Sure.", "Understood.", "Noted.")
 _ECHO_WORDS = 8
+#: The name the ``tool_unknown`` fault calls instead of the first offered tool.
+UNKNOWN_TOOL = "no_such_tool"
 
 
-def compose(chat: Chat, seed: int, *, invalid: bool = False) -> Answer:
-    """The answer to ``chat``; ``invalid`` breaks its schema (the ``schema_invalid`` fault).
+def compose(chat: Chat, seed: int, *, invalid: bool = False, fault: str | None = None) -> Answer:
+    """The answer to ``chat``; ``invalid`` breaks its schema or tool arguments (the
+    ``schema_invalid`` fault); ``fault`` is ``"tool_unknown"`` (the first call names a tool that
+    was not offered) or ``"tool_loop"`` (tools are called again even after their results).
 
     Tool calls win over text when the request allows them, except that ``tool_choice="auto"``
     answers in text once the conversation already holds a tool result, so agent loops end.
     """
     rng = random.Random(digest(seed, chat.model, chat.prompt))
-    tool = _chosen_tool(chat, rng)
-    if tool is not None:
-        args = generate(tool.schema, rng)
-        args = violate(tool.schema, args) if invalid else args
-        return _answer(chat, None, "tool", tool_name=tool.name, tool_args=args)
+    tools = _chosen_tools(chat, again=fault == "tool_loop")
+    if tools:
+        calls = [ToolCall(f"call_{digest(seed, chat.prompt, i):016x}", tool.name,
+                          _arguments(tool, rng, invalid)) for i, tool in enumerate(tools)]
+        if fault == "tool_unknown":
+            calls[0] = dataclasses.replace(calls[0], name=UNKNOWN_TOOL)
+        return _answer(chat, None, "tool", tuple(calls))
     if chat.schema is not None:
         value = generate(chat.schema, rng)
         return _answer(chat, json.dumps(violate(chat.schema, value) if invalid else value))
-    text = plain_text(chat.last_user, rng)
+    text = plain_text(chat.last_user, rng, chat.tool_results)
     if chat.json_mode:  # a schema in the prompt (instructor's Mode.JSON) is what to follow
         schema = schema_in_prompt(chat.prompt)
         return _answer(chat, json.dumps({"answer": text} if schema is None else generate(schema, rng)))
@@ -46,25 +54,39 @@ def compose(chat: Chat, seed: int, *, invalid: bool = False) -> Answer:
     return _clipped(chat, text if fields is None else field_answer(chat.prompt, fields, text))
 
 
-def plain_text(last_user: str, rng: random.Random) -> str:
-    """A short sentence: a verdict word and a quote of the first words of the user's message.
+def _arguments(tool: Tool, rng: random.Random, invalid: bool) -> object:
+    args = generate(tool.schema, rng)
+    return violate(tool.schema, args) if invalid else args
+
+
+def plain_text(last_user: str, rng: random.Random, tool_results: tuple[str, ...] = ()) -> str:
+    """A short sentence: a verdict word and a quote of the first words of the user's message, or
+    of each tool result when the request ends with some.
 
     >>> plain_text("  hello   there  ", random.Random(3))
     'Negative. You said: "hello there".'
+    >>> plain_text("weather?", random.Random(3), ("sunny, 21 C", "rain"))
+    'Negative. The tools said: "sunny, 21 C"; "rain".'
     """
-    words = last_user.replace('"', "'").split()
-    echo = " ".join(words[:_ECHO_WORDS]) + (" …" if len(words) > _ECHO_WORDS else "")
-    return f'{rng.choice(_LEADS)} You said: "{echo or "nothing"}".'
+    if tool_results:
+        quotes = "; ".join(f'"{_quote(result)}"' for result in tool_results)
+        return f"{rng.choice(_LEADS)} The tools said: {quotes}."
+    return f'{rng.choice(_LEADS)} You said: "{_quote(last_user) or "nothing"}".'
 
 
-def _chosen_tool(chat: Chat, rng: random.Random) -> Tool | None:
+def _quote(text: str) -> str:
+    words = text.replace('"', "'").split()
+    return " ".join(words[:_ECHO_WORDS]) + (" …" if len(words) > _ECHO_WORDS else "")
+
+
+def _chosen_tools(chat: Chat, *, again: bool) -> tuple[Tool, ...]:
     if chat.forced_tool is not None:
-        return next(t for t in chat.tools if t.name == chat.forced_tool)
+        return tuple(t for t in chat.tools if t.name == chat.forced_tool)[:1]
     if not chat.tools or chat.tool_mode == "none":
-        return None
-    if chat.tool_mode == "auto" and chat.after_tool_result:
-        return None
-    return rng.choice(chat.tools)
+        return ()
+    if chat.tool_mode == "auto" and chat.after_tool_result and not again:
+        return ()
+    return chat.tools
 
 
 def _clipped(chat: Chat, text: str) -> Answer:
@@ -74,7 +96,7 @@ def _clipped(chat: Chat, text: str) -> Answer:
     return _answer(chat, text)
 
 
-def _answer(chat: Chat, text: str | None, finish: Finish = "stop", tool_name: str | None = None,
-            tool_args: object = None) -> Answer:
-    answer = Answer(text, chat.prompt_tokens, 0, finish, tool_name, tool_args)
+def _answer(chat: Chat, text: str | None, finish: Finish = "stop",
+            tool_calls: tuple[ToolCall, ...] = ()) -> Answer:
+    answer = Answer(text, chat.prompt_tokens, 0, finish, tool_calls)
     return dataclasses.replace(answer, completion_tokens=count_tokens(answer.payload))

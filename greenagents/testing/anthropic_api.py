@@ -23,6 +23,7 @@ from greenagents.testing.wire import (
     ErrorKind,
     Event,
     Tool,
+    ToolCall,
     ToolMode,
     bearer_token,
     message_prompt,
@@ -59,18 +60,20 @@ class AnthropicDialect:
         prompt, tokens = message_prompt(messages, text_of(body.get("system", "")))
         users = [m for m in messages if m.get("role") == "user"]
         last = messages[-1].get("content")
+        results = [b for b in last if isinstance(b, dict) and b.get("type") == "tool_result"] \
+            if isinstance(last, list) else []
         return Chat(
             model=model, prompt=prompt, prompt_tokens=tokens,
             last_user=text_of(users[-1].get("content")) if users else "",
             schema=_output_schema(body), tools=tools, tool_mode=mode, forced_tool=forced,
-            after_tool_result=isinstance(last, list) and any(
-                isinstance(b, dict) and b.get("type") == "tool_result" for b in last),
+            after_tool_result=bool(results),
+            tool_results=tuple(text_of(b.get("content")) for b in results),
             stream=bool(body.get("stream")), include_usage=True, max_tokens=max_tokens,
         )
 
     def render(self, chat: Chat, answer: Answer) -> dict[str, Any]:
-        """A ``message`` object with one text or tool_use content block."""
-        return {**_message(chat), "content": [_block(answer, streaming=False)],
+        """A ``message`` object with one text block or one tool_use block per tool call."""
+        return {**_message(chat), "content": _blocks(answer, streaming=False),
                 "stop_reason": _STOP[answer.finish],
                 "usage": _usage(answer.prompt_tokens, answer.completion_tokens)}
 
@@ -79,14 +82,17 @@ class AnthropicDialect:
         start = {**_message(chat), "content": [], "stop_reason": None,
                  "usage": _usage(answer.prompt_tokens, 1)}
         yield sse({"type": "message_start", "message": start}, "message_start"), 0
-        block = {"type": "content_block_start", "index": 0, "content_block": _block(answer, streaming=True)}
-        yield sse(block, "content_block_start"), 0
-        for piece in pieces(answer.payload):
-            delta = ({"type": "text_delta", "text": piece} if answer.tool_name is None
-                     else {"type": "input_json_delta", "partial_json": piece})
-            event = {"type": "content_block_delta", "index": 0, "delta": delta}
-            yield sse(event, "content_block_delta"), 1
-        yield sse({"type": "content_block_stop", "index": 0}, "content_block_stop"), 0
+        texts = [call.json for call in answer.tool_calls] or [answer.payload]
+        kind = "partial_json" if answer.tool_calls else "text"
+        for index, (block, text) in enumerate(zip(_blocks(answer, streaming=True), texts, strict=True)):
+            start_block = {"type": "content_block_start", "index": index, "content_block": block}
+            yield sse(start_block, "content_block_start"), 0
+            for piece in pieces(text):
+                delta = {"type": "input_json_delta" if answer.tool_calls else "text_delta",
+                         kind: piece}
+                event = {"type": "content_block_delta", "index": index, "delta": delta}
+                yield sse(event, "content_block_delta"), 1
+            yield sse({"type": "content_block_stop", "index": index}, "content_block_stop"), 0
         end = {"type": "message_delta", "usage": {"output_tokens": answer.completion_tokens},
                "delta": {"stop_reason": _STOP[answer.finish], "stop_sequence": None}}
         yield sse(end, "message_delta"), 0
@@ -151,12 +157,16 @@ def _message(chat: Chat) -> dict[str, Any]:
             "model": chat.model, "stop_sequence": None}
 
 
-def _block(answer: Answer, *, streaming: bool) -> dict[str, Any]:
-    """The content block; when streaming it starts empty and deltas fill it in."""
-    if answer.tool_name is None:
-        return {"type": "text", "text": "" if streaming else answer.text}
-    return {"type": "tool_use", "id": f"toolu_{uuid.uuid4().hex[:24]}", "name": answer.tool_name,
-            "input": {} if streaming else answer.tool_args}
+def _blocks(answer: Answer, *, streaming: bool) -> list[dict[str, Any]]:
+    """The content blocks; when streaming they start empty and deltas fill them in."""
+    if not answer.tool_calls:
+        return [{"type": "text", "text": "" if streaming else answer.text}]
+    return [_tool_use(call, streaming) for call in answer.tool_calls]
+
+
+def _tool_use(call: ToolCall, streaming: bool) -> dict[str, Any]:
+    return {"type": "tool_use", "id": "toolu_" + call.id.removeprefix("call_"), "name": call.name,
+            "input": {} if streaming else call.arguments}
 
 
 def _usage(input_tokens: int, output_tokens: int) -> dict[str, int]:

@@ -12,6 +12,7 @@ Error: Invalid value for '--fault': unknown fault 'nope'; valid faults: rate_lim
 
 from __future__ import annotations
 
+import os
 import signal
 
 import click
@@ -71,7 +72,14 @@ def serve_forever(options: SimOptions) -> None:
 
     _raise_open_files_limit()
     server = make_server(SimApp(options), options.host, options.port)
-    server.start()
+    try:
+        server.start()
+    except OSError as exc:  # the port is taken, or the host is not ours
+        from greenagents.cli import UsageProblem
+
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise UsageProblem(f"cannot listen on {options.host}:{options.port} ({reason}); pick "
+                           "another --port, or 0 for a free one") from None
     stopped = gevent.event.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         gevent.signal_handler(signum, stopped.set)

@@ -21,10 +21,14 @@ from greenagents.testing.wire import digest
 
 #: Every fault the simulator can inject, in the order rates are stacked when rolling.
 FAULTS: tuple[str, ...] = ("rate_limit", "server_error", "overloaded", "reset", "hang",
-                           "malformed", "truncated", "schema_invalid", "quota")
+                           "malformed", "truncated", "schema_invalid", "quota", "tool_unknown",
+                           "tool_loop")
 
 #: Faults answered at once with an HTTP error; the others wait out the latency first.
 HTTP_FAULTS: frozenset[str] = frozenset({"rate_limit", "server_error", "overloaded", "quota"})
+
+#: Faults that change the answer itself (they only show when the answer has a schema or tools).
+ANSWER_FAULTS: frozenset[str] = frozenset({"schema_invalid", "tool_unknown", "tool_loop"})
 
 
 def check_rates(rates: Mapping[str, float]) -> None:

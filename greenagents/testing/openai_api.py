@@ -23,6 +23,7 @@ from greenagents.testing.wire import (
     ErrorKind,
     Event,
     Tool,
+    ToolCall,
     ToolMode,
     bearer_token,
     message_prompt,
@@ -57,12 +58,16 @@ class OpenAIDialect:
         fmt = body.get("response_format") or {}
         prompt, tokens = message_prompt(messages)
         users = [m for m in messages if m.get("role") == "user"]
+        trailing = len(messages)
+        while trailing and messages[trailing - 1].get("role") == "tool":
+            trailing -= 1
         return Chat(
             model=model, prompt=prompt, prompt_tokens=tokens,
             last_user=text_of(users[-1].get("content")) if users else "",
             schema=_json_schema(fmt), json_mode=fmt.get("type") == "json_object",
             tools=tools, tool_mode=mode, forced_tool=forced,
             after_tool_result=messages[-1].get("role") == "tool",
+            tool_results=tuple(text_of(m.get("content")) for m in messages[trailing:]),
             stream=bool(body.get("stream")),
             include_usage=bool((body.get("stream_options") or {}).get("include_usage")),
             max_tokens=body.get("max_completion_tokens") or body.get("max_tokens"),
@@ -71,8 +76,8 @@ class OpenAIDialect:
     def render(self, chat: Chat, answer: Answer) -> dict[str, Any]:
         """A ``chat.completion`` object."""
         message: dict[str, Any] = {"role": "assistant", "content": answer.text, "refusal": None}
-        if answer.tool_name is not None:
-            message["tool_calls"] = [_tool_call(answer, answer.payload)]
+        if answer.tool_calls:
+            message["tool_calls"] = [_tool_call(call, call.json) for call in answer.tool_calls]
         choice = {"index": 0, "message": message, "logprobs": None,
                   "finish_reason": _FINISH[answer.finish]}
         return {**_envelope(chat, "chat.completion"), "choices": [choice], "usage": _usage(answer)}
@@ -87,14 +92,16 @@ class OpenAIDialect:
             choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
             return sse({**head, "choices": [choice], **extra})
 
-        if answer.tool_name is None:
+        if not answer.tool_calls:
             yield chunk({"role": "assistant", "content": ""}), 0
             for piece in pieces(answer.payload):
                 yield chunk({"content": piece}), 1
-        else:
-            yield chunk({"role": "assistant", "tool_calls": [_tool_call(answer, "", 0)]}), 0
-            for piece in pieces(answer.payload):
-                yield chunk({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}), 1
+        for index, call in enumerate(answer.tool_calls):
+            head_delta = {"tool_calls": [_tool_call(call, "", index)]}
+            yield chunk({"role": "assistant", **head_delta} if index == 0 else head_delta), 0
+            for piece in pieces(call.json):
+                delta = {"index": index, "function": {"arguments": piece}}
+                yield chunk({"tool_calls": [delta]}), 1
         yield chunk({}, _FINISH[answer.finish]), 0
         if chat.include_usage:
             yield sse({**head, "choices": [], "usage": _usage(answer)}), 0
@@ -166,10 +173,10 @@ def _envelope(chat: Chat, kind: str) -> dict[str, Any]:
             "model": chat.model, "system_fingerprint": "fp_greenagents_sim"}
 
 
-def _tool_call(answer: Answer, arguments: str, index: int | None = None) -> dict[str, Any]:
-    call = {"id": f"call_{uuid.uuid4().hex[:24]}", "type": "function",
-            "function": {"name": answer.tool_name, "arguments": arguments}}
-    return call if index is None else {"index": index, **call}
+def _tool_call(call: ToolCall, arguments: str, index: int | None = None) -> dict[str, Any]:
+    wire = {"id": call.id, "type": "function",
+            "function": {"name": call.name, "arguments": arguments}}
+    return wire if index is None else {"index": index, **wire}
 
 
 def _usage(answer: Answer) -> dict[str, int]:

@@ -37,7 +37,7 @@ from gevent.socket import wait_read
 
 from greenagents.testing.answers import compose
 from greenagents.testing.anthropic_api import AnthropicDialect
-from greenagents.testing.faults import FAULTS, HTTP_FAULTS, FaultPlan
+from greenagents.testing.faults import ANSWER_FAULTS, FAULTS, HTTP_FAULTS, FaultPlan
 from greenagents.testing.latency import Latency
 from greenagents.testing.limits import RateLimiter
 from greenagents.testing.openai_api import OpenAIDialect
@@ -215,8 +215,9 @@ class SimApp:
             raise Drop(reset=True)
         if fault == "hang":
             _hang(environ)
-        if fault == "schema_invalid":
-            answer = compose(chat, self.options.seed, invalid=True)
+        if fault in ANSWER_FAULTS:
+            answer = compose(chat, self.options.seed, invalid=fault == "schema_invalid",
+                             fault=fault)
         self.stats.prompt_tokens += answer.prompt_tokens
         self.stats.completion_tokens += answer.completion_tokens
         return self._success(dialect, chat, answer, fault)
@@ -278,7 +279,7 @@ class SimHandler(WSGIHandler):
                                        struct.pack("ii", 1, 0))
 
 
-def make_server(app: SimApp, host: str, port: int) -> WSGIServer:
+def make_server(app: Callable[..., Any], host: str, port: int) -> WSGIServer:
     """A started-ready WSGI server for ``app``: quiet access log, errors to logging, deep backlog
     (thousands of clients connect at once in the load benchmarks)."""
     return WSGIServer((host, port), app, handler_class=SimHandler, log=None, error_log=log,

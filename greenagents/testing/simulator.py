@@ -26,6 +26,7 @@ import re
 import subprocess
 import sys
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -77,24 +78,15 @@ class Simulator(SimOptions, _Endpoints):
 
     _app: SimApp | None = field(default=None, init=False)
     _stop: Any = field(default=None, init=False)
-    _done: Any = field(default=None, init=False)
     url: str = field(default="", init=False)
 
     def start(self) -> Simulator:
         """Start serving from a new OS thread; return once the port is bound."""
         if self._app is not None:
             raise RuntimeError("this Simulator is already running; stop() it first")
-        app, ready, done = SimApp(self), _allocate_lock(), _allocate_lock()
-        ready.acquire()
-        done.acquire()
-        outcome: dict[str, Any] = {}
-        _start_new_thread(_serve_in_thread, (app, self.host, self.port, outcome, ready, done))
-        ready.acquire()
-        if "error" in outcome:
-            raise OSError(f"simulator could not listen on {self.host}:{self.port}: "
-                          f"{outcome['error']}") from outcome["error"]
-        self._app, self._stop, self._done = app, outcome["stop"], done
-        self.url = f"http://{self.host}:{outcome['port']}"
+        app = SimApp(self)
+        self.url, self._stop = serve_in_thread(app, self.host, self.port, what="simulator")
+        self._app = app
         return self
 
     def stop(self) -> None:
@@ -102,8 +94,7 @@ class Simulator(SimOptions, _Endpoints):
         if self._app is None:
             return
         self._stop()
-        self._done.acquire()
-        self._app = self._stop = self._done = None
+        self._app = self._stop = None
 
     def stats(self) -> dict[str, Any]:
         """The same JSON as ``GET /_sim/stats``."""
@@ -134,7 +125,28 @@ class Simulator(SimOptions, _Endpoints):
         return f"<Simulator {state} latency={self.latency} faults={dict(self.faults)}>"
 
 
-def _serve_in_thread(app: SimApp, host: str, port: int, outcome: dict[str, Any],
+def serve_in_thread(app: Callable[..., Any], host: str, port: int, *,
+                    what: str = "server") -> tuple[str, Callable[[], None]]:
+    """Serve the WSGI ``app`` from a new OS thread with its own hub; return its root URL and a
+    function that stops it (closing every connection, freeing the port, ending the thread)."""
+    ready, done = _allocate_lock(), _allocate_lock()
+    ready.acquire()
+    done.acquire()
+    outcome: dict[str, Any] = {}
+    _start_new_thread(_serve_in_thread, (app, host, port, outcome, ready, done))
+    ready.acquire()
+    if "error" in outcome:
+        raise OSError(f"{what} could not listen on {host}:{port}: "
+                      f"{outcome['error']}") from outcome["error"]
+
+    def stop() -> None:
+        outcome["stop"]()
+        done.acquire()
+
+    return f"http://{host}:{outcome['port']}", stop
+
+
+def _serve_in_thread(app: Callable[..., Any], host: str, port: int, outcome: dict[str, Any],
                      ready: Any, done: Any) -> None:
     """Body of the server thread: its own hub, a gevent server, and a thread-safe stop."""
     hub = gevent.get_hub()

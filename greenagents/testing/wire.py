@@ -61,26 +61,49 @@ class Chat:
     tool_mode: ToolMode = "none"
     forced_tool: str | None = None
     after_tool_result: bool = False
+    tool_results: tuple[str, ...] = ()  # the texts of the tool results the request ends with
     stream: bool = False
     include_usage: bool = False
     max_tokens: int | None = None
 
 
 @dataclass(frozen=True)
+class ToolCall:
+    """One tool call of an answer: its id, the tool's name and the arguments object."""
+
+    id: str
+    name: str
+    arguments: Any
+
+    @property
+    def json(self) -> str:
+        return json.dumps(self.arguments)
+
+
+@dataclass(frozen=True)
 class Answer:
-    """The simulated model's reply: text, or one tool call, plus its token usage."""
+    """The simulated model's reply: text, or tool calls (one or several), plus its token usage."""
 
     text: str | None
     prompt_tokens: int
     completion_tokens: int
     finish: Finish = "stop"
-    tool_name: str | None = None
-    tool_args: Any = None
+    tool_calls: tuple[ToolCall, ...] = ()
+
+    @property
+    def tool_name(self) -> str | None:
+        """The first tool call's name (None for a text answer)."""
+        return self.tool_calls[0].name if self.tool_calls else None
+
+    @property
+    def tool_args(self) -> Any:
+        """The first tool call's arguments object (None for a text answer)."""
+        return self.tool_calls[0].arguments if self.tool_calls else None
 
     @property
     def payload(self) -> str:
-        """The generated characters: the text, or the tool arguments as JSON."""
-        return self.text if self.text is not None else json.dumps(self.tool_args)
+        """The generated characters: the text, or the tool calls' arguments as JSON."""
+        return self.text if self.text is not None else "".join(c.json for c in self.tool_calls)
 
 
 class Dialect(Protocol):

@@ -1,0 +1,174 @@
+"""The tool loop of an agent: ask the model, run the tools it asked for, send the results, repeat.
+
+One turn's tool calls run concurrently through :func:`greenagents.batch` — greenlets in a patched
+process, threads otherwise — at most the agent's ``tool_concurrency`` at once, each call within
+``tool_timeout`` seconds and in a copy of the caller's contextvars. A tool that raises, times out,
+gets arguments that do not validate, or is not one the agent has, does not end the call: the error
+text goes back to the model as that call's result (it can correct itself), and the Result counts
+it (``Result.tool_errors``). ``tool_errors = "raise"`` fails the call instead with
+:class:`~greenagents.errors.ToolError`. A model still asking for tools after ``max_turns`` turns
+fails it with :class:`~greenagents.errors.ToolLoopError`.
+
+Each turn's model call is :meth:`Turns.answer` — retries, re-asks and fallbacks as for any agent —
+so a turn could be answered by another kind of call (a stream) without touching the loop.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
+
+from . import errors, runtime
+from .errors import ConfigError, ToolError, ToolLoopError, redact
+from .providers import Completion, Endpoint, ToolRequest
+from .result import Attempt, Result
+from .result import ToolCall as ToolRecord
+from .retry import Policy
+from .tools import Tool, ToolArgumentsError, ToolContext, toolbox
+
+if TYPE_CHECKING:
+    from .agent import Agent
+
+__all__ = ["LOG_CAP", "Toolbox", "Turns", "run"]
+
+#: Characters of a tool call's arguments or output kept in ``Result.history`` and the execution log.
+LOG_CAP = 2000
+#: What the model is told once its work is done when its provider needs a last turn for the output.
+FINISH = "Now give your final answer by calling the output tool."
+
+
+class Turns(Protocol):
+    """What the loop needs of an agent call's state (``agent._Call``)."""
+
+    agent: type[Agent]
+    messages: list[dict[str, Any]]
+    finishing: bool
+    turn: int
+    history: list[Attempt | ToolRecord]
+
+    def answer(self, endpoints: list[tuple[str, Endpoint]], policy: Policy) -> Any: ...
+
+
+class Toolbox:
+    """An agent class's tools, checked once: by name, and the specs sent to the model."""
+
+    def __init__(self, agent: type[Agent]):
+        owner = agent.__qualname__
+        self.source = agent.tools
+        self.tools: dict[str, Tool] = toolbox(agent.tools, owner)
+        self.specs = tuple(t.spec() for t in self.tools.values())
+        self.methods = any(t.is_method for t in self.tools.values())
+        if self.specs:
+            _check_settings(agent)
+
+    def bound(self, agent: type[Agent]) -> dict[str, Tool]:
+        """The tools for one call: methods bound to a fresh instance of the agent."""
+        if not self.methods:
+            return self.tools
+        instance = agent()
+        return {name: t.bound(instance) for name, t in self.tools.items()}
+
+
+def _check_settings(agent: type[Agent]) -> None:
+    name = agent.__qualname__
+    if not isinstance(agent.max_turns, int) or agent.max_turns < 1:
+        raise ConfigError(f"{name}.max_turns={agent.max_turns!r}: use an int >= 1")
+    if not isinstance(agent.tool_concurrency, int) or agent.tool_concurrency < 1:
+        raise ConfigError(f"{name}.tool_concurrency={agent.tool_concurrency!r}: use an int >= 1")
+    if agent.tool_timeout is not None and not agent.tool_timeout > 0:
+        raise ConfigError(f"{name}.tool_timeout={agent.tool_timeout!r}: use seconds > 0 or None")
+    if agent.tool_errors not in ("return", "raise"):
+        raise ConfigError(f"{name}.tool_errors={agent.tool_errors!r}: use 'return' (the model "
+                          "sees the error) or 'raise' (the call fails)")
+
+
+def run(state: Turns, box: Toolbox, inputs: Mapping[str, Any],
+        endpoints: list[tuple[str, Endpoint]], policy: Policy) -> Any:
+    """Turns until the model answers without tools: the validated output, or raise."""
+    agent = state.agent
+    tools = box.bound(agent)
+    secrets = tuple(endpoint.api_key for _, endpoint in endpoints)
+    turn = 0
+    while True:
+        turn += 1
+        state.turn = turn
+        answer = state.answer(endpoints, policy)
+        if not isinstance(answer, Completion):
+            return answer
+        if not answer.tool_calls:  # done, but its provider asks for the output in a turn of its own
+            state.messages += [{"role": "assistant", "content": answer.text or "Done."},
+                               {"role": "user", "content": FINISH}]
+            state.finishing, state.turn = True, turn + 1
+            return state.answer(endpoints, policy)
+        if turn == agent.max_turns:  # their results could never be read: do not run them
+            names = ", ".join(sorted({call.name for call in answer.tool_calls}))
+            raise ToolLoopError(f"{agent.__qualname__}: the model still asked for tools ({names}) "
+                                f"after max_turns={agent.max_turns} turns; raise max_turns, or "
+                                "make the instructions say when to stop calling tools")
+        state.messages.append(_assistant(answer))
+        context = {"inputs": inputs, "agent": agent.__qualname__, "turn": turn}
+        state.messages += _run_calls(state, tools, answer.tool_calls, context, secrets)
+
+
+def _assistant(completion: Completion) -> dict[str, Any]:
+    """The model's turn as a neutral message (OpenAI's shape; providers translate it)."""
+    arguments = [c.arguments if isinstance(c.arguments, str)
+                 else json.dumps(c.arguments, ensure_ascii=False) for c in completion.tool_calls]
+    calls = [{"id": c.id, "type": "function", "function": {"name": c.name, "arguments": a}}
+             for c, a in zip(completion.tool_calls, arguments, strict=True)]
+    # with no text, a provider gives the first call's arguments as the text (for the forced
+    # output tool); that is not something the model said
+    said = completion.text if completion.text != arguments[0] else None
+    return {"role": "assistant", "content": said or None, "tool_calls": calls}
+
+
+def _run_calls(state: Turns, tools: dict[str, Tool], calls: Sequence[ToolRequest],
+               context: dict[str, Any], secrets: tuple[str | None, ...]) -> list[dict[str, Any]]:
+    """Run one turn's calls concurrently; their result messages, in the order asked."""
+    agent = state.agent
+    known = [call for call in calls if call.name in tools]
+    jobs: list[runtime.Call] = [
+        (tools[call.name].invoke, (call.arguments, ToolContext(call_id=call.id, **context)), {})
+        for call in known]
+    ran = dict(zip((call.id for call in known),
+                   runtime.batch(jobs, max_concurrent=agent.tool_concurrency,
+                                 timeout=agent.tool_timeout, progress=False), strict=True))
+    messages: list[dict[str, Any]] = []
+    for call in calls:
+        result = ran.get(call.id)
+        output, error = _outcome(agent, tools, call, result)
+        state.history.append(ToolRecord(
+            turn=context["turn"], tool=call.name, arguments=_logged(call.arguments, secrets),
+            output=None if output is None else _logged(output, secrets),
+            error=None if error is None else _logged(error, secrets),
+            duration_s=result.duration_s if result is not None else 0.0))
+        if error is not None and agent.tool_errors == "raise":
+            raise ToolError(f"{agent.__qualname__}: tool {call.name!r} failed on turn "
+                            f"{context['turn']}: {redact(error, *secrets)}",
+                            tool=call.name) from (result.error if result is not None else None)
+        messages.append({"role": "tool", "tool_call_id": call.id,
+                         "content": output if error is None else f"Error: {error}"})
+    return messages
+
+
+def _outcome(agent: type[Agent], tools: dict[str, Tool], call: ToolRequest,
+             result: Result[Any] | None) -> tuple[str | None, str | None]:
+    """``(output, None)`` when the tool ran, else ``(None, what went wrong)`` for the model."""
+    if result is None:
+        return None, (f"there is no tool named {call.name!r}; the tools are: "
+                      f"{', '.join(tools)}")
+    if result.error is None:
+        return result.value, None
+    if isinstance(result.error, ToolArgumentsError):
+        return None, str(result.error)
+    if isinstance(result.error, errors.Timeout):
+        return None, f"the tool did not finish within tool_timeout={agent.tool_timeout}s"
+    return None, f"the tool raised {type(result.error).__name__}: {result.error}"
+
+
+def _logged(value: str | Mapping[str, Any], secrets: tuple[str | None, ...]) -> str:
+    """Text for the history and the log: API keys masked, cut to :data:`LOG_CAP` characters."""
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    text = redact(text, *secrets)
+    return text if len(text) <= LOG_CAP else f"{text[:LOG_CAP]}… ({len(text)} characters)"
