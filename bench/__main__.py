@@ -26,7 +26,8 @@ from typing import Any
 from bench import harness, report
 
 FIGURES = ("fanout", "memory", "overhead", "retry_heavy", "stream_scale", "gunicorn_load",
-           "celery_scale", "dashboard_pages", "tools", "peers")
+           "celery_scale", "dashboard_pages", "tools", "streaming", "stats_log", "batch_cost",
+           "peers")
 HERE = Path(__file__).resolve().parent
 
 

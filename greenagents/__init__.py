@@ -44,9 +44,17 @@ _EXPORTS: dict[str, str] = {
     "stream": "runtime",
     "spawn": "runtime",
     "Agent": "agent",
+    "Stream": "streaming",
+    "TextDelta": "streaming",
+    "Done": "streaming",
     "Retry": "retry",
     "RateLimit": "limits",
     "rate_limit": "limits",
+    "summary": "summaries",
+    "CallsFailedWarning": "summaries",
+    "Summary": "summaries",
+    "submit_batch": "batchjobs",
+    "Job": "batchjobs",
     "run_async": "asyncbridge",
     "async_to_sync": "asyncbridge",
     "doctor": "checkup",
@@ -59,11 +67,17 @@ _SUBMODULES = ("celery", "dashboard", "errors", "hooks", "testing", "tracking")
 __all__ = [
     "Agent",
     "Attempt",
+    "CallsFailedWarning",
     "Diagnosis",
+    "Done",
+    "Job",
     "RateLimit",
     "Result",
     "Retry",
     "Settings",
+    "Stream",
+    "Summary",
+    "TextDelta",
     "Tool",
     "ToolCall",
     "ToolContext",
@@ -87,6 +101,8 @@ __all__ = [
     "settings",
     "spawn",
     "stream",
+    "submit_batch",
+    "summary",
     "testing",
     "tool",
     "tracking",
@@ -96,6 +112,7 @@ if TYPE_CHECKING:
     from . import errors, hooks, testing, tracking
     from .agent import Agent
     from .asyncbridge import async_to_sync, run_async
+    from .batchjobs import Job, submit_batch
     from .checkup import Diagnosis, doctor
     from .config import Settings, configure, settings
     from .hooks import on_attempt, on_call_end
@@ -104,6 +121,8 @@ if TYPE_CHECKING:
     from .result import Attempt, Result, ToolCall, Usage
     from .retry import Retry
     from .runtime import batch, each, spawn, stream
+    from .streaming import Done, Stream, TextDelta
+    from .summaries import CallsFailedWarning, Summary, summary
     from .tools import Tool, ToolContext, tool
 
 

@@ -32,23 +32,28 @@ import dataclasses
 import inspect
 import sys
 import time
-from collections.abc import Sequence
-from typing import Any, ClassVar, Literal, get_type_hints
+from collections.abc import Iterable, Mapping, Sequence, Sized
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar, get_type_hints
 
 from pydantic import BaseModel, ValidationError, create_model
 
-from . import hooks, limits, pricing, providers, toolloop, tracking
+from . import definition, hooks, limits, pricing, providers, runtime, toolloop, tracking
 from .config import check_agent_values, settings
 from .errors import ConfigError, InputError, QuotaExceeded, RateLimited, scrub
 from .errors import Timeout as CallTimeout
 from .result import Attempt, Result, ToolCall, Usage
 from .retry import Policy, RetryPolicy, call_with_retries, policy_for, retryable
 from .runtime import target_name
+from .streaming import Stream
 from .structured import InvalidOutput, OutputSpec
+
+if TYPE_CHECKING:
+    from .batchjobs import Job
 
 __all__ = ["Agent"]
 
 Message = dict[str, Any]
+A = TypeVar("A", bound="Agent")
 
 
 class _Inputs:
@@ -212,6 +217,7 @@ class Agent:
     temperature: ClassVar[float | None] = None
     max_tokens: ClassVar[int | None] = None
     timeout: ClassVar[float | None] = None
+    first_token_timeout: ClassVar[float | None] = None  # streams: per attempt; default timeout
     retries: ClassVar[RetryPolicy] = None
     fallbacks: ClassVar[Sequence[str | tuple[str, str]]] = ()
     base_url: ClassVar[str | None] = None
@@ -227,7 +233,37 @@ class Agent:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        definition.check(cls)  # a definition that cannot work fails here, naming the attribute
         check_agent_values(cls)
+
+    @classmethod
+    def with_options(cls: type[A], **options: Any) -> type[A]:
+        """A subclass with these class attributes replaced (``model``, ``timeout``, ``base_url``...).
+
+        >>> class Echo(Agent):
+        ...     model = "openai/gpt-4o-mini"
+        >>> Echo.with_options(model="anthropic/claude-haiku-4-5", timeout=10).model
+        'anthropic/claude-haiku-4-5'
+        """
+        return definition.configured(cls, options)  # type: ignore[return-value]
+
+    @classmethod
+    def batch(cls, inputs: Iterable[dict[str, Any]], **options: Any) -> list[Result[Any]]:
+        """Call the agent once per dict of inputs, concurrently; Results in input order.
+
+        ``options`` are those of :func:`greenagents.batch` (``max_concurrent``, ``timeout``...).
+        """
+        if isinstance(inputs, Sized):  # a wrong item is an InputError now, before any call
+            return runtime.batch([(cls, _as_inputs(cls, item)) for item in inputs], **options)
+        return runtime.batch(((cls, item) for item in inputs), **options)  # lazily: per item
+
+    @classmethod
+    def each(cls, items: Iterable[Any], **options: Any) -> list[Result[Any]]:
+        """Call the agent once per item, passed as its (first) input; Results in input order.
+
+        ``options`` are those of :func:`greenagents.each`.
+        """
+        return runtime.each(items, cls, **options)
 
     def prompt(self, input: str) -> str | list[Message]:
         """The user message (or a list of messages) for these inputs; override it.
@@ -301,13 +337,13 @@ class Agent:
             endpoints = cls._endpoints()
             policy = policy_for(cls.retries)
             toolbox = cls._toolbox()
+            state = _Call(cls, messages, toolbox.specs)
         except Exception as exc:  # bad inputs, config, a bug in prompt(): this call's error only
             result.error = scrub(exc)
             result.duration_s = time.perf_counter() - started
             hooks.call_closed(call, result)
             tracking.record(result, inputs)
             return result
-        state = _Call(cls, messages, toolbox.specs)
         try:
             result.value = toolloop.run(state, toolbox, checked, endpoints, policy) \
                 if toolbox.specs else state.answer(endpoints, policy)
@@ -328,6 +364,48 @@ class Agent:
     __greenagents_call__ = call  # how ga.batch calls an agent class: its Result, kept whole
 
     @classmethod
+    def stream(cls, *args: Any, **inputs: Any) -> Stream[Any]:
+        """Run the agent once, its answer as it is generated (see :mod:`greenagents.streaming`).
+
+        >>> import greenagents.monkey
+        >>> from greenagents.testing import Simulator
+        >>> with Simulator() as sim:
+        ...     class Echo(Agent):
+        ...         model, base_url = "openai/m", sim.base_url
+        ...     stream = Echo.stream("hi")
+        ...     deltas = list(stream)
+        >>> deltas[-1], stream.result.value == "".join(deltas)
+        ('"hi".', True)
+        """
+        result: Result[Any] = Result(target=target_name(cls), attempts=0)
+        try:
+            if cls.tools:
+                raise ConfigError(f"{cls.__qualname__}.stream(): streaming an agent with tools is "
+                                  "not supported yet; use call()")
+            messages = cls._messages(cls._inputs().validate(args, inputs))
+            endpoints = cls._endpoints()
+            policy = policy_for(cls.retries)
+        except Exception as exc:  # the stream raises it when read; its Result holds it
+            result.error = exc
+            return Stream(result, inputs, None, (), None)
+        return Stream(result, inputs, _Call(cls, messages), endpoints, policy)
+
+    @classmethod
     def run(cls, *args: Any, **inputs: Any) -> Any:
         """Run the agent once and return its output, or raise its error."""
         return cls.call(*args, **inputs).unwrap()
+
+    @classmethod
+    def submit_batch(cls, inputs: Iterable[Mapping[str, Any]], **options: Any) -> Job:
+        """Send one call per ``inputs`` item through the provider's Batch API (half price, within
+        24 h); see :func:`greenagents.submit_batch` for ``options``."""
+        from .batchjobs import submit_batch  # the batch layer builds on agents, not the reverse
+
+        return submit_batch([(cls, item) for item in inputs], **options)
+
+def _as_inputs(agent: type[Agent], item: Any) -> dict[str, Any]:
+    if not isinstance(item, dict):
+        raise InputError(f"{agent.__qualname__}.batch() takes dicts of inputs, got {item!r:.60}; "
+                         f"e.g. {agent.__qualname__}.batch([{{'text': 'hi'}}]) (or use "
+                         f"{agent.__qualname__}.each(items) for one input per item)")
+    return item

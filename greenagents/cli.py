@@ -13,6 +13,7 @@ line on stderr, never a traceback. ``run`` exits 0 when every row succeeded and 
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import importlib.util
 import io
@@ -30,7 +31,10 @@ import click
 import gevent.os
 
 import greenagents as ga
-from greenagents import jsonl
+from greenagents import jsonl, runs
+from greenagents.runtime import target_name
+from greenagents.stats_report import render, table
+from greenagents.summaries import ErrorTally
 
 __all__ = ["cli", "main"]
 
@@ -92,9 +96,13 @@ def demo(calls: int, concurrency: int, model: str | None) -> None:
         raise UsageProblem(str(exc)) from None
     ga.tracking.flush(timeout=30)
     click.echo(f"greenagents demo: sample agents against {report.where}\n")
-    click.echo(_table([list(pair) for pair in report.rows()]))
+    click.echo(table([list(pair) for pair in report.rows()]))
     click.echo(f"\nevery call is in {log}; look at them with:\n"
                f"  greenagents dashboard --db {shlex.quote(log)}")
+    if report.errors:
+        click.echo("\nfailed calls, by error:", err=True)
+        click.echo("\n".join(f"  {count}" for count in report.errors), err=True)
+        sys.exit(1)
 
 
 def _demo_log() -> str:
@@ -168,6 +176,23 @@ def _reject(problem: str) -> None:
     raise ga.errors.InputError(problem)
 
 
+class _AtLine:
+    """The target, called for one input line, so the execution log records that line's index
+    (an Agent records its own calls, from inside the run's greenlets)."""
+
+    def __init__(self, target: Callable[..., Any], line: int):
+        self.target, self.line = target, line
+        self.__qualname__ = getattr(target, "__qualname__", type(target).__qualname__)
+        self.__module__ = getattr(target, "__module__", __name__)
+        if hasattr(target, "__greenagents_call__"):  # an Agent: keep its whole Result
+            self.__greenagents_call__ = self.__call__
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        runs.input_index.set(self.line)  # this call's own context: nothing to reset
+        hook = getattr(self.target, "__greenagents_call__", self.target)
+        return hook(*args, **kwargs)
+
+
 class _Rows:
     """The calls for the input's lines not done yet, read lazily; where each call came from.
 
@@ -176,8 +201,9 @@ class _Rows:
     """
 
     def __init__(self, target: Callable[..., Any], lines: IO[bytes], done: set[int],
-                 total: int | None):
+                 total: int | None, *, by_line: bool):
         self.target, self.lines, self.done, self.total = target, lines, done, total
+        self.by_line = by_line  # wrap the target so its log rows carry the input line
         self.origin: dict[int, tuple[int, dict[str, Any] | None]] = {}
 
     def __iter__(self) -> Iterator[tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]]:
@@ -187,7 +213,7 @@ class _Rows:
                 continue
             if isinstance(obj, dict):
                 self.origin[position] = (index, obj)
-                yield self.target, (), obj
+                yield (_AtLine(self.target, index) if self.by_line else self.target), (), obj
             else:
                 self.origin[position] = (index, None)
                 yield _reject, (str(obj),), {}
@@ -303,25 +329,47 @@ def _configure_tracking(output: str, enabled: bool) -> None:
 @click.option("--quiet", is_flag=True, help="No progress bar (none when stderr is not a terminal).")
 @click.option("--tracking/--no-tracking", default=True, show_default=True,
               help="Record every call in .greenagents/runs.db beside the output.")
+@click.option("--max-errors", type=click.IntRange(0), default=None,
+              help="Stop once more than N calls failed: no new call starts, and the calls "
+                   "not finished are not written (--resume runs them).")
 @click.option("--celery", "celery_url", default=None, metavar="REDIS_URL",
               help="Run the calls on the Celery workers of this broker (greenagents.celery), "
                    "not here; TARGET must be importable by the workers.")
+@click.option("--mode", type=click.Choice(["online", "batch", "auto"]), default="online",
+              show_default=True, help="batch: the provider's Batch API (half price, within 24 h; "
+              "--resume reattaches); auto: batch for 1,000+ rows unless --deadline is under 24 h.")
+@click.option("--deadline", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Seconds the whole run may take (online), and what --mode auto weighs.")
+@click.option("--poll-interval", type=click.FloatRange(min=0, min_open=True), default=5.0,
+              show_default=True, help="--mode batch: first seconds between polls (grows to 60).")
 def run(target: str, input_path: str, output_path: str, concurrency: int | None, resume: bool,
-        timeout: float | None, quiet: bool, tracking: bool, celery_url: str | None) -> None:
+        timeout: float | None, quiet: bool, tracking: bool, max_errors: int | None,
+        celery_url: str | None, mode: str, deadline: float | None, poll_interval: float) -> None:
     """Call TARGET (module:Name or file.py:Name, an Agent class or a function) once per input line.
 
     Each result is appended to the output as one JSON line as soon as it completes:
     index, ok, value, error, attempts, duration_s, usage, cost_usd, model.
     """
+    if celery_url and max_errors is not None:
+        raise UsageProblem("--max-errors is not supported with --celery yet; drop one of them")
     fn = load_target(target)
     out = _open_output(output_path)  # locked before reading what a previous run left
     previous = _previous(output_path, resume)
     lines, total = _open_input(input_path)
     _configure_tracking(output_path, tracking)
+    if mode != "online":
+        lines.close()
+        _run_batch(fn, input_path, output_path, out, previous, mode=mode, resume=resume,
+                   deadline=deadline, poll_interval=poll_interval,
+                   progress=not quiet and sys.stderr.isatty())  # exits unless auto chose online
+        lines, total = _open_input(input_path)
     sized = total is not None
-    rows = (_SizedRows if sized else _Rows)(fn, lines, set(previous), (total or 0) - len(previous))
-    failed = sum(not ok for ok in previous.values())
     agent = isinstance(fn, type) and issubclass(fn, ga.Agent)  # agents record their own calls
+    rows = (_SizedRows if sized else _Rows)(fn, lines, set(previous), (total or 0) - len(previous),
+                                            by_line=agent and not celery_url)
+    failed = sum(not ok for ok in previous.values())
+    run_id = runs.new_run_id()
+    runs.run_id.set(run_id)  # the stream and every call it starts copy this context
     progress = not quiet and sys.stderr.isatty()
     if celery_url:
         from greenagents import celery as ga_celery  # the optional extra, only when asked for
@@ -329,20 +377,31 @@ def run(target: str, input_path: str, output_path: str, concurrency: int | None,
         results = ga_celery.stream(ga_celery.app_for(celery_url), rows, timeout=timeout,
                                    progress=progress)
     else:
-        results = ga.stream(rows, max_concurrent=concurrency, timeout=timeout, progress=progress)
+        results = ga.stream(rows, max_concurrent=concurrency, timeout=timeout, deadline=deadline,
+                            progress=progress, max_errors=max_errors, warn_failures=False)
     status = 0
+    tally = ErrorTally()
+    written = aborted = 0
     try:
         with lines, out:
             for result in results:
                 index, kwargs = rows.origin.pop(result.index or 0)
+                if isinstance(result.error, ga.errors.Aborted):
+                    aborted += 1  # not run: left out of the output, so --resume runs it
+                    continue
                 try:
                     out.write(_row(index, result))
                 except OSError as exc:  # a full disk, /dev/full: the rows before it are kept
                     raise UsageProblem(f"cannot write output {output_path}: "
                                        f"{exc.strerror or exc}; free space, then --resume") from None
-                failed += not result.ok
-                if kwargs is not None and not agent:
-                    ga.tracking.record(result, kwargs)
+                written += 1
+                if result.error is not None:
+                    tally.add(result.error)
+                if kwargs is None:  # a malformed line: counted in the log under the target
+                    ga.tracking.record(dataclasses.replace(result, target=target_name(fn)),
+                                       index=index)
+                elif not agent:
+                    ga.tracking.record(result, kwargs, index=index)
     except KeyboardInterrupt:
         click.echo("interrupted: finished rows are written; add --resume to complete the run",
                    err=True)
@@ -350,7 +409,79 @@ def run(target: str, input_path: str, output_path: str, concurrency: int | None,
     finally:
         results.close()  # type: ignore[attr-defined]  # stops the calls still running
         ga.tracking.flush(timeout=30)
+    failed += tally.failed + aborted
+    if status != _INTERRUPTED and (failed or not quiet):  # on stderr, terminal or not
+        where = "stdout" if output_path == "-" else output_path
+        earlier = f" (+{len(previous):,} from before, {failed - tally.failed:,} failed)" \
+            if previous else ""
+        click.echo(f"greenagents run {run_id}: {written:,} rows written to {where}{earlier}: "
+                   f"{written - tally.failed:,} ok, {tally.failed:,} failed", err=True)
+        for line in tally.lines():
+            click.echo(line, err=True)
+        if aborted:
+            click.echo(f"stopped: more than --max-errors {max_errors} calls failed; "
+                       f"{aborted:,} calls not finished are not written: fix the cause, then "
+                       "add --resume to run them", err=True)
     sys.exit(status or (1 if failed else 0))
+
+
+def _run_batch(fn: Callable[..., Any], input_path: str, output_path: str, out: jsonl.Appender,
+               previous: dict[int, bool], *, mode: str, resume: bool, deadline: float | None,
+               poll_interval: float, progress: bool) -> None:
+    """``run --mode batch|auto``: the input as one batch job (see :mod:`greenagents.batchrun`);
+    exits with the run's status, or returns when ``auto`` chose online."""
+    from greenagents import batchrun
+
+    if "-" in (input_path, output_path):
+        raise UsageProblem(f"--mode {mode} needs --input and --output files (the input's hash "
+                           "and the output's name are how --resume finds the job)")
+    db = ga.settings().tracking or str(Path(output_path).resolve().parent / ".greenagents" /
+                                       "runs.db")
+    job_run = batchrun.BatchRun(output_path, ga.tracking.database_path(db))
+    agent = fn if isinstance(fn, type) and issubclass(fn, ga.Agent) else None
+    with open(input_path, "rb") as source:
+        data = source.read()
+    objects = list(jsonl.read_objects(io.BytesIO(data)))
+    if job_run.choose(mode, fn, rows=len(objects) - len(previous), deadline=deadline,
+                      resume=resume) == "online":
+        click.echo("--mode auto: online (see greenagents run --help for the rule)", err=True)
+        return
+    if agent is None:
+        raise UsageProblem(f"--mode batch runs Agent classes; {fn!r:.60} has no Batch API")
+    try:
+        job, covered = job_run.start(agent, data, objects, set(previous), resume=resume,
+                                     poll_interval=poll_interval,
+                                     fallback="online" if mode == "auto" else None)
+    except (ga.errors.ConfigError, ga.errors.InputError) as exc:
+        raise UsageProblem(str(exc)) from None
+    except KeyboardInterrupt:  # each step is recorded before it is taken: resumable as is
+        click.echo("interrupted while submitting; rerun the same command with --resume",
+                   err=True)
+        sys.exit(_INTERRUPTED)
+    click.echo(f"batch job {job.id}: {len(covered)} rows in {len(job.parts)} provider batch(es); "
+               "Ctrl-C detaches (then --resume reattaches)", err=True)
+    try:
+        results = batchrun.results_by_line(job.wait(progress=progress), covered)
+    except KeyboardInterrupt:
+        if sys.stdin.isatty() and click.confirm("\ncancel the provider batches (no: detach)?",
+                                                default=False, err=True):
+            job.cancel()
+            click.echo("cancelled; rerun with --resume to write what finished", err=True)
+        else:
+            click.echo(f"detached from batch job {job.id}: it keeps running at the provider; "
+                       "rerun the same command with --resume to collect it", err=True)
+        sys.exit(_INTERRUPTED)
+    failed = sum(not ok for ok in previous.values())
+    with out:
+        for index, obj in objects:
+            if index in previous:
+                continue
+            result = results.get(index) or ga.Result(index=index, error=ga.errors.InputError(
+                str(obj)), attempts=0)
+            out.write(_row(index, result))
+            failed += not result.ok
+    job_run.written()
+    sys.exit(1 if failed else 0)
 
 
 # --------------------------------------------------------------------------------------- stats
@@ -370,18 +501,6 @@ def _since(ctx: click.Context, param: click.Parameter, value: str | None) -> flo
         raise click.BadParameter(f"{value!r}: use a number and a unit (s, m, h, d, w), e.g. 1h") from None
 
 
-def _table(rows: list[list[str]], header: list[str] | None = None) -> str:
-    """Plain-text columns: the first left-aligned, the others (numbers) right-aligned."""
-    lines = ([header] if header else []) + rows
-    widths = [max(len(line[column]) for line in lines) for column in range(len(lines[0]))]
-    text = ["  ".join(cell.ljust(width) if column == 0 else cell.rjust(width)
-                      for column, (cell, width) in enumerate(zip(line, widths, strict=True))).rstrip()
-            for line in lines]
-    if header:
-        text.insert(1, "  ".join("-" * width for width in widths))
-    return "\n".join(text)
-
-
 def _default_db() -> str:
     """The log ``stats`` and ``dashboard`` read without ``--db``: the tracking setting's, else
     ``greenagents run``'s default in this directory."""
@@ -393,26 +512,31 @@ def _default_db() -> str:
               help="Execution log (default: the tracking setting, else .greenagents/runs.db).")
 @click.option("--since", callback=_since, default=None, metavar="AGE",
               help="Only calls newer than this, e.g. 30m, 1h, 7d.")
-@click.option("--by", type=click.Choice(["agent", "model"]), default="agent", show_default=True)
-def stats(db: str | None, since: float | None, by: str) -> None:
+@click.option("--run", "run_id", default=None, metavar="ID",
+              help="Only the calls of this run (its id is printed by `greenagents run`).")
+@click.option("--by", type=click.Choice(["agent", "model", "run"]), default="agent",
+              show_default=True)
+@click.option("--errors", "show_errors", is_flag=True,
+              help="List the failed calls (newest first) with run, input index and whole message.")
+@click.option("--limit", type=click.IntRange(1), default=50, show_default=True,
+              help="How many failed calls --errors lists.")
+@click.option("--format", "form", type=click.Choice(["table", "json", "csv"]), default="table",
+              show_default=True, help="How to print (json and csv for other tools).")
+@click.option("--json", "form", flag_value="json", help="Same as --format json.")
+@click.option("--csv", "form", flag_value="csv", help="Same as --format csv.")
+def stats(db: str | None, since: float | None, run_id: str | None, by: str, show_errors: bool,
+          limit: int, form: str) -> None:
     """Summarise logged calls: counts, success rate, p50/p95 latency, tokens, cost, top errors."""
     path = db or _default_db()
     try:
-        groups = ga.tracking.summary(path, since=since, by=by)
+        groups = ga.tracking.summary(path, since=since, by=by, run=run_id)
+        failed = ga.tracking.failures(path, since=since, run=run_id, limit=limit) \
+            if show_errors else []
     except ga.errors.ConfigError as exc:
         raise UsageProblem(str(exc)) from None
-    if not groups:
-        click.echo("no calls logged" + (" in that period" if since is not None else ""))
-        return
-    rows = [[g["key"], f"{g['calls']:,}", f"{g['success_rate']:.1%}", f"{g['p50_s']:.2f}s",
-             f"{g['p95_s']:.2f}s", f"{g['prompt_tokens'] + g['completion_tokens']:,}",
-             "?" if g["cost_usd"] is None else f"${g['cost_usd']:.4f}"] for g in groups]
-    click.echo(_table(rows, [by, "calls", "ok", "p50", "p95", "tokens", "cost"]))
-    top = [(count, text, g["key"]) for g in groups for count, text in g["errors"]]
-    if top:
-        click.echo("\ntop errors")
-        for count, text, key in sorted(top, reverse=True)[:5]:
-            click.echo(f"  {count:>6,}  {key}  {text[:100]}")
+    click.echo(render(groups, failed, by=by, form=form, show_errors=show_errors,
+                                empty="no calls logged" + (" in that period" if since else "")
+                                + (f" for run {run_id}" if run_id else "")), nl=False)
 
 
 # ----------------------------------------------------------------------------------- dashboard

@@ -32,6 +32,7 @@ from pydantic import BaseModel, Field
 import greenagents as ga
 
 from .providers import resolve
+from .summaries import ErrorCount, errors_by_type
 
 __all__ = ["AGENTS", "Category", "CategoryAgent", "Report", "Sentiment", "SentimentAgent",
            "SummaryAgent", "reviews", "run"]
@@ -118,6 +119,7 @@ class Report:
     prompt_tokens: int
     completion_tokens: int
     cost_usd: float | None
+    errors: tuple[ErrorCount, ...] = ()
 
     @property
     def failed(self) -> int:
@@ -132,7 +134,8 @@ class Report:
                    peak_memory_mb=_peak_memory_mb(),
                    prompt_tokens=sum(r.usage.prompt_tokens for r in results if r.usage),
                    completion_tokens=sum(r.usage.completion_tokens for r in results if r.usage),
-                   cost_usd=sum(costs) if costs else None)
+                   cost_usd=sum(costs) if costs else None,
+                   errors=tuple(errors_by_type(results)))
 
     def rows(self) -> list[tuple[str, str]]:
         """The numbers as ``(label, value)`` pairs, ready for a two-column table under ``where``."""
@@ -154,20 +157,13 @@ def _peak_memory_mb() -> float:
     return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes on macOS, KiB on Linux
 
 
-def _bound(agent: type[ga.Agent], model: str | None, base_url: str | None) -> type[ga.Agent]:
-    """``agent`` asking ``model`` at ``base_url`` (a subclass: the samples stay untouched)."""
-    attributes = {"model": model or agent.model, "base_url": base_url,
-                  "__module__": agent.__module__, "__qualname__": agent.__qualname__}
-    return type(agent.__name__, (agent,), attributes)
-
-
 def _run_agents(where: str, calls: int, concurrency: int, model: str | None,
                 base_url: str | None, progress: bool) -> Report:
-    agents = [_bound(agent, model, base_url) for agent in AGENTS]
+    agents = [agent.with_options(model=model or agent.model, base_url=base_url) for agent in AGENTS]
     texts = reviews(-(-calls // len(agents)))
     work = [(agents[n % len(agents)], {"text": texts[n // len(agents)]}) for n in range(calls)]
     started = time.perf_counter()
-    results = ga.batch(work, max_concurrent=concurrency, progress=progress)
+    results = ga.batch(work, max_concurrent=concurrency, progress=progress, warn_failures=False)
     return Report.of(where, results, time.perf_counter() - started)
 
 

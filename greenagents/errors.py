@@ -15,10 +15,17 @@ secret (API keys are never formatted into a message; see :func:`redact`).
     │   ├── ConnectionFailed refused, reset, DNS, TLS
     │   ├── ResponseTooLarge the answer outgrew max_response_bytes; not retried
     │   ├── AuthError        401/403: wrong or missing key
-    │   └── BadRequest       400/404/422 and other 4xx: the request itself is wrong
+    │   ├── BadRequest       400/404/422 and other 4xx: the request itself is wrong
+    │   ├── BatchExpired     a Batch API row the provider did not answer within its window
+    │   └── BatchCancelled   a Batch API row whose batch was cancelled before it ran
     ├── OutputError          the model's answer never validated against the output type
+    ├── StreamClosed         the caller stopped reading a stream before the answer's end
     ├── ToolLoopError        a tool-using agent still called tools after ``max_turns`` turns
-    └── ToolError            a tool failed and the agent's ``tool_errors = "raise"``
+    ├── ToolError            a tool failed and the agent's ``tool_errors = "raise"``
+    └── Aborted              the run stopped this call: more than ``max_errors`` calls failed
+
+    KeyboardInterrupt
+    └── Interrupted          Ctrl-C in ga.batch/each; ``.results`` holds the calls finished so far
 
 ``ProviderError.retryable`` says whether trying again can help; the retry policy reads it.
 
@@ -30,20 +37,26 @@ True
 from __future__ import annotations
 
 import re
+from typing import Any
 
 __all__ = [
+    "Aborted",
     "AuthError",
     "BadRequest",
+    "BatchCancelled",
+    "BatchExpired",
     "ConfigError",
     "ConnectionFailed",
     "GreenAgentsError",
     "InputError",
+    "Interrupted",
     "OutputError",
     "ProviderError",
     "QuotaExceeded",
     "RateLimited",
     "ResponseTooLarge",
     "ServerError",
+    "StreamClosed",
     "Timeout",
     "ToolError",
     "ToolLoopError",
@@ -107,6 +120,33 @@ class OutputError(GreenAgentsError):
     """The model's answer did not validate against the agent's output type, re-asks included."""
 
     retryable = False
+
+
+class Aborted(GreenAgentsError):
+    """The run stopped before this call ended, because more than ``max_errors`` calls failed.
+
+    Not retried, and not this call's fault: fix the failures the run's warning names, then run
+    again (``greenagents run --max-errors`` leaves these calls out of its output, so
+    ``--resume`` runs them).
+    """
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (or SIGINT) stopped a batch; ``results`` are the Results finished before it.
+
+    A ``KeyboardInterrupt``, so code that stops on Ctrl-C still stops; the finished work is not
+    lost.
+
+    >>> try:
+    ...     raise Interrupted([])
+    ... except KeyboardInterrupt as stop:
+    ...     stop.results
+    []
+    """
+
+    def __init__(self, results: list[Any]):
+        super().__init__(f"interrupted: {len(results)} call(s) had finished (kept in .results)")
+        self.results = results
 
 
 class ProviderError(GreenAgentsError):
@@ -173,6 +213,19 @@ class BadRequest(ProviderError):
     """The provider rejected the request itself (400, 404, 422...). Retrying cannot help."""
 
 
+class BatchExpired(ProviderError):
+    """A Batch API row the provider left unanswered when its completion window closed.
+
+    Retryable: a follow-up batch (or ``fallback="online"``) usually answers it.
+    """
+
+    retryable = True
+
+
+class BatchCancelled(ProviderError):
+    """A Batch API row whose batch was cancelled (``job.cancel()``) before the row ran."""
+
+
 class ToolLoopError(GreenAgentsError):
     """A tool-using agent's model still asked for tools after ``max_turns`` model turns."""
 
@@ -184,3 +237,8 @@ class ToolError(GreenAgentsError):
     def __init__(self, message: str, *, tool: str):
         super().__init__(message)
         self.tool = tool
+
+
+class StreamClosed(GreenAgentsError):
+    """A streamed call was closed by its reader before the answer's end (``break``, a client
+    that went away); the request was cancelled. Not retried: the reader chose to stop."""

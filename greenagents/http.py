@@ -213,10 +213,26 @@ def post_json(url: str, body: Mapping[str, Any], headers: Mapping[str, str], *,
     greenagents.errors.ConnectionFailed: openai: could not connect to http://127.0.0.1:9 \
 (connection refused); is the server running? check X
     """
-    current = settings()
-    limit = current.timeout if timeout is None else timeout
     payload = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
     send = {"content-type": "application/json", "accept": "application/json", **headers}
+    return request("POST", url, payload, send, timeout=timeout, provider=provider, hint=hint)
+
+
+def request(method: str, url: str, body: bytes | None, headers: Mapping[str, str], *,
+            timeout: float | None = None, provider: str | None = None,
+            hint: str | None = None, max_bytes: int | None = None) -> HttpResponse:
+    """Send any request over the shared pool; what :func:`post_json` and the Batch APIs'
+    uploads, polls and downloads use. Errors and timeouts as in :func:`post_json`; ``max_bytes``
+    replaces ``max_response_bytes`` (one answer's cap) for bodies that are not one answer.
+
+    >>> request("GET", "http://127.0.0.1:9/v1/batches", None, {}, provider="openai")
+    Traceback (most recent call last):
+    ...
+    greenagents.errors.ConnectionFailed: openai: could not connect to http://127.0.0.1:9 \
+(connection refused); is the server running?
+    """
+    current = settings()
+    limit = current.timeout if timeout is None else timeout
     pool = pool_for(url)
     parts = urlsplit(url)
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
@@ -231,10 +247,10 @@ def post_json(url: str, body: Mapping[str, Any], headers: Mapping[str, str], *,
 
         with watchdog.deadline(deadline) if timer is None else contextlib.nullcontext():
             raw = pool.urlopen(
-                "POST", path, body=payload, headers=send, retries=False, redirect=False,
+                method, path, body=body, headers=dict(headers), retries=False, redirect=False,
                 assert_same_host=False, preload_content=False,
                 timeout=urllib3.Timeout(connect=min(current.connect_timeout, limit), read=limit))
-            data = _read_body(raw, current.max_response_bytes,
+            data = _read_body(raw, current.max_response_bytes if max_bytes is None else max_bytes,
                               deadline=None if timer is not None else deadline, provider=provider)
     except gevent.Timeout as exc:
         if exc is not timer:

@@ -62,8 +62,8 @@ import gevent.monkey
 import gevent.select
 from gevent.hub import Hub
 
-__all__ = ["LatePatchWarning", "PitfallWarning", "available", "in_green_context", "is_patched",
-           "patch"]
+__all__ = ["LatePatchWarning", "PitfallWarning", "available", "how_to_patch", "in_green_context",
+           "is_patched", "patch"]
 
 # Modules that capture stdlib objects at import time and break (or deadlock) if imported before
 # patching, with what goes wrong.
@@ -104,6 +104,23 @@ def _fragile_imported() -> dict[str, str]:
     return late
 
 
+def how_to_patch() -> str:
+    """Where ``import greenagents.monkey`` goes for the program this process is running.
+
+    Under pytest, "the first import of your program" is not something a user controls (pytest and
+    its plugins import first), so the advice names pytest's own ways.
+
+    >>> "pytest" in how_to_patch() or "first import" in how_to_patch()
+    True
+    """
+    if "_pytest" in sys.modules or "pytest" in sys.modules:
+        return ("under pytest, run it with `-p greenagents.monkey` (or `addopts = \"-p "
+                "greenagents.monkey\"` in pytest.ini / [tool.pytest.ini_options]), or make "
+                "`import greenagents.monkey` the first line of your top-level conftest.py")
+    return ("make `import greenagents.monkey` the first import of your program (for gunicorn: "
+            "the first line of gunicorn.conf.py; for Celery: the top of the module passed to -A)")
+
+
 def patch() -> bool:
     """Monkey-patch the standard library for gevent (``patch_all``, threads included). Idempotent.
 
@@ -134,9 +151,8 @@ def patch() -> bool:
             problems = "; ".join(f"{name}: {why}" for name, why in late.items())
             warnings.warn(
                 f"greenagents patched the standard library after {', '.join(late)} "
-                f"{'was' if len(late) == 1 else 'were'} imported ({problems}). Make "
-                "`import greenagents.monkey` the first import of your program (for gunicorn: the "
-                "first line of gunicorn.conf.py; for Celery: the top of the module passed to -A).",
+                f"{'was' if len(late) == 1 else 'were'} imported ({problems}). To patch in time, "
+                f"{how_to_patch()}.",
                 LatePatchWarning,
                 stacklevel=2,
             )

@@ -1,8 +1,11 @@
 """What a call cost, in US dollars, from its token usage and a small, extendable price table.
 
 Prices are USD per million tokens, ``(input, output)``. They are **approximate list prices** at the
-time of writing (no batch or cached-input discounts, no long-context surcharges) and will drift:
-check your provider's pricing page, and :func:`register_price` your own models or negotiated rates.
+time of writing (no cached-input discounts, no long-context surcharges) and will drift: check your
+provider's pricing page, and :func:`register_price` your own models or negotiated rates. Calls sent
+through a provider's Batch API (``ga.submit_batch``) cost :func:`batch_price`: half the list price
+(OpenAI's and Anthropic's batch discount), unless ``register_price(..., batch=(in, out))`` says
+otherwise.
 
 Lookup ignores a provider prefix (``"openai/gpt-4o-mini"``) and takes the longest registered name
 the model starts with, so dated snapshots (``"gpt-4o-mini-2024-07-18"``) and tags
@@ -22,7 +25,10 @@ from collections.abc import Mapping
 
 from .result import Usage
 
-__all__ = ["cost_usd", "price", "register_price"]
+__all__ = ["BATCH_DISCOUNT", "batch_price", "cost_usd", "price", "register_price"]
+
+#: Share of the list price a Batch API call costs (OpenAI Batch, Anthropic Message Batches).
+BATCH_DISCOUNT = 0.5
 
 # Characters that may follow a registered name in a longer model id (snapshot date, tag, version).
 _SEPARATORS = "-@:"
@@ -61,17 +67,27 @@ def _name(model: str) -> str:
     return model.rsplit("/", 1)[-1].strip().lower()
 
 
-def register_price(model: str, input_per_mtok: float, output_per_mtok: float) -> None:
-    """Add or replace a model's price, in USD per million input and output tokens.
+# Batch prices that are not BATCH_DISCOUNT × the list price; replaced whole like _prices.
+_batch_prices: Mapping[str, tuple[float, float]] = {}
+
+
+def register_price(model: str, input_per_mtok: float, output_per_mtok: float, *,
+                   batch: tuple[float, float] | None = None) -> None:
+    """Add or replace a model's price, in USD per million input and output tokens; ``batch`` is
+    its Batch API price when that is not half the list price.
 
     >>> register_price("ollama/acme-llm", 0.0, 0.0)
     >>> price("acme-llm:8b")
     (0.0, 0.0)
     """
-    global _prices
-    if input_per_mtok < 0 or output_per_mtok < 0:
-        raise ValueError(f"prices must be >= 0, got {input_per_mtok}, {output_per_mtok}")
+    global _prices, _batch_prices
+    for value in (input_per_mtok, output_per_mtok, *(batch or ())):
+        if value < 0:
+            raise ValueError(f"prices must be >= 0, got {value}")
     _prices = {**_prices, _name(model): (float(input_per_mtok), float(output_per_mtok))}
+    rest = {k: v for k, v in _batch_prices.items() if k != _name(model)}
+    _batch_prices = rest if batch is None else {**rest, _name(model): (float(batch[0]),
+                                                                       float(batch[1]))}
     _price.cache_clear()
 
 
@@ -89,21 +105,46 @@ def _price(name: str) -> tuple[float, float] | None:
     """The longest-prefix match, remembered (every call of every agent asks for a price);
     :func:`register_price` forgets what was remembered."""
     table = _prices  # one consistent snapshot
+    best = _longest(name, table)
+    return table[best] if best is not None else None
+
+
+def _longest(name: str, table: Mapping[str, tuple[float, float]]) -> str | None:
+    """The longest registered name that ``name`` is, or starts with before a separator."""
     best = None
     for known in table:
         matches = name == known or (name.startswith(known) and name[len(known)] in _SEPARATORS)
         if matches and (best is None or len(known) > len(best)):
             best = known
-    return table[best] if best is not None else None
+    return best
 
 
-def cost_usd(model: str, usage: Usage) -> float | None:
-    """The cost of ``usage`` on ``model`` in USD, or None when the model's price is unknown.
+def batch_price(model: str) -> tuple[float, float] | None:
+    """``(input, output)`` USD per million tokens through the Batch API, or None when unknown.
+
+    >>> batch_price("openai/gpt-4o-mini")
+    (0.075, 0.3)
+    """
+    table = _batch_prices  # one consistent snapshot
+    override = _longest(_name(model), table)
+    if override is not None:
+        return table[override]
+    rates = price(model)
+    if rates is None:
+        return None
+    return rates[0] * BATCH_DISCOUNT, rates[1] * BATCH_DISCOUNT
+
+
+def cost_usd(model: str, usage: Usage, *, batch: bool = False) -> float | None:
+    """The cost of ``usage`` on ``model`` in USD (at the Batch API price with ``batch=True``),
+    or None when the model's price is unknown.
 
     >>> cost_usd("gpt-4o", Usage(prompt_tokens=2_000, completion_tokens=500))
     0.01
+    >>> cost_usd("gpt-4o", Usage(prompt_tokens=2_000, completion_tokens=500), batch=True)
+    0.005
     """
-    rates = price(model)
+    rates = batch_price(model) if batch else price(model)
     if rates is None:
         return None
     return (usage.prompt_tokens * rates[0] + usage.completion_tokens * rates[1]) / 1_000_000

@@ -22,6 +22,7 @@ Pitfalls handled here (see gevent's docs for the why):
 from __future__ import annotations
 
 import contextvars
+import functools
 import itertools
 import queue
 import threading
@@ -36,14 +37,16 @@ import gevent.lock
 import gevent.pool
 import gevent.queue
 
-from . import errors, hooks, slots
+from . import errors, hooks, runs, slots
 from .asyncbridge import explain_running_loop
 from .config import settings
-from .patching import available
+from .patching import available, how_to_patch
 from .progress import Progress
 from .result import Result
+from .summaries import CallsFailedWarning, ErrorTally, warn_failures
 
-__all__ = ["NotPatchedWarning", "batch", "call_target", "each", "spawn", "stream", "target_name"]
+__all__ = ["CallsFailedWarning", "NotPatchedWarning", "batch", "call_target", "each", "spawn",
+           "stream", "target_name"]
 
 T = TypeVar("T")
 Call = tuple[Callable[..., Any], dict[str, Any]] | tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]
@@ -66,8 +69,8 @@ def _warn_unpatched(limit: int) -> None:
         _warned_unpatched = True
         warnings.warn(
             f"greenagents: the standard library is not monkey-patched, so calls run in up to "
-            f"{limit} real threads instead of greenlets. For thousands of concurrent calls, make "
-            "`import greenagents.monkey` the first import of your program.",
+            f"{limit} real threads instead of greenlets. For thousands of concurrent calls, "
+            f"{how_to_patch()}.",
             NotPatchedWarning,
             stacklevel=5,
         )
@@ -87,6 +90,14 @@ def call_target(call: Any) -> str:
     ('divmod', '')
     """
     return target_name(call[0]) if isinstance(call, tuple) and call else ""
+
+
+def _check_shapes(calls: Iterable[Any]) -> None:
+    """A list of calls is checked whole before any runs: a shape that can never work is the
+    caller's mistake, not N failed Results. (A lazy iterable keeps per-item errors.)"""
+    if isinstance(calls, (list, tuple)):
+        for index, call in enumerate(calls):
+            _unpack(index, call)
 
 
 def _unpack(index: int, call: Any) -> tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]:
@@ -185,13 +196,19 @@ class _Run:
     collects their Results; workers wait for a slot, run, free the slot, then report.
     """
 
-    def __init__(self, limit: int, timeout: float | None, deadline: float | None):
+    def __init__(self, limit: int, timeout: float | None, deadline: float | None,
+                 max_errors: int | None = None, warn: bool = True, stacklevel: int = 1):
         self.green = available()
         if not self.green:
             _warn_unpatched(limit)
         self.limit = limit
         self.timeout = timeout
         self.deadline = deadline
+        self.max_errors = max_errors
+        self.warn, self.stacklevel = warn, stacklevel  # stacklevel: frames from results() to the user
+        self.tally = ErrorTally()
+        self.finished = 0
+        self.run_id = runs.run_id.get() or runs.new_run_id()  # a batch inside a run joins it
         self.cancelled = False
         self.bound: Any
         self.done: Any
@@ -206,6 +223,8 @@ class _Run:
     def _start(self, index: int, fn: Callable[..., Any], args: tuple[Any, ...],
                kwargs: dict[str, Any]) -> None:
         context = contextvars.copy_context()
+        context.run(runs.run_id.set, self.run_id)  # what the execution log records for the call
+        context.run(runs.input_index.set, index)
         if self.green:
             self.group.spawn(context.run, self._work, index, fn, args, kwargs)
         else:
@@ -274,6 +293,18 @@ class _Run:
         feeder.start()
         return feeder
 
+    def _emit(self, result: Result[Any], bar: Progress) -> Result[Any]:
+        """Count a Result on its way to the caller: the bar, the failures, the total."""
+        bar.add(result)
+        self.finished += 1
+        if result.error is not None:
+            self.tally.add(result.error)
+        return result
+
+    def _ended(self, why: str = "") -> None:
+        if self.warn:
+            warn_failures(self.tally, self.finished, why=why, stacklevel=self.stacklevel + 2)
+
     def results(self, calls: Iterable[Any], bar: Progress) -> Iterator[Result[Any]]:
         pending: dict[int, str] = {}
         source = enumerate(calls)
@@ -281,12 +312,14 @@ class _Run:
         ends_at = None if self.deadline is None else time.monotonic() + self.deadline
         fed_all = False
         feeder = self._start_feeder(source, room)
+        if self.green:
+            _quiet_interrupts(gevent.get_hub())
         with bar:
             try:
                 while not (fed_all and not pending):
                     event = self._next(ends_at)
                     if event is None:
-                        yield from self._expire(pending, source, feeder, room, bar)
+                        yield from self._deadline_passed(pending, source, feeder, room, bar)
                         return
                     if event is _FED_ALL:
                         fed_all = True
@@ -297,31 +330,53 @@ class _Run:
                             fn, args, kwargs = _unpack(event.index, event.call)
                         except errors.InputError as exc:
                             room.release()
-                            bar.update(ok=False)
-                            yield Result(event.index, "", error=exc)
-                            continue
-                        pending[event.index] = target_name(fn)
-                        self._start(event.index, fn, args, kwargs)
+                            yield self._emit(Result(event.index, "", error=exc), bar)
+                        else:
+                            pending[event.index] = target_name(fn)
+                            self._start(event.index, fn, args, kwargs)
                     else:
                         del pending[event.index]
                         room.release()
                         if isinstance(event.error, (KeyboardInterrupt, SystemExit)):
                             raise event.error
-                        bar.update(ok=event.ok)
-                        yield event
+                        yield self._emit(event, bar)
+                    if self.max_errors is not None and self.tally.failed > self.max_errors:
+                        yield from self._abort(pending, source, feeder, room, bar)
+                        return
+                self._ended()
             finally:
                 self._cancel()
                 room.release()  # a feeder waiting for room wakes, sees the cancel, ends
                 if self.green:
                     feeder.kill(block=False)
 
-    def _expire(self, pending: dict[int, str], source: Iterator[tuple[int, Any]], feeder: Any,
-                room: Any, bar: Progress) -> Iterator[Result[Any]]:
-        """The deadline passed: stop every call, keep what finished, time out the rest."""
+    def _deadline_passed(self, *state: Any) -> Iterator[Result[Any]]:
+        late = f"the run's deadline of {self.deadline}s passed"
+        hint = "; raise deadline= or max_concurrent="
+        yield from self._stop_early(
+            *state,
+            running=functools.partial(errors.Timeout, f"{late} before this call finished{hint}"),
+            unstarted=functools.partial(errors.Timeout, f"{late} before this call started{hint}"))
+        self._ended(f" ({late})")
+
+    def _abort(self, *state: Any) -> Iterator[Result[Any]]:
+        """More than ``max_errors`` calls failed: what has not finished ends as Aborted."""
+        aborted = functools.partial(errors.Aborted, (
+            f"the run stopped after {self.tally.failed} failed calls (max_errors="
+            f"{self.max_errors}) before this call ended; see the other calls' errors"))
+        yield from self._stop_early(*state, running=aborted, unstarted=aborted)
+        self._ended(f" and the run stopped there (max_errors={self.max_errors}); the calls "
+                    "not finished are Aborted")
+
+    def _stop_early(self, pending: dict[int, str], source: Iterator[tuple[int, Any]], feeder: Any,
+                    room: Any, bar: Progress, *, running: Callable[[], BaseException],
+                    unstarted: Callable[[], BaseException]) -> Iterator[Result[Any]]:
+        """Stop every call, keep what finished; ``running`` is the error of the calls stopped,
+        ``unstarted`` that of the calls not started (the deadline passed, or max_errors)."""
         self._cancel()
         room.release()
         feeder.join()  # it ends after the call it is reading, if any: that one is timed out too
-        unstarted: list[_Fed] = []
+        fed: list[_Fed] = []
         failure: BaseException | None = None
         while True:  # results that arrived while cancelling are real answers: keep them
             try:
@@ -329,24 +384,18 @@ class _Run:
             except (queue.Empty, gevent.queue.Empty):
                 break
             if isinstance(event, _Fed):
-                unstarted.append(event)
+                fed.append(event)
             elif isinstance(event, _FeedFailed):
                 failure = event.error
             elif isinstance(event, Result):
                 del pending[event.index]  # type: ignore[arg-type]
-                bar.update(ok=event.ok)
-                yield event
-        late = f"the run's deadline of {self.deadline}s passed"
+                yield self._emit(event, bar)
         for index, target in sorted(pending.items()):
-            bar.update(ok=False)
-            yield Result(index, target, error=errors.Timeout(
-                f"{late} before this call finished; raise deadline= or max_concurrent="))
+            yield self._emit(Result(index, target, error=running()), bar)
         if failure is not None:
             raise failure
-        for index, call in itertools.chain(((fed.index, fed.call) for fed in unstarted), source):
-            bar.update(ok=False)
-            yield Result(index, call_target(call), error=errors.Timeout(
-                f"{late} before this call started; raise deadline= or max_concurrent="))
+        for index, call in itertools.chain(((f.index, f.call) for f in fed), source):
+            yield self._emit(Result(index, call_target(call), error=unstarted()), bar)
 
 
 @dataclass(frozen=True, slots=True)
@@ -366,6 +415,14 @@ class _FeedFailed(NamedTuple):
 _FED_ALL = object()  # the iterable is exhausted
 
 
+def _quiet_interrupts(hub: Any) -> None:
+    """Ctrl-C reaches the caller (as :class:`~greenagents.errors.Interrupted` from a batch); the
+    hub need not also print it with a timestamp first. Left in place for later runs: it is the
+    same for every run of this hub, and restoring it would race between concurrent runs."""
+    if KeyboardInterrupt not in hub.NOT_ERROR:
+        hub.NOT_ERROR = (*hub.NOT_ERROR, KeyboardInterrupt)
+
+
 def _checked_limit(max_concurrent: int | None) -> int:
     limit = settings().max_concurrency if max_concurrent is None else max_concurrent
     if not isinstance(limit, int) or limit < 1:
@@ -379,11 +436,32 @@ def _checked_seconds(name: str, value: float | None) -> float | None:
     return value
 
 
-def _stream(calls: Iterable[Any], total: int | None, max_concurrent: int | None,
-            timeout: float | None, deadline: float | None,
-            progress: bool | None) -> Iterator[Result[Any]]:
-    run = _Run(_checked_limit(max_concurrent), _checked_seconds("timeout", timeout),
-               _checked_seconds("deadline", deadline))
+def _checked_max_errors(max_errors: int | None) -> int | None:
+    if max_errors is not None and (isinstance(max_errors, bool) or not isinstance(max_errors, int)
+                                   or max_errors < 0):
+        raise errors.ConfigError(f"max_errors must be an int >= 0 (failures tolerated before the "
+                                 f"run stops) or None, got {max_errors!r}")
+    return max_errors
+
+
+@dataclass(frozen=True)
+class _Options:
+    """The knobs every run takes, checked once."""
+
+    max_concurrent: int | None = None
+    timeout: float | None = None
+    deadline: float | None = None
+    progress: bool | None = None
+    max_errors: int | None = None
+    warn_failures: bool = True
+
+
+def _stream(calls: Iterable[Any], total: int | None, options: _Options,
+            stacklevel: int) -> Iterator[Result[Any]]:
+    run = _Run(_checked_limit(options.max_concurrent), _checked_seconds("timeout", options.timeout),
+               _checked_seconds("deadline", options.deadline),
+               _checked_max_errors(options.max_errors), options.warn_failures, stacklevel)
+    progress = options.progress
     enabled = settings().progress if progress is None else progress
     return run.results(calls, Progress(total, enabled=enabled))
 
@@ -400,6 +478,11 @@ def _collect(source: Iterator[Result[Any]],
             if on_result is not None:
                 on_result(result)
             results.append(result)
+    except KeyboardInterrupt as stop:
+        if isinstance(stop, errors.Interrupted):
+            raise
+        results.sort(key=lambda r: r.index or 0)
+        raise errors.Interrupted(results) from None  # the finished work is not lost
     finally:
         source.close()  # type: ignore[attr-defined]  # stops the calls still running
     results.sort(key=lambda r: r.index or 0)
@@ -408,7 +491,8 @@ def _collect(source: Iterator[Result[Any]],
 
 def stream(calls: Iterable[Call], *, max_concurrent: int | None = None,
            timeout: float | None = None, deadline: float | None = None,
-           progress: bool | None = None) -> Iterator[Result[Any]]:
+           progress: bool | None = None, max_errors: int | None = None,
+           warn_failures: bool = True) -> Iterator[Result[Any]]:
     """Run ``calls`` concurrently and yield each :class:`Result` as it completes.
 
     ``calls`` is consumed lazily, so a generator of a million calls runs in memory proportional to
@@ -416,45 +500,63 @@ def stream(calls: Iterable[Call], *, max_concurrent: int | None = None,
     own, with the caller's contextvars, so a slow iterable never holds back the Results already
     finished; an exception it raises ends the run with that exception. ``timeout`` bounds each
     call; ``deadline`` bounds the whole run (calls still running or not started then get a
-    ``Timeout`` error). Leaving the loop early (``break``, an exception) stops the calls still
-    running.
+    ``Timeout`` error). Once more than ``max_errors`` calls failed, no new call starts: the calls
+    running and the rest end at once as :class:`~greenagents.errors.Aborted`. A run that ends
+    with failures warns once (:class:`CallsFailedWarning`, by error type with the first message
+    of each) unless ``warn_failures=False``. Leaving the loop early (``break``, an exception)
+    stops the calls still running. A list with a call that is not ``(fn, kwargs)`` or
+    ``(fn, args, kwargs)`` raises :class:`~greenagents.errors.InputError` before any call runs.
 
     >>> import greenagents as ga
     >>> sorted(r.value for r in ga.stream([(abs, (-1,), {}), (abs, (-2,), {})]))
     [1, 2]
     """
-    return _stream(calls, _size(calls), max_concurrent, timeout, deadline, progress)
+    _check_shapes(calls)
+    options = _Options(max_concurrent, timeout, deadline, progress, max_errors, warn_failures)
+    return _stream(calls, _size(calls), options, stacklevel=1)
 
 
 def batch(calls: Iterable[Call], *, max_concurrent: int | None = None,
           timeout: float | None = None, deadline: float | None = None,
           progress: bool | None = None,
-          on_result: Callable[[Result[Any]], object] | None = None) -> list[Result[Any]]:
+          on_result: Callable[[Result[Any]], object] | None = None,
+          max_errors: int | None = None, warn_failures: bool = True) -> list[Result[Any]]:
     """Run ``calls`` concurrently; one :class:`Result` per call, in input order.
 
     Each call is ``(fn, kwargs)`` or ``(fn, args, kwargs)``; ``fn`` may be any callable, an Agent
-    class included. ``on_result`` sees each Result as it completes; if it raises (or on Ctrl-C),
-    the calls still running are stopped and the exception propagates.
+    class included. ``on_result`` sees each Result as it completes; if it raises, the calls still
+    running are stopped and the exception propagates. Ctrl-C stops them too and raises
+    :class:`~greenagents.errors.Interrupted` (a ``KeyboardInterrupt``) whose ``results`` are
+    the Results finished so far. ``max_errors`` and ``warn_failures`` are those of
+    :func:`stream`.
 
     >>> import greenagents as ga
     >>> [r.value for r in ga.batch([(divmod, (7, 2), {}), (pow, {"base": 2, "exp": 8})])]
     [(3, 1), 256]
     """
-    return _collect(_stream(calls, _size(calls), max_concurrent, timeout, deadline, progress),
-                    on_result)
+    _check_shapes(calls)
+    options = _Options(max_concurrent, timeout, deadline, progress, max_errors, warn_failures)
+    return _collect(_stream(calls, _size(calls), options, stacklevel=3), on_result)
 
 
 def each(items: Iterable[Any], fn: Callable[[Any], T], *, max_concurrent: int | None = None,
          timeout: float | None = None, deadline: float | None = None,
-         progress: bool | None = None) -> list[Result[T]]:
+         progress: bool | None = None, max_errors: int | None = None,
+         warn_failures: bool = True) -> list[Result[T]]:
     """``fn(item)`` for every item, concurrently; Results in the items' order.
+
+    Options as in :func:`batch`.
 
     >>> import greenagents as ga
     >>> [r.value for r in ga.each(["a", "bb"], len)]
     [1, 2]
     """
+    if not callable(fn):
+        raise errors.InputError(f"each(items, fn): fn is {fn!r:.60}, not a callable; e.g. "
+                                "ga.each(texts, MyAgent) or ga.each(urls, fetch)")
     calls: Iterator[Call] = ((fn, (item,), {}) for item in items)
-    return _collect(_stream(calls, _size(items), max_concurrent, timeout, deadline, progress), None)
+    options = _Options(max_concurrent, timeout, deadline, progress, max_errors, warn_failures)
+    return _collect(_stream(calls, _size(items), options, stacklevel=3), None)
 
 
 _warned_spawn = False
@@ -471,7 +573,6 @@ def spawn(fn: Callable[..., T], *args: Any, **kwargs: Any) -> gevent.Greenlet[An
     if not available() and not _warned_spawn:
         _warned_spawn = True
         warnings.warn("greenagents.spawn: the standard library is not monkey-patched, so spawned "
-                      "calls that block on I/O run one after another. Make "
-                      "`import greenagents.monkey` the first import of your program.",
+                      f"calls that block on I/O run one after another. To patch, {how_to_patch()}.",
                       NotPatchedWarning, stacklevel=2)
     return gevent.spawn(contextvars.copy_context().run, fn, *args, **kwargs)

@@ -133,7 +133,8 @@ def _run_calls(state: Turns, tools: dict[str, Tool], calls: Sequence[ToolRequest
         for call in known]
     ran = dict(zip((call.id for call in known),
                    runtime.batch(jobs, max_concurrent=agent.tool_concurrency,
-                                 timeout=agent.tool_timeout, progress=False), strict=True))
+                                 timeout=agent.tool_timeout, progress=False, warn_failures=False),
+                   strict=True))
     messages: list[dict[str, Any]] = []
     for call in calls:
         result = ran.get(call.id)

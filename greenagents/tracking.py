@@ -33,26 +33,27 @@ from __future__ import annotations
 import atexit
 import collections
 import dataclasses
+import math
 import os
 import sqlite3
-import statistics
 import threading
 import time
-import uuid
 import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from . import runs
 from .config import settings
 from .errors import ConfigError, redact
 from .jsonl import dumps, encode
 from .patching import available
 from .result import Result
 
-__all__ = ["RUN_ID", "TrackingWarning", "database_path", "flush", "record", "summary"]
+__all__ = ["RUN_ID", "TrackingWarning", "database_path", "failures", "flush", "record", "summary"]
 
-#: Identifies this process's calls in the log (one ``greenagents run`` = one run id).
-RUN_ID = uuid.uuid4().hex[:12]
+#: Identifies this process's calls made outside any batch; each batch and each
+#: ``greenagents run`` has its own id (see :mod:`greenagents.runs`).
+RUN_ID = runs.PROCESS_RUN_ID
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS calls (
@@ -72,16 +73,18 @@ CREATE TABLE IF NOT EXISTS calls (
     history TEXT NOT NULL,         -- JSON list of attempts (number, turn, model, status, error, ...)
                                    -- and tool calls (turn, tool, arguments, output, error, ...)
     inputs TEXT,                   -- JSON, only with tracking_payloads=True
-    output TEXT                    -- JSON, only with tracking_payloads=True
+    output TEXT,                   -- JSON, only with tracking_payloads=True
+    input_index INTEGER            -- the input's position in its run (its line for `run`)
 );
 CREATE INDEX IF NOT EXISTS calls_ts ON calls (ts);
 -- the dashboard's filters: one run's calls, one error type's (measured in README § Dashboard)
 CREATE INDEX IF NOT EXISTS calls_run ON calls (run_id);
 CREATE INDEX IF NOT EXISTS calls_error ON calls (error_class, run_id) WHERE error_class IS NOT NULL;
 """
+_ADDED = {"input_index": "INTEGER"}  # columns newer than the first schema: added to old logs
 _COLUMNS = ("ts", "run_id", "agent", "model", "status", "attempts", "duration_s", "prompt_tokens",
             "completion_tokens", "cost_usd", "error_class", "error_message", "history", "inputs",
-            "output")
+            "output", "input_index")
 _INSERT = f"INSERT INTO calls ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
 _BATCH = 2000  # rows per transaction: big enough to amortise the commit, small enough to interleave
 _EXIT_FLUSH_S = 10.0
@@ -114,6 +117,10 @@ def _connect(path: str) -> sqlite3.Connection:
     connection.execute("PRAGMA journal_mode=WAL")
     connection.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across app crashes
     connection.executescript(_SCHEMA)
+    present = {row[1] for row in connection.execute("PRAGMA table_info(calls)")}
+    for column, kind in _ADDED.items():
+        if column not in present:
+            connection.execute(f"ALTER TABLE calls ADD COLUMN {column} {kind}")
     return connection
 
 
@@ -122,16 +129,18 @@ def _text(value: str | None) -> str | None:
     return None if value is None else encode(value).decode()
 
 
-def _row(result: Result[Any], inputs: Mapping[str, Any] | None, payloads: bool) -> tuple[Any, ...]:
+def _row(result: Result[Any], inputs: Mapping[str, Any] | None, payloads: bool,
+         index: int | None) -> tuple[Any, ...]:
     error = result.error
     usage = result.usage
-    return (time.time(), RUN_ID, _text(result.target or "?"), _text(result.model),
+    return (time.time(), runs.current_run_id(), _text(result.target or "?"), _text(result.model),
             "ok" if error is None else "error", result.attempts, result.duration_s,
             usage.prompt_tokens if usage else None, usage.completion_tokens if usage else None,
             result.cost_usd, None if error is None else type(error).__name__,
             None if error is None else _text(redact(str(error))), _text(dumps(_history(result, payloads))),
             _text(redact(dumps(inputs))) if payloads and inputs is not None else None,
-            _text(redact(dumps(result.value))) if payloads and error is None else None)
+            _text(redact(dumps(result.value))) if payloads and error is None else None,
+            runs.input_index.get() if index is None else index)
 
 
 def _history(result: Result[Any], payloads: bool) -> list[dict[str, Any]]:
@@ -243,18 +252,20 @@ def _writer(url: str) -> _Writer:
     return writer
 
 
-def record(result: Result[Any], inputs: Mapping[str, Any] | None = None) -> None:
+def record(result: Result[Any], inputs: Mapping[str, Any] | None = None, *,
+           index: int | None = None) -> None:
     """Queue ``result`` for the log, if tracking is on; cheap and safe from any greenlet or thread.
 
     ``inputs`` (the call's keyword arguments) are stored, with the output, only when
-    ``tracking_payloads`` is on.
+    ``tracking_payloads`` is on. The run id and input index come from the caller's run
+    (:mod:`greenagents.runs`); ``index`` overrides the latter.
     """
     current = settings()
     if current.tracking is None:
         return
     writer = _writer(current.tracking)
     try:
-        row = _row(result, inputs, current.tracking_payloads)
+        row = _row(result, inputs, current.tracking_payloads, index)
     except Exception as exc:  # a value whose str() fails: lose its row, never the call
         writer._warn_once(f"a row of {result.target!r} could not be built ({exc!r})")
         return
@@ -302,55 +313,127 @@ def _lenient_text(data: bytes) -> str:
     return data.decode("utf-8", "replace")
 
 
-def _percentile(sorted_values: list[float], fraction: float) -> float:
-    if len(sorted_values) < 2:
-        return sorted_values[0] if sorted_values else 0.0
-    return statistics.quantiles(sorted_values, n=100, method="inclusive")[round(fraction * 100) - 1]
-
-
-def summary(db: str, *, since: float | None = None, by: str = "agent",
-            top_errors: int = 5) -> list[dict[str, Any]]:
-    """Per-``by`` (``"agent"`` or ``"model"``) totals of the calls logged in ``db``, busiest first.
-
-    Each entry has ``key``, ``calls``, ``ok``, ``success_rate``, ``p50_s``, ``p95_s``,
-    ``prompt_tokens``, ``completion_tokens``, ``cost_usd`` and ``errors`` (the ``top_errors`` most
-    frequent ``(count, "Class: message")``). ``since`` is a unix time. It reads a snapshot, so it
-    can run while a writer is busy.
-    """
-    if by not in ("agent", "model"):
-        raise ConfigError(f"summary(by={by!r}): group by 'agent' or 'model'")
+def _read(db: str) -> sqlite3.Connection:
     path = database_path(db)
     if not os.path.exists(path):
         raise ConfigError(f"no execution log at {path}; run with tracking on first")
     try:
         connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+        connection.text_factory = _lenient_text  # a row another tool wrote must not stop it
+        present = {row[1] for row in connection.execute("PRAGMA table_info(calls)")}
     except sqlite3.Error as exc:
         raise ConfigError(_unreadable(path, exc)) from None
-    connection.text_factory = _lenient_text  # a row another tool wrote must not stop the summary
+    if not present:
+        connection.close()
+        raise ConfigError(_unreadable(path, sqlite3.OperationalError("no such table: calls")))
+    for column in set(_ADDED) - present:  # a log written before the column existed
+        connection.execute(f"CREATE TEMP VIEW IF NOT EXISTS calls AS SELECT *, NULL AS {column} "
+                           "FROM main.calls")
+    return connection
+
+
+def _where(since: float | None, run: str | None) -> tuple[str, tuple[Any, ...]]:
+    clauses: list[str] = []
+    args: list[Any] = []
+    if since is not None:
+        clauses.append("ts >= ?")
+        args.append(since)
+    if run is not None:
+        clauses.append("run_id = ?")
+        args.append(run)
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), tuple(args)
+
+
+#: Durations are grouped in buckets 1% wide (log scale): p50/p95 come from the buckets' counts,
+#: exact to within 0.5%, so the whole log is summarised in one GROUP BY.
+_BUCKETS_PER_E = 100
+
+
+def _bucket(seconds: float | None) -> int:
+    return round(math.log(max(seconds or 0.0, 1e-6)) * _BUCKETS_PER_E)
+
+
+def summary(db: str, *, since: float | None = None, by: str = "agent", run: str | None = None,
+            top_errors: int = 5) -> list[dict[str, Any]]:
+    """Per-``by`` (``"agent"``, ``"model"`` or ``"run"``) totals of the calls logged in ``db``,
+    busiest first.
+
+    Each entry has ``key``, ``calls``, ``ok``, ``success_rate``, ``p50_s``, ``p95_s`` (within
+    0.5%), ``prompt_tokens``, ``completion_tokens``, ``cost_usd`` and ``errors`` (the
+    ``top_errors`` most frequent ``(count, "Class: message")``). ``since`` is a unix time, ``run``
+    a run id. SQLite does the aggregation (``GROUP BY`` agent and duration bucket; its sorter
+    spills to disk), so a log of millions of rows is summarised in constant memory. It reads a
+    snapshot, so it can run while a writer is busy.
+    """
+    column = {"agent": "agent", "model": "model", "run": "run_id"}.get(by)
+    if column is None:
+        raise ConfigError(f"summary(by={by!r}): group by 'agent', 'model' or 'run'")
+    key = f"coalesce({column}, '?')"
+    where, args = _where(since, run)
+    connection = _read(db)
+    connection.create_function("bucket", 1, _bucket, deterministic=True)
     try:
-        where, args = ("WHERE ts >= ?", (since,)) if since is not None else ("", ())
-        rows = connection.execute(
-            f"SELECT coalesce({by}, '?'), status, duration_s, prompt_tokens, completion_tokens, "
-            f"cost_usd, error_class, error_message FROM calls {where}", args).fetchall()
-    except sqlite3.Error as exc:
-        raise ConfigError(_unreadable(path, exc)) from None
+        buckets = connection.execute(
+            f"SELECT {key} AS k, bucket(duration_s) AS b, count(*), sum(status = 'ok'), "
+            f"sum(prompt_tokens), sum(completion_tokens), sum(cost_usd) FROM calls{where} "
+            "GROUP BY k, b ORDER BY k, b", args).fetchall()
+        top = connection.execute(
+            f"SELECT k, n, text FROM (SELECT {key} AS k, count(*) AS n, "
+            "coalesce(error_class, '?') || ': ' || coalesce(error_message, '') AS text, "
+            f"row_number() OVER (PARTITION BY {key} ORDER BY count(*) DESC) AS rank "
+            f"FROM calls{where}{' AND' if where else ' WHERE'} status != 'ok' "
+            "GROUP BY k, error_class, error_message) WHERE rank <= ?",
+            (*args, top_errors)).fetchall()
     finally:
         connection.close()
     groups: dict[str, list[tuple[Any, ...]]] = collections.defaultdict(list)
-    for row in rows:
+    for row in buckets:  # a few hundred rows per group at most, whatever the log's size
         groups[row[0]].append(row[1:])
-    return sorted((_totals(key, calls, top_errors) for key, calls in groups.items()),
-                  key=lambda entry: -entry["calls"])
+    errors: dict[str, list[tuple[int, str]]] = collections.defaultdict(list)
+    for group, count, text in top:
+        errors[group].append((count, text))
+    totals = [_totals(group, rows, sorted(errors[group], key=lambda e: -e[0]))
+              for group, rows in groups.items()]
+    return sorted(totals, key=lambda entry: (-entry["calls"], entry["key"]))
 
 
-def _totals(key: str, calls: list[tuple[Any, ...]], top_errors: int) -> dict[str, Any]:
-    durations = sorted(call[1] for call in calls)
-    ok = sum(call[0] == "ok" for call in calls)
-    errors = collections.Counter(f"{call[5]}: {call[6]}" for call in calls if call[0] != "ok")
-    costs = [call[4] for call in calls if call[4] is not None]
-    return {"key": key, "calls": len(calls), "ok": ok, "success_rate": ok / len(calls),
-            "p50_s": _percentile(durations, 0.50), "p95_s": _percentile(durations, 0.95),
-            "prompt_tokens": sum(call[2] or 0 for call in calls),
-            "completion_tokens": sum(call[3] or 0 for call in calls),
-            "cost_usd": sum(costs) if costs else None,
-            "errors": [(count, text) for text, count in errors.most_common(top_errors)]}
+def _totals(key: str, buckets: list[tuple[Any, ...]],
+            errors: list[tuple[int, str]]) -> dict[str, Any]:
+    """One group's entry from its duration buckets ``(bucket, calls, ok, prompt, completion,
+    cost)``, in bucket order."""
+    calls = sum(b[1] for b in buckets)
+    ok = sum(b[2] for b in buckets)
+    costs = [b[5] for b in buckets if b[5] is not None]
+    return {"key": key, "calls": calls, "ok": ok, "success_rate": ok / calls,
+            "p50_s": _percentile(buckets, calls, 0.50), "p95_s": _percentile(buckets, calls, 0.95),
+            "prompt_tokens": sum(b[3] or 0 for b in buckets),
+            "completion_tokens": sum(b[4] or 0 for b in buckets),
+            "cost_usd": sum(costs) if costs else None, "errors": errors}
+
+
+def _percentile(buckets: list[tuple[Any, ...]], calls: int, fraction: float) -> float:
+    """The nearest-rank percentile: the middle of the bucket holding that rank."""
+    rank, seen = max(math.ceil(fraction * calls), 1), 0
+    for bucket, count, *_ in buckets:
+        seen += count
+        if seen >= rank:
+            return round(math.exp(bucket / _BUCKETS_PER_E), 6)
+    return 0.0
+
+
+def failures(db: str, *, since: float | None = None, run: str | None = None,
+             limit: int | None = 50) -> list[dict[str, Any]]:
+    """The failed calls logged in ``db``, newest first, with their whole error message and the
+    run and input index they came from (``greenagents stats --errors``)."""
+    where, args = _where(since, run)
+    connection = _read(db)
+    try:
+        rows = connection.execute(
+            f"SELECT ts, run_id, input_index, agent, model, attempts, error_class, error_message "
+            f"FROM calls{where}{' AND' if where else ' WHERE'} status != 'ok' "
+            "ORDER BY ts DESC, id DESC LIMIT ?", (*args, -1 if limit is None else limit)).fetchall()
+    finally:
+        connection.close()
+    names = ("ts", "run_id", "input_index", "agent", "model", "attempts", "error_class",
+             "error_message")
+    return [dict(zip(names, row, strict=True)) for row in rows]

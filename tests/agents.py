@@ -33,5 +33,4 @@ class SummaryAgent(ga.Agent):
 
 def at(agent: type[ga.Agent], url: str, **attributes: Any) -> type[ga.Agent]:
     """A subclass of ``agent`` talking to ``url`` (and with other class attributes replaced)."""
-    return type(agent.__name__, (agent,), {"base_url": url, "__module__": agent.__module__,
-                                           **attributes})
+    return agent.with_options(base_url=url, **attributes)

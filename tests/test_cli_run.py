@@ -205,6 +205,8 @@ def test_sigint_stops_promptly_with_finished_rows_written(work: Path) -> None:
     _, stderr = proc.communicate(timeout=10)
     assert time.monotonic() - interrupted < 3
     assert proc.returncode == 130 and "--resume" in stderr and "Traceback" not in stderr
+    assert stderr.strip().splitlines() == [  # one clean line: no hub's KeyboardInterrupt, no time
+        "interrupted: finished rows are written; add --resume to complete the run"]
     rows = read_rows(work / "out.jsonl")  # whole lines only, nothing torn
     assert 10 <= len(rows) < 200 and all(set(row) == ROW_KEYS for row in rows)
 

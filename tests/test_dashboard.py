@@ -214,9 +214,9 @@ def test_columns_added_later_show_and_missing_ones_are_not_needed(tmp_path: Path
     newer = tmp_path / "newer.db"
     write_log(str(newer), {"r1": 10})
     connection = sqlite3.connect(newer)
-    with connection:
-        connection.execute("ALTER TABLE calls ADD COLUMN input_index INTEGER")
-        connection.execute("UPDATE calls SET input_index = id - 1")
+    with connection:  # input_index is in the schema now; a newer column still shows
+        connection.execute("ALTER TABLE calls ADD COLUMN retry_budget INTEGER")
+        connection.execute("UPDATE calls SET retry_budget = id - 1")
     connection.close()
     older = tmp_path / "older.db"  # 0.1's first schema had no payload columns
     connection = sqlite3.connect(older)
@@ -228,7 +228,8 @@ def test_columns_added_later_show_and_missing_ones_are_not_needed(tmp_path: Path
                            "'ServerError', 'boom', '[]')", (time.time(),))
     connection.close()
     with served(newer) as base:
-        assert "<th>input_index</th>" in requests.get(f"{base}/calls", timeout=10).text
+        page = requests.get(f"{base}/calls", timeout=10).text
+        assert "<th>input_index</th>" in page and "<th>retry_budget</th>" in page
     with served(older) as base:
         for page in ("/", "/runs/r0", "/calls", "/calls/1", "/calls.csv"):
             assert requests.get(base + page, timeout=10).status_code == 200, page

@@ -83,7 +83,7 @@ def test_summary_groups_and_percentiles(tmp_path: Path) -> None:
     assert by_agent["a"]["calls"] == 10 and by_agent["a"]["ok"] == 10
     assert by_agent["b"]["ok"] == 5 and by_agent["b"]["errors"] == [(5, "ServerError: boom")]
     (by_model,) = tracking.summary(str(db), by="model")
-    assert by_model["calls"] == 20 and 0.9 <= by_model["p50_s"] <= 1.0
+    assert by_model["calls"] == 20 and 0.9 * 0.995 <= by_model["p50_s"] <= 1.0  # buckets 1% wide
     assert tracking.summary(str(db), since=time.time() + 60) == []
 
 

@@ -8,6 +8,8 @@ Serve it with gevent workers (see ``gunicorn.conf.py`` and the README beside thi
   model at once, each in its own greenlet of the gevent worker.
 - ``GET|POST /analyze``: five analysis agents on one text through ``ga.batch``: the request
   takes about as long as the slowest agent, not the sum of the five.
+- ``GET|POST /stream``: the summary as Server-Sent Events, word by word as the model writes it
+  (``SummaryAgent.stream``); a client that goes away cancels its model call.
 
 The app neither patches nor knows its server: under gunicorn's gevent worker the process is
 patched (by ``gunicorn.conf.py``) and the batch runs in greenlets; under a thread server
@@ -16,7 +18,9 @@ patched (by ``gunicorn.conf.py``) and the batch runs in greenlets; under a threa
 
 from __future__ import annotations
 
+import json
 import time
+from collections.abc import Iterator
 from typing import Any, Literal
 
 from flask import Flask, Response, jsonify, request
@@ -128,3 +132,33 @@ def analyze() -> tuple[Response, int]:
     failures = {name: f"{type(r.error).__name__}: {r.error}" for name, r in outcomes.items() if not r.ok}
     body = {"analyses": answers, "errors": failures, "seconds": time.perf_counter() - started}
     return jsonify(body), 502 if failures else 200
+
+
+def _sse(data: Any, event: str | None = None) -> str:
+    return (f"event: {event}\n" if event else "") + f"data: {json.dumps(data)}\n\n"
+
+
+@app.route("/stream", methods=["GET", "POST"])
+def stream() -> Response:
+    """The summary as Server-Sent Events: one ``data:`` (a JSON string) per delta, then ``event:
+    done`` (tokens, cost) or ``event: error``.
+
+    When the client hangs up, gunicorn closes this generator on its next write; leaving the
+    ``with`` block closes the stream, which cancels the model call (its connection is closed).
+    """
+    answer = SummaryAgent.stream(text=_text())
+
+    def events() -> Iterator[str]:
+        with answer:
+            try:
+                for delta in answer:
+                    yield _sse(delta)
+            except ga.errors.GreenAgentsError as exc:
+                yield _sse(f"{type(exc).__name__}: {exc}", "error")
+                return
+            result = answer.result
+            tokens = result.usage.total_tokens if result.usage else None
+            yield _sse({"tokens": tokens, "cost_usd": result.cost_usd}, "done")
+
+    return Response(events(), mimetype="text/event-stream",
+                    headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

@@ -310,7 +310,7 @@ def stream(app: celery.Celery, calls: Iterable[Call], *, timeout: float | None =
     with Progress(size, enabled=enabled) as bar:
         try:
             for result in itertools.chain(run.send(calls), run.receive()):
-                bar.update(ok=result.ok)
+                bar.add(result)
                 yield result
         finally:
             run.cancel()

@@ -30,12 +30,15 @@ from __future__ import annotations
 
 import functools
 import importlib
+import os
 import select
+import sys
 from collections.abc import Callable
 from typing import Any
 
 import celery
 from celery import states
+from celery.result import AsyncResult
 from kombu.utils import eventio
 
 import greenagents as ga
@@ -73,6 +76,26 @@ def _choose_poller(choose: Any = eventio._get_poller) -> type:
 
 eventio._get_poller = _choose_poller
 
+_forget = AsyncResult.__del__
+
+
+def _forget_quietly(result: AsyncResult) -> None:
+    """``AsyncResult.__del__``, minus its noise at interpreter exit under gevent.
+
+    A result still referenced when the program ends is finalized after gevent's greenlets are:
+    its unsubscribe from Redis then fails with "greenlet is being finalized", printed once per
+    result (dozens of tracebacks after a successful run). Nothing is left to unsubscribe from at
+    that point (the connection goes with the process), so that one error is dropped.
+    """
+    try:
+        _forget(result)
+    except RuntimeError as exc:
+        if "greenlet is being finalized" not in str(exc):
+            raise
+
+
+AsyncResult.__del__ = _forget_quietly
+
 
 @functools.lru_cache(maxsize=256)
 def _load(reference: str) -> Any:
@@ -95,8 +118,7 @@ def _call(task: celery.Task, reference: str, args: list[Any], kwargs: dict[str, 
         fn = _load(reference)
     except (ImportError, AttributeError) as exc:
         result: ga.Result[Any] = ga.Result(index, reference, error=errors.ConfigError(
-            f"the worker cannot import {reference} ({type(exc).__name__}: {exc}); start workers "
-            "where that module is importable (working directory or PYTHONPATH)"))
+            import_problem(reference, exc)))
     else:
         result = ga.batch([(fn, tuple(args), kwargs)], max_concurrent=1, timeout=timeout)[0]
         result.index = index
@@ -104,6 +126,23 @@ def _call(task: celery.Task, reference: str, args: list[Any], kwargs: dict[str, 
     if key != task.request.id:
         task.backend.store_result(key, data, states.SUCCESS)
     return data
+
+
+def import_problem(reference: str, exc: BaseException) -> str:
+    """Why a worker could not import ``reference``, and where it looked: its working directory
+    (which ``celery worker`` does not put on ``sys.path``) and its ``PYTHONPATH``.
+
+    >>> import_problem("myproject.agents:A", ImportError("No module named 'myproject'"))
+    ... # doctest: +ELLIPSIS
+    "the worker cannot import myproject.agents:A (ImportError: No module named 'myproject'); it ran in ..."
+    """
+    cwd, path = os.getcwd(), os.environ.get("PYTHONPATH")
+    on_path = cwd in sys.path or "" in sys.path or "." in sys.path
+    return (f"the worker cannot import {reference} ({type(exc).__name__}: {exc}); it ran in {cwd} "
+            f"({'on' if on_path else 'not on'} sys.path) with PYTHONPATH="
+            f"{path if path else '(unset)'}. Start workers with PYTHONPATH set to the directory "
+            f"that holds {reference.partition(':')[0].split('.')[0]} (e.g. `PYTHONPATH=. celery -A "
+            "...` from your project root), on every machine")
 
 
 # The task options every greenagents task has (see the module's docstring for why).

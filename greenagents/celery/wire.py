@@ -26,11 +26,13 @@ from __future__ import annotations
 import builtins
 import dataclasses
 import json
+import sys
 from typing import Any
 
 from pydantic import TypeAdapter
 
 from greenagents import errors, jsonl
+from greenagents.agent import Agent
 from greenagents.result import Attempt, Result, ToolCall, Usage
 
 __all__ = ["from_json", "to_json"]
@@ -91,8 +93,34 @@ def to_json(result: Result[Any]) -> dict[str, Any]:
     }
 
 
+_outputs: dict[str, TypeAdapter[Any]] = {}  # target -> its agent's output, once found
+
+
+def _known_output(target: str) -> TypeAdapter[Any] | None:
+    """The output type of the agent ``target`` names (``module.Class``), if this process has
+    imported that module (nothing is imported here); None for text or the unknown."""
+    if target in _outputs:
+        return _outputs[target]
+    parts = target.split(".")
+    for cut in range(len(parts) - 1, 0, -1):
+        module = sys.modules.get(".".join(parts[:cut]))
+        if module is None:
+            continue
+        found: Any = module
+        for name in parts[cut:]:
+            found = getattr(found, name, None)
+        if isinstance(found, type) and issubclass(found, Agent) and found.output is not str:
+            _outputs[target] = TypeAdapter(found.output)
+            return _outputs[target]
+        return None
+    return None
+
+
 def from_json(data: dict[str, Any], output: TypeAdapter[Any] | None = None) -> Result[Any]:
     """The :class:`Result` that :func:`to_json` described; ``output`` validates the value back.
+
+    Without ``output``, the value of an agent whose class this process has imported is validated
+    into that agent's ``output`` type (its pydantic model, not a dict).
 
     >>> from pydantic import BaseModel
     >>> class Mood(BaseModel):
@@ -102,6 +130,8 @@ def from_json(data: dict[str, Any], output: TypeAdapter[Any] | None = None) -> R
     """
     error = None if data["error"] is None else _error_from_json(data["error"])
     value = data["value"]
+    if output is None and error is None and data["target"]:
+        output = _known_output(data["target"])
     if output is not None and error is None:
         value = output.validate_python(value)
     return Result(

@@ -30,7 +30,7 @@ from .base import Completion, Message, Provider, Request, ToolRequest
 from .openai import OpenAIProvider, strict_schema
 
 __all__ = ["AnthropicProvider", "Completion", "Endpoint", "Message", "OpenAIProvider",
-           "Provider", "Request", "ToolRequest", "complete", "resolve", "strict_schema"]
+           "Provider", "Request", "ToolRequest", "complete", "resolve", "split", "strict_schema"]
 
 
 @dataclass(frozen=True)
@@ -99,20 +99,45 @@ def resolve(model: str, *, base_url: str | None = None) -> Endpoint:
 providers: anthropic, ollama, openai (any OpenAI-compatible server: 'openai/<model>' with \
 base_url=... or OPENAI_BASE_URL)
     """
+    prefix, name = split(model)
+    kind = _KINDS[prefix]
+    env_url = os.environ.get(kind.base_url_env) or None
+    key = (os.environ.get(kind.key_env) or None) if kind.key_env else None
+    return _endpoint(prefix, name, base_url, env_url, key)
+
+
+# "provider:model" (pydantic-ai's spelling) of providers other libraries know and we do not:
+# refused by name rather than sent to OpenAI as a model called "groq:llama-3.1-8b".
+_FOREIGN = frozenset({"azure", "bedrock", "cohere", "deepseek", "gemini", "google", "google-gla",
+                      "google-vertex", "groq", "huggingface", "mistral", "openrouter", "together",
+                      "vertex", "vertex_ai", "xai"})
+
+
+def split(model: str) -> tuple[str, str]:
+    """``(provider, name)`` of a model string, or :class:`ConfigError` when it cannot work.
+
+    ``"provider/name"`` names the provider; a bare name means OpenAI (or the server at
+    ``OPENAI_BASE_URL``); ``"provider:name"`` with a provider we speak is read as
+    ``"provider/name"``, and with one we do not is refused (never sent on as a model name).
+
+    >>> split("gpt-4o-mini"), split("anthropic:claude-haiku-4-5"), split("ollama/llama3:8b")
+    (('openai', 'gpt-4o-mini'), ('anthropic', 'claude-haiku-4-5'), ('ollama', 'llama3:8b'))
+    """
     prefix, slash, name = model.partition("/")
     if not slash:
-        prefix, name = "openai", model
-    kind = _KINDS.get(prefix)
-    if kind is None:
+        before, colon, after = model.partition(":")
+        if colon and (before in _KINDS or before in _FOREIGN):
+            prefix, name = before, after
+        else:
+            prefix, name = "openai", model
+    if prefix not in _KINDS:
         raise ConfigError(f"unknown provider {prefix!r} in model {model!r}; known providers: "
                           f"{', '.join(sorted(_KINDS))} (any OpenAI-compatible server: "
                           "'openai/<model>' with base_url=... or OPENAI_BASE_URL)")
     if not name:
         raise ConfigError(f"model {model!r} names no model after the provider; e.g. "
                           "'openai/gpt-4o-mini'")
-    env_url = os.environ.get(kind.base_url_env) or None
-    key = (os.environ.get(kind.key_env) or None) if kind.key_env else None
-    return _endpoint(prefix, name, base_url, env_url, key)
+    return prefix, name
 
 
 # What an API key may hold: visible ASCII (anything else cannot go in an HTTP header as is).

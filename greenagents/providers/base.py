@@ -132,13 +132,7 @@ class Provider(ABC):
         :class:`~greenagents.errors.ServerError`; JSON of the wrong shape raises a non-retryable
         :class:`~greenagents.errors.ProviderError`: usually the base URL is not this kind of server.
         """
-        payload = self._json(response)
-        if not 200 <= response.status < 300:
-            message = error_message(payload)
-            if message is None:
-                message = response.data[:200].decode("utf-8", "replace") or None
-            raise_for_status(response, provider=self.name, message=message,
-                             code=error_code(payload), key_env=self.key_env, api_key=self.api_key)
+        payload = self.checked(response)
         if payload is None:
             raise ServerError(f"{self.name} answered {response.status} with a body that is not "
                               f"valid JSON ({len(response.data)} bytes, maybe truncated); retrying "
@@ -151,6 +145,18 @@ class Provider(ABC):
                                 f"fields (missing or malformed {exc!s}); {where} a {self.name}-"
                                 "compatible API", status=response.status,
                                 provider=self.name) from None
+
+    def checked(self, response: HttpResponse) -> Any:
+        """The JSON of a 2xx ``response`` (None if it is not JSON), or raise the matching
+        ``ProviderError`` (the Batch APIs' control requests use it too)."""
+        payload = self._json(response)
+        if not 200 <= response.status < 300:
+            message = error_message(payload)
+            if message is None:
+                message = response.data[:200].decode("utf-8", "replace") or None
+            raise_for_status(response, provider=self.name, message=message,
+                             code=error_code(payload), key_env=self.key_env, api_key=self.api_key)
+        return payload
 
     @staticmethod
     def _json(response: HttpResponse) -> Any:

@@ -8,7 +8,9 @@ True
 Quick reference:
 
 - Endpoints: ``POST /v1/chat/completions`` (OpenAI), ``POST /v1/messages`` (Anthropic),
-  ``GET /v1/models``, ``GET /_sim/stats``, ``POST /_sim/reset``.
+  ``GET /v1/models``, ``GET /_sim/stats``, ``POST /_sim/reset``; the Batch APIs: OpenAI
+  ``/v1/files`` and ``/v1/batches``, Anthropic ``/v1/messages/batches`` (knobs ``batch_*``, see
+  :mod:`greenagents.testing.batches`).
 - Clients: ``openai.OpenAI(base_url=sim.base_url, ...)``,
   ``anthropic.Anthropic(base_url=sim.anthropic_url, ...)``.
 - Faults (``Simulator(faults={name: rate})``, see :data:`FAULTS`): ``rate_limit`` (429 with

@@ -27,10 +27,12 @@ _ECHO_WORDS = 8
 UNKNOWN_TOOL = "no_such_tool"
 
 
-def compose(chat: Chat, seed: int, *, invalid: bool = False, fault: str | None = None) -> Answer:
+def compose(chat: Chat, seed: int, *, invalid: bool = False, fault: str | None = None,
+            words: int | None = None) -> Answer:
     """The answer to ``chat``; ``invalid`` breaks its schema or tool arguments (the
     ``schema_invalid`` fault); ``fault`` is ``"tool_unknown"`` (the first call names a tool that
-    was not offered) or ``"tool_loop"`` (tools are called again even after their results).
+    was not offered) or ``"tool_loop"`` (tools are called again even after their results);
+    ``words`` lengthens plain text to that many words (see :func:`lengthened`).
 
     Tool calls win over text when the request allows them, except that ``tool_choice="auto"``
     answers in text once the conversation already holds a tool result, so agent loops end.
@@ -47,6 +49,8 @@ def compose(chat: Chat, seed: int, *, invalid: bool = False, fault: str | None =
         value = generate(chat.schema, rng)
         return _answer(chat, json.dumps(violate(chat.schema, value) if invalid else value))
     text = plain_text(chat.last_user, rng, chat.tool_results)
+    if words is not None:
+        text = lengthened(text, words)
     if chat.json_mode:  # a schema in the prompt (instructor's Mode.JSON) is what to follow
         schema = schema_in_prompt(chat.prompt)
         return _answer(chat, json.dumps({"answer": text} if schema is None else generate(schema, rng)))
@@ -77,6 +81,18 @@ def plain_text(last_user: str, rng: random.Random, tool_results: tuple[str, ...]
 def _quote(text: str) -> str:
     words = text.replace('"', "'").split()
     return " ".join(words[:_ECHO_WORDS]) + (" …" if len(words) > _ECHO_WORDS else "")
+
+
+def lengthened(text: str, words: int) -> str:
+    """``text`` cut or filled up to ``words`` words, so a stream has that many deltas.
+
+    >>> lengthened("Sure. You said: 'hi'.", 7)
+    "Sure. You said: 'hi'. and so on"
+    """
+    have = text.split()
+    filler = ("and", "so", "on", "as", "the", "model", "goes")
+    have += [filler[i % len(filler)] for i in range(max(0, words - len(have)))]
+    return " ".join(have[:words])
 
 
 def _chosen_tools(chat: Chat, *, again: bool) -> tuple[Tool, ...]:

@@ -54,6 +54,20 @@ def _parse_faults(ctx: click.Context, param: click.Parameter,
 @click.option("--api-key", envvar=API_KEY_ENV, default=None,
               help=f"Require this API key (or set {API_KEY_ENV}).")
 @click.option("--seed", default=0, show_default=True, help="Seed for answers and faults.")
+@click.option("--answer-words", type=int, default=None,
+              help="Plain-text answers run to this many words (long streams).")
+@click.option("--batch-delay", default=0.0, show_default=True,
+              help="Seconds until a batch (OpenAI Batches, Anthropic Message Batches) ends.")
+@click.option("--batch-row-failure", default=0.0, show_default=True,
+              help="Share of batch rows answered with an error.")
+@click.option("--batch-row-expiry", default=0.0, show_default=True,
+              help="Share of batch rows left expired.")
+@click.option("--batch-max-rows", type=int, default=None,
+              help="Requests per batch (default: the provider's limit).")
+@click.option("--batch-max-bytes", type=int, default=None,
+              help="Bytes per batch file / request (default: the provider's limit).")
+@click.option("--batch-create-latency", default=0.0, show_default=True,
+              help="Seconds a batch create waits; a client hanging up meanwhile creates nothing.")
 def sim(**knobs: object) -> None:
     """Serve a local OpenAI/Anthropic-compatible LLM simulator until interrupted."""
     try:

@@ -47,7 +47,7 @@ def _rows(run_id: str, calls: int, start: float, rate: float, rng: random.Random
                (prompt * 0.15 + completion * 0.6) / 1e6, error and error[0], error and error[1],
                json.dumps(history), json.dumps({"text": text}) if payloads else None,
                json.dumps({"label": "positive", "confidence": 0.9})
-               if payloads and not error else None)
+               if payloads and not error else None, n)
 
 
 def write_log(path: str, runs: dict[str, int], *, rate: float = 300.0, payloads: bool = False,

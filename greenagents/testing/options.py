@@ -35,6 +35,11 @@ class SimOptions:
     - ``rpm``/``tpm``: per-API-key budgets answered with 429 and an exact ``Retry-After``.
     - ``api_key``: when set, requests must carry it (never logged or echoed).
     - ``seed``: makes answers and fault rolls reproducible.
+    - ``answer_words``: plain-text answers run to this many words (stream deltas; each paced by
+      ``token_latency``): long answers to stream.
+    - ``batch_*``: the Batch APIs (see :mod:`greenagents.testing.batches`): ``batch_delay``
+      seconds until a batch ends, shares of rows that fail / expire, limits per batch (None: the
+      providers' own), and ``batch_create_latency``.
     """
 
     latency: float = 0.0
@@ -47,19 +52,31 @@ class SimOptions:
     tpm: int | None = None
     api_key: str | None = field(default=None, repr=False)
     seed: int = 0
+    answer_words: int | None = None
     host: str = "127.0.0.1"
     port: int = 0
+    batch_delay: float = 0.0
+    batch_row_failure: float = 0.0
+    batch_row_expiry: float = 0.0
+    batch_max_rows: int | None = None
+    batch_max_bytes: int | None = None
+    batch_create_latency: float = 0.0
 
     def __post_init__(self) -> None:
         self.faults = dict(self.faults)
         check_rates(self.faults)
-        for name in ("latency", "token_latency", "retry_after"):
+        for name in ("latency", "token_latency", "retry_after", "batch_delay",
+                     "batch_create_latency"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0 seconds, got {getattr(self, name)}")
         if self.latency_p99 is not None and not 0 < self.latency <= self.latency_p99:
             raise ValueError("latency_p99 needs 0 < latency (the median) <= latency_p99, "
                              f"got latency={self.latency}, latency_p99={self.latency_p99}")
-        for name in ("fault_attempts", "rpm", "tpm"):
+        if not 0 <= self.batch_row_failure + self.batch_row_expiry <= 1 or \
+                min(self.batch_row_failure, self.batch_row_expiry) < 0:
+            raise ValueError("batch_row_failure and batch_row_expiry are shares of rows: each >= "
+                             "0, together <= 1")
+        for name in ("fault_attempts", "rpm", "tpm", "answer_words", "batch_max_rows", "batch_max_bytes"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be a positive integer or None, got {value}")
@@ -71,9 +88,13 @@ class SimOptions:
         the environment so it never shows in a process list)."""
         args = ["--host", self.host, "--port", str(self.port), "--latency", str(self.latency),
                 "--token-latency", str(self.token_latency), "--retry-after", str(self.retry_after),
-                "--seed", str(self.seed)]
+                "--seed", str(self.seed), "--batch-delay", str(self.batch_delay),
+                "--batch-row-failure", str(self.batch_row_failure),
+                "--batch-row-expiry", str(self.batch_row_expiry),
+                "--batch-create-latency", str(self.batch_create_latency)]
         optional = {"--latency-p99": self.latency_p99, "--fault-attempts": self.fault_attempts,
-                    "--rpm": self.rpm, "--tpm": self.tpm}
+                    "--rpm": self.rpm, "--tpm": self.tpm, "--answer-words": self.answer_words,
+                    "--batch-max-rows": self.batch_max_rows, "--batch-max-bytes": self.batch_max_bytes}
         for flag, value in optional.items():
             if value is not None:
                 args += [flag, str(value)]

@@ -11,7 +11,7 @@ takes the server down. Steering headers let one test bend one request:
 
 >>> app = SimApp(SimOptions())
 >>> sorted(app.snapshot())[:3]
-['by_fault', 'by_model', 'by_status']
+['batches', 'by_fault', 'by_model']
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from gevent.socket import wait_read
 
 from greenagents.testing.answers import compose
 from greenagents.testing.anthropic_api import AnthropicDialect
+from greenagents.testing.batches import PREFIXES, BatchStore
 from greenagents.testing.faults import ANSWER_FAULTS, FAULTS, HTTP_FAULTS, FaultPlan
 from greenagents.testing.latency import Latency
 from greenagents.testing.limits import RateLimiter
@@ -73,6 +74,10 @@ class Drop(Exception):
         self.reset = reset
 
 
+class Last(bytes):
+    """An answer's last chunk: the request counts as finished before it is sent."""
+
+
 @dataclass
 class Reply:
     """Status, headers and body chunks of one answer, before it goes on the wire."""
@@ -91,10 +96,11 @@ class SimApp:
         self.faults = FaultPlan(options.faults, options.fault_attempts, options.seed)
         self.limiter = RateLimiter(options.rpm, options.tpm)
         self.latency = Latency(options.latency, options.latency_p99, options.token_latency)
+        self.batches = BatchStore(options)
 
     def snapshot(self) -> dict[str, Any]:
-        """The stats as served by ``GET /_sim/stats``."""
-        return self.stats.snapshot()
+        """The stats as served by ``GET /_sim/stats`` (``batches``: uploads and creates)."""
+        return {**self.stats.snapshot(), "batches": self.batches.counts()}
 
     def reset(self) -> None:
         """Zero stats, forget request attempts and empty rate-limit windows."""
@@ -108,6 +114,8 @@ class SimApp:
             else OPENAI
         if path in _COMPLETIONS and method == "POST":
             return self._completion(environ, start_response, _COMPLETIONS[path])
+        if path.startswith(PREFIXES):
+            return _send(start_response, self._batch_api(environ, path, method, dialect))
         if path in UTILITY_ROUTES and method == "POST":
             return _send(start_response, self._utility(environ, dialect, UTILITY_ROUTES[path]))
         reply = self._simple(path, method, dialect)
@@ -116,8 +124,10 @@ class SimApp:
     def _simple(self, path: str, method: str, dialect: Dialect) -> Reply:
         """Everything but completions: model list, control endpoints, 404 and 405."""
         routes: dict[str, tuple[str, Callable[[], Any]]] = {
+            "/": ("GET", _index),
             "/v1/models": ("GET", lambda: dialect.models(MODELS)),
             "/_sim/stats": ("GET", self.snapshot),
+            "/_sim/first_tokens": ("GET", lambda: self.stats.first_tokens),
             "/_sim/reset": ("POST", self._reset_and_snapshot),
         }
         if path in _COMPLETIONS or path in UTILITY_ROUTES:  # reached only with the wrong method
@@ -131,16 +141,41 @@ class SimApp:
             return reply
         return _json(200, handler())
 
+    def _batch_api(self, environ: dict[str, Any], path: str, method: str,
+                   dialect: Dialect) -> Reply:
+        """Files and batches (:mod:`greenagents.testing.batches`), behind the same API key."""
+        refused = self._refused(environ, dialect)
+        if refused is not None:
+            return refused
+        try:
+            status, body = self.batches.handle(path, method, environ)
+        except Exception:
+            log.exception("simulator bug while answering %s", path)
+            return _error(dialect, "server_error", "The simulator failed; see its log.")
+        if status == 499:  # the client hung up while its create waited: nobody to answer
+            raise Drop(reset=False)
+        if isinstance(body, bytes):
+            return Reply(status, [("Content-Type", "application/octet-stream"),
+                                  ("Content-Length", str(len(body)))], [body])
+        return _json(status, body)
+
     def _utility(self, environ: dict[str, Any], dialect: Dialect,
                  handler: Callable[[Any], dict[str, Any]]) -> Reply:
         """An endpoint with no model turn (embeddings, token counts): no latency, no faults."""
-        if not self._authorized(dialect.api_key(_headers(environ))):
-            return _error(dialect, "authentication", "Invalid API key: pass the key the "
-                          "simulator was started with (it is not shown here).")
+        refused = self._refused(environ, dialect)
+        if refused is not None:
+            return refused
         try:
             return _json(200, handler(json.loads(environ["wsgi.input"].read())))
         except ValueError as exc:  # json.JSONDecodeError and BadRequest
             return _error(dialect, "invalid_request", _client_message(exc))
+
+    def _refused(self, environ: dict[str, Any], dialect: Dialect) -> Reply | None:
+        """401 in the provider's shape when the request lacks the simulator's key."""
+        if self._authorized(dialect.api_key(_headers(environ))):
+            return None
+        return _error(dialect, "authentication", "Invalid API key: pass the key the "
+                      "simulator was started with (it is not shown here).")
 
     def _reset_and_snapshot(self) -> dict[str, Any]:
         self.reset()
@@ -150,8 +185,8 @@ class SimApp:
                     dialect: Dialect) -> Iterator[bytes]:
         """Serve one completion, keeping the in-flight count right however it ends.
 
-        The request is counted as finished just *before* its last chunk goes out, so a client
-        that has its whole answer already sees it in ``/_sim/stats``.
+        The request is counted as finished just *before* its :class:`Last` chunk goes out, so a
+        client that has its whole answer already sees it in ``/_sim/stats``.
         """
         self.stats.begin()
         status = "dropped"
@@ -164,18 +199,14 @@ class SimApp:
                 log.exception("simulator bug while answering %s", environ.get("PATH_INFO"))
                 reply = _error(dialect, "server_error", "The simulator failed; see its log.")
             status = str(reply.status)
-            chunks = _send(start_response, reply)
-            pending = next(chunks)
-            try:
-                for chunk in chunks:
-                    yield pending
-                    pending = chunk
-            except Drop:
-                yield pending  # what was produced before the cut still goes out
-                raise
-            self.stats.end(status)
-            status = ""
-            yield pending
+            for chunk in _send(start_response, reply):  # a stream's chunks go out as made
+                if type(chunk) is Last:
+                    self.stats.end(status)
+                    status = ""
+                yield chunk
+        except GeneratorExit:  # pywsgi closes us when a write fails: the client hung up
+            status = status and "disconnected"
+            raise
         finally:
             if status:
                 self.stats.end(status)
@@ -192,7 +223,7 @@ class SimApp:
             forced = _steering(headers)
         except ValueError as exc:  # json.JSONDecodeError and BadRequest
             return _error(dialect, "invalid_request", _client_message(exc))
-        answer = compose(chat, self.options.seed)
+        answer = compose(chat, self.options.seed, words=self.options.answer_words)
         self.stats.by_model[chat.model] += 1
         wait = self.limiter.admit(key or "", answer.prompt_tokens + answer.completion_tokens,
                                   time.monotonic())
@@ -217,7 +248,7 @@ class SimApp:
             _hang(environ)
         if fault in ANSWER_FAULTS:
             answer = compose(chat, self.options.seed, invalid=fault == "schema_invalid",
-                             fault=fault)
+                             fault=fault, words=self.options.answer_words)
         self.stats.prompt_tokens += answer.prompt_tokens
         self.stats.completion_tokens += answer.completion_tokens
         return self._success(dialect, chat, answer, fault)
@@ -236,32 +267,65 @@ class SimApp:
         return _error(dialect, _FAULT_ERRORS[fault], f"Simulated {fault.replace('_', ' ')}.")
 
     def _success(self, dialect: Dialect, chat: Chat, answer: Answer, fault: str | None) -> Reply:
-        if chat.stream:
-            events = list(dialect.events(chat, answer))
+        events: Iterable[Event]
+        if chat.stream:  # built as sent: a thousand answers due at once start at once
+            events = dialect.events(chat, answer)
             headers = [("Content-Type", "text/event-stream"), ("Cache-Control", "no-cache")]
         else:
             events = [(json.dumps(dialect.render(chat, answer)).encode(), answer.completion_tokens)]
             headers = [("Content-Type", "application/json")]
         if fault == "malformed":
-            events = _garbled(events, sse=chat.stream)
+            events = _garbled(list(events), sse=chat.stream)
         if not chat.stream:
             headers.append(("Content-Length", str(sum(len(data) for data, _ in events))))
-        return Reply(200, headers, self._paced(events, truncate=fault == "truncated"))
+        cut = -1
+        if fault == "truncated":
+            events = list(events)
+            cut = len(events) // 2
+        return Reply(200, headers, self._paced(events, cut=cut, key=chat.last_user))
 
-    def _paced(self, events: list[Event], *, truncate: bool) -> Iterator[bytes]:
-        """Yield events as the model would produce them; ``truncate`` stops halfway and hangs up."""
-        cut = len(events) // 2 if truncate else -1
+    def _paced(self, events: Iterable[Event], *, cut: int, key: str) -> Iterator[bytes]:
+        """Yield events as the model would produce them; event number ``cut`` is sent half, then
+        the connection is dropped (-1: never).
+
+        Each event is due at a fixed time from the first (``token_latency`` per token), not a
+        sleep after the previous one: a simulator behind schedule (thousands of streams on a busy
+        machine) sends the overdue events in one write and catches up, instead of slowing every
+        stream down and blaming the client.
+        """
+        due = time.monotonic()
+        pending: list[bytes] = []
+        first = True
         for index, (data, tokens) in enumerate(events):
             if tokens:
-                gevent.sleep(self.latency.tokens(tokens))
+                due += self.latency.tokens(tokens)
+                wait = due - time.monotonic()
+                if wait > 0:
+                    if pending:
+                        yield b"".join(pending)
+                        pending = []
+                    gevent.sleep(wait)
+                else:  # due already: still let other requests in first (2,000 answers due at
+                    gevent.sleep(0)  # once otherwise go out before the next request is read)
+                if first:  # sent with the next yield, or the one after a wait: now, near enough
+                    self.stats.first_token(key)
+                    first = False
             if index == cut:
-                yield data[: len(data) // 2]
+                yield b"".join(pending) + data[: len(data) // 2]
                 raise Drop(reset=False)
-            yield data
+            pending.append(data)
+        yield Last(b"".join(pending))
 
 
 class SimHandler(WSGIHandler):
     """pywsgi's handler, plus what faults need: the socket in the environ and :class:`Drop`."""
+
+    def handle(self) -> None:
+        # Streams are many small writes: without TCP_NODELAY, Nagle holds each one until the
+        # client ACKs the last, which a delayed ACK puts off by ~40 ms (the end of every stream).
+        with contextlib.suppress(OSError):
+            self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        super().handle()
 
     def get_environ(self) -> dict[str, Any]:
         environ: dict[str, Any] = super().get_environ()
@@ -286,6 +350,17 @@ def make_server(app: Callable[..., Any], host: str, port: int) -> WSGIServer:
                       backlog=4096)
 
 
+def _index() -> dict[str, Any]:
+    """``GET /``: what is served here, for someone who points a browser or curl at the root."""
+    return {"server": "greenagents simulator",
+            "endpoints": {"POST /v1/chat/completions": "OpenAI Chat Completions",
+                          "POST /v1/messages": "Anthropic Messages",
+                          "GET /v1/models": "model list", "GET /_sim/stats": "counters",
+                          "POST /_sim/reset": "zero the counters"},
+            "clients": {"OPENAI_BASE_URL": "http://HOST:PORT/v1",
+                        "ANTHROPIC_BASE_URL": "http://HOST:PORT"}}
+
+
 def _send(start_response: StartResponse, reply: Reply) -> Iterator[bytes]:
     start_response(f"{reply.status} {_reason(reply.status)}", reply.headers)
     yield b""  # the body may be empty; this makes "the last chunk" always exist
@@ -299,7 +374,7 @@ def _reason(status: int) -> str:
 def _json(status: int, body: Any) -> Reply:
     data = json.dumps(body).encode()
     return Reply(status, [("Content-Type", "application/json"),
-                          ("Content-Length", str(len(data)))], [data])
+                          ("Content-Length", str(len(data)))], [Last(data)])
 
 
 def _error(dialect: Dialect, kind: ErrorKind, message: str) -> Reply:

@@ -10,6 +10,7 @@ with 0.5 s latency show a peak of 50, a pool of 10 shows 10.
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from typing import Any
 
@@ -30,6 +31,14 @@ class Stats:
         self.by_model: Counter[str] = Counter()
         self.prompt_tokens = 0
         self.completion_tokens = 0
+        self.first_tokens: dict[str, float] = {}
+
+    def first_token(self, prompt: str) -> None:
+        """A stream's first token goes out now: ``time.monotonic()`` by its last user message
+        (``GET /_sim/first_tokens``; the clock is the machine's, so a client in another process
+        can subtract it from its own). The first 100,000 streams since a reset are kept."""
+        if len(self.first_tokens) < 100_000:
+            self.first_tokens[prompt] = time.monotonic()
 
     def begin(self) -> None:
         """A request to a provider endpoint arrived."""
@@ -38,7 +47,8 @@ class Stats:
         self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
 
     def end(self, status: str) -> None:
-        """It finished with this status (``"dropped"`` when the connection was cut instead)."""
+        """It finished with this status (``"dropped"`` when the connection was cut instead,
+        ``"disconnected"`` when the client hung up mid-answer)."""
         self.in_flight -= 1
         self.by_status[status] += 1
 
