@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar, get_type_hint
 from pydantic import BaseModel, ValidationError, create_model
 
 from . import definition, hooks, limits, pricing, providers, runtime, toolloop, tracking
-from .config import check_agent_values, settings
+from .config import settings
 from .errors import ConfigError, InputError, QuotaExceeded, RateLimited, scrub
 from .errors import Timeout as CallTimeout
 from .result import Attempt, Result, ToolCall, Usage
@@ -234,7 +234,6 @@ class Agent:
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         definition.check(cls)  # a definition that cannot work fails here, naming the attribute
-        check_agent_values(cls)
 
     @classmethod
     def with_options(cls: type[A], **options: Any) -> type[A]:
