@@ -277,10 +277,12 @@ def call_opened(target: str, fn: Any = None, *, index: int | None = None,
     """Open a call for listeners and emit :class:`CallStarted`; None when nobody listens.
 
     An agent class run by ``ga.batch`` is opened by the runtime (which knows its index); the
-    agent's own ``call`` then finds it open and does not open a second one.
+    agent's own ``call`` then finds it open and does not open a second one. A function marked
+    ``__greenagents_part__`` (the tool loop's tool runs) is part of the call it serves, whose
+    events (``ToolCallStarted``/``Ended``) it emits itself: it opens no call.
     """
-    if not active:
-        return None
+    if not active or getattr(fn, "__greenagents_part__", False):  # e.g. a tool run: a part
+        return None                                                 # of the call it serves
     parent = _current.get()
     if parent is not None and fn is not None and parent.fn is fn and not parent.claimed:
         parent.claimed = True
