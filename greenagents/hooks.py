@@ -166,7 +166,8 @@ class TurnStarted(Event):
 
 @dataclass(frozen=True, kw_only=True)
 class TurnEnded(Event):
-    """The turn ended: ``tool_calls`` requested by the model (0 on the final answer)."""
+    """The turn ended, after the tools it asked for ran: ``tool_calls`` is how many the model
+    asked for (0 on the final answer); ``error`` what ended the call in this turn, if anything."""
 
     number: int
     model: str
@@ -185,7 +186,8 @@ class ToolCallStarted(Event):
 
 @dataclass(frozen=True, kw_only=True)
 class ToolCallEnded(Event):
-    """The tool function returned (or raised ``error``) after ``duration_s``."""
+    """The tool function returned (or raised ``error``, a timeout included) after ``duration_s``;
+    emitted in the tool's greenlet, as is :class:`ToolCallStarted`."""
 
     id: str
     name: str
