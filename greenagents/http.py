@@ -220,9 +220,10 @@ def post_json(url: str, body: Mapping[str, Any], headers: Mapping[str, str], *,
 
 def request(method: str, url: str, body: bytes | None, headers: Mapping[str, str], *,
             timeout: float | None = None, provider: str | None = None,
-            hint: str | None = None) -> HttpResponse:
+            hint: str | None = None, max_bytes: int | None = None) -> HttpResponse:
     """Send any request over the shared pool; what :func:`post_json` and the Batch APIs'
-    uploads, polls and downloads use. Errors and timeouts as in :func:`post_json`.
+    uploads, polls and downloads use. Errors and timeouts as in :func:`post_json`; ``max_bytes``
+    replaces ``max_response_bytes`` (one answer's cap) for bodies that are not one answer.
 
     >>> request("GET", "http://127.0.0.1:9/v1/batches", None, {}, provider="openai")
     Traceback (most recent call last):
@@ -249,7 +250,7 @@ def request(method: str, url: str, body: bytes | None, headers: Mapping[str, str
                 method, path, body=body, headers=dict(headers), retries=False, redirect=False,
                 assert_same_host=False, preload_content=False,
                 timeout=urllib3.Timeout(connect=min(current.connect_timeout, limit), read=limit))
-            data = _read_body(raw, current.max_response_bytes,
+            data = _read_body(raw, current.max_response_bytes if max_bytes is None else max_bytes,
                               deadline=None if timer is not None else deadline, provider=provider)
     except gevent.Timeout as exc:
         if exc is not timer:

@@ -183,3 +183,15 @@ def test_batch_prices_are_half_the_list_price_unless_registered() -> None:
     assert pricing.batch_price("my-finetune") is None
     with pytest.raises(ValueError, match=">= 0"):
         pricing.register_price("x", 1.0, 1.0, batch=(-1.0, 0.0))
+
+
+@pytest.mark.sim(batch_delay=0.1)
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+def test_a_results_file_larger_than_one_answers_cap_is_downloaded(sim: Simulator, db: str,
+                                                                  provider: str) -> None:
+    # max_response_bytes bounds one answer; a results file holds thousands of them
+    ga.configure(max_response_bytes=2_000)
+    agent = at(SentimentAgent, sim.base_url) if provider == "openai" else \
+        at(SentimentAgent, sim.anthropic_url, model="anthropic/claude-haiku-4-5")
+    results = agent.submit_batch(_texts(40), db=db, **FAST).wait()
+    assert sum(r.ok for r in results) == 40

@@ -41,6 +41,9 @@ _STATUS = {"invalid_request_error": 400, "authentication_error": 401, "permissio
 _SKEW_S = 2.0
 #: Seconds allowed per control request (uploads of 200 MB files included).
 CONTROL_TIMEOUT_S = 300.0
+#: Bytes a control response may hold: a results file carries up to 100,000 answers, so one
+#: answer's cap (``max_response_bytes``) does not apply; this still bounds a hostile server.
+CONTROL_MAX_BYTES = 2 * 1024**3
 
 
 @dataclass(frozen=True)
@@ -108,7 +111,7 @@ class BatchApi:
               headers: Mapping[str, str] | None = None) -> HttpResponse:
         return http.request(method, url, body, {**self._auth(), **(headers or {})},
                             timeout=CONTROL_TIMEOUT_S, provider=self.provider.name,
-                            hint=f"check {self.provider.base_url_env}")
+                            hint=f"check {self.provider.base_url_env}", max_bytes=CONTROL_MAX_BYTES)
 
     def _json(self, method: str, url: str, body: Any = None) -> Any:
         data = None if body is None else json.dumps(body).encode()
