@@ -12,7 +12,8 @@ that defines the class.
 ...     timeout = "5"
 Traceback (most recent call last):
 ...
-greenagents.errors.ConfigError: Broken.timeout = '5': use a number of seconds > 0 (finite), or None for the default
+greenagents.errors.ConfigError: Broken.timeout = '5': use a number of seconds > 0 (finite), or None \
+for the default
 """
 
 from __future__ import annotations
