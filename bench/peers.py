@@ -21,7 +21,7 @@ from pathlib import Path
 
 from bench.harness import PEERS_VENV, ROOT, Context, Section, peers_python, table
 
-TITLE = "Peers in ga.each (the peers test group)"
+TITLE = "13. Peers in ga.each (the peers test group)"
 #: Library (distribution name) by the name its test functions carry, in the README's order.
 LIBRARIES = {"instructor": "instructor", "langchain_openai": "langchain-openai",
              "litellm": "litellm", "dspy": "dspy", "pydantic_ai": "pydantic-ai-slim"}
