@@ -8,7 +8,8 @@
 * ``--smoke``: tiny sizes, every contender once, outputs only to a temporary directory (CI runs
   it so the benchmarks never rot); fails (exit 1) if any contender that should run failed.
 
-``--setup-peers`` creates the venv for LiteLLM (which pins openai < 3; see ``bench.harness``).
+``--setup-peers`` creates the peers venv: the ``peers`` extra (LiteLLM, instructor, dspy, ...,
+whose pins clash with ours; see ``bench.harness``), for the LiteLLM contender and ``bench.peers``.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from typing import Any
 from bench import harness, report
 
 FIGURES = ("fanout", "memory", "overhead", "retry_heavy", "stream_scale", "gunicorn_load",
-           "celery_scale", "dashboard_pages", "tools", "streaming", "stats_log", "batch_cost")
+           "celery_scale", "dashboard_pages", "tools", "streaming", "stats_log", "batch_cost",
+           "peers")
 HERE = Path(__file__).resolve().parent
 
 
@@ -44,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="smaller sizes, < 3 minutes")
     mode.add_argument("--smoke", action="store_true", help="tiny sizes, temp dir only, < 60 s")
-    mode.add_argument("--setup-peers", action="store_true", help="create the LiteLLM venv")
+    mode.add_argument("--setup-peers", action="store_true", help="create the peers venv")
     parser.add_argument("--only", help=f"comma-separated subset of {','.join(FIGURES)}")
     parser.add_argument("--update", action="store_true",
                         help="keep RESULTS.md's other figures; replace only those run")

@@ -109,4 +109,4 @@ def run(ctx: Context) -> Section:
         "latency (the provider's queue) what it saves in money and in rate-limit headroom (two "
         "requests instead of one per call).",
     ])
-    return Section("9. Batch API cost", markdown, [], {"failures": failures})
+    return Section("11. Batch API cost", markdown, [], {"failures": failures})

@@ -94,5 +94,5 @@ def run(ctx: Context) -> Section:
         table(["page", "with the indexes", "without calls_run / calls_error"], rows),
         f"**Slowest page with the indexes: {worst:.0f} ms** (goal < 300 ms).",
     ])
-    return Section("Dashboard pages", markdown, [], {"n": n, "worst_ms": worst,
+    return Section("12. Dashboard pages", markdown, [], {"n": n, "worst_ms": worst,
                                                       "startup_s": startup, "write_s": written})

@@ -29,8 +29,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 #: A second interpreter for peers whose dependencies clash with ours (LiteLLM pins openai < 3):
-#: a venv with ``--system-site-packages`` holding only them. Created by ``python -m bench
-#: --setup-peers``; absent, those contenders are skipped with a note.
+#: a venv with ``--system-site-packages`` holding only pyproject's ``peers`` extra. Created by
+#: ``python -m bench --setup-peers``; absent, those contenders and ``bench.peers`` are skipped
+#: with a note.
 PEERS_VENV = Path(os.environ.get("GREENAGENTS_BENCH_PEERS",
                                  Path.home() / ".cache" / "greenagents-bench" / "peers"))
 

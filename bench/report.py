@@ -10,6 +10,8 @@ import sys
 from collections.abc import Sequence
 from importlib import metadata
 
+import tomllib
+
 from bench.harness import Context, Section, peers_python
 
 PACKAGES = ("greenagents", "gevent", "greenlet", "urllib3", "requests", "pydantic", "tenacity",
@@ -85,8 +87,9 @@ def render(ctx: Context, sections: Sequence[Section], load_before: str, wall_s: 
         lines += ["**Skipped contenders**: " + "; ".join(
             f"`{key}` — {why}" for key, why in ctx.notes.items()) + ".", ""]
     lines.append("Re-run: `pip install -e \".[bench]\"` then `python -m bench` (full, ~15 min on "
-                 "2 cores), `--quick` (< 3 min) or `--only fanout,memory`. LiteLLM pins "
-                 "openai < 3, so it lives in its own venv: `python -m bench --setup-peers`.")
+                 "2 cores), `--quick` (< 3 min) or `--only fanout,memory`. LiteLLM and the peers "
+                 "group pin openai < 3, so they live in their own venv: "
+                 "`python -m bench --setup-peers`.")
     for section in sections:
         lines += ["", f"## {section.title}", "", section.markdown]
     return "\n".join(lines) + "\n"
@@ -125,12 +128,15 @@ def update(previous: str, ctx: Context, figures: Sequence[str], sections: Sequen
 
 
 def setup_peers() -> int:
-    """Create the peers venv (``--system-site-packages``) and install LiteLLM into it."""
-    from bench.harness import PEERS_VENV
+    """Create the peers venv (``--system-site-packages``) and install pyproject's ``peers`` extra
+    into it: one venv for the LiteLLM contender and the peers test group (``bench.peers``)."""
+    from bench.harness import PEERS_VENV, ROOT
 
+    with open(ROOT / "pyproject.toml", "rb") as pyproject:
+        peers = tomllib.load(pyproject)["project"]["optional-dependencies"]["peers"]
     PEERS_VENV.parent.mkdir(parents=True, exist_ok=True)
     subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(PEERS_VENV)],
                    check=True)
-    done = subprocess.run([str(PEERS_VENV / "bin" / "pip"), "install", "-q", "litellm"],
+    done = subprocess.run([str(PEERS_VENV / "bin" / "pip"), "install", "-q", *peers],
                           check=False)
     return done.returncode

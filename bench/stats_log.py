@@ -116,7 +116,7 @@ def run(ctx: Context) -> Section:
         "log's size, so its peak stays flat while loading rows grows with N (about 400 bytes a "
         "row). Time is a scan and a sort of the log either way; SQLite's sort is on disk.",
     ])
-    return Section("8. stats over a big log", markdown, [],
+    return Section("10. stats over a big log", markdown, [],
                    {"n": n, "peak_mb": {k: s.values for k, s in peaks.items()},
                     "wall_s": {k: s.values for k, s in walls.items()},
                     "failures": [e for s in peaks.values() for e in s.errors]})

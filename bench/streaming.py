@@ -244,4 +244,4 @@ def run(ctx: Context) -> Section:
         f"to first token at this width also holds starting {n} requests at once (each client "
         "opens as many connections), and the machine's other load shows here first.",
     ])
-    return Section("8. Streaming", markdown, [png], {"failures": failures})
+    return Section("9. Streaming", markdown, [png], {"failures": failures})

@@ -39,7 +39,7 @@ from pydantic import BaseModel, ValidationError, create_model
 
 from . import breakers, budgets, definition, hooks, limits, pricing, providers, runtime, toolloop, tracking
 from .cache import Entry, call_through
-from .config import check_agent_values, settings
+from .config import settings
 from .errors import CircuitOpen, ConfigError, InputError, QuotaExceeded, RateLimited, scrub
 from .errors import Timeout as CallTimeout
 from .result import Attempt, Result, ToolCall, Usage
@@ -245,7 +245,6 @@ class Agent:
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         definition.check(cls)  # a definition that cannot work fails here, naming the attribute
-        check_agent_values(cls)
 
     @classmethod
     def with_options(cls: type[A], **options: Any) -> type[A]:

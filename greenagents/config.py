@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from .errors import ConfigError
 
-__all__ = ["Settings", "check_agent_values", "check_model", "check_seconds", "configure",
+__all__ = ["Settings", "check_model", "check_seconds", "configure",
            "settings"]
 
 ENV_PREFIX = "GREENAGENTS_"
@@ -174,15 +174,15 @@ def check_seconds(value: Any, where: str) -> float | None:
     >>> check_seconds(float("nan"), "MyAgent.timeout")
     Traceback (most recent call last):
     ...
-    greenagents.errors.ConfigError: MyAgent.timeout = nan: use a finite number of seconds > 0 \
-(or None for the default)
+    greenagents.errors.ConfigError: MyAgent.timeout = nan: use a number of seconds > 0 (finite), \
+or None for the default
     """
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)) \
             or not math.isfinite(value) or value <= 0:
-        raise ConfigError(f"{where} = {value!r}: use a finite number of seconds > 0 "
-                          "(or None for the default)")
+        raise ConfigError(f"{where} = {value!r}: use a number of seconds > 0 (finite), or None "
+                          "for the default")
     return float(value)
 
 
@@ -192,23 +192,12 @@ def check_model(value: Any, where: str) -> str | None:
     >>> check_model("", "MyAgent.model")
     Traceback (most recent call last):
     ...
-    greenagents.errors.ConfigError: MyAgent.model = '': name a model, e.g. 'openai/gpt-4o-mini' \
-(or None for the default_model setting)
+    greenagents.errors.ConfigError: MyAgent.model = '': use a string 'provider/model' (name a \
+model, e.g. 'openai/gpt-4o-mini'), or None for the default_model setting
     """
     if value is None:
         return None
     if not isinstance(value, str) or not value.strip():
-        raise ConfigError(f"{where} = {value!r}: name a model, e.g. 'openai/gpt-4o-mini' "
-                          "(or None for the default_model setting)")
+        raise ConfigError(f"{where} = {value!r}: use a string 'provider/model' (name a model, "
+                          "e.g. 'openai/gpt-4o-mini'), or None for the default_model setting")
     return value
-
-
-def check_agent_values(agent: type) -> None:
-    """Refuse an agent class whose ``model`` or ``timeout`` cannot work, when it is defined.
-
-    Called by ``Agent.__init_subclass__``, so ``timeout = 0`` or ``model = ""`` fail at the
-    ``class`` statement, naming the attribute, not later as a silent default.
-    """
-    name = agent.__qualname__
-    check_model(agent.__dict__.get("model"), f"{name}.model")
-    check_seconds(agent.__dict__.get("timeout"), f"{name}.timeout")

@@ -12,7 +12,8 @@ that defines the class.
 ...     timeout = "5"
 Traceback (most recent call last):
 ...
-greenagents.errors.ConfigError: Broken.timeout = '5': use a number of seconds (e.g. timeout = 30.0) or None
+greenagents.errors.ConfigError: Broken.timeout = '5': use a number of seconds > 0 (finite), or None \
+for the default
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import tenacity
 
 from . import providers
+from .config import check_model, check_seconds
 from .errors import ConfigError
 from .retry import Retry
 
@@ -48,7 +50,8 @@ def check(agent: type[Agent]) -> None:
     name = agent.__qualname__
     _check_prompt(agent, name)
     _check_output(agent, name)
-    _check_number(name, "timeout", agent.timeout, "a number of seconds (e.g. timeout = 30.0)")
+    for limit in ("timeout", "first_token_timeout", "tool_timeout"):
+        check_seconds(getattr(agent, limit, None), f"{name}.{limit}")
     _check_number(name, "temperature", agent.temperature, "a number (e.g. temperature = 0.2)")
     max_tokens = agent.max_tokens
     if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int)):
@@ -120,9 +123,8 @@ def _check_retries(name: str, retries: Any) -> None:
 
 
 def _check_model(where: str, model: Any) -> None:
-    if not isinstance(model, str) or not model:
-        raise ConfigError(f"{where} = {model!r}: use a string 'provider/model', e.g. "
-                          "'openai/gpt-4o-mini'")
+    if check_model(model, where) is None:
+        raise ConfigError(f"{where} = None: use a string 'provider/model'")
     try:
         providers.split(model)
     except ConfigError as exc:

@@ -166,7 +166,8 @@ class TurnStarted(Event):
 
 @dataclass(frozen=True, kw_only=True)
 class TurnEnded(Event):
-    """The turn ended: ``tool_calls`` requested by the model (0 on the final answer)."""
+    """The turn ended, after the tools it asked for ran: ``tool_calls`` is how many the model
+    asked for (0 on the final answer); ``error`` what ended the call in this turn, if anything."""
 
     number: int
     model: str
@@ -185,7 +186,8 @@ class ToolCallStarted(Event):
 
 @dataclass(frozen=True, kw_only=True)
 class ToolCallEnded(Event):
-    """The tool function returned (or raised ``error``) after ``duration_s``."""
+    """The tool function returned (or raised ``error``, a timeout included) after ``duration_s``;
+    emitted in the tool's greenlet, as is :class:`ToolCallStarted`."""
 
     id: str
     name: str
@@ -277,10 +279,12 @@ def call_opened(target: str, fn: Any = None, *, index: int | None = None,
     """Open a call for listeners and emit :class:`CallStarted`; None when nobody listens.
 
     An agent class run by ``ga.batch`` is opened by the runtime (which knows its index); the
-    agent's own ``call`` then finds it open and does not open a second one.
+    agent's own ``call`` then finds it open and does not open a second one. A function marked
+    ``__greenagents_part__`` (the tool loop's tool runs) is part of the call it serves, whose
+    events (``ToolCallStarted``/``Ended``) it emits itself: it opens no call.
     """
-    if not active:
-        return None
+    if not active or getattr(fn, "__greenagents_part__", False):  # e.g. a tool run: a part
+        return None                                                 # of the call it serves
     parent = _current.get()
     if parent is not None and fn is not None and parent.fn is fn and not parent.claimed:
         parent.claimed = True

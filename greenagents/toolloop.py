@@ -16,10 +16,11 @@ so a turn could be answered by another kind of call (a stream) without touching 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
-from . import errors, runtime
+from . import errors, hooks, runtime
 from .errors import ConfigError, ToolError, ToolLoopError, redact
 from .providers import Completion, Endpoint, ToolRequest
 from .result import Attempt, Result
@@ -45,6 +46,7 @@ class Turns(Protocol):
     messages: list[dict[str, Any]]
     finishing: bool
     turn: int
+    model: str | None
     history: list[Attempt | ToolRecord]
 
     def answer(self, endpoints: list[tuple[str, Endpoint]], policy: Policy) -> Any: ...
@@ -93,22 +95,47 @@ def run(state: Turns, box: Toolbox, inputs: Mapping[str, Any],
     while True:
         turn += 1
         state.turn = turn
-        answer = state.answer(endpoints, policy)
+        if hooks.active:
+            hooks.emit(hooks.TurnStarted(number=turn, model=endpoints[0][0]))
+        try:
+            answer, asked = _turn(state, tools, inputs, endpoints, policy, secrets)
+        except BaseException as exc:
+            if hooks.active:
+                hooks.emit(hooks.TurnEnded(number=turn, model=state.model or "", error=exc))
+            raise
+        if hooks.active:
+            hooks.emit(hooks.TurnEnded(number=turn, model=state.model or "", tool_calls=asked))
         if not isinstance(answer, Completion):
             return answer
-        if not answer.tool_calls:  # done, but its provider asks for the output in a turn of its own
-            state.messages += [{"role": "assistant", "content": answer.text or "Done."},
-                               {"role": "user", "content": FINISH}]
-            state.finishing, state.turn = True, turn + 1
-            return state.answer(endpoints, policy)
-        if turn == agent.max_turns:  # their results could never be read: do not run them
-            names = ", ".join(sorted({call.name for call in answer.tool_calls}))
-            raise ToolLoopError(f"{agent.__qualname__}: the model still asked for tools ({names}) "
-                                f"after max_turns={agent.max_turns} turns; raise max_turns, or "
-                                "make the instructions say when to stop calling tools")
-        state.messages.append(_assistant(answer))
-        context = {"inputs": inputs, "agent": agent.__qualname__, "turn": turn}
-        state.messages += _run_calls(state, tools, answer.tool_calls, context, secrets)
+
+
+def _turn(state: Turns, tools: dict[str, Tool], inputs: Mapping[str, Any],
+          endpoints: list[tuple[str, Endpoint]], policy: Policy,
+          secrets: tuple[str | None, ...]) -> tuple[Any, int]:
+    """One model turn and the tools it asked for: ``(answer, how many tool calls)``.
+
+    The answer is the validated output, or a Completion when the loop goes on — either with the
+    tool results appended, or (its provider asks for the output in a turn of its own) with the
+    request for the output appended and ``state.finishing`` set.
+    """
+    agent, turn = state.agent, state.turn
+    answer = state.answer(endpoints, policy)
+    if not isinstance(answer, Completion):
+        return answer, 0
+    if not answer.tool_calls:  # done, but its provider asks for the output in a turn of its own
+        state.messages += [{"role": "assistant", "content": answer.text or "Done."},
+                           {"role": "user", "content": FINISH}]
+        state.finishing = True
+        return answer, 0
+    if turn == agent.max_turns:  # their results could never be read: do not run them
+        names = ", ".join(sorted({call.name for call in answer.tool_calls}))
+        raise ToolLoopError(f"{agent.__qualname__}: the model still asked for tools ({names}) "
+                            f"after max_turns={agent.max_turns} turns; raise max_turns, or "
+                            "make the instructions say when to stop calling tools")
+    state.messages.append(_assistant(answer))
+    context = {"inputs": inputs, "agent": agent.__qualname__, "turn": turn}
+    state.messages += _run_calls(state, tools, answer.tool_calls, context, secrets)
+    return answer, len(answer.tool_calls)
 
 
 def _assistant(completion: Completion) -> dict[str, Any]:
@@ -129,7 +156,7 @@ def _run_calls(state: Turns, tools: dict[str, Tool], calls: Sequence[ToolRequest
     agent = state.agent
     known = [call for call in calls if call.name in tools]
     jobs: list[runtime.Call] = [
-        (tools[call.name].invoke, (call.arguments, ToolContext(call_id=call.id, **context)), {})
+        (_run_tool, (tools[call.name], call.arguments, ToolContext(call_id=call.id, **context)), {})
         for call in known]
     ran = dict(zip((call.id for call in known),
                    runtime.batch(jobs, max_concurrent=agent.tool_concurrency,
@@ -151,6 +178,39 @@ def _run_calls(state: Turns, tools: dict[str, Tool], calls: Sequence[ToolRequest
         messages.append({"role": "tool", "tool_call_id": call.id,
                          "content": output if error is None else f"Error: {error}"})
     return messages
+
+
+def _run_tool(tool: Tool, arguments: str | Mapping[str, Any], context: ToolContext) -> str:
+    """Run one tool call in its greenlet, told to the hooks' listeners (a ToolCallStarted, then
+    a ToolCallEnded with its duration and error: a timeout is the error raised in the tool)."""
+    if not hooks.active:
+        return tool.invoke(arguments, context)
+    hooks.emit(hooks.ToolCallStarted(id=context.call_id, name=tool.name,
+                                     arguments=_as_mapping(arguments)))
+    start, error = time.perf_counter(), None
+    try:
+        return tool.invoke(arguments, context)
+    except BaseException as exc:
+        error = exc
+        raise
+    finally:
+        hooks.emit(hooks.ToolCallEnded(id=context.call_id, name=tool.name, error=error,
+                                       duration_s=time.perf_counter() - start))
+
+
+_run_tool.__greenagents_part__ = True  # type: ignore[attr-defined]  # not a call of its own
+
+
+def _as_mapping(arguments: str | Mapping[str, Any]) -> Mapping[str, Any]:
+    """The model's arguments as a mapping for listeners (raw text that is not a JSON object is
+    kept under ``"raw"``)."""
+    if not isinstance(arguments, str):
+        return arguments
+    try:
+        parsed = json.loads(arguments)
+    except ValueError:
+        parsed = None
+    return parsed if isinstance(parsed, dict) else {"raw": arguments}
 
 
 def _outcome(agent: type[Agent], tools: dict[str, Tool], call: ToolRequest,

@@ -134,3 +134,52 @@ def test_a_killed_call_still_ends_for_listeners(events: list[Any]) -> None:
     assert isinstance(results[0].error, ga.errors.Timeout)
     ended = [e for e in events if isinstance(e, hooks.CallEnded)]
     assert len(ended) == 1 and isinstance(ended[0].result.error, gevent.GreenletExit)
+
+
+def test_a_tool_using_agent_emits_its_turns_and_tool_calls(sim: Simulator,
+                                                           events: list[Any]) -> None:
+    def get_weather(city: str) -> str:
+        """Current weather for a city."""
+        gevent.sleep(0.05)
+        return f"sunny in {city}"
+
+    def broken(city: str) -> str:
+        """Always fails."""
+        gevent.sleep(0.05)
+        raise RuntimeError("no data")
+
+    agent = type("Trip", (ga.Agent,), {"model": "openai/gpt-4o-mini", "base_url": sim.base_url,
+                                        "tools": (get_weather, broken)})
+    result = agent.call("Oslo")
+    assert result.ok and result.tool_errors == 1
+    (call,) = {e.call for e in events}
+    assert call is not None and call.agent, "the tool runs are part of the agent's call"
+    names = [n for n in kinds(events) if not n.startswith("Wait")]  # the tools' slot waits
+    assert names[:3] == ["CallStarted", "TurnStarted", "AttemptStarted"]
+    assert names[3:6] == ["AttemptEnded", "ToolCallStarted", "ToolCallStarted"], \
+        "one turn's tools start together"
+    assert names[6:8] == ["ToolCallEnded", "ToolCallEnded"]
+    assert names[8:] == ["TurnEnded", "TurnStarted", "AttemptStarted", "AttemptEnded",
+                         "TurnEnded", "CallEnded"]
+    first, last = [e for e in events if isinstance(e, hooks.TurnEnded)]
+    assert (first.number, first.tool_calls, last.number, last.tool_calls) == (1, 2, 2, 0)
+    assert first.model == "openai/gpt-4o-mini" and first.error is None
+    ended = {e.name: e for e in events if isinstance(e, hooks.ToolCallEnded)}
+    assert isinstance(ended["broken"].error, RuntimeError) and ended["get_weather"].error is None
+    assert all(0.05 <= e.duration_s < 5 for e in ended.values()), "each tool's own run"
+    started = {e.name: e for e in events if isinstance(e, hooks.ToolCallStarted)}
+    assert started["get_weather"].arguments.keys() == {"city"}
+    assert started["get_weather"].id == ended["get_weather"].id
+
+
+def test_a_slow_tool_ends_with_its_timeout(sim: Simulator, events: list[Any]) -> None:
+    def slow(city: str) -> str:
+        """Takes its time."""
+        gevent.sleep(5)
+        return city
+
+    agent = type("Slow", (ga.Agent,), {"model": "openai/gpt-4o-mini", "base_url": sim.base_url,
+                                       "tools": (slow,), "tool_timeout": 0.05})
+    assert agent.call("Oslo").tool_errors == 1
+    (ended,) = [e for e in events if isinstance(e, hooks.ToolCallEnded)]
+    assert isinstance(ended.error, gevent.Timeout) and 0.05 <= ended.duration_s < 5

@@ -174,6 +174,37 @@ def test_turn_and_tool_call_events_make_spans(spans: InMemorySpanExporter) -> No
     assert dict(tool.attributes or {})["gen_ai.tool.name"] == "get_weather"
 
 
+def test_a_tool_using_agent_is_a_tree_of_turns_attempts_and_tool_runs(
+        sim: Simulator, spans: InMemorySpanExporter) -> None:
+    def get_weather(city: str) -> str:
+        """Current weather for a city."""
+        return f"sunny in {city}"
+
+    def get_time(city: str) -> str:
+        """Local time in a city."""
+        raise RuntimeError("clock broken")
+
+    agent = type("TripAgent", (ga.Agent,), {"model": "openai/gpt-4o-mini",
+                                            "base_url": sim.base_url,
+                                            "tools": (get_weather, get_time)})
+    with tracer.start_as_current_span("request") as request:
+        assert agent.call("Oslo").ok
+    done = spans.get_finished_spans()
+    (call,) = named(done, "invoke_agent")
+    assert call.parent is not None and call.parent.span_id == request.get_span_context().span_id
+    assert not named(done, "call "), "a tool run is no call of its own"
+    first, second = children(done, call)
+    assert (first.name, second.name) == ("turn 1", "turn 2")
+    assert dict(first.attributes or {})["greenagents.tool_calls"] == 2
+    chat, *ran = children(done, first)
+    assert chat.name == "chat gpt-4o-mini"
+    tools = {s.name: s for s in ran}
+    assert tools.keys() == {"execute_tool get_weather", "execute_tool get_time"}
+    assert dict(tools["execute_tool get_time"].attributes or {})["error.type"] == "RuntimeError"
+    assert [s.name for s in children(done, second)] == ["chat gpt-4o-mini"]
+    assert all(not children(done, tool) for tool in tools.values())
+
+
 def test_off_means_no_spans(sim: Simulator, spans: InMemorySpanExporter) -> None:
     ga.configure(otel=False)
     assert not hooks.active
