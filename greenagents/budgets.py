@@ -51,7 +51,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from . import limits, pricing, runs, slots
+from . import hooks, limits, pricing, runs, slots
 from .config import settings
 from .errors import BudgetExceeded, ConfigError
 from .result import Usage
@@ -134,6 +134,9 @@ class Budget:
         total = int(self._storage.incr(self._spent, _KEEP_S, actual)) if actual else \
             int(self._storage.get(self._spent))
         self._storage.incr(self._reserved, _KEEP_S, -reserved)
+        if hooks.active:
+            hooks.emit(hooks.BudgetSpent(name=self.name, spent_usd=total / _NANO,
+                                         max_cost_usd=self.max_cost_usd))
         if self.warn_at is not None and not self._warned and total >= self.warn_at * self._limit:
             self._warned = True
             warnings.warn(f"budget {self.name!r}: ${total / _NANO:.6f} of "

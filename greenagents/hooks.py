@@ -28,6 +28,7 @@ Event kinds and where they come from (the tools loop emits the turn and tool-cal
 ``AttemptStarted``/``Ended``   one request to a model (``Ended`` has usage, error, finish)
 ``WaitStarted``/``WaitEnded``  ``kind``: ``"slot"``, ``"retry"``, ``"cooldown"``, ``"rate_limit"``
 ``CooldownStarted``            a provider's 429s made every call to ``scope`` pause
+``BudgetSpent``                an attempt's cost was charged to a budget (``spent_usd`` of max)
 ``TurnStarted``/``TurnEnded``  one model turn of an agent with tools
 ``ToolCallStarted``/``Ended``  one tool function run for the model
 ============================  ===========================================================
@@ -49,7 +50,8 @@ from typing import Any, TypeVar
 from .result import Attempt, Result, Usage
 
 __all__ = [
-    "AttemptEnded", "AttemptStarted", "CallEnded", "CallInfo", "CallStarted", "CooldownStarted",
+    "AttemptEnded", "AttemptStarted", "BudgetSpent", "CallEnded", "CallInfo", "CallStarted",
+    "CooldownStarted",
     "Event", "ToolCallEnded", "ToolCallStarted", "TurnEnded", "TurnStarted", "WaitEnded",
     "WaitStarted", "active", "call_closed", "call_opened", "emit", "on_attempt", "on_call_end",
     "subscribe", "subscribed", "unsubscribe", "waiting",
@@ -154,6 +156,15 @@ class CooldownStarted(Event):
 
     scope: str
     seconds: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class BudgetSpent(Event):
+    """An attempt's cost was charged to budget ``name``: ``spent_usd`` of ``max_cost_usd`` now."""
+
+    name: str
+    spent_usd: float
+    max_cost_usd: float
 
 
 @dataclass(frozen=True, kw_only=True)

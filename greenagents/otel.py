@@ -113,6 +113,8 @@ def _on_call_end(call: hooks.CallInfo, result: Any) -> None:
         attributes["gen_ai.usage.output_tokens"] = result.usage.completion_tokens
     if result.cost_usd is not None:
         attributes["greenagents.cost_usd"] = result.cost_usd
+    if result.cached:
+        attributes["greenagents.cache_hit"] = True
     waited = sum(getattr(entry, "wait_s", 0.0) for entry in result.history)  # ToolCalls: none
     if waited:
         attributes["greenagents.retry_wait_s"] = waited

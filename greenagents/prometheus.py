@@ -66,9 +66,13 @@ COST = Counter("greenagents_cost_usd", "Spend in USD (known prices only).", ["mo
 IN_FLIGHT = Gauge("greenagents_calls_in_flight", "Calls running now.", multiprocess_mode="livesum")
 SLOTS_WAITING = Gauge("greenagents_slots_waiting", "Calls waiting for a concurrency slot.",
                       multiprocess_mode="livesum")
+BUDGET_LEFT = Gauge("greenagents_budget_remaining_usd", "USD a budget has left (ga.budget, "
+                    "max_cost_usd), as of its last charge.", ["budget"],
+                    multiprocess_mode="mostrecent")
+CACHED = Counter("greenagents_cache_hits", "Calls answered from the response cache.", ["target"])
 
 KINDS = (hooks.CallStarted, hooks.CallEnded, hooks.AttemptEnded, hooks.WaitStarted,
-         hooks.WaitEnded, hooks.CooldownStarted)
+         hooks.WaitEnded, hooks.CooldownStarted, hooks.BudgetSpent)
 
 
 def listener(event: hooks.Event) -> None:
@@ -82,6 +86,8 @@ def listener(event: hooks.Event) -> None:
         r = event.result
         outcome = "ok" if r.ok else "error"
         CALLS.labels(r.target, outcome, "" if r.ok else type(r.error).__name__).inc()
+        if r.cached:
+            CACHED.labels(r.target).inc()
         DURATION.labels(r.target, outcome).observe(r.duration_s)
     elif isinstance(event, hooks.AttemptEnded):
         _on_attempt(event)
@@ -95,6 +101,8 @@ def listener(event: hooks.Event) -> None:
         WAITS.labels(event.kind).inc(event.seconds)
     elif isinstance(event, hooks.CooldownStarted):
         COOLDOWNS.labels(event.scope).inc()
+    elif isinstance(event, hooks.BudgetSpent):
+        BUDGET_LEFT.labels(event.name).set(max(0.0, event.max_cost_usd - event.spent_usd))
 
 
 def _on_attempt(event: hooks.AttemptEnded) -> None:

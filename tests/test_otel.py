@@ -126,6 +126,15 @@ def test_failed_call_marks_its_span(sim: Simulator, spans: InMemorySpanExporter)
     assert dict(call.attributes or {})["error.type"] == "ValueError"
 
 
+def test_a_cache_hit_is_marked_on_its_call_span(sim: Simulator, spans: InMemorySpanExporter,
+                                                tmp_path: Any) -> None:
+    ga.configure(cache=f"sqlite:///{tmp_path / 'cache.db'}")
+    agent = at(SentimentAgent, sim.base_url, cache=True)
+    assert agent.call(text="same").ok and agent.call(text="same").cached
+    calls = [s for s in spans.get_finished_spans() if s.name.startswith("invoke_agent")]
+    assert [dict(s.attributes or {}).get("greenagents.cache_hit") for s in calls] == [None, True]
+
+
 def test_agents_inside_a_function_nest_under_its_span(sim: Simulator,
                                                       spans: InMemorySpanExporter) -> None:
     agent = at(SentimentAgent, sim.base_url)

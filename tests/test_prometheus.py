@@ -72,6 +72,21 @@ def test_gauges_scraped_while_a_batch_runs(sim: Simulator, endpoint: str) -> Non
     assert total(after, "greenagents_calls_in_flight") == total(after, "greenagents_slots_waiting") == 0
 
 
+def test_budget_left_and_cache_hits_are_scraped(sim: Simulator, endpoint: str,
+                                                tmp_path: Path) -> None:
+    ga.configure(prometheus=True, cache=f"sqlite:///{tmp_path / 'cache.db'}")
+    agent = at(SentimentAgent, sim.base_url, cache=True)
+    with ga.budget("tenant-metrics", max_cost_usd=1.0) as spend:
+        first = ga.batch([(agent, {"text": f"t{i}"}) for i in range(5)], max_concurrent=5)
+        again = ga.batch([(agent, {"text": f"t{i}"}) for i in range(5)], max_concurrent=5)
+    samples = scrape(endpoint)
+    assert all(r.ok for r in first) and all(r.cached for r in again)
+    assert total(samples, "greenagents_budget_remaining_usd", budget="tenant-metrics") == \
+        pytest.approx(1.0 - spend.spent_usd) and spend.spent_usd > 0
+    assert total(samples, "greenagents_cache_hits_total",
+                 target="tests.agents.SentimentAgent") >= 5
+
+
 @pytest.mark.sim(faults={"rate_limit": 1.0}, fault_attempts=1, retry_after=0.01)
 def test_counters_of_a_batch_with_429s(sim: Simulator, endpoint: str) -> None:
     ga.configure(prometheus=True)
