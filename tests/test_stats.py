@@ -19,16 +19,9 @@ import greenagents as ga
 from bench.stats_log import write_log
 from greenagents import runs, tracking
 
+from .test_tracking import _rows
+
 LONG = "x" * 150  # longer than the table's 100-character cut
-
-
-def _rows(db: Path) -> list[dict[str, Any]]:
-    connection = sqlite3.connect(db)
-    connection.row_factory = sqlite3.Row
-    try:
-        return [dict(row) for row in connection.execute("SELECT * FROM calls ORDER BY id")]
-    finally:
-        connection.close()
 
 
 def _logged(n: int) -> int:
