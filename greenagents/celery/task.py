@@ -33,24 +33,30 @@ import importlib
 import os
 import select
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
 import celery
-from celery import states
 from celery.result import AsyncResult
 from kombu.utils import eventio
 
 import greenagents as ga
 from greenagents import errors
+from greenagents.calls import run_call
 from greenagents.celery import tracing, wire
-from greenagents.runtime import target_name
+from greenagents.celery.store import ResultStore
+from greenagents.result import target_name
+from greenagents.run import Run
 
-__all__ = ["TASK_NAME", "app_for", "install", "reference", "register"]
+__all__ = ["CHUNK_TASK_NAME", "TASK_NAME", "app_for", "install", "load_target", "reference",
+           "register"]
 
 assert tracing  # imported for its signal handlers: trace context in the messages' headers
 
-TASK_NAME = "greenagents.call"
+TASK_NAME = "greenagents.call"  # one call per message (and tasks made by register())
+CHUNK_TASK_NAME = "greenagents.call_many"  # a chunk of calls per message: what batches send
+_WRITE_EVERY_S = 0.05  # a chunk's finished Results wait at most this long to be written together
 
 
 class _GeventPoll(eventio._poll):
@@ -98,7 +104,12 @@ AsyncResult.__del__ = _forget_quietly
 
 
 @functools.lru_cache(maxsize=256)
-def _load(reference: str) -> Any:
+def load_target(reference: str) -> Any:
+    """The function or agent class a ``"module:QualName"`` reference names, imported.
+
+    >>> load_target("builtins:divmod")
+    <built-in function divmod>
+    """
     module_name, _, name = reference.partition(":")
     target: Any = importlib.import_module(module_name)
     for part in name.split("."):
@@ -106,26 +117,63 @@ def _load(reference: str) -> Any:
     return target
 
 
+def _loaded(reference: str, index: int) -> Callable[..., Any] | ga.Result[Any]:
+    """The target of ``reference``, or the Result saying why the worker cannot import it."""
+    try:
+        return load_target(reference)  # type: ignore[no-any-return]
+    except (ImportError, AttributeError) as exc:
+        return ga.Result(index, reference, error=errors.ConfigError(import_problem(reference, exc)))
+
+
 def _call(task: celery.Task, reference: str, args: list[Any], kwargs: dict[str, Any], index: int,
           timeout: float | None = None, key: str | None = None) -> dict[str, Any]:
     """Body of ``greenagents.call``: the Result stored under the call's ``key`` if there is one,
     else run the call (and store its Result under ``key`` too, for any later run asking)."""
     key = key or task.request.id
-    stored = task.backend.get_task_meta(key)
-    if stored.get("status") == states.SUCCESS:
-        return stored["result"]  # type: ignore[no-any-return]
-    try:
-        fn = _load(reference)
-    except (ImportError, AttributeError) as exc:
-        result: ga.Result[Any] = ga.Result(index, reference, error=errors.ConfigError(
-            import_problem(reference, exc)))
-    else:
-        result = ga.batch([(fn, tuple(args), kwargs)], max_concurrent=1, timeout=timeout)[0]
-        result.index = index
+    store = ResultStore(task.backend)
+    stored = store.read([key])[0]
+    if stored is not None:
+        return stored
+    target = _loaded(reference, index)
+    result = target if isinstance(target, ga.Result) else run_call(target, args, kwargs,
+                                                                    index=index, timeout=timeout)
     data = wire.to_json(result)
     if key != task.request.id:
-        task.backend.store_result(key, data, states.SUCCESS)
+        store.write([(key, data)])
     return data
+
+
+def _call_many(task: celery.Task, calls: list[list[Any]], timeout: float | None = None) -> int:
+    """Body of ``greenagents.call_many``: run a chunk of calls, ``[reference, args, kwargs, index,
+    key]`` each, at once; store each one's Result under its key as it finishes; how many calls.
+
+    Calls whose Result is stored already (a redelivered chunk whose worker died midway, or an
+    earlier run of the batch) are not run again. Writes are grouped: whatever finished since the
+    last write goes in one pipeline, at most every ``_WRITE_EVERY_S``, and the rest at the end.
+    """
+    store = ResultStore(task.backend)
+    stored = store.read([key for *_, key in calls])
+    keys: dict[int, str] = {}
+    todo: list[tuple[int, Any]] = []
+    ready: list[tuple[str, dict[str, Any]]] = []
+    for (reference, args, kwargs, index, key), known in zip(calls, stored, strict=True):
+        if known is not None:
+            continue
+        keys[index] = key
+        target = _loaded(reference, index)
+        if isinstance(target, ga.Result):
+            ready.append((key, wire.to_json(target)))
+        else:
+            todo.append((index, (target, tuple(args), kwargs)))
+    written = time.monotonic()
+    if todo:
+        for result in Run(len(todo), timeout=timeout, warn=False).results(todo):
+            ready.append((keys[result.index], wire.to_json(result)))  # type: ignore[index]
+            if time.monotonic() - written >= _WRITE_EVERY_S:
+                store.write(ready)
+                ready, written = [], time.monotonic()
+    store.write(ready)
+    return len(calls)
 
 
 def import_problem(reference: str, exc: BaseException) -> str:
@@ -190,15 +238,17 @@ def register(app: celery.Celery, target: Callable[..., Any], *, name: str | None
 
 
 def install(app: celery.Celery) -> celery.Task:
-    """Register ``greenagents.call`` on ``app`` (idempotent); the task, for dispatching.
+    """Register ``greenagents.call`` and ``greenagents.call_many`` on ``app`` (idempotent); the
+    chunk task, which batches send.
 
     Use it with an app you configure yourself; :func:`app_for` does it for you.
 
     >>> from celery import Celery
     >>> install(Celery("mine")).name
-    'greenagents.call'
+    'greenagents.call_many'
     """
-    return app.task(_call, name=TASK_NAME, bind=True, **_RELIABLE)
+    app.task(_call, name=TASK_NAME, bind=True, **_RELIABLE)
+    return app.task(_call_many, name=CHUNK_TASK_NAME, bind=True, **_RELIABLE)
 
 
 def app_for(url: str, *, visibility_timeout: float = 3600.0) -> celery.Celery:
