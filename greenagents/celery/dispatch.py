@@ -40,6 +40,7 @@ from greenagents import errors, jsonl
 from greenagents.agent import Agent
 from greenagents.backends import EMPTY, GreenBackend
 from greenagents.celery import chunks, wire
+from greenagents.celery.store import ResultStore
 from greenagents.celery.task import install, reference
 from greenagents.config import settings
 from greenagents.feeder import FED_ALL, Feeder, FeedFailed, unpack_call
@@ -62,24 +63,24 @@ def _output(fn: Callable[..., Any]) -> TypeAdapter[Any] | None:
 
 
 @dataclass
-class _Chunk:
-    """One message on its way: its calls, and what to send again if it is lost."""
-
-    task_id: str
-    first: int  # the input index of its first call
-    payload: list[Any] | None  # dropped once a worker started it: from then on, it is safe
-    waiting: int  # its calls not finished yet
-    seq: int = -1  # its place in the queue's order, renewed when sent again
-
-
-@dataclass
 class _Sent:
-    """A call on its way: where its Result goes, and the message it travels in."""
+    """A call on its way: what its Result needs back (its index, its target, its output type)."""
 
     index: int
     target: str
     output: TypeAdapter[Any] | None
-    chunk: _Chunk | None = None
+
+
+@dataclass
+class _Chunk:
+    """One message on its way: its calls, and what to send again if it is lost."""
+
+    task_id: str
+    name: bytes  # its result backend key
+    first: int  # the input index of its first call
+    payload: list[Any] | None  # dropped once a worker started it: from then on, it is safe
+    calls: dict[bytes, _Sent]  # its calls not finished yet, by their result backend key
+    seq: int = -1  # its place in the queue's order, renewed when sent again
 
 
 class _Dispatch:
@@ -105,8 +106,8 @@ class _Dispatch:
         self.deadline = deadline
         self.end = None if deadline is None else time.monotonic() + deadline
         self.backend = app.backend
+        self.store = ResultStore(app.backend)
         self.grace = float(app.conf.broker_transport_options.get("visibility_timeout", 3600))
-        self.pending: dict[str, _Sent] = {}  # by call key
         self.chunks: dict[str, _Chunk] = {}  # by task id, while some of their calls are pending
         self.unstarted: deque[tuple[int, str]] = deque()  # (seq, task id), in the order sent
         self.seq = 0
@@ -120,7 +121,7 @@ class _Dispatch:
         and from a slow iterable (a pipe) while it has not given its next call yet. A chunk goes
         when full, and whenever the dispatcher stops to look at the Results."""
         outputs: dict[Any, TypeAdapter[Any] | None] = {}
-        chunk: list[tuple[str, list[Any], _Sent]] = []
+        chunk: list[tuple[bytes, list[Any], _Sent]] = []
         arrivals = _arrivals(calls, lambda: self.next_poll - time.monotonic())
         with self.app.producer_or_acquire() as producer, _pipelined(producer) as pipeline:
             for arrival in arrivals:
@@ -140,7 +141,8 @@ class _Dispatch:
                         outputs[fn] = _output(fn)
                     key = f"{self.batch_id}:{index}"
                     entry = json.loads(jsonl.dumps([ref, args, kwargs, index, key]))
-                    chunk.append((key, entry, _Sent(index, target_name(fn), outputs[fn])))
+                    name = self.backend.get_key_for_task(key)
+                    chunk.append((name, entry, _Sent(index, target_name(fn), outputs[fn])))
                     if len(chunk) >= self.chunk_size:
                         self._send_chunk(chunk, producer)
                         chunk = []
@@ -166,15 +168,14 @@ class _Dispatch:
                 index, call = arrival
                 yield Result(index, call_target(call), error=errors.Timeout(problem))
 
-    def _send_chunk(self, calls: list[tuple[str, list[Any], _Sent]], producer: Any) -> None:
+    def _send_chunk(self, calls: list[tuple[bytes, list[Any], _Sent]], producer: Any) -> None:
         if not calls:
             return
         first = calls[0][2].index
-        chunk = _Chunk(f"{self.batch_id}:{first}:{self.run}", first,
-                       [[entry for _, entry, _ in calls], self.timeout], waiting=len(calls))
-        for key, _, sent in calls:
-            sent.chunk = chunk
-            self.pending[key] = sent
+        task_id = f"{self.batch_id}:{first}:{self.run}"
+        chunk = _Chunk(task_id, self.backend.get_key_for_task(task_id), first,
+                       [[entry for _, entry, _ in calls], self.timeout],
+                       {name: sent for name, _, sent in calls})
         self.chunks[chunk.task_id] = chunk
         self._publish(chunk, producer)
 
@@ -191,9 +192,9 @@ class _Dispatch:
         ``AsyncResult`` object to clean up.
         """
         end = self.end
-        while self.pending:
+        while self.chunks:
             yield from self._poll()
-            if not self.pending:
+            if not self.chunks:
                 return
             now = time.monotonic()
             if end is not None and now >= end:
@@ -201,7 +202,8 @@ class _Dispatch:
             self._send_lost(now)
             wake = self.next_poll if end is None else min(self.next_poll, end)
             time.sleep(max(0.0, wake - now))
-        late = sorted((sent.index, sent.target) for sent in self.pending.values())
+        late = sorted((sent.index, sent.target) for chunk in self.chunks.values()
+                      for sent in chunk.calls.values())
         self.cancel()
         problem = (f"the run's deadline of {self.deadline}s passed before this call finished; "
                    "raise deadline= or add workers")
@@ -211,34 +213,29 @@ class _Dispatch:
     def _poll(self) -> Iterator[Result[Any]]:
         """The Results stored since the last poll; notes the messages workers have started.
 
-        One ``MGET`` of the pending calls' keys and their messages' task ids, every ``_POLL_S``,
-        or less often when the batch is so large that one poll takes a while: at most a fifth of
-        the dispatcher's time goes to polling.
+        One ``MGET`` of the pending messages' task ids and of the keys of the calls in those
+        already started (no Result can be stored before), every ``_POLL_S``, or less often when
+        the batch is so large that one poll takes a while: at most a fifth of the dispatcher's
+        time goes to polling.
         """
         started = time.monotonic()
-        keys, task_ids = list(self.pending), list(self.chunks)
-        stored = self.backend.mget([self.backend.get_key_for_task(key)
-                                    for key in itertools.chain(keys, task_ids)])
+        chunks = list(self.chunks.values())
+        calls = [(chunk, name) for chunk in chunks if chunk.payload is None for name in chunk.calls]
+        stored = self.backend.mget([chunk.name for chunk in chunks] + [name for _, name in calls])
         self.next_poll = started + max(_POLL_S, 5 * (time.monotonic() - started))
-        for key, value in zip(keys, stored, strict=False):
+        for chunk, value in zip(chunks, stored, strict=False):
             if value is None:
-                continue
-            meta = self.backend.decode_result(value)
-            if meta["status"] != celery.states.SUCCESS:
-                continue  # only a call's Result is stored under its key
-            sent = self.pending.pop(key)
-            assert sent.chunk is not None
-            self._started(sent.chunk)
-            self._finished(sent.chunk)
-            yield wire.from_json(meta["result"], sent.output)
-        for task_id, value in zip(task_ids, stored[len(keys):], strict=True):
-            chunk = self.chunks.get(task_id)
-            if value is None or chunk is None:
                 continue
             self._started(chunk)  # STARTED: reserved by a worker, which the broker redelivers
             meta = self.backend.decode_result(value)
             if meta["status"] in celery.states.READY_STATES - {celery.states.SUCCESS}:
                 yield from self._failed(chunk, meta)
+        for (chunk, name), value in zip(calls, stored[len(chunks):], strict=True):
+            if value is None or name not in chunk.calls:
+                continue
+            data = self.store.result(value)
+            if data is not None:
+                yield wire.from_json(data, self._finished(chunk, name).output)
 
     def _started(self, chunk: _Chunk) -> None:
         chunk.payload = None
@@ -246,22 +243,21 @@ class _Dispatch:
             self.frontier = chunk.seq
             self.advances.append((time.monotonic(), chunk.seq))
 
-    def _finished(self, chunk: _Chunk) -> None:
-        chunk.waiting -= 1
-        if chunk.waiting == 0:
-            self.chunks.pop(chunk.task_id, None)
+    def _finished(self, chunk: _Chunk, name: bytes) -> _Sent:
+        sent = chunk.calls.pop(name)
+        if not chunk.calls:
+            del self.chunks[chunk.task_id]
+        return sent
 
     def _failed(self, chunk: _Chunk, meta: dict[str, Any]) -> Iterator[Result[Any]]:
         """Celery's own failure of a whole message (revoked, say): its calls' error. (The task
         never raises for a call's own failure: that is stored as the call's Result.)"""
         error = meta["result"]
-        for key, sent in list(self.pending.items()):
-            if sent.chunk is chunk:
-                del self.pending[key]
-                self._finished(chunk)
-                failure = error if isinstance(error, BaseException) else errors.GreenAgentsError(
-                    f"Celery reported {meta['status']}: {error}")
-                yield Result(sent.index, sent.target, error=failure)
+        for name in list(chunk.calls):
+            sent = self._finished(chunk, name)
+            failure = error if isinstance(error, BaseException) else errors.GreenAgentsError(
+                f"Celery reported {meta['status']}: {error}")
+            yield Result(sent.index, sent.target, error=failure)
 
     def _send_lost(self, now: float) -> None:
         """Send again the messages overtaken (in the queue's order) ``grace`` seconds ago or more."""
@@ -276,7 +272,8 @@ class _Dispatch:
             chunk = self.chunks.get(task_id)
             if chunk is None or chunk.seq != seq or chunk.payload is None:
                 continue  # finished, sent again since, or started
-            more = f"and {chunk.waiting - 1} more in its message " if chunk.waiting > 1 else ""
+            waiting = len(chunk.calls)
+            more = f"and {waiting - 1} more in its message " if waiting > 1 else ""
             log.warning("call %d %s(%s) was taken from the queue by a worker that is gone or "
                         "stuck, not started after %.0f s: sending it again", chunk.first, more,
                         task_id, self.grace, extra={"event": "celery.call_resent",
@@ -293,7 +290,6 @@ class _Dispatch:
         if self.chunks:
             self.app.control.revoke(list(self.chunks))
         self.chunks.clear()
-        self.pending.clear()
 
 
 class _Unpipelined(contextlib.AbstractContextManager["_Unpipelined"]):
