@@ -261,7 +261,7 @@ def request(method: str, url: str, body: bytes | None, headers: Mapping[str, str
     except Exception as exc:
         if timer is None and time.monotonic() >= deadline:  # the watchdog cut the connection
             raise _late(url, provider, limit) from None
-        mapped = _transport_error(exc, url, provider, hint, limit)
+        mapped = transport_error(exc, url, provider, hint, limit)
         if mapped is None:
             raise
         raise mapped from exc
@@ -338,8 +338,8 @@ GREENAGENTS_MAX_RESPONSE_BYTES if such answers are expected
         raw.release_conn()
 
 
-def _transport_error(exc: Exception, url: str, provider: str | None, hint: str | None,
-                     limit: float) -> ProviderError | None:
+def transport_error(exc: Exception, url: str, provider: str | None, hint: str | None,
+                    limit: float) -> ProviderError | None:
     """Map a urllib3 exception to ours; None for anything that is not a transport failure."""
     from urllib3 import exceptions as u3
 
