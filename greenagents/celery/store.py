@@ -67,8 +67,5 @@ class ResultStore:
                         "children": [], "date_done": done, "task_id": key}
                 value = self.encode(meta)
                 name = self.backend.get_key_for_task(key)
-                if expires:
-                    pipe.setex(name, expires, value)
-                else:
-                    pipe.set(name, value)
+                pipe.set(name, value, ex=expires or None)
             pipe.execute()
