@@ -1,29 +1,34 @@
-"""The one Celery task greenagents needs, ``greenagents.call``, and an app configured for it.
+"""The Celery tasks greenagents needs, ``greenagents.call_many`` and ``greenagents.call``, and an
+app configured for them.
 
-The task takes a target by reference (``"module:Name"``, importable by the worker), its
-arguments and the call's index, runs it exactly like :func:`greenagents.batch` would, and returns
-the :mod:`~greenagents.celery.wire` form of its Result. Agents need no per-class registration::
+``greenagents.call_many`` takes a chunk of calls, each a target by reference (``"module:Name"``,
+importable by the worker), its arguments, its index and its key; runs them at once, each exactly
+like :func:`greenagents.batch` would (a :class:`~greenagents.run.Run`); and stores each call's
+Result, in its :mod:`~greenagents.celery.wire` form, under the call's key. ``greenagents.call``
+runs one call (:func:`~greenagents.calls.run_call`) and returns that form: what tasks made by
+:func:`register` do. Agents need no per-class registration::
 
     from greenagents.celery import app_for
     app = app_for("redis://127.0.0.1:6379/0")   # broker, result backend, reliability settings
 
 Reliability, and why each setting:
 
-* ``acks_late`` — a message is acknowledged only after its call finished and its Result is
+* ``acks_late`` — a message is acknowledged only after its calls finished and their Results are
   stored; a worker killed mid-call (even SIGKILL) leaves it unacknowledged, and Redis hands it to
   another worker once ``visibility_timeout`` has passed.
 * ``reject_on_worker_lost`` — the same for a prefork child that dies (the gevent pool has none:
   there the whole worker dies, and the point above applies).
 * ``worker_prefetch_multiplier=1`` — a worker reserves only as many messages as it runs (``-c``),
-  so the rest wait in Redis for any worker, and a crash puts back at most ``-c`` calls.
-* ``track_started`` — a worker stores STARTED when it begins a call, which tells the dispatcher
-  the call left the queue safely; one the queue handed out but no worker started was lost with
-  its worker, and the dispatcher sends it again (see :mod:`greenagents.celery.dispatch`).
-* **idempotency** — each call has a key, ``"<batch_id>:<index>"``; its task id adds the run
-  (``"<batch_id>:<index>:<run>"``), so a later run of the same batch is not refused by workers
-  that remember the ids an earlier run revoked. Before computing, the task looks for a Result
-  already stored under the key: a redelivered call that had finished (the worker died between
-  storing and acknowledging), or one a previous run finished, is answered from the store.
+  so the rest wait in Redis for any worker, and a crash puts back at most ``-c`` messages.
+* ``track_started`` — a worker stores STARTED when it begins a message, which tells the
+  dispatcher it left the queue safely; one the queue handed out but no worker started was lost
+  with its worker, and the dispatcher sends it again (see :mod:`greenagents.celery.dispatch`).
+* **idempotency** — each call has a key, ``"<batch_id>:<index>"``; a message's task id is its
+  first call's key plus the run (``"<batch_id>:<index>:<run>"``), so a later run of the same
+  batch is not refused by workers that remember the ids an earlier run revoked. Before
+  computing, the task looks for the Results already stored under its calls' keys: a call of a
+  redelivered chunk that had finished (the worker died between storing and acknowledging), or
+  one a previous run finished, is answered from the store and not run again.
 """
 
 from __future__ import annotations
