@@ -213,25 +213,26 @@ class _Dispatch:
     def _poll(self) -> Iterator[Result[Any]]:
         """The Results stored since the last poll; notes the messages workers have started.
 
-        One ``MGET`` of the pending messages' task ids and of the keys of the calls in those
-        already started (no Result can be stored before), every ``_POLL_S``, or less often when
-        the batch is so large that one poll takes a while: at most a fifth of the dispatcher's
-        time goes to polling.
+        Two ``MGET`` calls: the pending messages' task ids (which say who started), then the keys of
+        the calls in those started (no Result can be stored before). Every ``_POLL_S``, or less
+        often when the batch is so large that one poll takes a while: at most a fifth of the
+        dispatcher's time goes to polling.
         """
         started = time.monotonic()
         chunks = list(self.chunks.values())
-        calls = [(chunk, name) for chunk in chunks if chunk.payload is None for name in chunk.calls]
-        stored = self.backend.mget([chunk.name for chunk in chunks] + [name for _, name in calls])
-        self.next_poll = started + max(_POLL_S, 5 * (time.monotonic() - started))
-        for chunk, value in zip(chunks, stored, strict=False):
+        for chunk, value in zip(chunks, self.backend.mget([c.name for c in chunks]), strict=True):
             if value is None:
                 continue
             self._started(chunk)  # STARTED: reserved by a worker, which the broker redelivers
             meta = self.backend.decode_result(value)
             if meta["status"] in celery.states.READY_STATES - {celery.states.SUCCESS}:
                 yield from self._failed(chunk, meta)
-        for (chunk, name), value in zip(calls, stored[len(chunks):], strict=True):
-            if value is None or name not in chunk.calls:
+        calls = [(chunk, name) for chunk in self.chunks.values() if chunk.payload is None
+                 for name in chunk.calls]
+        stored = self.backend.mget([name for _, name in calls]) if calls else []
+        self.next_poll = started + max(_POLL_S, 5 * (time.monotonic() - started))
+        for (chunk, name), value in zip(calls, stored, strict=True):
+            if value is None:
                 continue
             data = self.store.result(value)
             if data is not None:
