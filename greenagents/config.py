@@ -15,12 +15,13 @@ client, see :mod:`greenagents.state`).
 
 from __future__ import annotations
 
+import contextvars
 import json
 import math
 import threading
 from typing import Annotated, Any
 
-from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, EnvSettingsSource, NoDecode, SettingsConfigDict
 from pydantic_settings.exceptions import SettingsError
 
@@ -31,6 +32,12 @@ __all__ = ["Settings", "WorkerSettings", "check_model", "check_seconds", "config
            "environment", "settings", "worker_settings"]
 
 ENV_PREFIX = "GREENAGENTS_"
+
+
+# True while validating values given in code (configure, Client): there a number as a string is
+# a mistake, while the environment speaks only in strings.
+_from_code: contextvars.ContextVar[bool] = contextvars.ContextVar("greenagents_from_code",
+                                                                  default=False)
 
 
 class Settings(BaseSettings):
@@ -94,11 +101,10 @@ class Settings(BaseSettings):
     @field_validator("timeout", "connect_timeout", "retry_after_max", "max_response_bytes",
                      "max_concurrency", "retries", mode="before")
     @classmethod
-    def _number_not_text(cls, value: Any, info: ValidationInfo) -> Any:
+    def _number_not_text(cls, value: Any) -> Any:
         """``configure(timeout="5")`` or ``True`` is a mistake (only the environment speaks in
         strings)."""
-        if isinstance(value, bool) or (isinstance(value, str) and info.context is not None
-                                       and not info.context.get("environment")):
+        if isinstance(value, bool) or (isinstance(value, str) and _from_code.get()):
             raise ValueError(f"expected a number, got {value!r}")
         return value
 
@@ -158,10 +164,15 @@ def _validated(values: dict[str, Any], source: str, *, environment: bool = False
     if unknown:
         raise ConfigError(f"unknown setting(s) {', '.join(unknown)} in {source}; "
                           f"known settings: {', '.join(Settings.model_fields)}")
+    # Not a validation context: BaseSettings has its own __init__, which model_validate calls
+    # without passing the context on.
+    token = _from_code.set(not environment)
     try:
-        return Settings.model_validate(values, context={"environment": environment})
+        return Settings.model_validate(values)
     except ValidationError as exc:
         raise ConfigError(f"invalid setting in {source}: {_problems(exc)}") from None
+    finally:
+        _from_code.reset(token)
 
 
 def _problems(exc: ValidationError) -> str:
