@@ -73,6 +73,18 @@ class Client:
         # Without arguments the environment is read on first use, as for the default client.
         self._state = state.State(config.settings_for_client(settings) if settings else None)
 
+    @classmethod
+    def default(cls) -> Client:
+        """The default client: the one ``ga.batch``, ``ga.configure``... act on outside any other.
+
+        >>> import greenagents as ga
+        >>> ga.Client.default().settings is ga.settings()
+        True
+        """
+        client = cls.__new__(cls)
+        client._state = state.default()
+        return client
+
     @property
     def settings(self) -> Settings:
         """This client's :class:`~greenagents.Settings`."""
@@ -195,6 +207,27 @@ class Client:
         rate limits and budget, as ``requests.Session`` does after ``close()``.
         """
         self._state.close()
+
+    def reset(self) -> None:
+        """Close, then forget everything: settings (back to the defaults and the environment),
+        rate limits, cooldowns, budget, breaker evidence. What a test starts from
+        (``tests/conftest.py`` resets the default client around each test).
+
+        >>> import greenagents as ga
+        >>> client = ga.Client(retries=0)
+        >>> client.reset()
+        >>> client.settings.retries
+        3
+        """
+        self._state.reset()
+        with self.use():
+            config.settings()  # read now: the default client's integrations follow at once
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Client) and other._state is self._state
+
+    def __hash__(self) -> int:
+        return id(self._state)
 
     def __enter__(self) -> Client:
         state.enter(self._state)

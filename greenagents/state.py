@@ -80,6 +80,13 @@ class State:
             if close is not None:
                 close()
 
+    def reset(self) -> None:
+        """Close the parts, then forget them and the settings: as new (``Client.reset``)."""
+        self.close()
+        with self._lock:
+            self._parts.clear()
+            self.settings = None
+
 
 _live: weakref.WeakSet[State] = weakref.WeakSet()
 _default: State | None = None
@@ -102,8 +109,7 @@ def default() -> State:
 
 def current() -> State:
     """The state of the client active in this context, else the default one."""
-    found = _current.get()
-    return found if found is not None else default()
+    return _current.get() or _default or default()  # on every call: the cheap way first
 
 
 def live() -> list[State]:

@@ -20,10 +20,12 @@ import greenagents as ga
 
 @pytest.fixture(autouse=True)
 def ga_client() -> Iterator[ga.Client]:
-    """Each test runs with a fresh client active: its own settings (the defaults and the
-    environment), pools, rate limits, log writers, cache and budget; closed after it."""
-    with ga.Client() as fresh:
-        yield fresh
+    """Each test starts from a fresh default client: its settings (the defaults and the
+    environment), pools, rate limits, log writers, cache and budget, all new; reset after it."""
+    client = ga.Client.default()
+    client.reset()
+    yield client
+    client.reset()
 
 
 def run_python(code: str, *, timeout: float = 120) -> subprocess.CompletedProcess[str]:
