@@ -44,7 +44,7 @@ from . import limits, state
 from .config import settings
 from .errors import CircuitOpen, ConnectionFailed, OutputError, ProviderError, ServerError, Timeout
 
-__all__ = ["Streaks", "after", "before"]
+__all__ = ["after", "before"]
 
 # Failures of the endpoint itself; anything else it answered shows it is up.
 _BREAKING = (ServerError, ConnectionFailed, Timeout)

@@ -52,7 +52,7 @@ from .patching import available
 if TYPE_CHECKING:
     from .providers import Endpoint
 
-__all__ = ["DEFAULT_URL", "CacheWarning", "Caches", "Entry", "RedisStore", "SQLiteStore", "Store",
+__all__ = ["DEFAULT_URL", "CacheWarning", "Entry", "RedisStore", "SQLiteStore", "Store",
            "call_through", "key_for", "store_for"]
 
 #: Where ``cache=True`` keeps answers when no ``cache`` setting names a store.

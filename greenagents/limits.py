@@ -31,7 +31,7 @@ from limits.strategies import SlidingWindowCounterRateLimiter
 from . import hooks, slots, state
 from .errors import Timeout
 
-__all__ = ["RateLimit", "RateLimits", "before_request", "clear", "cooldown", "estimate_tokens", "observe",
+__all__ = ["RateLimit", "before_request", "clear", "cooldown", "estimate_tokens", "observe",
            "rate_limit", "shared_storage", "storage_for"]
 
 log = logging.getLogger("greenagents.limits")

@@ -53,7 +53,7 @@ from .jsonl import dumps, encode
 from .patching import available
 from .result import Result
 
-__all__ = ["RUN_ID", "TrackingWarning", "Writers", "database_path", "failures", "flush", "record", "summary"]
+__all__ = ["RUN_ID", "TrackingWarning", "database_path", "failures", "flush", "record", "summary"]
 
 #: Identifies this process's calls made outside any batch; each batch and each
 #: ``greenagents run`` has its own id (see :mod:`greenagents.runs`).
