@@ -15,14 +15,22 @@ client, see :mod:`greenagents.state`).
 
 from __future__ import annotations
 
-import contextvars
-import json
+import functools
 import math
+import os
 import threading
-from typing import Annotated, Any
+from typing import Any
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, EnvSettingsSource, NoDecode, SettingsConfigDict, SettingsError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    create_model,
+    field_validator,
+)
 
 from . import state
 from .errors import ConfigError
@@ -31,17 +39,16 @@ __all__ = ["Settings", "WorkerSettings", "check_model", "check_seconds", "config
            "environment", "settings", "worker_settings"]
 
 ENV_PREFIX = "GREENAGENTS_"
+# Structured settings are JSON in the environment; what to show when one is not.
+_JSON_EXAMPLES = {"api_keys": '{"openai": "sk-..."}',
+                  "base_urls": '{"openai": "http://127.0.0.1:8000/v1"}',
+                  "rate_limits": '{"openai": {"rpm": 500, "tpm": 200000}}'}
 
 
-# True while validating values given in code (configure, Client): there a number as a string is
-# a mistake, while the environment speaks only in strings.
-_from_code: contextvars.ContextVar[bool] = contextvars.ContextVar("greenagents_from_code",
-                                                                  default=False)
-
-
-class Settings(BaseSettings):
+class Settings(BaseModel):
     """Every knob of greenagents. Each field can be set by ``GREENAGENTS_<FIELD>`` in the environment
-    (structured ones as JSON: ``GREENAGENTS_BASE_URLS='{"openai": "http://127.0.0.1:8000/v1"}'``).
+    (structured ones as JSON: ``GREENAGENTS_BASE_URLS='{"openai": "http://127.0.0.1:8000/v1"}'``),
+    read by pydantic-settings (see :func:`environment`).
 
     API keys are ``SecretStr``: the repr shows ``'**********'``.
 
@@ -49,7 +56,7 @@ class Settings(BaseSettings):
     {'openai': SecretStr('**********')}
     """
 
-    model_config = SettingsConfigDict(frozen=True, extra="forbid", env_prefix=ENV_PREFIX)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     max_concurrency: int = Field(20, ge=1, description="Calls running at once in batch/each/stream.")
     default_model: str = Field("openai/gpt-4o-mini", min_length=1,
@@ -100,10 +107,11 @@ class Settings(BaseSettings):
     @field_validator("timeout", "connect_timeout", "retry_after_max", "max_response_bytes",
                      "max_concurrency", "retries", mode="before")
     @classmethod
-    def _number_not_text(cls, value: Any) -> Any:
+    def _number_not_text(cls, value: Any, info: ValidationInfo) -> Any:
         """``configure(timeout="5")`` or ``True`` is a mistake (only the environment speaks in
         strings)."""
-        if isinstance(value, bool) or (isinstance(value, str) and _from_code.get()):
+        if isinstance(value, bool) or (isinstance(value, str)
+                                       and not (info.context or {}).get("environment")):
             raise ValueError(f"expected a number, got {value!r}")
         return value
 
@@ -133,15 +141,45 @@ def _instrument(current: Settings) -> Settings:
     return current
 
 
-def _read_env(kind: type[BaseSettings]) -> dict[str, Any]:
-    """``kind``'s fields found in the environment; "", "none" and "null" mean None."""
+@functools.cache
+def _from_environment(kind: type[BaseModel]) -> type[Any]:
+    """A pydantic-settings twin of ``kind`` (same fields, prefix ``GREENAGENTS_``) to read the
+    environment with. Built on first use, not at import: ``pydantic_settings`` imports asyncio,
+    hence ``ssl``, which must wait for monkey-patching (the CLI imports this module first)."""
+    from pydantic_settings import BaseSettings, SettingsConfigDict
+
+    class FromEnvironment(BaseSettings):
+        model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
+
+    fields: dict[str, Any] = {name: (field.annotation, field)
+                              for name, field in kind.model_fields.items()}
+    twin: type[Any] = create_model(f"{kind.__name__}FromEnvironment", __base__=FromEnvironment,
+                                   **fields)
+    return twin
+
+
+def _read_env(kind: type[BaseModel]) -> dict[str, Any]:
+    """``kind``'s fields found in the environment, as pydantic-settings reads them (structured
+    ones decoded from JSON); "", "none" and "null" mean None.
+
+    pydantic-settings is imported only when one of them is set: it costs ~0.2 s and imports
+    ``ssl`` (through asyncio), so ``import greenagents; ga.configure(...); ga.patch()`` stays
+    ssl-free without ``GREENAGENTS_*`` variables. (With them, ``ssl`` is imported before the
+    patch; harmless, asyncio keeps the module, whose attributes the patch replaces, and
+    :func:`greenagents.patch` still warns about anything that copied ``ssl.SSLContext``.)
+    """
+    names = {ENV_PREFIX + name.upper() for name in kind.model_fields}
+    if not any(variable.upper() in names for variable in os.environ):
+        return {}
+    from pydantic_settings import EnvSettingsSource, SettingsError
+
     try:
-        values = EnvSettingsSource(kind)()
-    except SettingsError as exc:  # a structured field that is not JSON
+        values = EnvSettingsSource(_from_environment(kind))()
+    except SettingsError as exc:  # a structured field that is not JSON; its value may be a key
         field = str(exc).split('"')[1] if '"' in str(exc) else "?"
-        raise ConfigError(f"invalid setting in {_FROM_ENV}: {field}: {exc.__cause__}; write it "
-                          f"as JSON, e.g. {ENV_PREFIX}{field.upper()}='{{\"openai\": ...}}'") \
-            from None
+        example = _JSON_EXAMPLES.get(field, "{...}")
+        raise ConfigError(f"invalid setting in {_FROM_ENV}: {field}: {exc.__cause__}; expected "
+                          f"JSON such as {ENV_PREFIX}{field.upper()}='{example}'") from None
     return {name: None if isinstance(raw, str) and raw.strip().lower() in ("", "none", "null")
             else raw for name, raw in values.items()}
 
@@ -163,15 +201,10 @@ def _validated(values: dict[str, Any], source: str, *, environment: bool = False
     if unknown:
         raise ConfigError(f"unknown setting(s) {', '.join(unknown)} in {source}; "
                           f"known settings: {', '.join(Settings.model_fields)}")
-    # Not a validation context: BaseSettings has its own __init__, which model_validate calls
-    # without passing the context on.
-    token = _from_code.set(not environment)
     try:
-        return Settings.model_validate(values)
+        return Settings.model_validate(values, context={"environment": environment})
     except ValidationError as exc:
         raise ConfigError(f"invalid setting in {source}: {_problems(exc)}") from None
-    finally:
-        _from_code.reset(token)
 
 
 def _problems(exc: ValidationError) -> str:
@@ -244,14 +277,14 @@ def reset() -> Settings:
     return settings()
 
 
-class WorkerSettings(BaseSettings):
+class WorkerSettings(BaseModel):
     """The Celery worker's variables (``greenagents.celery.worker``), beside :class:`Settings`'.
 
     >>> WorkerSettings(celery_tasks="app:Summarize, app:Classify").tasks()
     ['app:Summarize', 'app:Classify']
     """
 
-    model_config = SettingsConfigDict(frozen=True, extra="forbid", env_prefix=ENV_PREFIX)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     celery_url: str = Field("redis://127.0.0.1:6379/0",
                             description="The Redis of broker, results and shared limits.")
@@ -259,26 +292,11 @@ class WorkerSettings(BaseSettings):
         3600.0, gt=0, description="Seconds before an unacknowledged call goes to another worker.")
     celery_tasks: str = Field("", description="module:Name targets registered as tasks of their "
                               "own, comma-separated.")
-    rate_limits: Annotated[dict[str, dict[str, Any]], NoDecode] = Field(
+    rate_limits: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description='Budgets shared by every worker, as JSON: {"openai": '
         '{"rpm": 5000, "tpm": 2000000}}.')
     prometheus_port: int | None = Field(None, ge=1, le=65535,
                                         description="Serve Prometheus metrics on this port.")
-
-    @field_validator("rate_limits", mode="before")
-    @classmethod
-    def _json(cls, value: Any) -> Any:
-        if not isinstance(value, str):
-            return value
-        try:
-            parsed = json.loads(value)
-        except ValueError as exc:
-            raise ValueError(f"{ENV_PREFIX}RATE_LIMITS={value!r}: {exc}; expected JSON such as "
-                             '{"openai": {"rpm": 500, "tpm": 200000}}') from None
-        if not isinstance(parsed, dict):
-            raise ValueError(f"{ENV_PREFIX}RATE_LIMITS={value!r}: not an object; expected JSON "
-                             'such as {"openai": {"rpm": 500, "tpm": 200000}}')
-        return parsed
 
     def tasks(self) -> list[str]:
         """The ``module:Name`` targets of :attr:`celery_tasks`."""

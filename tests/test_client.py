@@ -170,7 +170,7 @@ def test_worker_settings_read_the_celery_variables(monkeypatch: pytest.MonkeyPat
     assert (worker.celery_url, worker.tasks(), worker.rate_limits) == \
         ("redis://127.0.0.1:1/2", ["a:B", "c:D"], {"openai": {"rpm": 5}})
     monkeypatch.setenv("GREENAGENTS_RATE_LIMITS", "{oops")
-    with pytest.raises(ConfigError, match=r"GREENAGENTS_RATE_LIMITS='\{oops'.*expected JSON"):
+    with pytest.raises(ConfigError, match=r"rate_limits: .*expected JSON such as GREENAGENTS_RATE_LIMITS="):
         config.worker_settings()
 
 
