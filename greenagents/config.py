@@ -34,6 +34,7 @@ from pydantic import (
 
 from . import state
 from .errors import ConfigError
+from .state import current as current_state
 
 __all__ = ["Settings", "WorkerSettings", "check_model", "check_seconds", "configure",
            "environment", "settings", "worker_settings"]
@@ -218,15 +219,18 @@ def _from_env() -> Settings:
 def settings() -> Settings:
     """The current client's settings (defaults, overridden by ``GREENAGENTS_*`` variables and
     ``configure``)."""
-    current = state.current()
-    found = current.settings
-    if found is None:
-        with _lock:
-            found = current.settings
-            if found is None:
-                found = current.settings = _from_env()
-                if current is state.default():
-                    _instrument(found)
+    found = current_state().settings  # on every call, many times a call: kept this short
+    return _first_read() if found is None else found
+
+
+def _first_read() -> Settings:
+    current = current_state()
+    with _lock:
+        found = current.settings
+        if found is None:
+            found = current.settings = _from_env()
+            if current is state.default():
+                _instrument(found)
     return found
 
 
