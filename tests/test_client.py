@@ -89,6 +89,9 @@ def test_a_key_reaches_only_its_tenants_server_and_never_a_repr(
         assert KEY_A not in shown
     assert repr(wrong).startswith("Client(") and "api_keys={'openai': '***'}" in repr(wrong)
     wrong.close()
+    assert logged(tmp_path / "a.db") == [("error", "AuthError")]
+    files = b"".join(path.read_bytes() for path in tmp_path.glob("a.db*"))  # WAL included
+    assert KEY_A.encode() not in files  # nor the execution log
 
 
 def test_the_module_functions_act_on_the_active_client(sim: Simulator, tmp_path: Path) -> None:
