@@ -1,8 +1,9 @@
 """Settings: one validated, immutable :class:`Settings` per client, replaced whole by :func:`configure`.
 
 Defaults come from the code, then from ``GREENAGENTS_*`` environment variables (read by
-pydantic-settings: every variable greenagents reads is a field here, the Celery worker's in
-:class:`WorkerSettings`), then from :func:`configure` calls or ``ga.Client(...)``'s arguments.
+pydantic-settings: each is a field here, the Celery worker's in :class:`WorkerSettings`; only the
+dashboard's token and the providers' own ``OPENAI_API_KEY``-style variables are read where they are
+used), then from :func:`configure` calls or ``ga.Client(...)``'s arguments.
 Settings are replaced, never mutated, so a greenlet or thread that read ``settings()`` keeps a
 consistent view while another reconfigures. Each :class:`~greenagents.Client` has its own;
 :func:`settings` and :func:`configure` act on the current client's (the default one outside any
