@@ -16,6 +16,7 @@ from greenagents.errors import BudgetExceeded, ConfigError
 from greenagents.testing import Simulator
 
 from .agents import SentimentAgent, SummaryAgent
+from .conftest import run_python
 
 KEY_A, KEY_B = "sk-tenant-a-0123456789", "sk-tenant-b-9876543210"
 
@@ -190,3 +191,15 @@ def test_a_closed_client_reopens_and_keeps_what_it_was_told(sim: Simulator,
     with client.use():
         assert list(state.current().part(limits.RateLimits).budgets) == ["openai"]
     assert tracking.flush(5)
+
+
+def test_unpatched_the_threads_of_a_run_see_its_client() -> None:
+    done = run_python("""
+        import warnings
+        warnings.simplefilter("ignore")
+        import greenagents as ga
+        client = ga.Client(max_concurrency=3)
+        print([r.value for r in client.each([1, 2], lambda n: ga.settings().max_concurrency)],
+              ga.available())
+    """)
+    assert done.stdout.strip() == "[3, 3] False", done.stderr
