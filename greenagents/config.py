@@ -229,9 +229,8 @@ def _first_read() -> Settings:
     with _lock:
         found = current.settings
         if found is None:
-            found = current.settings = _from_env()
-            if current is state.default():
-                _instrument(found)
+            found = _from_env()
+            current.settings = _instrument(found) if current is state.default() else found
     return found
 
 
@@ -269,8 +268,9 @@ def configure(**changes: Any) -> Settings:
         _refuse_instruments(changes, "configure() inside a client")
     with _lock:
         base = (current.settings or _from_env()).model_dump(exclude_unset=True)
-        found = current.settings = _validated({**base, **changes}, "configure()")
-        return _instrument(found) if is_default else found
+        found = _validated({**base, **changes}, "configure()")
+        current.settings = _instrument(found) if is_default else found  # not if that failed
+        return found
 
 
 def reset() -> Settings:
