@@ -76,8 +76,8 @@ from .patching import available
 if TYPE_CHECKING:
     from urllib3 import BaseHTTPResponse, HTTPConnectionPool
 
-__all__ = ["Headers", "HttpResponse", "close_pools", "pool_for", "post_json",
-           "raise_for_status", "read_bounded"]
+__all__ = ["Headers", "HttpResponse", "close_pools", "pool_for", "post_json", "raise_for_status",
+           "read_bounded"]
 
 # Decoded bytes read at a time: bounds what one read (and one decompression step) can allocate.
 READ_CHUNK = 64 * 1024
