@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar, get_type_hint
 from pydantic import BaseModel, ValidationError, create_model
 
 from . import breakers, budgets, definition, hooks, limits, pricing, providers, runtime, toolloop, tracking
+from . import learned_limits as learned
 from .cache import Entry, call_through
 from .config import settings
 from .errors import CircuitOpen, ConfigError, InputError, QuotaExceeded, RateLimited, scrub
@@ -134,6 +135,9 @@ class _Call:
             with budgets.charge(model, messages, self.agent.max_tokens) as billed:
                 # cooldowns and rate limits first: their waits count against the deadline
                 limits.before_request(endpoint.provider.name, scope, model, messages, until=until)
+                ticket = learned.before_request(
+                    endpoint.provider.name, breaker, model, messages,
+                    max_tokens=self.agent.max_tokens, until=until)
                 if until is not None:
                     timeout = min(timeout, until - time.monotonic())
                     if timeout <= 0:
@@ -142,7 +146,8 @@ class _Call:
                 completion = providers.complete(
                     endpoint, messages, schema=None if withheld else self.spec.schema,
                     schema_name=self.spec.name, temperature=self.agent.temperature,
-                    max_tokens=self.agent.max_tokens, timeout=timeout, tools=self.tools)
+                    max_tokens=self.agent.max_tokens, timeout=timeout, tools=self.tools,
+                    on_response=ticket.observe)
                 billed.append(completion.usage)
             breakers.after(breaker, None, probe, start)
             limits.observe(scope, limited=False)

@@ -29,8 +29,8 @@ from limits.strategies import SlidingWindowCounterRateLimiter
 from . import hooks, slots
 from .errors import Timeout
 
-__all__ = ["RateLimit", "before_request", "clear", "cooldown", "estimate_tokens", "observe",
-           "rate_limit", "shared_storage", "storage_for"]
+__all__ = ["RateLimit", "before_request", "clear", "configured", "cooldown", "estimate_tokens", "observe",
+           "rate_limit", "share", "shared_storage", "storage_for"]
 
 _lock = threading.Lock()
 _limits: dict[str, RateLimit] = {}  # "provider" or "provider/model" -> its budget
@@ -119,6 +119,15 @@ def rate_limit(provider: str, *, rpm: int | None = None, tpm: int | None = None,
     return budget
 
 
+def share(storage: str) -> None:
+    """Keep 429 cooldowns, circuit breakers and learned rate limits in ``storage``
+    (``"redis://host:port"``: shared by every process using it) without setting a budget."""
+    global _cooldown_storage
+    _storage(storage)  # a bad URL fails here, not on the first request
+    with _lock:
+        _cooldown_storage = storage
+
+
 def clear() -> None:
     """Forget every budget and cooldown (tests, reconfiguration)."""
     global _cooldown_storage
@@ -184,6 +193,14 @@ def _cooling_until(scope: str) -> float:
     return until
 
 
+def configured(provider: str, model: str) -> list[RateLimit]:
+    """The budgets set for ``provider`` and for its ``model`` (``"provider/name"`` or a name)."""
+    if not _limits:
+        return []
+    return [b for k in (provider, f"{provider}/{model.partition('/')[2] or model}")
+            if (b := _limits.get(k)) is not None]
+
+
 def before_request(provider: str, scope: str, model: str,
                    messages: Sequence[Mapping[str, Any]], *, until: float | None = None) -> None:
     """Wait out ``scope``'s cooldown and the provider's (and model's) budgets; spend the budget.
@@ -198,10 +215,7 @@ def before_request(provider: str, scope: str, model: str,
                           "(ga.rate_limit)", provider=provider)
         with hooks.waiting("cooldown", scope):
             slots.sleep(min(wait, 1.0))
-    if not _limits:
-        return
-    budgets = [b for k in (provider, f"{provider}/{model.partition('/')[2] or model}")
-               if (b := _limits.get(k)) is not None]
+    budgets = configured(provider, model)
     if budgets:
         tokens = estimate_tokens(messages)
         for budget in budgets:

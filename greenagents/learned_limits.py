@@ -1,0 +1,236 @@
+"""Rate limits learned from the provider's headers: slow down *before* the 429s.
+
+Users rarely know their tier, so ``ga.rate_limit(...)`` is usually unset; yet every answer of
+OpenAI and Anthropic says how much of the budget is left and when it is full again
+(:mod:`greenagents.ratelimit_headers`). Where no rate limit is configured, calls to that model
+are paced by what the provider stated: once the stated remaining budget is spent, calls wait
+(without their slot) until the reset, and then adopt the stated limit until the provider speaks
+again. A ``ga.rate_limit`` you set is used as it is for what it sets (``rpm``: requests; ``tpm``:
+tokens): the headers never loosen it. ``ga.configure(learn_rate_limits=False)`` turns learning off.
+
+How the budget is counted: each request takes a ticket (requests: 1; tokens: the prompt estimate
+plus ``max_tokens``), numbered per model endpoint. An answer saying "``remaining`` left" while
+its request held ticket ``t`` means nothing past ticket ``t + remaining`` may go before the reset;
+of all answers the lowest such ceiling wins. Requests still in flight were counted by the provider
+before they answer, so tickets, not answers, are what a ceiling is measured against; that is
+what keeps 200 calls in flight from overshooting a budget their answers have not reported yet.
+Before the first answer nothing is known: the first requests go unpaced.
+
+Learning is per (provider, base URL, model), in the storage 429 cooldowns use: Redis once
+``ga.rate_limit(..., storage="redis://...")`` (or ``GREENAGENTS_RATE_LIMITS`` on Celery workers)
+names one, so workers share what they learned and draw from one ticket count; in-process
+otherwise. A 429 whose headers show a budget at 0 also waits out its ``retry-after`` when that is
+later than the reset; a 429 that shows budget left (a busy shard) changes nothing here.
+
+>>> import greenagents as ga
+>>> ga.configure(learn_rate_limits=False).learn_rate_limits
+False
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from limits.storage import RedisStorage
+
+from . import hooks, limits, slots
+from .config import settings
+from .errors import Timeout
+from .http import HttpResponse, _retry_after
+from .ratelimit_headers import DIMENSIONS, parse
+
+__all__ = ["Learned", "Ticket", "before_request", "clear", "learned"]
+
+T = TypeVar("T")
+State = dict[str, float]  # "<dimension>.<field>" -> number: the shape a Redis hash stores
+_TOKENS = frozenset(DIMENSIONS) - {"requests"}
+_DEFAULT_SPAN_S = 60.0  # how long an adopted limit lasts before the provider says more: a minute
+
+
+@dataclass(frozen=True)
+class Learned:
+    """One budget as learned: the provider's ``limit`` (None: not stated), the ``left`` before
+    its reset (estimated: stated remaining minus what was sent since), and ``reset_s``."""
+
+    limit: int | None
+    left: float
+    reset_s: float
+
+
+# ---------------------------------------------------------------- the arithmetic, on a State
+
+def _take(state: State, costs: Callable[[set[str]], dict[str, float]], skip: set[str],
+          now: float) -> tuple[float, dict[str, float]]:
+    """Count one request in ``state``: ``(0.0, its ticket numbers)``, or ``(seconds to wait,
+    {})`` when it does not fit. ``costs`` prices it in the dimensions the provider stated (just
+    "requests" before it spoke), less those in ``skip`` (configured limits pace those)."""
+    stated = {field.partition(".")[0] for field in state if field.endswith(".ceiling")}
+    priced = costs((stated or {"requests"}) - skip)
+    wait = 0.0
+    for dim, cost in priced.items():
+        seq, until, limit = state.get(f"{dim}.seq", 0.0), state.get(f"{dim}.until", 0.0), \
+            state.get(f"{dim}.limit")
+        if 0 < until <= now and limit:  # past the reset: the budget is full again, for a while
+            state[f"{dim}.ceiling"] = seq + limit
+            state[f"{dim}.until"] = until = now + state.get(f"{dim}.span", _DEFAULT_SPAN_S)
+        ceiling = state.get(f"{dim}.ceiling")
+        cost = min(cost, limit) if limit else cost  # larger than the whole budget: goes alone
+        if until > now and ceiling is not None and seq + cost > ceiling:
+            wait = max(wait, until - now)
+    if wait:
+        return wait, {}
+    for dim, cost in priced.items():
+        state[f"{dim}.seq"] = state.get(f"{dim}.seq", 0.0) + cost
+    return 0.0, {dim: state[f"{dim}.seq"] for dim in priced}
+
+
+def _observe(state: State, status: int, headers: Mapping[str, str], tickets: Mapping[str, float],
+             now: float) -> None:
+    """Lower the ceilings to what ``headers`` state; ``tickets``: the request's ticket numbers."""
+    retry_after = _retry_after(headers) if status == 429 else None
+    for dim, reading in parse(headers, now=now).items():
+        ceiling = tickets.get(dim, state.get(f"{dim}.seq", 0.0)) + reading.remaining
+        until = now + reading.reset_s
+        if retry_after and reading.remaining == 0:
+            until = max(until, now + retry_after)
+        if state.get(f"{dim}.until", 0.0) > now and f"{dim}.ceiling" in state:
+            ceiling, until = min(ceiling, state[f"{dim}.ceiling"]), max(until, state[f"{dim}.until"])
+        state[f"{dim}.ceiling"], state[f"{dim}.until"] = ceiling, until
+        state.setdefault(f"{dim}.seq", 0.0)
+        if reading.limit:
+            state[f"{dim}.limit"] = float(reading.limit)
+        state[f"{dim}.span"] = max(reading.reset_s, state.get(f"{dim}.span", 0.0))
+
+
+# ---------------------------------------------------------------- where the State lives
+
+_lock = threading.Lock()
+_memory: dict[str, State] = {}
+_PREFIX = "greenagents/learned/"
+_EXPIRY_S = 24 * 3600
+
+
+def _update(key: str, change: Callable[[State], T]) -> T:
+    """Apply ``change`` to ``key``'s state atomically: in this process, or in the shared Redis
+    (optimistic: WATCH, read, MULTI, write; again if another writer came in between)."""
+    storage = limits.shared_storage()
+    if not isinstance(storage, RedisStorage):
+        with _lock:
+            return change(_memory.setdefault(key, {}))
+    from redis.exceptions import WatchError
+
+    name = _PREFIX + key
+    with storage.storage.pipeline() as pipe:
+        while True:
+            try:
+                pipe.watch(name)
+                state = {k.decode(): float(v) for k, v in pipe.hgetall(name).items()}
+                result = change(state)
+                pipe.multi()
+                if state:
+                    pipe.hset(name, mapping=state)
+                    pipe.expire(name, _EXPIRY_S)
+                pipe.execute()
+                return result
+            except WatchError:
+                continue
+
+
+def _read(key: str) -> State:
+    storage = limits.shared_storage()
+    if not isinstance(storage, RedisStorage):
+        with _lock:
+            return dict(_memory.get(key, {}))
+    return {k.decode(): float(v) for k, v in storage.storage.hgetall(_PREFIX + key).items()}
+
+
+def learned(key: str) -> dict[str, Learned]:
+    """What was learned for ``key`` (``"<provider>@<base URL>/<model>"``), by dimension.
+
+    >>> learned("openai@http://127.0.0.1:9/v1/never-called")
+    {}
+    """
+    state, now = _read(key), time.time()
+    found = {}
+    for dim in DIMENSIONS:
+        if f"{dim}.ceiling" in state and state[f"{dim}.until"] > now:
+            limit = state.get(f"{dim}.limit")
+            found[dim] = Learned(None if limit is None else int(limit),
+                                 state[f"{dim}.ceiling"] - state[f"{dim}.seq"],
+                                 state[f"{dim}.until"] - now)
+    return found
+
+
+def clear() -> None:
+    """Forget what this process learned (tests); Redis entries expire a day after their last use."""
+    with _lock:
+        _memory.clear()
+
+
+# ---------------------------------------------------------------- the calls' side
+
+@dataclass(frozen=True)
+class Ticket:
+    """A request's place in its endpoint's count; hand its answer to :meth:`observe`."""
+
+    key: str
+    numbers: Mapping[str, float]
+
+    def observe(self, response: HttpResponse) -> None:
+        """Learn from ``response``'s rate-limit headers (any status); nothing if it has none."""
+        if not self.key or not any(name.startswith(("x-ratelimit-", "anthropic-ratelimit-"))
+                                   for name in response.headers):
+            return
+        _update(self.key, lambda state: _observe(state, response.status, response.headers,
+                                                 self.numbers, time.time()))
+
+
+_UNPACED = Ticket("", {})
+
+
+class _Costs:
+    """What one request costs in each dimension; the prompt is estimated once, when needed."""
+
+    def __init__(self, messages: Sequence[Mapping[str, Any]], max_tokens: int | None):
+        self.messages, self.max_tokens = messages, max_tokens
+        self.prompt: float | None = None
+
+    def __call__(self, dims: set[str]) -> dict[str, float]:
+        if not dims & _TOKENS:
+            return dict.fromkeys(dims, 1.0)
+        if self.prompt is None:
+            self.prompt = float(limits.estimate_tokens(self.messages))
+        answer = float(self.max_tokens or 0)
+        worth = {"requests": 1.0, "tokens": self.prompt + answer, "input_tokens": self.prompt,
+                 "output_tokens": max(answer, 1.0)}
+        return {dim: worth[dim] for dim in dims}
+
+
+def before_request(provider: str, key: str, model: str, messages: Sequence[Mapping[str, Any]],
+                   *, max_tokens: int | None = None, until: float | None = None) -> Ticket:
+    """Wait until a request to ``key`` (``"<provider>@<base URL>/<model>"``) fits what the
+    provider stated, then count it; the :class:`Ticket` goes with its answer.
+
+    ``until`` (``time.monotonic()``) is the call's deadline: a wait past it raises
+    :class:`~greenagents.errors.Timeout` at once.
+    """
+    if not settings().learn_rate_limits:
+        return _UNPACED
+    skip: set[str] = set()
+    for budget in limits.configured(provider, model):
+        skip |= ({"requests"} if budget.rpm else set()) | (_TOKENS if budget.tpm else set())
+    costs = _Costs(messages, max_tokens)
+    while True:
+        wait, numbers = _update(key, lambda state: _take(state, costs, skip, time.time()))
+        if not wait:
+            return Ticket(key, numbers) if numbers else _UNPACED
+        if until is not None and time.monotonic() + wait > until:
+            raise Timeout(f"{key} said its rate limit is spent for {wait:.1f} s more, past the "
+                          "call's deadline; raise Retry(deadline=...) or slow down",
+                          provider=provider)
+        with hooks.waiting("rate_limit", key):
+            slots.sleep(min(wait, 1.0))
