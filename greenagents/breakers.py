@@ -87,14 +87,20 @@ def before(scope: str) -> bool:
                       provider=scope.partition("/")[0])
 
 
-def after(scope: str, error: BaseException | None, probe: bool, started: float) -> None:
+def after(scope: str, error: BaseException | None, probe: bool, started: float, *,
+          evidence: bool = True) -> None:
     """Record how an attempt at ``scope``, started at ``started`` (``time.monotonic()``), ended
-    (``error`` None: it answered)."""
+    (``error`` None: it answered). ``evidence=False``: its end says nothing of the endpoint (no
+    request went out, or its timeout was cut short by the call's deadline); it is not counted."""
     threshold = settings().breaker_failures
     if threshold is None:
         return
     storage = limits.shared_storage()
     failures, opened, probe_key = _keys(scope)
+    if not evidence:
+        if probe:
+            storage.clear(probe_key)  # the next attempt probes instead
+        return
     cooloff = settings().breaker_cooloff
     now = time.monotonic()
     if isinstance(error, _BREAKING):

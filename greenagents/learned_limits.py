@@ -10,11 +10,14 @@ tokens): the headers never loosen it. ``ga.configure(learn_rate_limits=False)`` 
 
 How the budget is counted: each request takes a ticket (requests: 1; tokens: the prompt estimate
 plus ``max_tokens``), numbered per model endpoint. An answer saying "``remaining`` left" while
-its request held ticket ``t`` means nothing past ticket ``t + remaining`` may go before the reset;
-of all answers the lowest such ceiling wins. Requests still in flight were counted by the provider
-before they answer, so tickets, not answers, are what a ceiling is measured against; that is
-what keeps 200 calls in flight from overshooting a budget their answers have not reported yet.
-Before the first answer nothing is known: the first requests go unpaced.
+its request held ticket ``t`` means nothing past ticket ``t + remaining`` may go before the reset.
+Requests still in flight were counted by the provider before they answer, so tickets, not
+answers, are what this ceiling is measured against; that is what keeps 200 calls in flight from
+overshooting a budget their answers have not reported yet. The latest answer sets the ceiling
+(requests sent together reach the provider in a slightly different order, and the lowest
+ceiling of a first wave would waste that difference for the whole window), until one says
+nothing is left: that is believed until the reset. Before the first answer nothing is known:
+the first requests go unpaced.
 
 Learning is per (provider, base URL, model), in the storage 429 cooldowns use: Redis once
 ``ga.rate_limit(..., storage="redis://...")`` (or ``GREENAGENTS_RATE_LIMITS`` on Celery workers)
@@ -75,7 +78,7 @@ def _take(state: State, costs: Callable[[set[str]], dict[str, float]], skip: set
         seq, until, limit = state.get(f"{dim}.seq", 0.0), state.get(f"{dim}.until", 0.0), \
             state.get(f"{dim}.limit")
         if 0 < until <= now and limit:  # past the reset: the budget is full again, for a while
-            state[f"{dim}.ceiling"] = seq + limit
+            state[f"{dim}.ceiling"], state[f"{dim}.spent"] = seq + limit, 0.0
             state[f"{dim}.until"] = until = now + state.get(f"{dim}.span", _DEFAULT_SPAN_S)
         ceiling = state.get(f"{dim}.ceiling")
         cost = min(cost, limit) if limit else cost  # larger than the whole budget: goes alone
@@ -97,9 +100,13 @@ def _observe(state: State, status: int, headers: Mapping[str, str], tickets: Map
         until = now + reading.reset_s
         if retry_after and reading.remaining == 0:
             until = max(until, now + retry_after)
+        spent = float(reading.remaining == 0)
         if state.get(f"{dim}.until", 0.0) > now and f"{dim}.ceiling" in state:
-            ceiling, until = min(ceiling, state[f"{dim}.ceiling"]), max(until, state[f"{dim}.until"])
-        state[f"{dim}.ceiling"], state[f"{dim}.until"] = ceiling, until
+            until = max(until, state[f"{dim}.until"])
+            spent = max(spent, state.get(f"{dim}.spent", 0.0))
+            if spent:  # the provider said "nothing left": believed until the reset
+                ceiling = min(ceiling, state[f"{dim}.ceiling"])
+        state[f"{dim}.ceiling"], state[f"{dim}.until"], state[f"{dim}.spent"] = ceiling, until, spent
         state.setdefault(f"{dim}.seq", 0.0)
         if reading.limit:
             state[f"{dim}.limit"] = float(reading.limit)

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import pytest
 
 import greenagents as ga
-from greenagents import config
+from greenagents import config, learned_limits
 
 
 @pytest.fixture(autouse=True)
@@ -24,6 +24,7 @@ def _fresh_settings() -> Iterator[None]:
     config.reset()
     yield
     config.reset()
+    learned_limits.clear()  # a later simulator on the same port must not inherit its limits
 
 
 def run_python(code: str, *, timeout: float = 120) -> subprocess.CompletedProcess[str]:

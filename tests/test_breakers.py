@@ -104,3 +104,25 @@ def test_workers_share_breakers_through_the_rate_limit_redis(sim: Simulator,
         agent.call(text="x")
     limits._storages.pop(redis_url)  # another worker: its own connection, the same Redis
     assert isinstance(agent.call(text="x").error, CircuitOpen) and requests(sim) == 2
+
+
+@pytest.mark.sim(latency=0.5)
+def test_attempts_cut_short_by_the_calls_deadline_are_no_evidence(sim: Simulator) -> None:
+    # Each attempt may take only what is left of its call's deadline (0.2 s), not its timeout
+    # (60 s): its Timeout says the call ran out of time, not that the endpoint is down. Counted,
+    # a healthy endpoint (the fault matrix's calls near their deadline) opened its breaker.
+    ga.configure(breaker_failures=2, retries=0)
+    rushed = at(SentimentAgent, sim.base_url, retries=ga.Retry(max=0, deadline=0.2))
+    assert all(isinstance(rushed.call(text=f"t{n}").error, ga.errors.Timeout) for n in range(3))
+    assert at(SentimentAgent, sim.base_url).call(text="patient").ok  # not CircuitOpen
+
+
+@pytest.mark.sim()
+def test_calls_that_never_reached_the_endpoint_are_no_evidence(sim: Simulator) -> None:
+    ga.configure(breaker_failures=2, retries=0)
+    agent = at(SentimentAgent, sim.base_url, retries=ga.Retry(max=0, deadline=0.5))
+    limits.cooldown(f"openai@{sim.base_url}", 1.0)  # a 429 cooldown outlasting their deadline
+    assert all(isinstance(agent.call(text=f"t{n}").error, ga.errors.Timeout) for n in range(3))
+    assert requests(sim) == 0
+    time.sleep(1.1)
+    assert agent.call(text="after the cooldown").ok and requests(sim) == 1
