@@ -132,7 +132,7 @@ class _Call:
         if hooks.active:
             hooks.attempt_started(record["number"], endpoint.provider.name, model, messages)
         try:
-            probe = breakers.before(breaker)
+            probe = breakers.before(breaker, start)
             with budgets.charge(model, messages, self.agent.max_tokens) as billed:
                 # cooldowns and rate limits first: their waits count against the deadline
                 limits.before_request(endpoint.provider.name, scope, model, messages, until=until)

@@ -6,6 +6,7 @@ import shutil
 import time
 from collections.abc import Callable, Iterator
 
+import gevent
 import pytest
 
 import greenagents as ga
@@ -126,3 +127,32 @@ def test_calls_that_never_reached_the_endpoint_are_no_evidence(sim: Simulator) -
     assert requests(sim) == 0
     time.sleep(1.1)
     assert agent.call(text="after the cooldown").ok and requests(sim) == 1
+
+
+@pytest.mark.sim(faults={"server_error": 1.0})
+def test_a_dead_endpoint_opens_under_concurrency_too(
+        sim: Simulator, sim_factory: Callable[..., Simulator]) -> None:
+    healthy = sim_factory()
+    ga.configure(breaker_failures=3, retries=3)
+    agent = at(SentimentAgent, sim.base_url, fallbacks=(("openai/gpt-4o", healthy.base_url),),
+               retries=ga.Retry(max=3, base=0.05, cap=0.1))
+    results = ga.batch([(agent, {"text": f"t{n}"}) for n in range(300)], max_concurrent=100)
+    assert all(r.ok and r.model == "openai/gpt-4o" for r in results)
+    assert requests(sim) < 600  # without the breaker: 300 calls × 4 attempts = 1,200
+    assert sum(any(a.error == "CircuitOpen" for a in r.history) for r in results) > 100
+
+
+@pytest.mark.sim(latency=0.5, faults={"server_error": 1.0}, fault_attempts=1)
+def test_a_streak_that_an_answer_on_its_way_may_end_refuses_no_call(sim: Simulator) -> None:
+    # Two 500s come back while a success is still on its way: the streak reached the threshold
+    # but did not open. Before, calls were then refused as if half-open (CircuitOpen from a
+    # breaker that never opened): the fault matrix's healthy endpoint failed calls that way.
+    ga.configure(breaker_failures=2, retries=0)
+    agent = at(SentimentAgent, sim.base_url)
+    agent.call(text="w")  # each conversation's first try is a 500; then it answers in 0.5 s
+    assert agent.call(text="w").ok
+    on_its_way = gevent.spawn(agent.call, text="w")
+    gevent.sleep(0.05)
+    assert all(isinstance(agent.call(text=f"f{n}").error, ServerError) for n in range(2))
+    later = ga.batch([(agent, {"text": "w"})] * 3)
+    assert on_its_way.get().ok and all(r.ok for r in later)
