@@ -36,7 +36,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from limits.storage import RedisStorage
 
@@ -66,29 +66,46 @@ class Learned:
 
 # ---------------------------------------------------------------- the arithmetic, on a State
 
+class _Fields(NamedTuple):
+    """A dimension's entries in a State: what was sent (the ticket count), the ceiling, when it
+    resets, the stated limit, the longest reset stated, and whether it was stated spent."""
+
+    seq: str
+    ceiling: str
+    until: str
+    limit: str
+    span: str
+    spent: str
+
+
+_FIELDS = {dim: _Fields(*(f"{dim}.{name}" for name in _Fields._fields)) for dim in DIMENSIONS}
+
+
 def _take(state: State, costs: Callable[[set[str]], dict[str, float]], skip: set[str],
           now: float) -> tuple[float, dict[str, float]]:
     """Count one request in ``state``: ``(0.0, its ticket numbers)``, or ``(seconds to wait,
     {})`` when it does not fit. ``costs`` prices it in the dimensions the provider stated (just
     "requests" before it spoke), less those in ``skip`` (configured limits pace those)."""
-    stated = {field.partition(".")[0] for field in state if field.endswith(".ceiling")}
-    priced = costs((stated or {"requests"}) - skip)
+    stated = {dim for dim, f in _FIELDS.items() if f.ceiling in state} or {"requests"}
+    priced = costs(stated - skip)
     wait = 0.0
     for dim, cost in priced.items():
-        seq, until, limit = state.get(f"{dim}.seq", 0.0), state.get(f"{dim}.until", 0.0), \
-            state.get(f"{dim}.limit")
+        f = _FIELDS[dim]
+        seq, until, limit = state.get(f.seq, 0.0), state.get(f.until, 0.0), state.get(f.limit)
         if 0 < until <= now and limit:  # past the reset: the budget is full again, for a while
-            state[f"{dim}.ceiling"], state[f"{dim}.spent"] = seq + limit, 0.0
-            state[f"{dim}.until"] = until = now + state.get(f"{dim}.span", _DEFAULT_SPAN_S)
-        ceiling = state.get(f"{dim}.ceiling")
+            state[f.ceiling], state[f.spent] = seq + limit, 0.0
+            state[f.until] = until = now + state.get(f.span, _DEFAULT_SPAN_S)
+        ceiling = state.get(f.ceiling)
         cost = min(cost, limit) if limit else cost  # larger than the whole budget: goes alone
         if until > now and ceiling is not None and seq + cost > ceiling:
             wait = max(wait, until - now)
     if wait:
         return wait, {}
+    numbers = {}
     for dim, cost in priced.items():
-        state[f"{dim}.seq"] = state.get(f"{dim}.seq", 0.0) + cost
-    return 0.0, {dim: state[f"{dim}.seq"] for dim in priced}
+        f = _FIELDS[dim]
+        numbers[dim] = state[f.seq] = state.get(f.seq, 0.0) + cost
+    return 0.0, numbers
 
 
 def _observe(state: State, status: int, headers: Mapping[str, str], tickets: Mapping[str, float],
@@ -96,27 +113,31 @@ def _observe(state: State, status: int, headers: Mapping[str, str], tickets: Map
     """Lower the ceilings to what ``headers`` state; ``tickets``: the request's ticket numbers."""
     retry_after = _retry_after(headers) if status == 429 else None
     for dim, reading in parse(headers, now=now).items():
-        ceiling = tickets.get(dim, state.get(f"{dim}.seq", 0.0)) + reading.remaining
+        f = _FIELDS[dim]
+        ceiling = tickets.get(dim, state.get(f.seq, 0.0)) + reading.remaining
         until = now + reading.reset_s
         if retry_after and reading.remaining == 0:
             until = max(until, now + retry_after)
         spent = float(reading.remaining == 0)
-        if state.get(f"{dim}.until", 0.0) > now and f"{dim}.ceiling" in state:
-            until = max(until, state[f"{dim}.until"])
-            spent = max(spent, state.get(f"{dim}.spent", 0.0))
+        if state.get(f.until, 0.0) > now and f.ceiling in state:
+            until = max(until, state[f.until])
+            spent = max(spent, state.get(f.spent, 0.0))
             if spent:  # the provider said "nothing left": believed until the reset
-                ceiling = min(ceiling, state[f"{dim}.ceiling"])
-        state[f"{dim}.ceiling"], state[f"{dim}.until"], state[f"{dim}.spent"] = ceiling, until, spent
-        state.setdefault(f"{dim}.seq", 0.0)
+                ceiling = min(ceiling, state[f.ceiling])
+        state[f.ceiling], state[f.until], state[f.spent] = ceiling, until, spent
+        state.setdefault(f.seq, 0.0)
         if reading.limit:
-            state[f"{dim}.limit"] = float(reading.limit)
-        state[f"{dim}.span"] = max(reading.reset_s, state.get(f"{dim}.span", 0.0))
+            state[f.limit] = float(reading.limit)
+        state[f.span] = max(reading.reset_s, state.get(f.span, 0.0))
 
 
 # ---------------------------------------------------------------- where the State lives
 
 _lock = threading.Lock()
 _memory: dict[str, State] = {}
+# Requests sent per key whose provider has stated nothing (yet): counted without a State, the
+# cheap path for servers that send no rate-limit headers; the first statement starts from it.
+_sent: dict[str, int] = {}
 _PREFIX = "greenagents/learned/"
 _EXPIRY_S = 24 * 3600
 
@@ -127,7 +148,10 @@ def _update(key: str, change: Callable[[State], T]) -> T:
     storage = limits.shared_storage()
     if not isinstance(storage, RedisStorage):
         with _lock:
-            return change(_memory.setdefault(key, {}))
+            state = _memory.get(key)
+            if state is None:
+                state = _memory[key] = {_FIELDS["requests"].seq: float(_sent.pop(key, 0))}
+            return change(state)
     from redis.exceptions import WatchError
 
     name = _PREFIX + key
@@ -176,6 +200,7 @@ def clear() -> None:
     """Forget what this process learned (tests); Redis entries expire a day after their last use."""
     with _lock:
         _memory.clear()
+        _sent.clear()
 
 
 # ---------------------------------------------------------------- the calls' side
@@ -227,6 +252,9 @@ def before_request(provider: str, key: str, model: str, messages: Sequence[Mappi
     """
     if not settings().learn_rate_limits:
         return _UNPACED
+    if key not in _memory and not isinstance(limits.shared_storage(), RedisStorage):
+        sent = _sent[key] = _sent.get(key, 0) + 1  # nothing stated: count, nothing to wait for
+        return Ticket(key, {"requests": float(sent)})
     skip: set[str] = set()
     for budget in limits.configured(provider, model):
         skip |= ({"requests"} if budget.rpm else set()) | (_TOKENS if budget.tpm else set())

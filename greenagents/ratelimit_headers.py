@@ -34,9 +34,14 @@ __all__ = ["DIMENSIONS", "Reading", "parse", "parse_duration", "parse_reset"]
 #: Anthropic's separate input and output token budgets.
 DIMENSIONS = ("requests", "tokens", "input_tokens", "output_tokens")
 
-_OPENAI = {"requests": "requests", "tokens": "tokens"}
-_ANTHROPIC = {"requests": "requests", "tokens": "tokens", "input_tokens": "input-tokens",
-              "output_tokens": "output-tokens"}
+# (dimension, remaining, reset, limit) header names, OpenAI's then Anthropic's
+_NAMES = [(dim, f"x-ratelimit-remaining-{dim}", f"x-ratelimit-reset-{dim}",
+           f"x-ratelimit-limit-{dim}") for dim in ("requests", "tokens")] + \
+         [(dim, f"anthropic-ratelimit-{name}-remaining", f"anthropic-ratelimit-{name}-reset",
+           f"anthropic-ratelimit-{name}-limit") for dim, name in
+          (("requests", "requests"), ("tokens", "tokens"), ("input_tokens", "input-tokens"),
+           ("output_tokens", "output-tokens"))]
+_SIMPLE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ms|s)?")
 _GO_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(h|ms|m|s|us|µs|ns)")
 _UNIT_S = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
 
@@ -59,14 +64,13 @@ def parse_duration(text: str) -> float | None:
     (360.0, 0.02, 1.5, None)
     """
     text = text.strip()
-    try:
-        seconds = float(text)
-    except ValueError:
-        parts = _GO_PART.findall(text)
-        if not parts or "".join(number + unit for number, unit in parts) != text:
-            return None
-        seconds = sum(float(number) * _UNIT_S[unit] for number, unit in parts)
-    return seconds if math.isfinite(seconds) and seconds >= 0 else None
+    simple = _SIMPLE.fullmatch(text)  # "20ms", "1.5s", "7": most of what is sent
+    if simple is not None:
+        return float(simple[1]) * _UNIT_S[simple[2] or "s"]
+    parts = _GO_PART.findall(text)
+    if not parts or "".join(number + unit for number, unit in parts) != text:
+        return None
+    return sum(float(number) * _UNIT_S[unit] for number, unit in parts)
 
 
 def parse_reset(text: str, *, now: float | None = None) -> float | None:
@@ -101,8 +105,8 @@ def _count(value: str | None) -> int | None:
 def parse(headers: Mapping[str, str], *, now: float | None = None) -> dict[str, Reading]:
     """The budgets ``headers`` state, by dimension (see :data:`DIMENSIONS`).
 
-    ``headers`` must look names up case-insensitively (:class:`greenagents.http.Headers` does).
-    A budget needs at least its remaining count and reset time; anything else is skipped.
+    Header names are matched case-insensitively. A budget needs at least its remaining count
+    and reset time; anything else is skipped.
 
     >>> parse({"anthropic-ratelimit-input-tokens-limit": "40000",
     ...        "anthropic-ratelimit-input-tokens-remaining": "39000",
@@ -111,15 +115,15 @@ def parse(headers: Mapping[str, str], *, now: float | None = None) -> dict[str, 
     ...       now=datetime(2026, 11, 30, 9, 30, 0, tzinfo=timezone.utc).timestamp())
     {'input_tokens': Reading(limit=40000, remaining=39000, reset_s=6.0)}
     """
+    stated = {name.lower(): headers[name] for name in headers if "ratelimit" in name.lower()}
     found: dict[str, Reading] = {}
-    for names, template in ((_OPENAI, "x-ratelimit-{field}-{name}"),
-                            (_ANTHROPIC, "anthropic-ratelimit-{name}-{field}")):
-        for dimension, name in names.items():
-            remaining = _count(headers.get(template.format(field="remaining", name=name)))
-            reset = headers.get(template.format(field="reset", name=name))
-            reset_s = None if reset is None else parse_reset(reset, now=now)
-            if remaining is None or reset_s is None:
-                continue
-            limit = _count(headers.get(template.format(field="limit", name=name)))
-            found[dimension] = Reading(limit or None, remaining, reset_s)
+    for dimension, remaining_name, reset_name, limit_name in _NAMES:
+        if remaining_name not in stated:
+            continue
+        remaining = _count(stated[remaining_name])
+        reset = stated.get(reset_name)
+        reset_s = None if reset is None else parse_reset(reset, now=now)
+        if remaining is None or reset_s is None:
+            continue
+        found[dimension] = Reading(_count(stated.get(limit_name)) or None, remaining, reset_s)
     return found
