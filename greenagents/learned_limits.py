@@ -21,8 +21,8 @@ the first requests go unpaced.
 
 Learning is per (provider, base URL, model), in the storage 429 cooldowns use: Redis once
 ``ga.rate_limit(..., storage="redis://...")`` or ``greenagents.limits.share("redis://...")``
-names one (Celery workers: their broker's), so workers share what they learned and draw from one
-ticket count; in-process otherwise. A server that states nothing (a local model) costs one
+names one (Celery workers: ``GREENAGENTS_RATE_LIMITS``), so workers share what they learned and
+draw from one ticket count; in-process otherwise. A server that states nothing (a local model) costs one
 counter increment per request. A 429 whose headers show a budget at 0 also waits out its ``retry-after`` when that is
 later than the reset; a 429 that shows budget left (a busy shard) changes nothing here.
 

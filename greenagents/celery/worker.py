@@ -11,9 +11,7 @@
   ``greenagents.call`` runs any target without this.
 - ``GREENAGENTS_RATE_LIMITS``: budgets shared by every worker, as JSON — keys are a provider or
   ``provider/model``, values the arguments of :func:`greenagents.rate_limit`; the storage
-  defaults to the same Redis, e.g. ``{"openai": {"rpm": 5000, "tpm": 2000000}}``. Without it,
-  workers still share 429 cooldowns, breakers and the limits learned from the providers'
-  headers through that Redis.
+  defaults to the same Redis, e.g. ``{"openai": {"rpm": 5000, "tpm": 2000000}}``.
 
 - ``GREENAGENTS_PROMETHEUS_PORT``: serve Prometheus metrics on this port (turns
   ``prometheus=True`` on); ``GREENAGENTS_OTEL=1``: spans, under the caller's trace (set up the
@@ -36,7 +34,6 @@ from typing import Any
 import celery
 
 import greenagents as ga
-from greenagents import limits
 from greenagents.celery.task import _load, app_for, register
 
 __all__ = ["app", "rate_limits_from_env", "tasks_from_env"]
@@ -53,7 +50,6 @@ def rate_limits_from_env(storage: str) -> list[ga.RateLimit]:
     >>> del os.environ["GREENAGENTS_RATE_LIMITS"]
     """
     raw = os.environ.get("GREENAGENTS_RATE_LIMITS", "{}")
-    limits.share(storage)  # cooldowns, breakers and learned limits: one for all workers
     try:
         budgets: dict[str, dict[str, Any]] = json.loads(raw)
         applied = []
