@@ -93,9 +93,12 @@ def run(ctx: Context) -> Section:
         "**Reading.** Ignoring the headers, every call past the budget is answered 429 at least "
         "once and waits its Retry-After, and the retries that arrive together as the window frees "
         "meet more 429s. Learning them, calls stop when the stated remaining budget is spent, "
-        "wait without their slot until the stated reset, then go at the stated limit: no 429 "
-        "once the first answers came back. The exact configured limit (the `limits` library's "
-        "sliding-window counter) spreads the second window's calls over it instead of sending "
-        "them when the provider's window frees.",
+        "wait without their slot until the stated reset, then go at the stated limit; the few "
+        "429s left come at the end of a window, where the latest answer's count was a little "
+        "optimistic (requests sent together reach the provider in another order). The exact "
+        "configured limit is the `limits` library's sliding-window counter: it spreads the "
+        "second window's calls over that window instead of sending them when the provider's "
+        "window frees, and, being approximate, lets through some that the provider's exact "
+        "window refuses.",
     ])
     return Section("14. Learned rate limits", markdown, [], {"failures": failures})
