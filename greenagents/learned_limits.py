@@ -22,9 +22,10 @@ the first requests go unpaced.
 Learning is per (provider, base URL, model), in the storage 429 cooldowns use: Redis once
 ``ga.rate_limit(..., storage="redis://...")`` or ``greenagents.limits.share("redis://...")``
 names one (Celery workers: ``GREENAGENTS_RATE_LIMITS``), so workers share what they learned and
-draw from one ticket count; in-process otherwise. A server that states nothing (a local model) costs one
-counter increment per request. A 429 whose headers show a budget at 0 also waits out its ``retry-after`` when that is
-later than the reset; a 429 that shows budget left (a busy shard) changes nothing here.
+draw from one ticket count; in-process otherwise. A server that states nothing (a local model)
+costs one counter increment per request. A 429 whose headers show a budget at 0 also waits out
+its ``retry-after`` when that is later than the reset; a 429 that shows budget left (a busy
+shard) changes nothing here.
 
 >>> import greenagents as ga
 >>> ga.configure(learn_rate_limits=False).learn_rate_limits
@@ -43,7 +44,7 @@ from limits.storage import RedisStorage
 
 from . import hooks, limits, slots
 from .config import settings
-from .errors import Timeout
+from .errors import RateLimited, Timeout
 from .http import HttpResponse, _retry_after
 from .ratelimit_headers import DIMENSIONS, parse
 
@@ -53,6 +54,7 @@ T = TypeVar("T")
 State = dict[str, float]  # "<dimension>.<field>" -> number: the shape a Redis hash stores
 _TOKENS = frozenset(DIMENSIONS) - {"requests"}
 _DEFAULT_SPAN_S = 60.0  # how long an adopted limit lasts before the provider says more: a minute
+_LONGEST_WAIT = 10  # × retry_after_max: a per-minute budget is waited for, a daily one is not
 
 
 @dataclass(frozen=True)
@@ -249,7 +251,9 @@ def before_request(provider: str, key: str, model: str, messages: Sequence[Mappi
     provider stated, then count it; the :class:`Ticket` goes with its answer.
 
     ``until`` (``time.monotonic()``) is the call's deadline: a wait past it raises
-    :class:`~greenagents.errors.Timeout` at once.
+    :class:`~greenagents.errors.Timeout` at once. A wait longer than ten times
+    ``retry_after_max`` (an hourly or daily budget spent) raises a
+    :class:`~greenagents.errors.RateLimited` that is not retried, instead of parking the call.
     """
     if not settings().learn_rate_limits:
         return _UNPACED
@@ -264,6 +268,13 @@ def before_request(provider: str, key: str, model: str, messages: Sequence[Mappi
         wait, numbers = _update(key, lambda state: _take(state, costs, skip, time.time()))
         if not wait:
             return Ticket(key, numbers) if numbers else _UNPACED
+        if wait > _LONGEST_WAIT * settings().retry_after_max:  # an hourly or daily budget
+            refused = RateLimited(
+                f"{key} said its rate limit is spent for {wait:.0f} s more; not waiting that long "
+                f"(over {_LONGEST_WAIT}× retry_after_max={settings().retry_after_max:g}s): try "
+                "later, or raise retry_after_max", provider=provider, retry_after=wait)
+            refused.retryable = False
+            raise refused
         if until is not None and time.monotonic() + wait > until:
             raise Timeout(f"{key} said its rate limit is spent for {wait:.1f} s more, past the "
                           "call's deadline; raise Retry(deadline=...) or slow down",

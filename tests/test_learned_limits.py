@@ -128,6 +128,15 @@ def test_a_spent_budget_is_waited_for_instead_of_asked_into_a_429(
     assert statuses(sim) == {"200": 6}  # not one 429: the four calls never went
 
 
+@pytest.mark.sim(rpm=2, rate_window=3600)
+def test_a_budget_spent_for_an_hour_fails_the_call_instead_of_parking_it(sim: Simulator) -> None:
+    agent = agent_for(sim, "openai", retries=3)
+    assert all(agent.call(text=f"t{n}").ok for n in range(2))
+    refused = agent.call(text="one more")
+    assert isinstance(refused.error, ga.errors.RateLimited) and "spent for" in str(refused.error)
+    assert refused.attempts == 1 and statuses(sim) == {"200": 2}
+
+
 @pytest.mark.sim(rpm=6)
 def test_without_learning_the_same_calls_meet_429s(sim: Simulator) -> None:
     ga.configure(learn_rate_limits=False)
