@@ -38,17 +38,17 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 from limits.storage import RedisStorage
 
 from . import hooks, limits, slots
 from .config import settings
 from .errors import RateLimited, Timeout
-from .http import HttpResponse, _retry_after
+from .http import _retry_after
 from .ratelimit_headers import DIMENSIONS, parse
 
-__all__ = ["Learned", "Ticket", "before_request", "clear", "learned"]
+__all__ = ["Answer", "Learned", "Ticket", "before_request", "clear", "learned"]
 
 T = TypeVar("T")
 State = dict[str, float]  # "<dimension>.<field>" -> number: the shape a Redis hash stores
@@ -208,6 +208,17 @@ def clear() -> None:
 
 # ---------------------------------------------------------------- the calls' side
 
+class Answer(Protocol):
+    """What :meth:`Ticket.observe` reads: an :class:`~greenagents.http.HttpResponse`, or a
+    stream's :class:`~greenagents.http_stream.ByteStream` once its headers are in."""
+
+    @property
+    def status(self) -> int: ...
+
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+
+
 @dataclass(frozen=True)
 class Ticket:
     """A request's place in its endpoint's count; hand its answer to :meth:`observe`."""
@@ -215,7 +226,7 @@ class Ticket:
     key: str
     numbers: Mapping[str, float]
 
-    def observe(self, response: HttpResponse) -> None:
+    def observe(self, response: Answer) -> None:
         """Learn from ``response``'s rate-limit headers (any status); nothing if it has none."""
         if not self.key or not any(name.startswith(("x-ratelimit-", "anthropic-ratelimit-"))
                                    for name in response.headers):
