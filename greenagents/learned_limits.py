@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import threading
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol, TypeVar
@@ -137,6 +138,8 @@ def _observe(state: State, status: int, headers: Mapping[str, str], tickets: Map
 # ---------------------------------------------------------------- where the State lives
 
 _lock = threading.Lock()
+_redis_lock = threading.Lock()
+_warned: list[BaseException] = []
 _memory: dict[str, State] = {}
 # Requests sent per key whose provider has stated nothing (yet): counted without a State, the
 # cheap path for servers that send no rate-limit headers; the first statement starts from it.
@@ -145,9 +148,11 @@ _PREFIX = "greenagents/learned/"
 _EXPIRY_S = 24 * 3600
 
 
-def _update(key: str, change: Callable[[State], T]) -> T:
+def _update(key: str, change: Callable[[State], T], default: T) -> T:
     """Apply ``change`` to ``key``'s state atomically: in this process, or in the shared Redis
-    (optimistic: WATCH, read, MULTI, write; again if another writer came in between)."""
+    (optimistic: WATCH, read, MULTI, write; again if another process wrote in between; one update
+    at a time per process, so 200 greenlets hold one connection, not 200). A Redis that fails
+    warns once and yields ``default``: pacing is lost, never a call."""
     storage = limits.shared_storage()
     if not isinstance(storage, RedisStorage):
         with _lock:
@@ -155,23 +160,31 @@ def _update(key: str, change: Callable[[State], T]) -> T:
             if state is None:
                 state = _memory[key] = {_FIELDS["requests"].seq: float(_sent.pop(key, 0))}
             return change(state)
-    from redis.exceptions import WatchError
+    from redis.exceptions import RedisError, WatchError
 
     name = _PREFIX + key
-    with storage.storage.pipeline() as pipe:
-        while True:
-            try:
-                pipe.watch(name)
-                state = {k.decode(): float(v) for k, v in pipe.hgetall(name).items()}
-                result = change(state)
-                pipe.multi()
-                if state:
-                    pipe.hset(name, mapping=state)
-                    pipe.expire(name, _EXPIRY_S)
-                pipe.execute()
-                return result
-            except WatchError:
-                continue
+    try:
+        with _redis_lock, storage.storage.pipeline() as pipe:
+            while True:
+                try:
+                    pipe.watch(name)
+                    state = {k.decode(): float(v) for k, v in pipe.hgetall(name).items()}
+                    result = change(state)
+                    pipe.multi()
+                    if state:
+                        pipe.hset(name, mapping=state)
+                        pipe.expire(name, _EXPIRY_S)
+                    pipe.execute()
+                    return result
+                except WatchError:
+                    continue
+    except RedisError as exc:
+        if not _warned:
+            _warned.append(exc)
+            warnings.warn(f"greenagents learned limits: Redis failed ({type(exc).__name__}: {exc});"
+                          " calls go unpaced by the providers' headers until it is back",
+                          RuntimeWarning, stacklevel=3)
+        return default
 
 
 def _read(key: str) -> State:
@@ -179,7 +192,7 @@ def _read(key: str) -> State:
     if not isinstance(storage, RedisStorage):
         with _lock:
             return dict(_memory.get(key, {}))
-    return {k.decode(): float(v) for k, v in storage.storage.hgetall(_PREFIX + key).items()}
+    return _update(key, dict, {})  # (a read through the same path: same lock, same warning)
 
 
 def learned(key: str) -> dict[str, Learned]:
@@ -232,7 +245,7 @@ class Ticket:
                                    for name in response.headers):
             return
         _update(self.key, lambda state: _observe(state, response.status, response.headers,
-                                                 self.numbers, time.time()))
+                                                 self.numbers, time.time()), None)
 
 
 _UNPACED = Ticket("", {})
@@ -276,7 +289,8 @@ def before_request(provider: str, key: str, model: str, messages: Sequence[Mappi
         skip |= ({"requests"} if budget.rpm else set()) | (_TOKENS if budget.tpm else set())
     costs = _Costs(messages, max_tokens)
     while True:
-        wait, numbers = _update(key, lambda state: _take(state, costs, skip, time.time()))
+        unpaced: tuple[float, dict[str, float]] = (0.0, {})
+        wait, numbers = _update(key, lambda state: _take(state, costs, skip, time.time()), unpaced)
         if not wait:
             return Ticket(key, numbers) if numbers else _UNPACED
         if wait > _LONGEST_WAIT * settings().retry_after_max:  # an hourly or daily budget
