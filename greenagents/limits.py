@@ -41,7 +41,15 @@ log = logging.getLogger("greenagents.limits")
 def _storage(url: str) -> Storage:
     with _lock:
         if url not in _storages:
-            storage = storage_from_string(url)
+            options: dict[str, Any] = {}
+            if url.startswith(("redis://", "rediss://")):
+                # redis-py's own pool refuses the 101st connection (MaxConnectionsError: half
+                # of 600 calls 200 wide failed); this one makes a greenlet wait for a free one.
+                import redis
+
+                options["connection_pool"] = redis.BlockingConnectionPool.from_url(
+                    url, max_connections=100)
+            storage = storage_from_string(url, **options)
             assert isinstance(storage, Storage), f"{url} is an asyncio storage; use a sync one"
             _storages[url] = storage
         return _storages[url]

@@ -204,3 +204,15 @@ def test_workers_share_what_they_learned_through_redis(sim: Simulator, redis_url
     """)
     assert worker.stdout.strip() == "Timeout", worker.stderr
     assert statuses(sim) == {"200": 5}  # the other worker knew the budget was spent
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed")
+@pytest.mark.sim(rpm=100_000, latency=0.2)
+def test_a_shared_redis_serves_two_hundred_calls_at_once(sim: Simulator, redis_url: str) -> None:
+    # Before, redis-py's pool refused its 101st connection: half of these calls failed with
+    # MaxConnectionsError (the cooldown check and the learned limits each asked Redis).
+    ga.rate_limit("anthropic", rpm=1_000, storage=redis_url)  # the storage, not a budget here
+    agent = agent_for(sim, "openai", retries=0)
+    results = ga.batch([(agent, {"text": f"t{n}"}) for n in range(400)], max_concurrent=200)
+    assert all(r.ok for r in results), {type(r.error).__name__ for r in results if not r.ok}
+    assert learned_limits.learned(key_of(sim, "openai"))["requests"].limit == 100_000
