@@ -28,7 +28,8 @@ and broken bodies: it stays closed).
 ``ga.configure(breaker_failures=None)`` (the default) turns them off. The counters live in the
 ``limits`` storage that 429 cooldowns use, so once ``ga.rate_limit(..., storage="redis://...")``
 (or ``greenagents.limits.share``) points workers at one Redis, they share their breakers too
-(in-memory otherwise); which attempts are still in flight each process knows for itself.
+(in-memory otherwise, one set per :class:`~greenagents.Client`); which attempts are still in
+flight each process knows for itself.
 
 >>> import greenagents as ga
 >>> ga.configure(breaker_failures=3, breaker_cooloff=10).breaker_failures
@@ -41,7 +42,7 @@ import math
 import time
 from collections import Counter
 
-from . import limits
+from . import limits, state
 from .config import settings
 from .errors import CircuitOpen, ConnectionFailed, OutputError, ProviderError, ServerError, Timeout
 
@@ -49,13 +50,18 @@ __all__ = ["after", "before"]
 
 # Failures of the endpoint itself; anything else it answered shows it is up.
 _BREAKING = (ServerError, ConnectionFailed, Timeout)
-# Per scope, in this process: when the last counted failure arrived, when the attempt whose
-# failure brought the streak to the threshold started, the start times of the attempts in
-# flight, and whether it ever answered (see the module's pitfall).
-_last_counted: dict[str, float] = {}
-_front: dict[str, float] = {}
-_in_flight: dict[str, Counter[float]] = {}
-_has_answered: set[str] = set()
+
+
+class Streaks:
+    """One client's evidence per scope, in this process: when the last counted failure arrived,
+    when the attempt whose failure brought the streak to the threshold started, the start times
+    of the attempts in flight, and whether it ever answered (see the module's pitfall)."""
+
+    def __init__(self) -> None:
+        self.last_counted: dict[str, float] = {}
+        self.front: dict[str, float] = {}
+        self.in_flight: dict[str, Counter[float]] = {}
+        self.answered: set[str] = set()
 
 
 def _answered(error: BaseException | None) -> bool:
@@ -87,12 +93,12 @@ def before(scope: str, started: float) -> bool:
     if probing and storage.incr(probe, math.ceil(settings().timeout) + 1) != 1:
         raise CircuitOpen(f"{scope}: half-open, a probe request is testing it; try again shortly",
                           provider=scope.partition("/")[0])
-    _in_flight.setdefault(scope, Counter())[started] += 1
+    state.current().part(Streaks).in_flight.setdefault(scope, Counter())[started] += 1
     return probing
 
 
 def _open(scope: str) -> None:
-    _front.pop(scope, None)
+    state.current().part(Streaks).front.pop(scope, None)
     _, opened, _, tripped = _keys(scope)
     storage, cooloff = limits.shared_storage(), settings().breaker_cooloff
     storage.clear(opened)
@@ -109,7 +115,8 @@ def after(scope: str, error: BaseException | None, probe: bool, started: float, 
     threshold = settings().breaker_failures
     if threshold is None:
         return
-    in_flight = _in_flight.get(scope)
+    streaks = state.current().part(Streaks)
+    in_flight = streaks.in_flight.get(scope)
     if in_flight is not None and in_flight[started]:
         in_flight[started] -= 1
         if not in_flight[started]:
@@ -120,16 +127,16 @@ def after(scope: str, error: BaseException | None, probe: bool, started: float, 
     if probe:
         storage.clear(probe_key)
     breaking = isinstance(error, _BREAKING)
-    if evidence and breaking and (probe or started >= _last_counted.get(scope, -math.inf)):
-        _last_counted[scope] = now
+    if evidence and breaking and (probe or started >= streaks.last_counted.get(scope, -math.inf)):
+        streaks.last_counted[scope] = now
         if storage.incr(failures, math.ceil(4 * settings().breaker_cooloff) + 60) >= threshold:
-            _front.setdefault(scope, started)  # the failure that reached it: wait for older ones
+            streaks.front.setdefault(scope, started)  # the failure that reached it: wait for older ones
         if probe:
             _open(scope)
             return
     elif evidence and not breaking and _answered(error):
-        _front.pop(scope, None)
-        _has_answered.add(scope)
+        streaks.front.pop(scope, None)
+        streaks.answered.add(scope)
         if probe or storage.get(failures):
             storage.clear(failures)  # the endpoint answered: the streak is over
         if probe:
@@ -139,6 +146,6 @@ def after(scope: str, error: BaseException | None, probe: bool, started: float, 
     # reached it can still answer — at once if the endpoint never answered this process (half-open,
     # the probe alone decides).
     if storage.get(failures) >= threshold and not storage.get(tripped) and (
-            scope not in _has_answered
-            or not any(begun < _front.get(scope, math.inf) for begun in in_flight or ())):
+            scope not in streaks.answered
+            or not any(begun < streaks.front.get(scope, math.inf) for begun in in_flight or ())):
         _open(scope)

@@ -43,7 +43,7 @@ from typing import Any, NamedTuple, Protocol, TypeVar
 
 from limits.storage import RedisStorage
 
-from . import hooks, limits, slots
+from . import hooks, limits, slots, state
 from .config import settings
 from .errors import RateLimited, Timeout
 from .http import _retry_after
@@ -52,7 +52,7 @@ from .ratelimit_headers import DIMENSIONS, parse
 __all__ = ["Answer", "Learned", "Ticket", "before_request", "clear", "learned"]
 
 T = TypeVar("T")
-State = dict[str, float]  # "<dimension>.<field>" -> number: the shape a Redis hash stores
+Record = dict[str, float]  # "<dimension>.<field>" -> number: the shape a Redis hash stores
 _TOKENS = frozenset(DIMENSIONS) - {"requests"}
 _DEFAULT_SPAN_S = 60.0  # how long an adopted limit lasts before the provider says more: a minute
 _LONGEST_WAIT = 10  # × retry_after_max: a per-minute budget is waited for, a daily one is not
@@ -68,10 +68,10 @@ class Learned:
     reset_s: float
 
 
-# ---------------------------------------------------------------- the arithmetic, on a State
+# ---------------------------------------------------------------- the arithmetic, on a Record
 
 class _Fields(NamedTuple):
-    """A dimension's entries in a State: what was sent (the ticket count), the ceiling, when it
+    """A dimension's entries in a Record: what was sent (the ticket count), the ceiling, when it
     resets, the stated limit, the longest reset stated, and whether it was stated spent."""
 
     seq: str
@@ -85,21 +85,21 @@ class _Fields(NamedTuple):
 _FIELDS = {dim: _Fields(*(f"{dim}.{name}" for name in _Fields._fields)) for dim in DIMENSIONS}
 
 
-def _take(state: State, costs: Callable[[set[str]], dict[str, float]], skip: set[str],
+def _take(record: Record, costs: Callable[[set[str]], dict[str, float]], skip: set[str],
           now: float) -> tuple[float, dict[str, float]]:
-    """Count one request in ``state``: ``(0.0, its ticket numbers)``, or ``(seconds to wait,
+    """Count one request in ``record``: ``(0.0, its ticket numbers)``, or ``(seconds to wait,
     {})`` when it does not fit. ``costs`` prices it in the dimensions the provider stated (just
     "requests" before it spoke), less those in ``skip`` (configured limits pace those)."""
-    stated = {dim for dim, f in _FIELDS.items() if f.ceiling in state} or {"requests"}
+    stated = {dim for dim, f in _FIELDS.items() if f.ceiling in record} or {"requests"}
     priced = costs(stated - skip)
     wait = 0.0
     for dim, cost in priced.items():
         f = _FIELDS[dim]
-        seq, until, limit = state.get(f.seq, 0.0), state.get(f.until, 0.0), state.get(f.limit)
+        seq, until, limit = record.get(f.seq, 0.0), record.get(f.until, 0.0), record.get(f.limit)
         if 0 < until <= now and limit:  # past the reset: the budget is full again, for a while
-            state[f.ceiling], state[f.spent] = seq + limit, 0.0
-            state[f.until] = until = now + state.get(f.span, _DEFAULT_SPAN_S)
-        ceiling = state.get(f.ceiling)
+            record[f.ceiling], record[f.spent] = seq + limit, 0.0
+            record[f.until] = until = now + record.get(f.span, _DEFAULT_SPAN_S)
+        ceiling = record.get(f.ceiling)
         cost = min(cost, limit) if limit else cost  # larger than the whole budget: goes alone
         if until > now and ceiling is not None and seq + cost > ceiling:
             wait = max(wait, until - now)
@@ -108,90 +108,101 @@ def _take(state: State, costs: Callable[[set[str]], dict[str, float]], skip: set
     numbers = {}
     for dim, cost in priced.items():
         f = _FIELDS[dim]
-        numbers[dim] = state[f.seq] = state.get(f.seq, 0.0) + cost
+        numbers[dim] = record[f.seq] = record.get(f.seq, 0.0) + cost
     return 0.0, numbers
 
 
-def _observe(state: State, status: int, headers: Mapping[str, str], tickets: Mapping[str, float],
+def _observe(record: Record, status: int, headers: Mapping[str, str], tickets: Mapping[str, float],
              now: float) -> None:
     """Lower the ceilings to what ``headers`` state; ``tickets``: the request's ticket numbers."""
     retry_after = _retry_after(headers) if status == 429 else None
     for dim, reading in parse(headers, now=now).items():
         f = _FIELDS[dim]
-        ceiling = tickets.get(dim, state.get(f.seq, 0.0)) + reading.remaining
+        ceiling = tickets.get(dim, record.get(f.seq, 0.0)) + reading.remaining
         until = now + reading.reset_s
         if retry_after and reading.remaining == 0:
             until = max(until, now + retry_after)
         spent = float(reading.remaining == 0)
-        if state.get(f.until, 0.0) > now and f.ceiling in state:
-            until = max(until, state[f.until])
-            spent = max(spent, state.get(f.spent, 0.0))
+        if record.get(f.until, 0.0) > now and f.ceiling in record:
+            until = max(until, record[f.until])
+            spent = max(spent, record.get(f.spent, 0.0))
             if spent:  # the provider said "nothing left": believed until the reset
-                ceiling = min(ceiling, state[f.ceiling])
-        state[f.ceiling], state[f.until], state[f.spent] = ceiling, until, spent
-        state.setdefault(f.seq, 0.0)
+                ceiling = min(ceiling, record[f.ceiling])
+        record[f.ceiling], record[f.until], record[f.spent] = ceiling, until, spent
+        record.setdefault(f.seq, 0.0)
         if reading.limit:
-            state[f.limit] = float(reading.limit)
-        state[f.span] = max(reading.reset_s, state.get(f.span, 0.0))
+            record[f.limit] = float(reading.limit)
+        record[f.span] = max(reading.reset_s, record.get(f.span, 0.0))
 
 
-# ---------------------------------------------------------------- where the State lives
+# ---------------------------------------------------------------- where the Record lives
 
-_lock = threading.Lock()
-_redis_lock = threading.Lock()
-_warned: list[BaseException] = []
-_memory: dict[str, State] = {}
-# Requests sent per key whose provider has stated nothing (yet): counted without a State, the
-# cheap path for servers that send no rate-limit headers; the first statement starts from it.
-_sent: dict[str, int] = {}
+class Learning:
+    """One client's learning in this process: the records (when the limits storage is memory),
+    the requests sent to endpoints that stated nothing yet (counted without a record: the cheap
+    path for servers that send no rate-limit headers; the first statement starts from it), and
+    one Redis update at a time (so 200 greenlets hold one connection, not 200)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.redis_lock = threading.Lock()
+        self.records: dict[str, Record] = {}
+        self.sent: dict[str, int] = {}
+        self.warned = False
+
+
+def _mine() -> Learning:
+    return state.current().part(Learning)
+
+
 _PREFIX = "greenagents/learned/"
 _EXPIRY_S = 24 * 3600
 
 
-def _update(key: str, change: Callable[[State], T], default: T) -> T:
-    """Apply ``change`` to ``key``'s state atomically: in this process, or in the shared Redis
+def _update(key: str, change: Callable[[Record], T], default: T) -> T:
+    """Apply ``change`` to ``key``'s record atomically: in this process, or in the shared Redis
     (optimistic: WATCH, read, MULTI, write; again if another process wrote in between; one update
     at a time per process, so 200 greenlets hold one connection, not 200). A Redis that fails
     warns once and yields ``default``: pacing is lost, never a call."""
-    storage = limits.shared_storage()
+    storage, mine = limits.shared_storage(), _mine()
     if not isinstance(storage, RedisStorage):
-        with _lock:
-            state = _memory.get(key)
-            if state is None:
-                state = _memory[key] = {_FIELDS["requests"].seq: float(_sent.pop(key, 0))}
-            return change(state)
+        with mine.lock:
+            record = mine.records.get(key)
+            if record is None:
+                record = mine.records[key] = {_FIELDS["requests"].seq: float(mine.sent.pop(key, 0))}
+            return change(record)
     from redis.exceptions import RedisError, WatchError
 
     name = _PREFIX + key
     try:
-        with _redis_lock, storage.storage.pipeline() as pipe:
+        with mine.redis_lock, storage.storage.pipeline() as pipe:
             while True:
                 try:
                     pipe.watch(name)
-                    state = {k.decode(): float(v) for k, v in pipe.hgetall(name).items()}
-                    result = change(state)
+                    record = {k.decode(): float(v) for k, v in pipe.hgetall(name).items()}
+                    result = change(record)
                     pipe.multi()
-                    if state:
-                        pipe.hset(name, mapping=state)
+                    if record:
+                        pipe.hset(name, mapping=record)
                         pipe.expire(name, _EXPIRY_S)
                     pipe.execute()
                     return result
                 except WatchError:
                     continue
     except RedisError as exc:
-        if not _warned:
-            _warned.append(exc)
+        if not mine.warned:
+            mine.warned = True
             warnings.warn(f"greenagents learned limits: Redis failed ({type(exc).__name__}: {exc});"
                           " calls go unpaced by the providers' headers until it is back",
                           RuntimeWarning, stacklevel=3)
         return default
 
 
-def _read(key: str) -> State:
-    storage = limits.shared_storage()
+def _read(key: str) -> Record:
+    storage, mine = limits.shared_storage(), _mine()
     if not isinstance(storage, RedisStorage):
-        with _lock:
-            return dict(_memory.get(key, {}))
+        with mine.lock:
+            return dict(mine.records.get(key, {}))
     return _update(key, dict, {})  # (a read through the same path: same lock, same warning)
 
 
@@ -201,22 +212,24 @@ def learned(key: str) -> dict[str, Learned]:
     >>> learned("openai@http://127.0.0.1:9/v1/never-called")
     {}
     """
-    state, now = _read(key), time.time()
+    record, now = _read(key), time.time()
     found = {}
     for dim in DIMENSIONS:
-        if f"{dim}.ceiling" in state and state[f"{dim}.until"] > now:
-            limit = state.get(f"{dim}.limit")
+        if f"{dim}.ceiling" in record and record[f"{dim}.until"] > now:
+            limit = record.get(f"{dim}.limit")
             found[dim] = Learned(None if limit is None else int(limit),
-                                 state[f"{dim}.ceiling"] - state[f"{dim}.seq"],
-                                 state[f"{dim}.until"] - now)
+                                 record[f"{dim}.ceiling"] - record[f"{dim}.seq"],
+                                 record[f"{dim}.until"] - now)
     return found
 
 
 def clear() -> None:
-    """Forget what this process learned (tests); Redis entries expire a day after their last use."""
-    with _lock:
-        _memory.clear()
-        _sent.clear()
+    """Forget what the current client learned in this process; Redis entries expire a day after
+    their last use."""
+    mine = _mine()
+    with mine.lock:
+        mine.records.clear()
+        mine.sent.clear()
 
 
 # ---------------------------------------------------------------- the calls' side
@@ -244,7 +257,7 @@ class Ticket:
         if not self.key or not any(name.startswith(("x-ratelimit-", "anthropic-ratelimit-"))
                                    for name in response.headers):
             return
-        _update(self.key, lambda state: _observe(state, response.status, response.headers,
+        _update(self.key, lambda record: _observe(record, response.status, response.headers,
                                                  self.numbers, time.time()), None)
 
 
@@ -281,8 +294,9 @@ def before_request(provider: str, key: str, model: str, messages: Sequence[Mappi
     """
     if not settings().learn_rate_limits:
         return _UNPACED
-    if key not in _memory and not isinstance(limits.shared_storage(), RedisStorage):
-        sent = _sent[key] = _sent.get(key, 0) + 1  # nothing stated: count, nothing to wait for
+    mine = _mine()
+    if key not in mine.records and not isinstance(limits.shared_storage(), RedisStorage):
+        sent = mine.sent[key] = mine.sent.get(key, 0) + 1  # nothing stated: count, no waiting
         return Ticket(key, {"requests": float(sent)})
     skip: set[str] = set()
     for budget in limits.configured(provider, model):
@@ -290,7 +304,7 @@ def before_request(provider: str, key: str, model: str, messages: Sequence[Mappi
     costs = _Costs(messages, max_tokens)
     while True:
         unpaced: tuple[float, dict[str, float]] = (0.0, {})
-        wait, numbers = _update(key, lambda state: _take(state, costs, skip, time.time()), unpaced)
+        wait, numbers = _update(key, lambda record: _take(record, costs, skip, time.time()), unpaced)
         if not wait:
             return Ticket(key, numbers) if numbers else _UNPACED
         if wait > _LONGEST_WAIT * settings().retry_after_max:  # an hourly or daily budget

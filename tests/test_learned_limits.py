@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime, timezone
 
 import pytest
@@ -19,15 +19,6 @@ from .agents import SentimentAgent, SummaryAgent, at
 from .conftest import run_python
 
 NOON = datetime(2026, 11, 30, 12, 0, 0, tzinfo=timezone.utc).timestamp()
-
-
-@pytest.fixture(autouse=True)
-def _nothing_learned() -> Iterator[None]:
-    limits.clear()
-    learned_limits.clear()
-    yield
-    limits.clear()
-    learned_limits.clear()
 
 
 def statuses(sim: Simulator) -> dict[str, int]:
