@@ -43,9 +43,8 @@ from .cache import Entry, call_through
 from .config import settings
 from .errors import CircuitOpen, ConfigError, InputError, QuotaExceeded, RateLimited, scrub
 from .errors import Timeout as CallTimeout
-from .result import Attempt, Result, ToolCall, Usage
+from .result import Attempt, Result, ToolCall, Usage, target_name
 from .retry import Policy, RetryPolicy, call_with_retries, policy_for, retryable
-from .runtime import target_name
 from .streaming import Stream
 from .structured import InvalidOutput, OutputSpec
 
