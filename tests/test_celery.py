@@ -14,6 +14,7 @@ import resource
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -252,6 +253,7 @@ def test_results_flow_while_a_long_batch_is_still_being_sent(workers):
         nonlocal produced
         for i in range(2000):
             produced += 1
+            time.sleep(0.002)  # a source that takes a while (a file, a query): ~4 s to read whole
             yield (divmod, (i, 7), {})
 
     results = []

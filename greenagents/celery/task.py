@@ -49,7 +49,7 @@ from kombu.utils import eventio
 import greenagents as ga
 from greenagents import errors
 from greenagents.calls import run_call
-from greenagents.celery import tracing, wire
+from greenagents.celery import sweeper, tracing, wire
 from greenagents.celery.store import ResultStore
 from greenagents.result import target_name
 from greenagents.run import Run
@@ -252,6 +252,7 @@ def install(app: celery.Celery) -> celery.Task:
     >>> install(Celery("mine")).name
     'greenagents.call_many'
     """
+    sweeper.install(app)
     app.task(_call, name=TASK_NAME, bind=True, **_RELIABLE)
     return app.task(_call_many, name=CHUNK_TASK_NAME, bind=True, **_RELIABLE)
 
