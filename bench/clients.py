@@ -258,6 +258,31 @@ async def aiohttp_call(opts: Options) -> tuple[AsyncCall, Callable[[], Awaitable
     return call, session.close
 
 
+async def aiohttp_structured_call(opts: Options) -> tuple[AsyncCall, Callable[[], Awaitable[Any]]]:
+    """The agent's job by hand over aiohttp: the same structured request as
+    :func:`urllib3_structured_call` (JSON schema, strict), its answer validated by the same pydantic
+    model — what ``ga.batch(Agent)``'s CPU per call is held against (issue #22's goal)."""
+    import aiohttp
+
+    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0),
+                                    timeout=aiohttp.ClientTimeout(total=TIMEOUT))
+    url = opts.base_url + "/chat/completions"
+    headers = {"content-type": "application/json", "authorization": f"Bearer {API_KEY}"}
+    sentiment = sentiment_model()
+    schema = {"name": "Sentiment", "strict": True, "schema": {
+        **sentiment.model_json_schema(), "additionalProperties": False}}
+
+    async def call(i: int) -> Any:
+        request = {"model": MODEL, "messages": messages(i),
+                   "response_format": {"type": "json_schema", "json_schema": schema}}
+        async with session.post(url, data=json.dumps(request).encode(), headers=headers) as response:
+            response.raise_for_status()
+            answer = (await response.json())["choices"][0]["message"]["content"]
+        return sentiment.model_validate_json(answer)
+
+    return call, session.close
+
+
 async def async_openai_call(opts: Options) -> tuple[AsyncCall, Callable[[], Awaitable[Any]]]:
     """The official ``AsyncOpenAI`` client, as users write it."""
     import openai
@@ -422,6 +447,8 @@ CONTENDERS: dict[str, Contender] = {c.key: c for c in [
     Contender("threads_tenacity", "threads + requests + tenacity",
               _sync(requests_tenacity_call, thread_pool)),
     Contender("asyncio_aiohttp", "asyncio + aiohttp", _async(aiohttp_call), peer="aiohttp"),
+    Contender("asyncio_aiohttp_structured", "asyncio + aiohttp, same structured job by hand",
+              _async(aiohttp_structured_call), peer="aiohttp"),
     Contender("asyncio_openai", "asyncio + AsyncOpenAI", _async(async_openai_call)),
     Contender("langchain", "LangChain ChatOpenAI.batch", langchain_batch, peer="langchain_openai"),
     Contender("litellm", "LiteLLM batch_completion", litellm_batch, peer="litellm", venv=True),
