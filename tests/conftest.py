@@ -40,6 +40,25 @@ assert ga.available(), "tests expect a patched process"
 signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
+TRANSPORTS = ["urllib3", "geventhttpclient"]
+
+
+@pytest.fixture(params=TRANSPORTS)
+def http_transport(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """Run a test once per HTTP client (``settings().http_transport``), in this process and in
+    the subprocesses it starts; geventhttpclient is the ``fast`` extra (CI installs it)."""
+    from greenagents import http
+
+    name: str = request.param
+    if name == "geventhttpclient":
+        pytest.importorskip("geventhttpclient")
+    monkeypatch.setenv("GREENAGENTS_HTTP_TRANSPORT", name)
+    config.reset()
+    http.close_pools()
+    yield name
+    http.close_pools()
+
+
 @pytest.fixture
 def redis_url() -> Iterator[str]:
     """A private redis-server for one test (cache, budget and breaker stores)."""

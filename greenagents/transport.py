@@ -1,0 +1,301 @@
+"""Which HTTP client carries a request, and how request and answer bodies become JSON.
+
+:mod:`greenagents.http` owns a request's time limit, size cap and error messages; this module
+owns the two things under it that can be swapped for speed without changing behaviour:
+
+* **The client.** urllib3 is the default and the reference. `geventhttpclient
+  <https://github.com/geventhttpclient/geventhttpclient>`_ (``pip install 'greenagents[fast]'``)
+  is a gevent-native client with a C HTTP parser (llhttp, as in Node.js; Locust's
+  ``FastHttpUser`` uses it for the same reason): it spends less CPU and memory per request.
+  ``settings().http_transport`` picks: ``"auto"`` (the default) uses geventhttpclient when it is
+  installed and the process is monkey-patched, urllib3 otherwise; ``"urllib3"`` and
+  ``"geventhttpclient"`` force one (forcing a missing one is a ``ConfigError`` naming the
+  extra). Both pass the same transport tests; streamed answers always go over urllib3.
+* **JSON.** :func:`dumps` and :func:`loads` use orjson when it is installed (also in the
+  ``fast`` extra), the standard library otherwise, with the same results: compact UTF-8 out,
+  and whatever orjson refuses (NaN, lone surrogates, integers past 64 bits, non-string keys)
+  goes through the standard library instead of failing.
+
+Pitfalls this module guards against:
+
+* **geventhttpclient only in a patched process.** Its sockets, pool and locks belong to gevent's
+  hub; the unpatched thread fallback would share them across real threads. Unpatched, ``"auto"``
+  and ``"geventhttpclient"`` both mean urllib3.
+* **Its pool blocks when full** (urllib3's is built with ``block=False``): it is sized like
+  urllib3's, ``max(max_concurrency, 10,000)`` or ``http_pool_size``, and rebuilt bigger when
+  that grows, so a batch never waits on it.
+* **It decodes neither gzip nor deflate.** An answer with a ``Content-Encoding`` (or without a
+  ``Content-Length``) is handed to ``urllib3.HTTPResponse`` for decoding, so the size cap counts
+  decoded bytes and bombs stop at the cap exactly as over urllib3.
+* **No hidden retries.** It re-sends a request on a kept-alive connection the server had closed
+  only for idempotent methods (GET); a POST is sent once, as over urllib3.
+
+>>> dumps({"text": "é", "n": 1})
+b'{"text":"\\xc3\\xa9","n":1}'
+>>> loads(b'{"x": NaN}')
+{'x': nan}
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import importlib.util
+import json
+import socket
+import threading
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from .config import settings
+from .errors import ConfigError
+from .patching import available
+
+if TYPE_CHECKING:
+    import ssl
+
+    from urllib3 import BaseHTTPResponse
+
+__all__ = ["GeventPool", "close_gevent_pools", "dumps", "failure_kind", "gevent_pool", "loads",
+           "use_geventhttpclient"]
+
+_CONNECT_ERRNOS = frozenset({errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH,
+                             errno.EADDRNOTAVAIL, errno.ETIMEDOUT})
+
+
+# -- JSON ------------------------------------------------------------------------------------------
+
+@functools.cache
+def _orjson() -> Any:
+    try:
+        import orjson
+    except ImportError:
+        return None
+    return orjson
+
+
+def dumps(value: Any) -> bytes:
+    """``value`` as compact UTF-8 JSON (orjson when installed, else the standard library)."""
+    fast = _orjson()
+    if fast is not None:
+        try:
+            return bytes(fast.dumps(value))
+        except (TypeError, ValueError):  # orjson.JSONEncodeError is a TypeError
+            pass  # what orjson refuses, the standard library decides (and words the error)
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def loads(data: bytes | str) -> Any:
+    """Parse JSON ``data`` (orjson when installed); raise ``ValueError`` when it is not JSON."""
+    fast = _orjson()
+    if fast is not None:
+        try:
+            return fast.loads(data)
+        except ValueError:  # orjson.JSONDecodeError: invalid, or legal JSON orjson refuses
+            pass
+    return json.loads(data)
+
+
+# -- choosing the client ---------------------------------------------------------------------------
+
+@functools.cache
+def _installed() -> bool:
+    return importlib.util.find_spec("geventhttpclient") is not None  # not imported: it imports ssl
+
+
+def use_geventhttpclient() -> bool:
+    """Whether the next request goes over geventhttpclient (see the module docstring)."""
+    wanted = settings().http_transport
+    if wanted == "urllib3" or not available():
+        return False
+    if wanted == "geventhttpclient" and not _installed():
+        raise ConfigError("http_transport='geventhttpclient' but geventhttpclient is not "
+                          "installed: pip install 'greenagents[fast]', or use 'auto'")
+    return _installed()
+
+
+# -- the geventhttpclient pool ---------------------------------------------------------------------
+
+def _tls_context(**_ignored: Any) -> ssl.SSLContext:
+    """The system's trust store, read when the pool is built (``SSL_CERT_FILE``/``SSL_CERT_DIR``
+    honoured), as urllib3 does; geventhttpclient's own default is a CA file fixed at import."""
+    import ssl
+
+    return ssl.create_default_context()
+
+
+def _idle_and_open(sock: Any) -> bool:
+    """Whether a kept-alive socket can carry another request: open, and nothing (no EOF) to read.
+
+    Replaces geventhttpclient's check, which calls ``select()``: that fails for any file
+    descriptor past 1023, so beyond ~1,000 connections it judged every reused socket dead and
+    opened a new one (measured: 487 of 1,000 kept-alive connections replaced on a second wave).
+    A zero-timeout ``poll()`` (the real one: gevent's would yield) has no such limit.
+    """
+    import select
+
+    from gevent.monkey import get_original
+
+    try:
+        fileno = sock.fileno()
+        if fileno < 0:
+            return False
+        poller = get_original("select", "poll")()
+        poller.register(fileno, select.POLLIN)
+        return not poller.poll(0)
+    except (OSError, ValueError):
+        return False
+
+
+class _Body:
+    """The body of a geventhttpclient response as the file object ``urllib3.HTTPResponse``
+    decodes (gzip, deflate, br, zstd) and bounds."""
+
+    def __init__(self, response: Any) -> None:
+        self._response = response
+        self.closed = False
+
+    def read(self, amt: int | None = None) -> bytes:
+        return bytes(self._response.read(amt))
+
+    read1 = read
+
+    def isclosed(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+        self._response.release()  # unfinished: the connection is closed, not reused
+
+
+class _Whole:
+    """A plain answer of known length: what :func:`greenagents.http.request` reads at once (its
+    fast path) or, past the size cap, piece by piece — the part of urllib3's response it uses."""
+
+    def __init__(self, response: Any, status: int, headers: list[tuple[str, str]], length: int):
+        self._response = response
+        self.status = status
+        self.headers = _HeaderList(headers)
+        self.length_remaining = length
+
+    def read(self, amt: int | None = None) -> bytes:
+        # a body cut short raises geventhttpclient's HTTPParseError("Incomplete response.")
+        return bytes(self._response.read(amt))
+
+    read1 = read
+
+    def close(self) -> None:
+        self._response.release()
+
+    def release_conn(self) -> None:
+        self._response.release()  # finished: back to the pool; unfinished: closed
+
+
+class _HeaderList:
+    """Response headers as urllib3's ``headers`` is used here: ``items()`` and ``in``."""
+
+    def __init__(self, pairs: list[tuple[str, str]]) -> None:
+        self._pairs = pairs
+
+    def items(self) -> list[tuple[str, str]]:
+        return self._pairs
+
+    def __contains__(self, name: object) -> bool:
+        return any(key.lower() == name for key, _ in self._pairs)
+
+
+class GeventPool:
+    """Kept-alive geventhttpclient connections to one origin, used like a urllib3 pool by
+    :func:`greenagents.http.request` (``urlopen`` returns an object with urllib3's response
+    interface: ``status``, ``headers``, ``length_remaining``, ``read``, ``read1``, ``close``,
+    ``release_conn``)."""
+
+    def __init__(self, scheme: str, host: str, port: int, size: int, connect_timeout: float):
+        from geventhttpclient import HTTPClient
+
+        tls = scheme == "https"
+        self.size = size
+        self.connect_timeout = connect_timeout
+        # network_timeout=None: the attempt's gevent.Timeout bounds the whole request instead
+        self._client = HTTPClient(host, port, ssl=tls, concurrency=size, headers={},
+                                  connection_timeout=connect_timeout, network_timeout=None,
+                                  ssl_context_factory=_tls_context if tls else None,
+                                  block_size=64 * 1024)
+        self._client._connection_pool._is_socket_alive = _idle_and_open  # see its docstring
+
+    def urlopen(self, method: str, path: str, *, body: bytes | None,
+                headers: Mapping[str, str]) -> BaseHTTPResponse | _Whole:
+        response = self._client.request(method, path, body=body, headers=headers)
+        pairs = [(key, value) for key, value in response.items()]
+        status = int(response.status_code)
+        length = response.content_length
+        if length is not None and not any(key.lower() == "content-encoding" for key, _ in pairs):
+            return _Whole(response, status, pairs, length)
+        import urllib3
+
+        # encoded or of unknown length: urllib3 decodes it; the parser already de-chunked it
+        return urllib3.HTTPResponse(_Body(response), headers=[
+            (key, value) for key, value in pairs if key.lower() != "transfer-encoding"],
+            status=status, preload_content=False, decode_content=True)
+
+    def close(self) -> None:
+        self._client.close()
+
+
+_lock = threading.Lock()
+_pools: dict[tuple[str, str, int], GeventPool] = {}
+
+
+def gevent_pool(key: tuple[str, str, int], size: int, connect_timeout: float) -> GeventPool:
+    """The shared :class:`GeventPool` of origin ``key`` (scheme, host, port), rebuilt when it is
+    smaller than ``size`` or built for another ``connect_timeout``."""
+    pool = _pools.get(key)
+    if pool is not None and pool.size >= size and pool.connect_timeout == connect_timeout:
+        return pool
+    with _lock:
+        pool = _pools.get(key)
+        if pool is None or pool.size < size or pool.connect_timeout != connect_timeout:
+            old, pool = pool, GeventPool(*key, max(size, pool.size if pool else 0),
+                                         connect_timeout)
+            _pools[key] = pool
+            if old is not None:
+                old.close()
+    return pool
+
+
+def close_gevent_pools() -> None:
+    """Close and forget every geventhttpclient pool (with :func:`greenagents.http.close_pools`)."""
+    with _lock:
+        pools = list(_pools.values())
+        _pools.clear()
+    for pool in pools:
+        pool.close()
+
+
+# -- what went wrong -------------------------------------------------------------------------------
+
+def failure_kind(exc: BaseException) -> str | None:
+    """What a geventhttpclient exception means, in :func:`greenagents.http`'s words: ``"resolve"``,
+    ``"connect"``, ``"connect_timeout"``, ``"tls"``, ``"broken"``, or None (not a transport
+    failure).
+
+    >>> failure_kind(ConnectionRefusedError(111, "Connection refused"))
+    'connect'
+    >>> failure_kind(ValueError("a bug")) is None
+    True
+    """
+    import ssl
+    from http.client import HTTPException
+
+    if isinstance(exc, socket.gaierror):
+        return "resolve"
+    if isinstance(exc, (ssl.SSLError, ssl.CertificateError)):
+        return "tls"
+    if isinstance(exc, TimeoutError):  # only connect has a socket timeout (connection_timeout)
+        return "connect_timeout"
+    if isinstance(exc, OSError) and exc.errno in _CONNECT_ERRNOS:
+        return "connect"
+    if isinstance(exc, (OSError, HTTPException)):
+        return "broken"  # reset, broken pipe, a malformed or cut-short answer
+    return None
+
