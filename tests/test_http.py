@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email.utils
+import gzip
 import json
 import socket
 import struct
@@ -60,6 +61,17 @@ class _Handler(BaseHTTPRequestHandler):
         elif parts.path == "/reset":  # SO_LINGER 0: close() sends RST
             self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             self.close_connection = True
+        elif parts.path == "/gzip":  # the echo, compressed
+            self._send(200, {"Content-Encoding": "gzip"}, gzip.compress(body))
+        elif parts.path == "/chunked":  # the echo in two chunks, no Content-Length
+            self.send_response(200)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            half = len(body) // 2
+            for piece in (body[:half], body[half:], b""):
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+        elif parts.path == "/user-agent":
+            self._send(200, {}, json.dumps(self.headers.get("user-agent")).encode())
         elif parts.path == "/truncate":
             self.send_response(200)
             self.send_header("Content-Length", "100")
@@ -96,13 +108,34 @@ class LocalServer(ThreadingHTTPServer):
 
 @pytest.fixture
 def server() -> Iterator[LocalServer]:
-    srv = LocalServer()
+    yield from _serving(LocalServer())
+
+
+def _serving(srv: LocalServer) -> Iterator[LocalServer]:
     thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     yield srv
     http.close_pools()
     srv.shutdown()
     srv.server_close()
+
+
+@pytest.fixture
+def tls_server(tmp_path: Any) -> Iterator[tuple[LocalServer, str]]:
+    """The same server over TLS, its certificate for 127.0.0.1 signed by a test CA (trustme);
+    yields the server (``url`` is https) and the CA's PEM file."""
+    trustme = pytest.importorskip("trustme")
+    import ssl
+
+    authority = trustme.CA()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    authority.issue_cert("127.0.0.1").configure_cert(context)
+    srv = LocalServer()
+    srv.socket = context.wrap_socket(srv.socket, server_side=True)
+    srv.url = srv.url.replace("http://", "https://")
+    ca = tmp_path / "ca.pem"
+    authority.cert_pem.write_to_path(str(ca))
+    yield from ((srv, str(ca)) for srv in _serving(srv))
 
 
 def _free_port() -> int:
@@ -135,6 +168,32 @@ def test_2xx_does_not_raise_and_headers_are_case_insensitive(server: LocalServer
     http.raise_for_status(response, provider="openai")
     assert json.loads(response.data) == {"a": [1, "é"]}
     assert response.headers["CONTENT-TYPE"] == response.headers.get("content-type")
+
+
+@pytest.mark.parametrize("path", ["/gzip", "/chunked"])
+def test_gzip_and_chunked_answers_are_decoded(server: LocalServer, path: str) -> None:
+    body = {"text": "é" * 3000, "n": list(range(200))}
+    assert json.loads(http.post_json(server.url + path, body, {}).data) == body
+
+
+def test_the_chosen_client_sends_the_request(server: LocalServer, http_transport: str) -> None:
+    agent = json.loads(http.post_json(f"{server.url}/user-agent", {}, {}).data)
+    assert ("gevent-http-client" if http_transport == "geventhttpclient" else "urllib3") in agent
+
+
+def test_tls_with_a_trusted_certificate(tls_server: tuple[LocalServer, str],
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The system trust store, read when a connection is made: SSL_CERT_FILE names our test CA."""
+    srv, ca = tls_server
+    monkeypatch.setenv("SSL_CERT_FILE", ca)
+    response = http.post_json(f"{srv.url}/echo", {"over": "tls"}, {})
+    assert json.loads(response.data) == {"over": "tls"}
+
+
+def test_tls_with_an_unknown_certificate_is_refused(tls_server: tuple[LocalServer, str]) -> None:
+    srv, _ = tls_server
+    with pytest.raises(ConnectionFailed, match=r"TLS handshake with https://127\.0\.0\.1:\d+ failed"):
+        http.post_json(f"{srv.url}/echo", {}, {}, provider="openai")
 
 
 def test_auth_error_names_the_variable() -> None:
@@ -221,6 +280,18 @@ def test_one_pool_per_origin_sized_to_load(server: LocalServer) -> None:
     assert bigger.pool.maxsize == http.MIN_AUTO_POOL_SIZE + 1
     config.configure(http_pool_size=8)
     assert http.pool_for(server.url) is bigger  # never shrunk under running calls
+
+
+def test_gevent_pool_is_sized_to_load_and_grows(http_transport: str) -> None:
+    if http_transport != "geventhttpclient":
+        pytest.skip("geventhttpclient's pool; urllib3's is checked above")
+    from greenagents import transport
+
+    key = ("http", "127.0.0.1", _free_port())
+    pool = transport.gevent_pool(key, http.MIN_AUTO_POOL_SIZE, 10.0)
+    assert transport.gevent_pool(key, 8, 10.0) is pool  # never shrunk under running calls
+    bigger = transport.gevent_pool(key, http.MIN_AUTO_POOL_SIZE + 1, 10.0)
+    assert bigger is not pool and bigger.size == http.MIN_AUTO_POOL_SIZE + 1
 
 
 _WIDE = """
