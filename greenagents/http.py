@@ -165,15 +165,11 @@ def pool_for(url: str) -> HTTPConnectionPool:
     entry = _pools.get(key)
     if entry is not None and entry[0] >= size:
         return entry[1]
-    import urllib3  # lazily: urllib3 imports ssl, which must come after monkey-patching
-
     old = None
     with _lock:
         entry = _pools.get(key)
         if entry is None or entry[0] < size:
-            scheme, host, port = key
-            pool_class = urllib3.HTTPSConnectionPool if scheme == "https" else urllib3.HTTPConnectionPool
-            pool = pool_class(host, port, maxsize=size, block=False, retries=False)
+            pool = transport.urllib3_pool(*key, size)
             pool.ConnectionCls = watchdog.watched(pool.ConnectionCls)
             old, entry = entry, (size, pool)
             _pools[key] = entry
@@ -236,8 +232,7 @@ def request(method: str, url: str, body: bytes | None, headers: Mapping[str, str
     gevent_pool = transport.gevent_pool(_origin(url), _wanted_pool_size(), current.connect_timeout) \
         if transport.use_geventhttpclient() else None
     pool = pool_for(url) if gevent_pool is None else None
-    parts = urlsplit(url)
-    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    path = request_target(pool, url)
     deadline = time.monotonic() + limit
     # patched: a gevent.Timeout bounds it all; unpatched: a watchdog bounds the wait for the
     # headers, a check between reads the body (see greenagents.watchdog)
@@ -275,6 +270,15 @@ def request(method: str, url: str, body: bytes | None, headers: Mapping[str, str
         if timer is not None:
             timer.close()
     return HttpResponse(raw.status, Headers(raw.headers.items()), data)
+
+
+def request_target(pool: HTTPConnectionPool | None, url: str) -> str:
+    """What follows the method on the request line: the path and query, or the whole URL when a
+    plain-HTTP proxy forwards it (HTTPS through a proxy is tunnelled: the path alone)."""
+    if pool is not None and pool.proxy is not None and pool.scheme == "http":
+        return url
+    parts = urlsplit(url)
+    return (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
 
 
 class _Late(Exception):

@@ -27,6 +27,10 @@ Pitfalls this module guards against:
 * **It decodes neither gzip nor deflate.** An answer with a ``Content-Encoding`` (or without a
   ``Content-Length``) is handed to ``urllib3.HTTPResponse`` for decoding, so the size cap counts
   decoded bytes and bombs stop at the cap exactly as over urllib3.
+* **Proxies come from the environment**, as for requests, httpx and the SDKs: ``HTTPS_PROXY``
+  / ``HTTP_PROXY`` / ``ALL_PROXY`` (lower case too) and ``NO_PROXY``, read once per origin when
+  its pool is built (:func:`proxy_for`), for both clients: plain HTTP is forwarded (absolute
+  request URI), HTTPS tunnelled (``CONNECT``), credentials in the proxy URL sent as Basic auth.
 * **No hidden retries.** It re-sends a request on a kept-alive connection the server had closed
   only for idempotent methods (GET); a POST is sent once, as over urllib3.
 
@@ -54,10 +58,10 @@ from .patching import available
 if TYPE_CHECKING:
     import ssl
 
-    from urllib3 import BaseHTTPResponse
+    from urllib3 import BaseHTTPResponse, HTTPConnectionPool
 
 __all__ = ["GeventPool", "close_gevent_pools", "dumps", "failure_kind", "gevent_pool", "loads",
-           "use_geventhttpclient"]
+           "proxy_for", "urllib3_pool", "use_geventhttpclient"]
 
 _CONNECT_ERRNOS = frozenset({errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH,
                              errno.EADDRNOTAVAIL, errno.ETIMEDOUT})
@@ -112,6 +116,46 @@ def use_geventhttpclient() -> bool:
         raise ConfigError("http_transport='geventhttpclient' but geventhttpclient is not "
                           "installed: pip install 'greenagents[fast]', or use 'auto'")
     return _installed()
+
+
+# -- proxies ---------------------------------------------------------------------------------------
+
+def proxy_for(scheme: str, host: str, port: int) -> str | None:
+    """The proxy URL the environment names for ``scheme://host:port``, or None (none set, or
+    ``NO_PROXY`` covers the host).
+
+    >>> import os
+    >>> os.environ["HTTP_PROXY"], os.environ["NO_PROXY"] = "http://proxy:3128", "localhost"
+    >>> proxy_for("http", "api.example", 80), proxy_for("http", "localhost", 8000)
+    ('http://proxy:3128', None)
+    >>> del os.environ["HTTP_PROXY"], os.environ["NO_PROXY"]
+    """
+    from urllib.request import (  # type: ignore[attr-defined]  # public, but not in typeshed
+        getproxies_environment,
+        proxy_bypass_environment,
+    )
+
+    proxies = getproxies_environment()
+    url = proxies.get(scheme) or proxies.get("all")
+    if not url or proxy_bypass_environment(f"{host}:{port}", proxies):
+        return None
+    return url if "://" in url else f"http://{url}"
+
+
+def urllib3_pool(scheme: str, host: str, port: int, size: int) -> HTTPConnectionPool:
+    """A urllib3 pool for one origin (through the environment's proxy, if any): never blocking,
+    never retrying (the retry layer owns that)."""
+    import urllib3
+
+    proxy = proxy_for(scheme, host, port)
+    if proxy is None:
+        pool_class = urllib3.HTTPSConnectionPool if scheme == "https" else urllib3.HTTPConnectionPool
+        return pool_class(host, port, maxsize=size, block=False, retries=False)
+    auth = urllib3.util.parse_url(proxy).auth
+    manager = urllib3.ProxyManager(proxy, num_pools=1, maxsize=size, block=False, retries=False,
+                                   proxy_headers=urllib3.make_headers(proxy_basic_auth=auth)
+                                   if auth else None)
+    return manager.connection_from_host(host, port, scheme)
 
 
 # -- the geventhttpclient pool ---------------------------------------------------------------------
@@ -214,14 +258,24 @@ class GeventPool:
         from geventhttpclient import HTTPClient
 
         tls = scheme == "https"
+        proxy = proxy_for(scheme, host, port)
+        via: dict[str, Any] = {}
+        if proxy is not None:
+            from urllib.parse import unquote, urlsplit
+
+            parts = urlsplit(proxy)
+            via = {"proxy_host": parts.hostname, "proxy_port": parts.port or 80,
+                   "proxy_user": unquote(parts.username) if parts.username else None,
+                   "proxy_password": unquote(parts.password) if parts.password else None}
         self.size = size
         self.connect_timeout = connect_timeout
-        # network_timeout=None: the attempt's gevent.Timeout bounds the whole request instead
+        # no socket timeout to speak of: the attempt's gevent.Timeout bounds the whole request
         self._client = HTTPClient(host, port, ssl=tls, concurrency=size, headers={},
-                                  connection_timeout=connect_timeout, network_timeout=None,
+                                  connection_timeout=connect_timeout, network_timeout=86_400.0,
                                   ssl_context_factory=_tls_context if tls else None,
-                                  block_size=64 * 1024)
-        self._client._connection_pool._is_socket_alive = _idle_and_open  # see its docstring
+                                  block_size=64 * 1024, **via)
+        pool = self._client._connection_pool
+        pool._is_socket_alive = _idle_and_open  # type: ignore[method-assign]  # see its docstring
 
     def urlopen(self, method: str, path: str, *, body: bytes | None,
                 headers: Mapping[str, str]) -> BaseHTTPResponse | _Whole:
@@ -234,8 +288,9 @@ class GeventPool:
         import urllib3
 
         # encoded or of unknown length: urllib3 decodes it; the parser already de-chunked it
-        return urllib3.HTTPResponse(_Body(response), headers=[
-            (key, value) for key, value in pairs if key.lower() != "transfer-encoding"],
+        reader: Any = _Body(response)
+        return urllib3.HTTPResponse(reader, headers={
+            key: value for key, value in pairs if key.lower() != "transfer-encoding"},
             status=status, preload_content=False, decode_content=True)
 
     def close(self) -> None:

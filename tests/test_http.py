@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import gzip
 import json
@@ -194,6 +195,79 @@ def test_tls_with_an_unknown_certificate_is_refused(tls_server: tuple[LocalServe
     srv, _ = tls_server
     with pytest.raises(ConnectionFailed, match=r"TLS handshake with https://127\.0\.0\.1:\d+ failed"):
         http.post_json(f"{srv.url}/echo", {}, {}, provider="openai")
+
+
+# -- proxies from the environment ----------------------------------------------------------------
+
+@pytest.fixture
+def proxy_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """No proxy variable from the developer's shell; each test sets its own."""
+    for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+    return monkeypatch
+
+
+def test_http_proxy_from_the_environment(server: LocalServer, proxy_env: pytest.MonkeyPatch) -> None:
+    """The local server plays the proxy: it gets the absolute URI of a host that does not exist."""
+    proxy_env.setenv("HTTP_PROXY", server.url)
+    response = http.post_json("http://api.proxied.invalid/v1/echo", {"via": "proxy"}, {})
+    assert json.loads(response.data) == {"via": "proxy"}
+    target = urlsplit(server.requests[-1][0])  # geventhttpclient also names port 80
+    assert (target.hostname, target.port or 80, target.path) == ("api.proxied.invalid", 80, "/v1/echo")
+
+
+def test_no_proxy_is_honoured(server: LocalServer, proxy_env: pytest.MonkeyPatch) -> None:
+    proxy_env.setenv("HTTP_PROXY", f"http://127.0.0.1:{_free_port()}")  # used, it would refuse
+    proxy_env.setenv("NO_PROXY", "localhost,127.0.0.1")
+    assert http.post_json(f"{server.url}/echo", {}, {}).status == 200
+
+
+def _tunnel_proxy(seen: list[str]) -> socket.socket:
+    """A CONNECT proxy on 127.0.0.1: records each CONNECT line, then relays bytes both ways."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def relay(source: socket.socket, target: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                target.sendall(data)
+        with contextlib.suppress(OSError):
+            target.shutdown(socket.SHUT_WR)
+
+    def serve() -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += client.recv(4096)
+            line = head.split(b"\r\n", 1)[0].decode()
+            seen.append(line)
+            host, port = line.split()[1].rsplit(":", 1)
+            upstream = socket.create_connection((host, int(port)))
+            client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            for pair in ((client, upstream), (upstream, client)):
+                threading.Thread(target=relay, args=pair, daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    return listener
+
+
+def test_https_proxy_tunnels_with_connect(tls_server: tuple[LocalServer, str],
+                                          proxy_env: pytest.MonkeyPatch) -> None:
+    srv, ca = tls_server
+    seen: list[str] = []
+    listener = _tunnel_proxy(seen)
+    proxy_env.setenv("SSL_CERT_FILE", ca)
+    proxy_env.setenv("HTTPS_PROXY", f"http://127.0.0.1:{listener.getsockname()[1]}")
+    try:
+        response = http.post_json(f"{srv.url}/echo", {"via": "tunnel"}, {})
+    finally:
+        listener.close()
+    assert json.loads(response.data) == {"via": "tunnel"}
+    assert seen and seen[0].startswith(f"CONNECT 127.0.0.1:{srv.server_address[1]} ")
 
 
 def test_auth_error_names_the_variable() -> None:
