@@ -127,6 +127,28 @@ def urllib3_call(opts: Options) -> SyncCall:
     return lambda i: post(body(i))
 
 
+def geventhttpclient_call(opts: Options) -> SyncCall:
+    """A raw ``geventhttpclient.HTTPClient`` POST and ``json.loads``: the floor of greenagents'
+    optional transport (a pool as wide as the run)."""
+    from urllib.parse import urlsplit
+
+    from geventhttpclient import HTTPClient
+
+    parts = urlsplit(opts.base_url)
+    client = HTTPClient(parts.hostname or "127.0.0.1", parts.port, concurrency=max(opts.width, 10),
+                        connection_timeout=TIMEOUT, network_timeout=TIMEOUT)
+    path = parts.path + "/chat/completions"
+    headers = {"content-type": "application/json", "authorization": f"Bearer {API_KEY}"}
+
+    def call(i: int) -> Any:
+        response = client.request("POST", path, body=body(i), headers=headers)
+        if response.status_code != 200:
+            raise RuntimeError(f"HTTP {response.status_code}")
+        return json.loads(response.read())
+
+    return call
+
+
 def urllib3_structured_call(opts: Options) -> SyncCall:
     """The agent's job by hand: raw urllib3 sending the same structured request (the same JSON
     schema, strict) and validating the answer with the same pydantic model — the fair floor for
@@ -437,6 +459,8 @@ CONTENDERS: dict[str, Contender] = {c.key: c for c in [
               green=True),
     Contender("green_urllib3", "urllib3 in bare greenlets", _sync(urllib3_call, bare_greenlets),
               green=True),
+    Contender("green_geventhttpclient", "geventhttpclient in bare greenlets",
+              _sync(geventhttpclient_call, bare_greenlets), green=True, peer="geventhttpclient"),
     Contender("ga_each_urllib3", "greenagents ga.each + raw urllib3", _sync(urllib3_call, ga_each),
               green=True),
     Contender("green_urllib3_structured", "urllib3 in bare greenlets, same structured job by hand",

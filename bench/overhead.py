@@ -37,7 +37,7 @@ from bench.harness import (
 )
 
 KEYS = ["ga_batch", "ga_batch_tracked", "ga_batch_otel", "ga_each_urllib3", "green_urllib3_structured",
-        "green_urllib3", "asyncio_aiohttp", "asyncio_aiohttp_structured"]
+        "green_urllib3", "green_geventhttpclient", "asyncio_aiohttp", "asyncio_aiohttp_structured"]
 FLOOR = "green_urllib3"
 GOAL = 1.3
 
