@@ -461,6 +461,8 @@ CONTENDERS: dict[str, Contender] = {c.key: c for c in [
               green=True),
     Contender("green_geventhttpclient", "geventhttpclient in bare greenlets",
               _sync(geventhttpclient_call, bare_greenlets), green=True, peer="geventhttpclient"),
+    Contender("ga_each_geventhttpclient", "greenagents ga.each + raw geventhttpclient",
+              _sync(geventhttpclient_call, ga_each), green=True, peer="geventhttpclient"),
     Contender("ga_each_urllib3", "greenagents ga.each + raw urllib3", _sync(urllib3_call, ga_each),
               green=True),
     Contender("green_urllib3_structured", "urllib3 in bare greenlets, same structured job by hand",
