@@ -91,7 +91,11 @@ def dumps(value: Any) -> bytes:
             return memoryview(fast.dumps(value)).tobytes()
         except (TypeError, ValueError):  # orjson.JSONEncodeError is a TypeError
             pass  # what orjson refuses, the standard library decides (and words the error)
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    try:
+        return text.encode()
+    except UnicodeEncodeError:  # a lone surrogate ("\ud83d", legal JSON): sent as its escape
+        return json.dumps(value, separators=(",", ":")).encode()
 
 
 def loads(data: bytes | str) -> Any:

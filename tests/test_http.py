@@ -426,3 +426,46 @@ def test_small_pool_does_warn(http_transport: str) -> None:
     if http_transport != "urllib3":
         pytest.skip("urllib3's warning; geventhttpclient's pool never discards (it waits)")
     assert _run_wide(100, pool_size=10)["pool_full_warnings"] > 0
+
+
+# -- choosing the client, and the JSON codec ------------------------------------------------------
+
+def test_forcing_a_missing_geventhttpclient_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    from greenagents import transport
+    from greenagents.errors import ConfigError
+
+    monkeypatch.setattr(transport, "_installed", lambda: False)  # as if not installed
+    config.configure(http_transport="geventhttpclient")
+    with pytest.raises(ConfigError, match=r"greenagents\[fast\]"):
+        http.post_json("http://127.0.0.1:9/v1", {}, {})
+    config.configure(http_transport="auto")
+    assert not transport.use_geventhttpclient()  # auto: urllib3 then
+
+
+def test_an_unknown_client_is_refused() -> None:
+    from greenagents.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="http_transport"):
+        config.configure(http_transport="httpx")
+
+
+@pytest.mark.parametrize("value", [
+    {"text": "é\u2028", "n": [1, 2.5, None, True]},
+    {"lone": "\ud83d"},            # a lone surrogate: before, post_json raised UnicodeEncodeError
+    {"big": 2**70},                # past 64 bits: orjson refuses it
+    {1: "int key"},                # orjson wants str keys; json turns it into "1"
+])
+def test_json_codec_falls_back_to_the_standard_library(value: dict[Any, Any]) -> None:
+    from greenagents import transport
+
+    expected = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    assert transport.loads(transport.dumps(value)) == json.loads(expected)
+
+
+def test_json_codec_reads_what_only_the_standard_library_reads() -> None:
+    from greenagents import transport
+
+    assert transport.loads(b'{"lone": "\\ud83d", "big": 1180591620717411303424}') == {
+        "lone": "\ud83d", "big": 2**70}
+    with pytest.raises(ValueError):
+        transport.loads(b"<html>not json</html>")
