@@ -52,6 +52,7 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from . import state
 from .config import settings
 from .errors import ConfigError
 from .patching import available
@@ -61,7 +62,7 @@ if TYPE_CHECKING:
 
     from urllib3 import BaseHTTPResponse, HTTPConnectionPool
 
-__all__ = ["GeventPool", "close_gevent_pools", "dumps", "failure_kind", "gevent_pool", "loads",
+__all__ = ["GeventPool", "GeventPools", "dumps", "failure_kind", "gevent_pool", "loads",
            "proxy_for", "urllib3_pool", "use_geventhttpclient"]
 
 #: Seconds a DNS answer is reused for new connections to one origin (aiohttp's default too).
@@ -335,34 +336,38 @@ class GeventPool:
         self._client.close()
 
 
-_lock = threading.Lock()
-_pools: dict[tuple[str, str, int], GeventPool] = {}
+class GeventPools:
+    """One client's geventhttpclient pools (a part of its :class:`~greenagents.state.State`,
+    beside :class:`greenagents.http.Pools`): origin -> pool. :meth:`close` closes them all."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.by_origin: dict[tuple[str, str, int], GeventPool] = {}
+
+    def close(self) -> None:
+        with self.lock:
+            pools = list(self.by_origin.values())
+            self.by_origin.clear()
+        for pool in pools:
+            pool.close()
 
 
 def gevent_pool(key: tuple[str, str, int], size: int, connect_timeout: float) -> GeventPool:
-    """The shared :class:`GeventPool` of origin ``key`` (scheme, host, port), rebuilt when it is
-    smaller than ``size`` or built for another ``connect_timeout``."""
-    pool = _pools.get(key)
+    """The current client's :class:`GeventPool` of origin ``key`` (scheme, host, port), rebuilt
+    when it is smaller than ``size`` or built for another ``connect_timeout``."""
+    pools = state.current().part(GeventPools)
+    pool = pools.by_origin.get(key)
     if pool is not None and pool.size >= size and pool.connect_timeout == connect_timeout:
         return pool
-    with _lock:
-        pool = _pools.get(key)
+    with pools.lock:
+        pool = pools.by_origin.get(key)
         if pool is None or pool.size < size or pool.connect_timeout != connect_timeout:
             old, pool = pool, GeventPool(*key, max(size, pool.size if pool else 0),
                                          connect_timeout)
-            _pools[key] = pool
+            pools.by_origin[key] = pool
             if old is not None:
                 old.close()
     return pool
-
-
-def close_gevent_pools() -> None:
-    """Close and forget every geventhttpclient pool (with :func:`greenagents.http.close_pools`)."""
-    with _lock:
-        pools = list(_pools.values())
-        _pools.clear()
-    for pool in pools:
-        pool.close()
 
 
 # -- what went wrong -------------------------------------------------------------------------------

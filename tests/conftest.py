@@ -16,14 +16,16 @@ from collections.abc import Iterator
 import pytest
 
 import greenagents as ga
-from greenagents import config
 
 
 @pytest.fixture(autouse=True)
-def _fresh_settings() -> Iterator[None]:
-    config.reset()
-    yield
-    config.reset()
+def ga_client() -> Iterator[ga.Client]:
+    """Each test starts from a fresh default client: its settings (the defaults and the
+    environment), pools, rate limits, log writers, cache and budget, all new; reset after it."""
+    client = ga.Client.default()
+    client.reset()
+    yield client
+    client.reset()
 
 
 def run_python(code: str, *, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -44,28 +46,22 @@ TRANSPORTS = ["urllib3", "geventhttpclient"]
 
 
 @pytest.fixture(params=TRANSPORTS)
-def http_transport(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+def http_transport(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch,
+                   ga_client: ga.Client) -> str:
     """Run a test once per HTTP client (``settings().http_transport``), in this process and in
     the subprocesses it starts; geventhttpclient is the ``fast`` extra (CI installs it)."""
-    from greenagents import http
-
     name: str = request.param
     if name == "geventhttpclient":
         pytest.importorskip("geventhttpclient")
     monkeypatch.setenv("GREENAGENTS_HTTP_TRANSPORT", name)
-    config.reset()
-    http.close_pools()
-    yield name
-    http.close_pools()
+    ga_client.reset()  # settings read again from the environment, pools closed
+    return name
 
 
 @pytest.fixture
 def redis_url() -> Iterator[str]:
     """A private redis-server for one test (cache, budget and breaker stores)."""
-    from greenagents import limits
     from greenagents.celery.local import redis_server
 
     with redis_server() as url:
         yield url
-        limits.clear()  # while the server still runs: clear() resets every storage it knows
-        limits._storages.pop(url, None)
