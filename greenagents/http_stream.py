@@ -27,11 +27,10 @@ import json
 import time
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 from .config import settings
 from .errors import ResponseTooLarge, Timeout
-from .http import Headers, HttpResponse, pool_for, transport_error
+from .http import Headers, HttpResponse, pool_for, request_target, transport_error
 
 if TYPE_CHECKING:
     from urllib3 import BaseHTTPResponse
@@ -163,9 +162,8 @@ def open_stream(url: str, body: Mapping[str, Any], headers: Mapping[str, str], *
     read_timeout = current.timeout if timeout is None else timeout
     payload = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
     send = {"content-type": "application/json", "accept": "text/event-stream", **headers}
-    parts = urlsplit(url)
-    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     pool = pool_for(url)
+    path = request_target(pool, url)
     import urllib3
 
     try:

@@ -162,6 +162,7 @@ def test_rate_limit_rejects_nonsense() -> None:
         ga.rate_limit("openai")
 
 
+@pytest.mark.usefixtures("http_transport")
 @pytest.mark.parametrize(("fault", "before"), [("overloaded", ["ServerError"] * 4),
                                                ("quota", ["QuotaExceeded"])])  # out of credit
 def test_fallback_answers_when_the_primary_cannot(sim_factory: object, fault: str,
@@ -185,6 +186,7 @@ def test_no_fallback_for_a_bad_request(sim: Simulator, monkeypatch: pytest.Monke
     assert isinstance(result.error, errors.AuthError) and result.attempts == 1
 
 
+@pytest.mark.usefixtures("http_transport")
 @pytest.mark.sim(faults={"server_error": 1.0})
 def test_deadline_bounds_the_whole_call(sim: Simulator) -> None:
     policy = ga.Retry(max=50, backoff="fixed", base=0.3, jitter=False, deadline=1.0)
@@ -194,6 +196,7 @@ def test_deadline_bounds_the_whole_call(sim: Simulator) -> None:
     assert 2 <= result.attempts < 10
 
 
+@pytest.mark.usefixtures("http_transport")
 @pytest.mark.sim(latency=0.05, latency_p99=0.3, fault_attempts=None, retry_after=0.5, faults={
     "rate_limit": 0.10, "server_error": 0.05, "reset": 0.02, "hang": 0.01, "malformed": 0.02,
     "schema_invalid": 0.05})
@@ -219,6 +222,7 @@ def _alive_greenlets() -> list[gevent.Greenlet]:
             if isinstance(g, gevent.Greenlet) and not g.dead and g.parent is ours]
 
 
+@pytest.mark.usefixtures("http_transport")
 @pytest.mark.sim(faults={"hang": 1.0})
 def test_deadline_counts_the_first_attempt(sim: Simulator) -> None:
     # The first attempt runs before tenacity does; the deadline still counts it.
