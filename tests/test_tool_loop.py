@@ -217,6 +217,25 @@ def test_a_slow_tool_times_out_and_the_call_goes_on(sim: Simulator) -> None:
     assert result.tool_errors == 1
 
 
+def test_a_call_stopped_while_its_tools_run_stops_them(sim: Simulator) -> None:
+    ended: list[str] = []
+
+    def slow(n: int) -> str:
+        """Takes long."""
+        try:
+            time.sleep(5)
+        except BaseException as exc:
+            ended.append(type(exc).__name__)
+            raise
+        ended.append("finished")
+        return "late"
+
+    result = ga.batch([(agent(sim, slow), {"input": "x"})], timeout=0.5, warn_failures=False)[0]
+    assert isinstance(result.error, errors.Timeout)
+    time.sleep(0.2)  # the kill reaches the tool's greenlet at its next switch
+    assert ended == ["GreenletExit"]
+
+
 @pytest.mark.sim(faults={"schema_invalid": 1.0})
 def test_invalid_arguments_go_back_to_the_model(sim: Simulator) -> None:
     ran: list[str] = []
