@@ -178,8 +178,11 @@ def _run_calls(state: Turns, tools: dict[str, Tool], calls: Sequence[ToolRequest
             raise ToolError(f"{agent.__qualname__}: tool {call.name!r} failed on turn "
                             f"{context['turn']}: {redact(error, *secrets)}",
                             tool=call.name) from (result.error if result is not None else None)
-        messages.append({"role": "tool", "tool_call_id": call.id,
-                         "content": output if error is None else f"Error: {error}"})
+        if error is None:
+            messages.append({"role": "tool", "tool_call_id": call.id, "content": output})
+        else:  # is_error: Anthropic's flag on a failed tool_result (OpenAI has none; dropped)
+            messages.append({"role": "tool", "tool_call_id": call.id,
+                             "content": f"Error: {error}", "is_error": True})
     return messages
 
 

@@ -121,6 +121,25 @@ def test_anthropic_answer_quotes_the_tool_results(sim: Simulator) -> None:
     assert second.stop_reason == "end_turn"
 
 
+def test_anthropic_tool_result_is_error_is_accepted_and_echoed(sim: Simulator) -> None:
+    first = claude(sim).messages.create(model="claude-haiku-4-5", max_tokens=200, messages=USER,
+                                        tools=CLAUDE_TOOLS)
+    ids = [b.id for b in first.content if b.type == "tool_use"]
+    results: Any = [{"type": "tool_result", "tool_use_id": ids[0], "content": "ok-weather"},
+                    {"type": "tool_result", "tool_use_id": ids[1], "content": "no flights",
+                     "is_error": True}]
+    history: Any = [*USER, {"role": "assistant", "content": first.content},
+                    {"role": "user", "content": results}]
+    second = claude(sim).messages.create(model="claude-haiku-4-5", max_tokens=200,
+                                         messages=history, tools=CLAUDE_TOOLS)
+    text = "".join(b.text for b in second.content if b.type == "text")
+    assert '"ok-weather"' in text and '"[is_error] no flights"' in text
+    results[1]["is_error"] = "yes"
+    with pytest.raises(anthropic.BadRequestError, match="is_error"):
+        claude(sim).messages.create(model="claude-haiku-4-5", max_tokens=200, messages=history,
+                                    tools=CLAUDE_TOOLS)
+
+
 def test_anthropic_stream_of_several_tool_calls(sim: Simulator) -> None:
     with claude(sim).messages.stream(model="claude-haiku-4-5", max_tokens=200, messages=USER,
                                      tools=CLAUDE_TOOLS) as stream:
