@@ -2,12 +2,12 @@
 
 One turn's tool calls run concurrently — a greenlet each in a patched process, threads (through
 :func:`greenagents.batch`) otherwise — at most the agent's ``tool_concurrency`` at once, each
-within ``tool_timeout`` seconds and in a copy of the caller's contextvars. A tool that raises, times out,
-gets arguments that do not validate, or is not one the agent has, does not end the call: the error
-text goes back to the model as that call's result (it can correct itself), and the Result counts
-it (``Result.tool_errors``). ``tool_errors = "raise"`` fails the call instead with
-:class:`~greenagents.errors.ToolError`. A model still asking for tools after ``max_turns`` turns
-fails it with :class:`~greenagents.errors.ToolLoopError`.
+within ``tool_timeout`` seconds and in a copy of the caller's contextvars. A tool that raises,
+times out, gets arguments that do not validate, or is not one the agent has, does not end the
+call: the error text goes back to the model as that call's result (it can correct itself), and
+the Result counts it (``Result.tool_errors``). ``tool_errors = "raise"`` fails the call instead
+with :class:`~greenagents.errors.ToolError`. A model still asking for tools after ``max_turns``
+turns fails it with :class:`~greenagents.errors.ToolLoopError`.
 
 Each turn's model call is :meth:`Turns.answer` — retries, re-asks and fallbacks as for any agent —
 so a turn could be answered by another kind of call (a stream) without touching the loop.
@@ -196,9 +196,9 @@ def _run_all(jobs: Sequence[_Job], limit: int, timeout: float | None) -> list[Re
     Patched: one greenlet per call, each in a copy of the caller's contextvars, awaited together.
     That is all a turn needs — its calls are few and known, and all awaited — so it skips what
     :func:`greenagents.batch` does for a run of unknown length (a feeder greenlet, a result
-    queue, run ids, a progress bar, a blocking kill of its group), which cost about a
-    millisecond of CPU per turn. Unpatched, a tool runs in a thread through
-    :func:`greenagents.batch`, which can stop waiting for one past its timeout.
+    queue, run ids, a progress bar, a blocking kill of its group): a turn of three quick tools
+    measured about 0.45 ms of CPU through it, 0.3 ms this way. Unpatched, a tool runs in a
+    thread through :func:`greenagents.batch`, which can stop waiting for one past its timeout.
     """
     if not available():
         return runtime.batch([(_run_tool, job, {}) for job in jobs], max_concurrent=limit,
@@ -226,13 +226,10 @@ def _run_timed(job: _Job, bound: gevent.lock.Semaphore | None,
     if slot is not None:
         slot.acquire()
     start = time.perf_counter()
-    timer = None if timeout is None else gevent.Timeout(timeout)
+    timer = gevent.Timeout(timeout)  # None: never fires
     try:
-        if timer is None:
+        with timer:
             value = _run_tool(*job)
-        else:
-            with timer:
-                value = _run_tool(*job)
     except gevent.Timeout as exc:
         error: BaseException = exc if exc is not timer else errors.Timeout(
             f"tool {tool.name!r} did not finish within tool_timeout={timeout}s")
