@@ -1,13 +1,13 @@
 """The tool loop of an agent: ask the model, run the tools it asked for, send the results, repeat.
 
-One turn's tool calls run concurrently — a greenlet each in a patched process, threads (through
-:func:`greenagents.batch`) otherwise — at most the agent's ``tool_concurrency`` at once, each
-within ``tool_timeout`` seconds and in a copy of the caller's contextvars. A tool that raises,
-times out, gets arguments that do not validate, or is not one the agent has, does not end the
-call: the error text goes back to the model as that call's result (it can correct itself), and
-the Result counts it (``Result.tool_errors``). ``tool_errors = "raise"`` fails the call instead
-with :class:`~greenagents.errors.ToolError`. A model still asking for tools after ``max_turns``
-turns fails it with :class:`~greenagents.errors.ToolLoopError`.
+One turn's tool calls run concurrently — a greenlet each when patched, threads through
+:func:`greenagents.batch` otherwise — at most the agent's ``tool_concurrency`` at once, each call within
+``tool_timeout`` seconds and in a copy of the caller's contextvars. A tool that raises, times out,
+gets arguments that do not validate, or is not one the agent has, does not end the call: the error
+text goes back to the model as that call's result (it can correct itself), and the Result counts
+it (``Result.tool_errors``). ``tool_errors = "raise"`` fails the call instead with
+:class:`~greenagents.errors.ToolError`. A model still asking for tools after ``max_turns`` turns
+fails it with :class:`~greenagents.errors.ToolLoopError`.
 
 Each turn's model call is :meth:`Turns.answer` — retries, re-asks and fallbacks as for any agent —
 so a turn could be answered by another kind of call (a stream) without touching the loop.
