@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 import urllib.request
 from collections.abc import Callable
@@ -113,7 +114,7 @@ def _sync_agent(url: str, tools_url: str, width: int, concurrency: int,
     return TravelAgent
 
 
-def _run_sync(spec: dict[str, Any], base_url: str, n: int, width: int) -> int:
+def _run_sync(spec: dict[str, Any], base_url: str, n: int, width: int, finished: list[int]) -> int:
     key = spec["contender"]
     agent = _sync_agent(base_url, spec["tools_url"], width, 1 if key == "ga_sequential" else 8,
                         sleep=spec["tool_latency"] if key == "ga_sleep" else None)
@@ -128,7 +129,8 @@ def _run_sync(spec: dict[str, Any], base_url: str, n: int, width: int) -> int:
     return sum(r.ok for r in ga.batch([(agent, (c,), {}) for c in calls], max_concurrent=width))
 
 
-def _run_pydantic_ai(spec: dict[str, Any], base_url: str, n: int, width: int) -> int:
+def _run_pydantic_ai(spec: dict[str, Any], base_url: str, n: int, width: int,
+                     finished: list[int]) -> int:
     import asyncio
 
     import httpx
@@ -168,41 +170,56 @@ def _run_pydantic_ai(spec: dict[str, Any], base_url: str, n: int, width: int) ->
             async def one(i: int) -> bool:
                 async with bound:
                     await agent.run(f"trip {i}")
+                    finished[0] += 1
                     return True
 
-            tasks = [asyncio.ensure_future(one(i)) for i in range(n)]
-            done, late = await asyncio.wait(tasks, timeout=spec.get("cap_s"))
-            for task in late:  # past the cap: stopped, counted as not done
-                task.cancel()
-            await asyncio.gather(*late, return_exceptions=True)
-            errors = [t.exception() for t in done if t.exception() is not None]
+            done = await asyncio.gather(*(one(i) for i in range(n)), return_exceptions=True)
+            errors = [d for d in done if isinstance(d, BaseException)]
             if errors and len(errors) == n:
-                raise errors[0]  # type: ignore[misc]
-            return sum(t.exception() is None for t in done)
+                raise errors[0]
+            return sum(d is True for d in done)
 
     return asyncio.run(main())
 
 
 def child(spec: dict[str, Any]) -> dict[str, Any]:
-    """Warm up (zero latencies), then time ``n`` agents ``width`` wide; the tool server's peak."""
+    """Warm up (zero latencies), then time ``n`` agents ``width`` wide; the tool server's peak.
+
+    With ``cap_s``, a timer thread reports what finished once the cap has passed and ends the
+    process: an event loop busy with a thousand agents answers its own timeout minutes late.
+    """
     from bench import harness
 
-    runner: Callable[[dict[str, Any], str, int, int], int] = (
+    runner: Callable[[dict[str, Any], str, int, int, list[int]], int] = (
         _run_pydantic_ai if spec["contender"] == "pydantic_ai" else _run_sync)
-    warm = {**spec, "tools_url": spec["warm_tools_url"], "tool_latency": 0.0, "cap_s": None}
-    runner(warm, spec["warm_url"], 2, 2)
+    warm = {**spec, "tools_url": spec["warm_tools_url"], "tool_latency": 0.0}
+    runner(warm, spec["warm_url"], 2, 2, [0])
     _post(spec["tools_url"] + "/_tools/reset")
     harness.reset_peak_rss()
     servers = sum(_cpu_s(pid) for pid in spec["server_pids"])
     cpu, wall = time.process_time(), time.perf_counter()
-    ok = runner(spec, spec["base_url"], spec["n"], spec["n"])
-    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    servers = sum(_cpu_s(pid) for pid in spec["server_pids"]) - servers
-    tools = _get(spec["tools_url"] + "/_tools/stats")
-    capped = spec.get("cap_s") is not None and wall >= spec["cap_s"]
-    return {"wall": wall, "cpu": cpu, "ok": ok, "n": spec["n"], "rss_peak_kb": harness.peak_rss_kb(),
-            "tool_peak": tools["peak"], "tool_requests": tools["requests"], "servers_cpu": servers,
-            "capped": capped}
+
+    def report(ok: int, capped: bool = False) -> dict[str, Any]:
+        tools = _get(spec["tools_url"] + "/_tools/stats")
+        return {"wall": time.perf_counter() - wall, "cpu": time.process_time() - cpu, "ok": ok,
+                "n": spec["n"], "rss_peak_kb": harness.peak_rss_kb(), "tool_peak": tools["peak"],
+                "tool_requests": tools["requests"], "capped": capped,
+                "servers_cpu": sum(_cpu_s(pid) for pid in spec["server_pids"]) - servers}
+
+    finished = [0]  # agents done so far, counted by the runner, read at the cap
+
+    def at_cap() -> None:
+        harness.emit(report(finished[0], capped=True))
+        os._exit(0)  # the agents still running are abandoned with the process
+
+    timer = threading.Timer(spec["cap_s"], at_cap) if spec.get("cap_s") else None
+    if timer is not None:
+        timer.daemon = True
+        timer.start()
+    ok = runner(spec, spec["base_url"], spec["n"], spec["n"], finished)
+    if timer is not None:
+        timer.cancel()
+    return report(ok)
 
 
 # ------------------------------------------------------------------ parent side
