@@ -24,6 +24,9 @@ their own — 1,000 identical calls at once send one request. A waiting call sha
 answer only; if the leader failed, each waiter sends its own request (a failure is not an answer).
 Dedupe exists only where caching is on, so sampling one prompt N times on purpose still sends N.
 
+Each :class:`~greenagents.Client` has its own stores and calls in flight (:class:`Caches`, its part
+of :mod:`greenagents.state`): one tenant's call never waits for, nor shares, another's answer.
+
 Pitfall: ``sqlite3`` blocks in C where gevent cannot switch; in a patched process every store read
 and write runs in gevent's thread pool, so a slow disk parks one greenlet, not the hub.
 """
@@ -41,6 +44,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
+from . import state
 from .config import settings
 from .errors import ConfigError
 from .patching import available
@@ -166,16 +170,30 @@ class RedisStore:
                         px=None if ttl is None else max(1, round(ttl * 1000)))
 
 
-_stores: dict[str, Store] = {}
-_stores_lock = threading.Lock()
+class _Flight:
+    """A keyed call in progress; identical calls wait on ``done`` and take its ``entry``."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()  # gevent's when patched: waiting parks only the greenlet
+        self.entry: Entry | None = None
+
+
+class Caches:
+    """One client's stores (one per URL) and its keyed calls in flight."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.stores: dict[str, Store] = {}
+        self.in_flight: dict[str, _Flight] = {}
 
 
 def store_for(url: str) -> Store:
-    """The store behind ``url`` (``sqlite:///path`` or ``redis://...``), one per URL per process."""
-    store = _stores.get(url)
+    """The store behind ``url`` (``sqlite:///path`` or ``redis://...``), one per URL per client."""
+    caches = state.current().part(Caches)
+    store = caches.stores.get(url)
     if store is None:
-        with _stores_lock:
-            store = _stores.get(url)
+        with caches.lock:
+            store = caches.stores.get(url)
             if store is None:
                 if url.startswith("sqlite:///"):
                     store = SQLiteStore(os.path.abspath(url[len("sqlite:///"):]))
@@ -184,7 +202,7 @@ def store_for(url: str) -> Store:
                 else:
                     raise ConfigError(f"cache={url!r}: use 'sqlite:///path/cache.db' or "
                                       "'redis://host:6379/0' (or cache=None to turn it off)")
-                _stores[url] = store
+                caches.stores[url] = store
     return store
 
 
@@ -214,16 +232,7 @@ def key_for(agent: type, messages: Sequence[dict[str, Any]],
     return hashlib.sha256(encoded.encode()).hexdigest()
 
 
-class _Flight:
-    """A keyed call in progress; identical calls wait on ``done`` and take its ``entry``."""
-
-    def __init__(self) -> None:
-        self.done = threading.Event()  # gevent's when patched: waiting parks only the greenlet
-        self.entry: Entry | None = None
-
-
-_in_flight: dict[str, _Flight] = {}
-_warned: set[str] = set()
+_warned: set[str] = set()  # problems already warned about: a warning per problem per process
 
 
 def _safely(what: str, fn: Callable[[], T]) -> T | None:
@@ -253,13 +262,14 @@ def call_through(agent: type, messages: Sequence[dict[str, Any]],
         return None
     store, ttl = policy
     key = key_for(agent, messages, endpoints, schema, tools)
-    flight = _in_flight.get(key)
+    in_flight = state.current().part(Caches).in_flight
+    flight = in_flight.get(key)
     if flight is None:
         raw = _safely("read the cache", lambda: store.get(key))
         if raw is not None:
             return Entry.loads(raw)
         mine = _Flight()
-        flight = _in_flight.setdefault(key, mine)  # atomic: exactly one caller leads
+        flight = in_flight.setdefault(key, mine)  # atomic: exactly one caller leads
         if flight is mine:
             try:
                 mine.entry = ask()
@@ -267,7 +277,7 @@ def call_through(agent: type, messages: Sequence[dict[str, Any]],
                     entry = mine.entry
                     _safely("write the cache", lambda: store.set(key, entry.dumps(), ttl))
             finally:
-                del _in_flight[key]
+                del in_flight[key]
                 mine.done.set()
             return None
     flight.done.wait()

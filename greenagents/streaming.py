@@ -32,8 +32,9 @@ slow consumer slows only its own stream and a thousand streams cost a thousand g
 
 from __future__ import annotations
 
+import functools
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -47,11 +48,24 @@ from .providers import Endpoint
 from .providers.streams import TextStream, open_stream
 from .result import Attempt, Result, ToolCall, Usage
 from .retry import Policy, call_with_retries, retryable
+from .state import current as current_client
+from .state import using
 from .structured import OutputSpec
 
 __all__ = ["Done", "Stream", "StreamEvent", "TextDelta"]
 
 T = TypeVar("T")
+R = TypeVar("R")
+
+
+def _with_owner(method: Callable[..., R]) -> Callable[..., R]:
+    """Run a Stream's method with the client it was made under active: a stream is read where
+    its caller likes (a WSGI server iterating a response, after the handler returned)."""
+    @functools.wraps(method)
+    def run(self: Stream[Any], *args: Any, **kwargs: Any) -> R:
+        with using(self._owner):
+            return method(self, *args, **kwargs)
+    return run
 
 
 class CallState(Protocol):
@@ -99,6 +113,7 @@ class Stream(Generic[T]):
                  endpoints: Sequence[tuple[str, Endpoint]], policy: Policy | None) -> None:
         self._result, self._inputs, self._state = result, inputs, state
         self._endpoints, self._policy = endpoints, policy
+        self._owner = current_client()  # the client this stream belongs to
         self._body: TextStream | None = None
         self._deltas: Iterator[str] = iter(())
         self._model = ""
@@ -190,6 +205,7 @@ class Stream(Generic[T]):
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
+    @_with_owner
     def _start(self) -> str | None:
         """Open the stream and read its first delta, retrying and falling back as a call does.
         Returns None for an empty answer; raises the last error when every attempt failed."""
@@ -260,6 +276,7 @@ class Stream(Generic[T]):
         by_model = self._state.usage_by_model
         by_model[self._model] = by_model.get(self._model, Usage()) + usage
 
+    @_with_owner
     def _finish(self, error: BaseException | None = None) -> None:
         """Fill in and record the Result, once: value (validated) or error, usage, cost."""
         if self._finished:
