@@ -23,6 +23,10 @@ Dedupe: while a call with a key runs, identical calls in this process wait for i
 their own — 1,000 identical calls at once send one request. A waiting call shares the leader's
 answer only; if the leader failed, each waiter sends its own request (a failure is not an answer).
 Dedupe exists only where caching is on, so sampling one prompt N times on purpose still sends N.
+With a Redis cache it spans processes too: the process whose call leads takes a lease on the key
+in Redis (``SET NX``, for ``timeout`` seconds), and an identical call in another process waits
+for the answer to appear in the cache, or for the lease to go (the leader failed or died: then
+it leads itself).
 
 Each :class:`~greenagents.Client` has its own stores and calls in flight (:class:`Caches`, its part
 of :mod:`greenagents.state`): one tenant's call never waits for, nor shares, another's answer.
@@ -169,6 +173,14 @@ class RedisStore:
         self.client.set(f"greenagents:cache:{key}", value,
                         px=None if ttl is None else max(1, round(ttl * 1000)))
 
+    def lease(self, key: str, seconds: float) -> bool:
+        """Take the right to compute ``key`` for ``seconds``: False while another process has it."""
+        return bool(self.client.set(f"greenagents:cache:lease:{key}", b"1", nx=True,
+                                    px=max(1, round(seconds * 1000))))
+
+    def release(self, key: str) -> None:
+        self.client.delete(f"greenagents:cache:lease:{key}")
+
 
 class _Flight:
     """A keyed call in progress; identical calls wait on ``done`` and take its ``entry``."""
@@ -248,6 +260,27 @@ def _safely(what: str, fn: Callable[[], T]) -> T | None:
         return None
 
 
+def _elsewhere(store: Store, key: str) -> tuple[bool, Entry | None]:
+    """Lead ``key`` across processes: ``(True, None)`` once this process holds the lease (or the
+    store has no leases, or cannot take one), ``(False, entry)`` when another process answered."""
+    if not isinstance(store, RedisStore):
+        return False, None
+    from .slots import sleep  # a waiting call gives its slot away, as backoffs do
+
+    pause = 0.02
+    while True:
+        taken = _safely("take a cache lease", lambda: store.lease(key, settings().timeout))
+        raw = _safely("read the cache", lambda: store.get(key))  # it may have landed meanwhile
+        if raw is not None:
+            if taken:
+                _safely("release a cache lease", lambda: store.release(key))
+            return False, Entry.loads(raw)
+        if taken is not False:  # None: Redis failed; the call goes to the provider (warned)
+            return bool(taken), None
+        sleep(pause)
+        pause = min(2 * pause, 0.5)
+
+
 def call_through(agent: type, messages: Sequence[dict[str, Any]],
                  endpoints: Sequence[tuple[str, Endpoint]], schema: dict[str, Any] | None,
                  tools: Sequence[dict[str, Any]], ask: Callable[[], Entry | None]) -> Entry | None:
@@ -271,12 +304,18 @@ def call_through(agent: type, messages: Sequence[dict[str, Any]],
         mine = _Flight()
         flight = in_flight.setdefault(key, mine)  # atomic: exactly one caller leads
         if flight is mine:
+            leased = False
             try:
+                leased, mine.entry = _elsewhere(store, key)
+                if mine.entry is not None:
+                    return mine.entry
                 mine.entry = ask()
                 if mine.entry is not None:
                     entry = mine.entry
                     _safely("write the cache", lambda: store.set(key, entry.dumps(), ttl))
             finally:
+                if leased and isinstance(store, RedisStore):  # (only Redis has leases)
+                    _safely("release a cache lease", lambda: store.release(key))
                 del in_flight[key]
                 mine.done.set()
             return None

@@ -274,7 +274,7 @@ def request(method: str, url: str, body: bytes | None, headers: Mapping[str, str
     except Exception as exc:
         if timer is None and time.monotonic() >= deadline:  # the watchdog cut the connection
             raise _late(url, provider, limit) from None
-        mapped = _transport_error(exc, url, provider, hint, limit)
+        mapped = transport_error(exc, url, provider, hint, limit)
         if mapped is None:
             raise
         raise mapped from exc
@@ -351,8 +351,8 @@ GREENAGENTS_MAX_RESPONSE_BYTES if such answers are expected
         raw.release_conn()
 
 
-def _transport_error(exc: Exception, url: str, provider: str | None, hint: str | None,
-                     limit: float) -> ProviderError | None:
+def transport_error(exc: Exception, url: str, provider: str | None, hint: str | None,
+                    limit: float) -> ProviderError | None:
     """Map a urllib3 exception to ours; None for anything that is not a transport failure."""
     from urllib3 import exceptions as u3
 
@@ -393,10 +393,10 @@ def _reason(exc: BaseException) -> str:
     return f"{name}: {text}" if text else name
 
 
-def _retry_after(headers: Mapping[str, str]) -> float | None:
+def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
     """Seconds the provider asked us to wait: ``retry-after-ms`` first, then ``Retry-After``.
 
-    >>> _retry_after(Headers({"retry-after-ms": "1500", "Retry-After": "9"}))
+    >>> retry_after_seconds(Headers({"retry-after-ms": "1500", "Retry-After": "9"}))
     1.5
     """
     millis = headers.get("retry-after-ms")
@@ -462,7 +462,7 @@ ANTHROPIC_API_KEY
         raise QuotaExceeded(f"{said}; the account is out of credit or over its spending limit: "
                             "fix its billing (retrying cannot help)", **kw)
     if status == 429:
-        wait = _retry_after(response.headers)
+        wait = retry_after_seconds(response.headers)
         todo = f"wait {wait:.1f} s before retrying" if wait is not None else "retry later"
         raise RateLimited(f"{said}; slow down: lower max_concurrency or {todo}",
                           retry_after=wait, **kw)

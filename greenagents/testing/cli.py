@@ -51,6 +51,8 @@ def _parse_faults(ctx: click.Context, param: click.Parameter,
               help="Seconds announced by the rate_limit fault.")
 @click.option("--rpm", type=int, default=None, help="Requests per minute per API key.")
 @click.option("--tpm", type=int, default=None, help="Tokens per minute per API key.")
+@click.option("--rate-window", default=60.0, show_default=True,
+              help="Seconds of the --rpm/--tpm window (shorter: tests of the reset).")
 @click.option("--api-key", envvar=API_KEY_ENV, default=None,
               help=f"Require this API key (or set {API_KEY_ENV}).")
 @click.option("--seed", default=0, show_default=True, help="Seed for answers and faults.")
@@ -84,7 +86,7 @@ def serve_forever(options: SimOptions) -> None:
 
     from greenagents.testing.server import SimApp, make_server
 
-    _raise_open_files_limit()
+    raise_open_files_limit()
     server = make_server(SimApp(options), options.host, options.port)
     try:
         server.start()
@@ -102,7 +104,7 @@ def serve_forever(options: SimOptions) -> None:
     server.stop(timeout=0.5)
 
 
-def _raise_open_files_limit() -> None:
+def raise_open_files_limit() -> None:
     """Let this process hold as many connections as the hard limit allows (default soft limits
     of 1,024 would cap a 10,000-connection benchmark)."""
     try:
