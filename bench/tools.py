@@ -7,32 +7,45 @@ local tool server answering after T seconds), then a second model turn of L seco
 agent's three calls and every agent's calls wait on the network together, with no async rewrite.
 The tool server counts its requests in flight: the peak shows how many tool calls really overlapped.
 
-Contenders: greenagents (``ga.batch`` of the agent, ``tool_concurrency`` 8); the same agent with
-``tool_concurrency = 1`` (tools one after another in each agent: ideal 2·L + 3·T); the same sync
-agent code in an unpatched ``ThreadPoolExecutor`` of N threads (its tool calls then run in
-threads too, greenagents' fallback); and pydantic-ai on asyncio (async tools on ``httpx``), a peer
-with parallel tool calls, at 100 and N agents.
+Contenders: greenagents (``ga.batch`` of the agent, ``tool_concurrency`` 8), at N and at 100
+agents; the same agent with ``tool_concurrency = 1`` (tools one after another in each agent:
+ideal 2·L + 3·T); the same sync agent code in an unpatched ``ThreadPoolExecutor`` of N threads
+(its tool calls then run in threads too, greenagents' fallback); and pydantic-ai on asyncio (async
+tools on ``httpx``), a peer with parallel tool calls, at 100 and N agents — at N within a time
+cap (:data:`PEER_CAP_S`): its CPU per agent is tens of milliseconds, so 1,000 agents take minutes
+on this machine; the row says how many finished within the cap.
+
+Every row also gives the CPU the simulator and the tool server spent during the run: all three
+processes share the machine's cores, so the servers' CPU is part of the wall time's floor.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import threading
 import time
 import urllib.request
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from bench import plots
-from bench.harness import Context, Samples, Section, cell, rounds, run_child, samples, simulator, table
+from bench.harness import Context, Section, cell, rounds, run_child, samples, simulator, table
 
 GOAL = 1.2
+#: Seconds the peer gets at N agents (smoke, quick, full): what finished by then is reported.
+PEER_CAP_S = (30.0, 60.0, 300.0)
+SMALL = 100  # the second size: greenagents and the peer at a load one core carries easily
 CONTENDERS = {
     "ga": "greenagents ga.batch, tools in greenlets",
+    "ga_sleep": "greenagents, tools that only sleep T (no HTTP)",
     "ga_sequential": "greenagents, tool_concurrency=1 (tools one by one)",
     "threads": "ThreadPoolExecutor(N), same sync agent code, unpatched",
     "pydantic_ai": "pydantic-ai on asyncio (async tools on httpx)",
 }
-GREEN = {"ga": True, "ga_sequential": True, "threads": False, "pydantic_ai": False}
+GREEN = {"ga": True, "ga_sleep": True, "ga_sequential": True, "threads": False,
+         "pydantic_ai": False}
 TOOLS = 3
 
 
@@ -47,10 +60,20 @@ def _post(url: str) -> None:
     urllib.request.urlopen(urllib.request.Request(url, data=b"", method="POST"), timeout=30).close()
 
 
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far."""
+    import psutil
+
+    times = psutil.Process(pid).cpu_times()
+    return float(times.user + times.system)
+
+
 # ------------------------------------------------------------------ child side
 
-def _sync_agent(url: str, tools_url: str, width: int, concurrency: int) -> Any:
-    """The agent every sync contender runs: three tools, each one ``requests`` call."""
+def _sync_agent(url: str, tools_url: str, width: int, concurrency: int,
+                sleep: float | None = None) -> Any:
+    """The agent every sync contender runs: three tools, each one ``requests`` call (or, given
+    ``sleep``, a sleep of that many seconds instead: the same loop without the tools' HTTP)."""
     import requests
 
     import greenagents as ga
@@ -61,19 +84,23 @@ def _sync_agent(url: str, tools_url: str, width: int, concurrency: int) -> Any:
     session.trust_env = False
     session.mount("http://", requests.adapters.HTTPAdapter(pool_maxsize=width * TOOLS))
 
+    def fetch(path: str, params: dict[str, str]) -> str:
+        if sleep is not None:
+            time.sleep(sleep)
+            return f"{path}: {params}"
+        return session.get(f"{tools_url}{path}", params=params, timeout=30).text
+
     def get_weather(city: str, unit: Literal["C", "F"] = "C") -> str:
         """Current weather for a city."""
-        return session.get(f"{tools_url}/weather/{city}", params={"unit": unit}, timeout=30).text
+        return fetch(f"/weather/{city}", {"unit": unit})
 
     def search_flights(origin: str, destination: str) -> str:
         """Flights between two cities."""
-        return session.get(f"{tools_url}/flights", params={"from": origin, "to": destination},
-                           timeout=30).text
+        return fetch("/flights", {"from": origin, "to": destination})
 
     def find_hotels(city: str, nights: int = 1) -> str:
         """Hotels in a city."""
-        return session.get(f"{tools_url}/hotels", params={"city": city, "nights": str(nights)},
-                           timeout=30).text
+        return fetch("/hotels", {"city": city, "nights": str(nights)})
 
     class TravelAgent(ga.Agent):
         model = "openai/gpt-4o-mini"
@@ -87,9 +114,10 @@ def _sync_agent(url: str, tools_url: str, width: int, concurrency: int) -> Any:
     return TravelAgent
 
 
-def _run_sync(spec: dict[str, Any], base_url: str, n: int, width: int) -> int:
-    agent = _sync_agent(base_url, spec["tools_url"], width, 1 if spec["contender"] ==
-                        "ga_sequential" else 8)
+def _run_sync(spec: dict[str, Any], base_url: str, n: int, width: int, finished: list[int]) -> int:
+    key = spec["contender"]
+    agent = _sync_agent(base_url, spec["tools_url"], width, 1 if key == "ga_sequential" else 8,
+                        sleep=spec["tool_latency"] if key == "ga_sleep" else None)
     calls = [f"trip {i}" for i in range(n)]
     if spec["contender"] == "threads":
         from concurrent.futures import ThreadPoolExecutor
@@ -101,7 +129,8 @@ def _run_sync(spec: dict[str, Any], base_url: str, n: int, width: int) -> int:
     return sum(r.ok for r in ga.batch([(agent, (c,), {}) for c in calls], max_concurrent=width))
 
 
-def _run_pydantic_ai(spec: dict[str, Any], base_url: str, n: int, width: int) -> int:
+def _run_pydantic_ai(spec: dict[str, Any], base_url: str, n: int, width: int,
+                     finished: list[int]) -> int:
     import asyncio
 
     import httpx
@@ -141,6 +170,7 @@ def _run_pydantic_ai(spec: dict[str, Any], base_url: str, n: int, width: int) ->
             async def one(i: int) -> bool:
                 async with bound:
                     await agent.run(f"trip {i}")
+                    finished[0] += 1
                     return True
 
             done = await asyncio.gather(*(one(i) for i in range(n)), return_exceptions=True)
@@ -153,28 +183,53 @@ def _run_pydantic_ai(spec: dict[str, Any], base_url: str, n: int, width: int) ->
 
 
 def child(spec: dict[str, Any]) -> dict[str, Any]:
-    """Warm up (zero latencies), then time ``n`` agents ``width`` wide; the tool server's peak."""
+    """Warm up (zero latencies), then time ``n`` agents ``width`` wide; the tool server's peak.
+
+    With ``cap_s``, a timer thread reports what finished once the cap has passed and ends the
+    process: an event loop busy with a thousand agents answers its own timeout minutes late.
+    """
     from bench import harness
 
-    runner: Callable[[dict[str, Any], str, int, int], int] = (
+    runner: Callable[[dict[str, Any], str, int, int, list[int]], int] = (
         _run_pydantic_ai if spec["contender"] == "pydantic_ai" else _run_sync)
-    runner({**spec, "tools_url": spec["warm_tools_url"]}, spec["warm_url"], 2, 2)
+    warm = {**spec, "tools_url": spec["warm_tools_url"], "tool_latency": 0.0}
+    runner(warm, spec["warm_url"], 2, 2, [0])
     _post(spec["tools_url"] + "/_tools/reset")
     harness.reset_peak_rss()
+    servers = sum(_cpu_s(pid) for pid in spec["server_pids"])
     cpu, wall = time.process_time(), time.perf_counter()
-    ok = runner(spec, spec["base_url"], spec["n"], spec["n"])
-    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    tools = _get(spec["tools_url"] + "/_tools/stats")
-    return {"wall": wall, "cpu": cpu, "ok": ok, "n": spec["n"], "rss_peak_kb": harness.peak_rss_kb(),
-            "tool_peak": tools["peak"], "tool_requests": tools["requests"]}
+
+    def report(ok: int, capped: bool = False) -> dict[str, Any]:
+        tools = _get(spec["tools_url"] + "/_tools/stats")
+        return {"wall": time.perf_counter() - wall, "cpu": time.process_time() - cpu, "ok": ok,
+                "n": spec["n"], "rss_peak_kb": harness.peak_rss_kb(), "tool_peak": tools["peak"],
+                "tool_requests": tools["requests"], "capped": capped,
+                "servers_cpu": sum(_cpu_s(pid) for pid in spec["server_pids"]) - servers}
+
+    finished = [0]  # agents done so far, counted by the runner, read at the cap
+
+    def at_cap() -> None:
+        harness.emit(report(finished[0], capped=True))
+        os._exit(0)  # the agents still running are abandoned with the process
+
+    timer = threading.Timer(spec["cap_s"], at_cap) if spec.get("cap_s") else None
+    if timer is not None:
+        timer.daemon = True
+        timer.start()
+    ok = runner(spec, spec["base_url"], spec["n"], spec["n"], finished)
+    if timer is not None:
+        timer.cancel()
+    return report(ok)
 
 
 # ------------------------------------------------------------------ parent side
 
 def _points(ctx: Context, n: int) -> list[tuple[str, int]]:
-    peer_sizes = sorted({min(100, n), n})
-    return [("ga", n), ("ga_sequential", n), ("threads", n)] + \
-        [("pydantic_ai", size) for size in peer_sizes]
+    """``(contender, agents)`` in the table's order: everyone at ``n``; greenagents and the peer
+    also at :data:`SMALL` (when ``n`` is larger)."""
+    small = [SMALL] if n > SMALL else []
+    return [("ga", n), *(("ga", size) for size in small), ("ga_sleep", n), ("ga_sequential", n),
+            ("threads", n), *(("pydantic_ai", size) for size in small), ("pydantic_ai", n)]
 
 
 def _usable(ctx: Context, key: str) -> bool:
@@ -190,86 +245,123 @@ def _usable(ctx: Context, key: str) -> bool:
 
 def run(ctx: Context) -> Section:
     n, latency, tool_latency = ctx.pick((20, 0.2, 0.1), (1000, 1.0, 0.5), (1000, 1.0, 0.5))
+    cap = ctx.pick(*PEER_CAP_S)
     ideal = 2 * latency + tool_latency
     from greenagents.testing import ToolServer
 
     points = [p for p in _points(ctx, n) if _usable(ctx, p[0])]
     reports: dict[tuple[str, int], list[dict[str, Any]]] = {p: [] for p in points}
+    load = os.getloadavg()[0]
     with simulator(latency=latency) as sim, simulator(latency=0.0) as warm, \
             ToolServer(latency=tool_latency).start_process() as tools, \
             ToolServer(latency=0.0).start_process() as warm_tools:
         ctx.log(f"tools: {n} agents, model {latency:g} s → {TOOLS} tools of {tool_latency:g} s "
-                f"→ model {latency:g} s (ideal {ideal:g} s)")
+                f"→ model {latency:g} s (ideal {ideal:g} s), load {load:.1f}")
         labels = [f"{key}@{size}" for key, size in points]
         for number, label in rounds(labels, ctx.repeat):
             key, size = label.split("@")[0], int(label.split("@")[1])
             spec = {"task": "tools:child", "contender": key, "green": GREEN[key], "n": size,
                     "base_url": sim.base_url, "warm_url": warm.base_url,
-                    "tools_url": tools.url, "warm_tools_url": warm_tools.url}
-            report = run_child(spec, timeout=600)
+                    "tools_url": tools.url, "warm_tools_url": warm_tools.url,
+                    "tool_latency": tool_latency, "server_pids": [sim.process.pid,
+                                                                  tools.process.pid],
+                    "cap_s": cap if key == "pydantic_ai" and size > SMALL else None}
+            report = run_child(spec, timeout=max(600, 2 * cap))
             reports[(key, size)].append(report)
-            summary = report.get("error") or (f"wall {report['wall']:.2f}s cpu {report['cpu']:.2f}s"
-                                              f" ok {report['ok']}/{size} tool peak "
-                                              f"{report['tool_peak']}")
+            summary = report.get("error") or (
+                f"wall {report['wall']:.2f}s cpu {report['cpu']:.2f}s servers "
+                f"{report['servers_cpu']:.2f}s ok {report['ok']}/{size} tool peak "
+                f"{report['tool_peak']}" + (" (capped)" if report["capped"] else ""))
             ctx.log(f"  tools n={size} round {number + 1}/{ctx.repeat} {key}: {summary}")
-    return _section(ctx, n, latency, tool_latency, points, reports)
+    return _section(ctx, Shape(n, latency, tool_latency, cap, load), points, reports)
 
 
-def _cpu_note(cpu_ms: dict[tuple[str, int], Samples], n: int) -> str:
-    """"greenagents X ms, the thread pool Y ms, pydantic-ai Z ms" of CPU per agent, at ``n``."""
-    names = {"ga": "greenagents", "threads": "the thread pool", "pydantic_ai": "pydantic-ai"}
-    parts = [f"{name} {cpu_ms[(key, n)].median:.1f} ms" for key, name in names.items()
-             if (key, n) in cpu_ms and cpu_ms[(key, n)].ok]
-    return ", ".join(parts) + " of CPU per agent" if parts else "no CPU figure"
+@dataclass(frozen=True)
+class Shape:
+    """The run's sizes: agents, model and tool latencies, the peer's cap, the load at the start."""
+
+    n: int
+    latency: float
+    tool_latency: float
+    cap: float
+    load: float
+
+    @property
+    def ideal(self) -> float:
+        return 2 * self.latency + self.tool_latency
 
 
-def _section(ctx: Context, n: int, latency: float, tool_latency: float,
-             points: list[tuple[str, int]],
+def _row(shape: Shape, key: str, size: int, data: list[dict[str, Any]]) -> list[str]:
+    """One table row; a run stopped at the cap shows how many agents finished within it, and its
+    CPU per agent is per agent finished."""
+    capped = any(r.get("capped") for r in data)
+    wall = samples(data, lambda r: r["wall"])
+    cpu = samples(data, lambda r: r["cpu"], complete=not capped)
+    per_agent = samples(data, lambda r: 1000 * r["cpu"] / r["ok"] if r["ok"] else float("nan"),
+                        complete=not capped)
+    servers = samples(data, lambda r: r["servers_cpu"], complete=not capped)
+    peak = samples(data, lambda r: r["tool_peak"], complete=False)
+    best = shape.ideal + (TOOLS - 1) * shape.tool_latency if key == "ga_sequential" else shape.ideal
+    if capped:
+        finished = min(r["ok"] for r in data if "error" not in r)
+        wall_text, ratio_text = f"> {shape.cap:g} s: {finished}/{size} done by then", "–"
+    else:
+        wall_text = cell(wall, " s")
+        ratio_text = f"{wall.median / shape.ideal:.2f}×" if wall.ok else "–"
+    return [CONTENDERS[key], str(size), wall_text, ratio_text, f"{best:g} s", cell(cpu, " s"),
+            cell(per_agent, " ms"), cell(servers, " s"), cell(peak)]
+
+
+def _section(ctx: Context, shape: Shape, points: list[tuple[str, int]],
              reports: dict[tuple[str, int], list[dict[str, Any]]]) -> Section:
-    ideal = 2 * latency + tool_latency
-    ours = samples(reports[("ga", n)], lambda r: r["wall"])
+    n, ideal = shape.n, shape.ideal
     rows, series, failures = [], {}, []
-    cpu_ms: dict[tuple[str, int], Samples] = {}
     for key, size in points:
         data = reports[(key, size)]
+        rows.append(_row(shape, key, size, data))
         wall = samples(data, lambda r: r["wall"])
-        cpu = samples(data, lambda r: r["cpu"])
-        peak = samples(data, lambda r: r["tool_peak"], complete=False)
-        best = ideal + (TOOLS - 1) * tool_latency if key == "ga_sequential" else ideal
-        per_agent = Samples([1000 * v / size for v in cpu.values], cpu.errors)
-        rows.append([CONTENDERS[key], str(size), cell(wall, " s"),
-                     f"{wall.median / ideal:.2f}×" if wall.ok else "–", f"{best:g} s",
-                     cell(cpu, " s"), cell(per_agent, " ms"), cell(peak)])
-        cpu_ms[(key, size)] = per_agent
-        if size == n:
+        if size == n and not any(r.get("capped") for r in data):
             series[CONTENDERS[key]] = [wall]
         failures += [f"tools {key} n={size}: {e}" for e in wall.errors if key != "pydantic_ai"]
     png = plots.bars(ctx.out / "tools.png",
-                     f"{n} tool-using agents: model {latency:g} s → {TOOLS} tools of "
-                     f"{tool_latency:g} s → model {latency:g} s", "wall time, s", ["wall time"],
-                     {label: (label, values) for label, values in series.items()})
-    verdict = f"{ours.median / ideal:.2f}×" if ours.ok else "–"
+                     f"{n} tool-using agents: model {shape.latency:g} s → {TOOLS} tools of "
+                     f"{shape.tool_latency:g} s → model {shape.latency:g} s", "wall time, s",
+                     ["wall time"], {label: (label, values) for label, values in series.items()},
+                     goal=GOAL * ideal, goal_label=f"goal: {GOAL}× ideal")
+    ratios = {size: samples(reports[("ga", size)], lambda r: r["wall"])
+              for key, size in points if key == "ga"}
+    verdict = ", ".join(f"{w.median / ideal:.2f}× at {size:,} agents" if w.ok else
+                        f"– at {size:,}" for size, w in ratios.items())
     skipped = "".join(f"\n\n{key}: skipped, {why}." for key, why in ctx.notes.items()
                       if key == "pydantic_ai")
     markdown = "\n\n".join([
-        f"{n} agents at once, each: a model turn of {latency:g} s asking for {TOOLS} tools, the "
-        f"{TOOLS} tool calls (one HTTP request each to a local tool server answering after "
-        f"{tool_latency:g} s), a second model turn of {latency:g} s. Ideal {ideal:g} s. "
-        f"{ctx.repeat} alternating repetition(s), median (min–max); `tool peak` is the most tool "
-        "requests the tool server had in flight at once. Timings on a shared 2-core machine "
-        "are noisy.",
+        f"{n} agents at once, each: a model turn of {shape.latency:g} s asking for {TOOLS} "
+        f"tools, the {TOOLS} tool calls (one `requests` call each to a local tool server "
+        f"answering after {shape.tool_latency:g} s), a second model turn of "
+        f"{shape.latency:g} s. Ideal {ideal:g} s. {ctx.repeat} alternating repetition(s), "
+        "median (min–max). `servers CPU`: what the simulator and the tool server (each in its "
+        "own process) spent during the run; `tool peak`: the most tool requests in flight at "
+        f"once. The peer at {n:,} agents is stopped after {shape.cap:g} s. Load average "
+        f"{shape.load:.1f} at the start, on a shared 2-core machine: timings are noisy.",
         table(["contender", "agents", "wall time", "÷ ideal", "ideal", "CPU", "CPU / agent",
-               "tool peak"], rows),
+               "servers CPU", "tool peak"], rows),
         f"**greenagents ÷ ideal: {verdict}** (goal ≤ {GOAL}×).",
         "![tool-using agents](tools.png)",
-        "**Reading.** One greenlet per agent and one per tool call: the tool calls of one turn, "
-        "and of every agent, wait on the network together (the tool peak is how many did), and "
-        "tools one after another add 2 × T per agent. What remains is CPU: greenagents runs "
-        "every agent in one process on one core, so N agents cost N × (CPU / agent) of wall "
-        f"time at least — here {_cpu_note(cpu_ms, n)}, most of it the tools' `requests` calls "
-        "and the two model calls, not the loop. A thread pool spreads the same code over both "
-        "cores (and, on a machine shared with other work, is given more of it by the "
-        "scheduler) at several times the CPU per agent; pydantic-ai needs the tools rewritten "
-        "as coroutines on an async HTTP client." + skipped,
+        _reading(n),
+        *([skipped.strip()] if skipped else []),
     ])
     return Section("8. Tool-using agents", markdown, [png], {"failures": failures})
+
+
+def _reading(n: int) -> str:
+    return (
+        "**Reading.** One greenlet per agent and one per tool call: the tool calls of one turn, "
+        "and of every agent, wait on the network together (the tool peak is how many did); "
+        "tools one after another add 2 × T per agent. What is left is CPU. The CPU per agent "
+        "with sleeping tools is greenagents' own share (two model calls and the loop); the "
+        "difference to the row above it is the tools' own `requests` calls. At "
+        f"{n:,} agents, the client's CPU plus the servers' CPU, shared by the machine's two "
+        "cores (and with whatever else runs on them), is the wall time's floor; at 100 agents "
+        "CPU is not the bound. A thread pool spreads the same code over both cores at several "
+        "times the CPU per agent; pydantic-ai needs the tools rewritten as coroutines on an "
+        "async HTTP client, and its CPU per agent is an order of magnitude above greenagents'.")

@@ -1,7 +1,7 @@
 """The tool loop of an agent: ask the model, run the tools it asked for, send the results, repeat.
 
-One turn's tool calls run concurrently through :func:`greenagents.batch` — greenlets in a patched
-process, threads otherwise — at most the agent's ``tool_concurrency`` at once, each call within
+One turn's tool calls run concurrently — a greenlet each when patched, threads through
+:func:`greenagents.batch` otherwise — at most the agent's ``tool_concurrency`` at once, each call within
 ``tool_timeout`` seconds and in a copy of the caller's contextvars. A tool that raises, times out,
 gets arguments that do not validate, or is not one the agent has, does not end the call: the error
 text goes back to the model as that call's result (it can correct itself), and the Result counts
@@ -15,13 +15,19 @@ so a turn could be answered by another kind of call (a stream) without touching 
 
 from __future__ import annotations
 
+import contextvars
 import json
 import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
-from . import errors, hooks, runtime
+import gevent
+import gevent.lock
+
+from . import errors, hooks, runtime, slots
+from .asyncbridge import explain_running_loop
 from .errors import ConfigError, ToolError, ToolLoopError, redact
+from .patching import available
 from .providers import Completion, Endpoint, ToolRequest
 from .result import Attempt, Result
 from .result import ToolCall as ToolRecord
@@ -155,13 +161,10 @@ def _run_calls(state: Turns, tools: dict[str, Tool], calls: Sequence[ToolRequest
     """Run one turn's calls concurrently; their result messages, in the order asked."""
     agent = state.agent
     known = [call for call in calls if call.name in tools]
-    jobs: list[runtime.Call] = [
-        (_run_tool, (tools[call.name], call.arguments, ToolContext(call_id=call.id, **context)), {})
-        for call in known]
+    jobs = [(tools[call.name], call.arguments, ToolContext(call_id=call.id, **context))
+            for call in known]
     ran = dict(zip((call.id for call in known),
-                   runtime.batch(jobs, max_concurrent=agent.tool_concurrency,
-                                 timeout=agent.tool_timeout, progress=False, warn_failures=False),
-                   strict=True))
+                   _run_all(jobs, agent.tool_concurrency, agent.tool_timeout), strict=True))
     messages: list[dict[str, Any]] = []
     for call in calls:
         result = ran.get(call.id)
@@ -175,9 +178,69 @@ def _run_calls(state: Turns, tools: dict[str, Tool], calls: Sequence[ToolRequest
             raise ToolError(f"{agent.__qualname__}: tool {call.name!r} failed on turn "
                             f"{context['turn']}: {redact(error, *secrets)}",
                             tool=call.name) from (result.error if result is not None else None)
-        messages.append({"role": "tool", "tool_call_id": call.id,
-                         "content": output if error is None else f"Error: {error}"})
+        if error is None:
+            messages.append({"role": "tool", "tool_call_id": call.id, "content": output})
+        else:  # is_error: Anthropic's flag on a failed tool_result (OpenAI has none; dropped)
+            messages.append({"role": "tool", "tool_call_id": call.id,
+                             "content": f"Error: {error}", "is_error": True})
     return messages
+
+
+_Job = tuple[Tool, str | Mapping[str, Any], ToolContext]
+
+
+def _run_all(jobs: Sequence[_Job], limit: int, timeout: float | None) -> list[Result[Any]]:
+    """Run one turn's tool calls at once, at most ``limit`` together, each within ``timeout``;
+    their Results in order.
+
+    Patched: one greenlet per call, each in a copy of the caller's contextvars, awaited together.
+    That is all a turn needs — its calls are few and known, and all awaited — so it skips what
+    :func:`greenagents.batch` does for a run of unknown length (a feeder greenlet, a result
+    queue, run ids, a progress bar, a blocking kill of its group): a turn of three quick tools
+    measured about 0.45 ms of CPU through it, 0.3 ms this way. Unpatched, a tool runs in a
+    thread through :func:`greenagents.batch`, which can stop waiting for one past its timeout.
+    """
+    if not available():
+        return runtime.batch([(_run_tool, job, {}) for job in jobs], max_concurrent=limit,
+                             timeout=timeout, progress=False, warn_failures=False)
+    bound = gevent.lock.Semaphore(limit) if limit < len(jobs) else None
+    running = [gevent.spawn(contextvars.copy_context().run, _run_timed, job, bound, timeout)
+               for job in jobs]
+    try:
+        gevent.joinall(running)
+    finally:  # the call was killed or timed out while its tools ran: they end with it
+        if not all(greenlet.dead for greenlet in running):
+            gevent.killall(running, block=False)
+    # a greenlet ended by what _run_timed lets through (KeyboardInterrupt...) has no value
+    return [greenlet.value or Result(target=job[0].name, error=greenlet.exception)
+            for greenlet, job in zip(running, jobs, strict=True)]
+
+
+def _run_timed(job: _Job, bound: gevent.lock.Semaphore | None,
+               timeout: float | None) -> Result[Any]:
+    """One tool call in its own greenlet: its slot of ``tool_concurrency``, its timeout, and its
+    outcome as a Result (only a kill escapes)."""
+    tool = job[0]
+    slot = None if bound is None else slots.Slot(bound)
+    slots.current.set(slot)  # a backoff inside the tool gives back its own slot, not the agent's
+    if slot is not None:
+        slot.acquire()
+    start = time.perf_counter()
+    timer = gevent.Timeout(timeout)  # None: never fires
+    try:
+        with timer:
+            value = _run_tool(*job)
+    except gevent.Timeout as exc:
+        error: BaseException = exc if exc is not timer else errors.Timeout(
+            f"tool {tool.name!r} did not finish within tool_timeout={timeout}s")
+        return Result(target=tool.name, error=error, duration_s=time.perf_counter() - start)
+    except Exception as exc:  # a tool's failure is its result, told to the model
+        return Result(target=tool.name, error=errors.scrub(explain_running_loop(exc)),
+                      duration_s=time.perf_counter() - start)
+    finally:
+        if slot is not None:
+            slot.release()
+    return Result(target=tool.name, value=value, duration_s=time.perf_counter() - start)
 
 
 def _run_tool(tool: Tool, arguments: str | Mapping[str, Any], context: ToolContext) -> str:

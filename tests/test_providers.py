@@ -223,6 +223,29 @@ def test_anthropic_build() -> None:
     assert ANT_SECRET not in repr(request)
 
 
+FAILED_TOOL_TURN: list[dict[str, Any]] = [
+    {"role": "user", "content": "weather?"},
+    {"role": "assistant", "content": None, "tool_calls": [
+        {"id": "c1", "type": "function", "function": {"name": "w", "arguments": '{"city": "a"}'}},
+        {"id": "c2", "type": "function", "function": {"name": "w", "arguments": '{"city": "b"}'}}]},
+    {"role": "tool", "tool_call_id": "c1", "content": "sunny"},
+    {"role": "tool", "tool_call_id": "c2", "content": "Error: it broke", "is_error": True}]
+TOOL_SPEC = {"name": "w", "description": "Weather.", "parameters": {"type": "object"}}
+
+
+def test_a_failed_tool_result_is_flagged_is_error_on_anthropic_only() -> None:
+    claude = AnthropicProvider().build("claude-haiku-4-5", FAILED_TOOL_TURN, tools=[TOOL_SPEC])
+    assert claude.body["messages"][-1] == {"role": "user", "content": [
+        {"type": "tool_result", "tool_use_id": "c1", "content": "sunny"},
+        {"type": "tool_result", "tool_use_id": "c2", "content": "Error: it broke",
+         "is_error": True}]}
+    # Chat Completions has no such field: the flag is dropped, the text says it
+    gpt = OpenAIProvider().build("gpt-4o-mini", FAILED_TOOL_TURN, tools=[TOOL_SPEC])
+    assert gpt.body["messages"][-1] == {"role": "tool", "tool_call_id": "c2",
+                                        "content": "Error: it broke"}
+    assert FAILED_TOOL_TURN[-1]["is_error"] is True  # the caller's message is left as it was
+
+
 def test_anthropic_parse() -> None:
     provider = AnthropicProvider()
     assert provider.parse(_resp(200, ANTHROPIC_TEXT)) == Completion(

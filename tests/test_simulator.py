@@ -381,6 +381,32 @@ def test_process_form_and_cli_line() -> None:
     assert sim.process.poll() is not None
 
 
+@pytest.mark.parametrize("patched", [True, False])
+def test_servers_left_serving_at_exit_do_not_crash_the_process(patched: bool) -> None:
+    # kept-alive connections to a server thread still serving, closed by the finalizing
+    # interpreter, woke that thread into pthread_exit on a greenlet stack: SIGSEGV (rc -11)
+    result = run_python(("import greenagents.monkey\n" if patched else "") + """
+import requests
+import greenagents as ga
+from greenagents.testing import Simulator, ToolServer
+
+sim, tools = Simulator(latency=0.02).start(), ToolServer(latency=0.02).start()
+session = requests.Session()
+
+def weather(city: str) -> str:
+    \"\"\"The weather.\"\"\"
+    return session.get(f"{tools.url}/weather/{city}", timeout=10).text
+
+class Agent(ga.Agent):
+    model = "openai/gpt-4o-mini"
+    base_url = sim.base_url
+    tools = (weather,)
+
+print(sum(r.ok for r in Agent.batch([{"input": str(i)} for i in range(40)])))
+""", timeout=60)
+    assert (result.returncode, result.stdout.strip()) == (0, "40"), result.stderr[-2000:]
+
+
 def test_unpatched_process_with_plain_requests() -> None:
     result = run_python("""
         import requests

@@ -8,6 +8,7 @@ them. Faults make it call an unknown tool, break the arguments, or never stop ca
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any, Literal
 
 import anthropic
@@ -107,18 +108,37 @@ def test_anthropic_calls_every_offered_tool_in_one_turn(sim: Simulator) -> None:
         MODELS[block.name].model_validate(block.input)
 
 
-def test_anthropic_answer_quotes_the_tool_results(sim: Simulator) -> None:
+def claude_after_tools(sim: Simulator, results: Callable[[list[Any]], Any]) -> tuple[Any, Any]:
+    """Ask with tools, answer the tool_use blocks with ``results(blocks)``: (history, answer)."""
     first = claude(sim).messages.create(model="claude-haiku-4-5", max_tokens=200, messages=USER,
                                         tools=CLAUDE_TOOLS)
-    results = [{"type": "tool_result", "tool_use_id": b.id, "content": f"out-{b.name}"}
-               for b in first.content if b.type == "tool_use"]
+    blocks = [b for b in first.content if b.type == "tool_use"]
     history: Any = [*USER, {"role": "assistant", "content": first.content},
-                    {"role": "user", "content": results}]
+                    {"role": "user", "content": results(blocks)}]
     second = claude(sim).messages.create(model="claude-haiku-4-5", max_tokens=200,
                                          messages=history, tools=CLAUDE_TOOLS)
+    return history, second
+
+
+def test_anthropic_answer_quotes_the_tool_results(sim: Simulator) -> None:
+    _, second = claude_after_tools(sim, lambda blocks: [
+        {"type": "tool_result", "tool_use_id": b.id, "content": f"out-{b.name}"} for b in blocks])
     text = "".join(b.text for b in second.content if b.type == "text")
     assert "out-get_weather" in text and "out-search_flights" in text
     assert second.stop_reason == "end_turn"
+
+
+def test_anthropic_tool_result_is_error_is_accepted_and_echoed(sim: Simulator) -> None:
+    history, second = claude_after_tools(sim, lambda blocks: [
+        {"type": "tool_result", "tool_use_id": blocks[0].id, "content": "ok-weather"},
+        {"type": "tool_result", "tool_use_id": blocks[1].id, "content": "no flights",
+         "is_error": True}])
+    text = "".join(b.text for b in second.content if b.type == "text")
+    assert '"ok-weather"' in text and '"[is_error] no flights"' in text
+    history[-1]["content"][1]["is_error"] = "yes"
+    with pytest.raises(anthropic.BadRequestError, match="is_error"):
+        claude(sim).messages.create(model="claude-haiku-4-5", max_tokens=200, messages=history,
+                                    tools=CLAUDE_TOOLS)
 
 
 def test_anthropic_stream_of_several_tool_calls(sim: Simulator) -> None:

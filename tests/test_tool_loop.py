@@ -197,6 +197,20 @@ def test_a_raising_tool_is_an_error_result_the_model_sees(sim: Simulator) -> Non
     assert result.tool_errors == 1 and "ValueError" in (result.tool_calls[0].error or "")
 
 
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+def test_a_failed_tool_reaches_anthropic_as_is_error(sim: Simulator, provider: str) -> None:
+    def fine(city: str) -> str:
+        """Always works."""
+        return f"fine in {city}"
+
+    result = agent(sim, boom, fine, provider=provider).call("x")
+    assert result.ok and result.tool_errors == 1
+    flagged = "[is_error] Error: the tool raised ValueError"  # how the simulator quotes it
+    assert (flagged in result.value) == (provider == "anthropic"), result.value
+    assert "Error: the tool raised ValueError" in result.value
+    assert "[is_error] fine in" not in result.value
+
+
 def test_tool_errors_raise_policy_fails_the_call(sim: Simulator) -> None:
     result = agent(sim, boom, tool_errors="raise").call("x")
     assert isinstance(result.error, errors.ToolError) and result.error.tool == "boom"
@@ -215,6 +229,25 @@ def test_a_slow_tool_times_out_and_the_call_goes_on(sim: Simulator) -> None:
     assert time.monotonic() - started < 10
     assert result.ok and "did not finish within tool_timeout=0.2s" in result.value
     assert result.tool_errors == 1
+
+
+def test_a_call_stopped_while_its_tools_run_stops_them(sim: Simulator) -> None:
+    ended: list[str] = []
+
+    def slow(n: int) -> str:
+        """Takes long."""
+        try:
+            time.sleep(5)
+        except BaseException as exc:
+            ended.append(type(exc).__name__)
+            raise
+        ended.append("finished")
+        return "late"
+
+    result = ga.batch([(agent(sim, slow), {"input": "x"})], timeout=0.5, warn_failures=False)[0]
+    assert isinstance(result.error, errors.Timeout)
+    time.sleep(0.2)  # the kill reaches the tool's greenlet at its next switch
+    assert ended == ["GreenletExit"]
 
 
 @pytest.mark.sim(faults={"schema_invalid": 1.0})

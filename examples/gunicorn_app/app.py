@@ -10,6 +10,8 @@ Serve it with gevent workers (see ``gunicorn.conf.py`` and the README beside thi
   takes about as long as the slowest agent, not the sum of the five.
 - ``GET|POST /stream``: the summary as Server-Sent Events, word by word as the model writes it
   (``SummaryAgent.stream``); a client that goes away cancels its model call.
+- ``GET /trip?city=...``: a tool-using agent; its tools are plain ``requests`` calls to a tool
+  service at ``TOOLS_URL``, one turn's two calls at once, every request's calls waiting together.
 
 The app neither patches nor knows its server: under gunicorn's gevent worker the process is
 patched (by ``gunicorn.conf.py``) and the batch runs in greenlets; under a thread server
@@ -19,16 +21,20 @@ patched (by ``gunicorn.conf.py``) and the batch runs in greenlets; under a threa
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Iterator
 from typing import Any, Literal
 
+import requests
 from flask import Flask, Response, jsonify, request
 from pydantic import BaseModel, Field
 
 import greenagents as ga
 
 MODEL = "openai/gpt-4o-mini"  # at OPENAI_BASE_URL (any OpenAI-compatible server), key OPENAI_API_KEY
+# The tools' HTTP service, e.g. `python -m greenagents.testing.toolserver --port 8001 --latency 1`
+TOOLS_URL = os.environ.get("TOOLS_URL", "http://127.0.0.1:8001")
 
 
 class Sentiment(BaseModel):
@@ -92,6 +98,26 @@ class LanguageAgent(ga.Agent):
         return text
 
 
+def get_weather(city: str, unit: Literal["C", "F"] = "C") -> str:
+    """Current weather for a city."""
+    return requests.get(f"{TOOLS_URL}/weather/{city}", params={"unit": unit}, timeout=30).text
+
+
+def find_hotels(city: str, nights: int = 1) -> str:
+    """Hotels in a city, for a number of nights."""
+    return requests.get(f"{TOOLS_URL}/hotels", params={"city": city, "nights": nights},
+                        timeout=30).text
+
+
+class TripAgent(ga.Agent):
+    model = MODEL
+    instructions = "Plan a weekend: check the weather and find a hotel, then suggest a plan."
+    tools = (get_weather, find_hotels)  # plain blocking functions; one turn's calls run at once
+
+    def prompt(self, city: str) -> str:
+        return f"A weekend in {city}."
+
+
 ANALYSES: dict[str, type[ga.Agent]] = {
     "sentiment": SentimentAgent,
     "summary": SummaryAgent,
@@ -132,6 +158,16 @@ def analyze() -> tuple[Response, int]:
     failures = {name: f"{type(r.error).__name__}: {r.error}" for name, r in outcomes.items() if not r.ok}
     body = {"analyses": answers, "errors": failures, "seconds": time.perf_counter() - started}
     return jsonify(body), 502 if failures else 200
+
+
+@app.get("/trip")
+def trip() -> tuple[Response, int]:
+    """A tool-using agent: model turn, both tools at once (HTTP to TOOLS_URL), model turn."""
+    result = TripAgent.call(city=request.args.get("city", "Lisbon"))
+    if not result.ok:
+        return jsonify(error=f"{type(result.error).__name__}: {result.error}"), 502
+    return jsonify(plan=result.value, turns=result.turns, tool_calls=len(result.tool_calls),
+                   tool_errors=result.tool_errors), 200
 
 
 def _sse(data: Any, event: str | None = None) -> str:

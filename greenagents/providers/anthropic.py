@@ -5,8 +5,9 @@ whose ``input_schema`` is the schema, with ``tool_choice`` forcing the model to 
 call's ``input`` is returned as JSON text, so callers validate Anthropic and OpenAI answers alike.
 Tools offered by an agent travel as ``tools`` (no ``tool_choice``: the model decides); the loop's
 neutral messages become ``tool_use`` blocks in the assistant turn and ``tool_result`` blocks in the
-next user turn. With tools, the forced output tool is asked for only once the work is done (see
-``structured_with_tools``), since forcing it would forbid calling the others.
+next user turn (``is_error: true`` on a tool that failed). With tools, the forced output tool is
+asked for only once the work is done (see ``structured_with_tools``), since forcing it would
+forbid calling the others.
 
 >>> p = AnthropicProvider(api_key="k")
 >>> req = p.build("claude-haiku-4-5", [{"role": "system", "content": "Be brief."},
@@ -73,8 +74,11 @@ def _turns(messages: Sequence[Message]) -> list[dict[str, Any]]:
             continue
         blocks: list[dict[str, Any]]
         if role == "tool":
-            role, blocks = "user", [{"type": "tool_result", "tool_use_id": m["tool_call_id"],
-                                     "content": text_of(m.get("content"))}]
+            result = {"type": "tool_result", "tool_use_id": m["tool_call_id"],
+                      "content": text_of(m.get("content"))}
+            if m.get("is_error"):  # the tool failed: the model is told so, not only by the text
+                result["is_error"] = True
+            role, blocks = "user", [result]
         else:
             content = _content(m.get("content") or "")
             blocks = [{"type": "text", "text": content}] if isinstance(content, str) else content

@@ -9,8 +9,9 @@ joins them with :func:`greenagents.http.post_json`.
 Messages are OpenAI-style: ``{"role": "system" | "user" | "assistant", "content": str | [part]}``
 where a part is ``{"type": "text", "text": ...}`` or
 ``{"type": "image_url", "image_url": {"url": ...}}``; a tool loop adds OpenAI's assistant
-``tool_calls`` and ``{"role": "tool", "tool_call_id": ..., "content": ...}`` messages, which each
-provider translates to its own shape. Tools are ``{"name", "description", "parameters"}``.
+``tool_calls`` and ``{"role": "tool", "tool_call_id": ..., "content": ...}`` messages (plus
+``"is_error": True`` when the tool failed), which each provider translates to its own shape.
+Tools are ``{"name", "description", "parameters"}``.
 
 >>> Completion("hi", Usage(3, 1), "gpt-4o-mini", "stop").usage.total_tokens
 4

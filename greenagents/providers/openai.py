@@ -127,12 +127,15 @@ class OpenAIProvider(Provider):
         ``tools`` become ``function`` tools the model may call, several at once (its default
         ``parallel_tool_calls``); they are not strict, since strict mode turns parallel calls off
         and the tool validates its arguments anyway. The neutral tool-loop messages are already
-        OpenAI's, so they go as they are.
+        OpenAI's, so they go as they are, less the ``is_error`` flag of a failed tool's message:
+        Chat Completions has no such field (the text says ``Error: ...``).
 
         >>> OpenAIProvider().build("gpt-4o-mini", [], max_tokens=5).body
         {'model': 'gpt-4o-mini', 'messages': [], 'max_tokens': 5}
         """
-        body: dict[str, Any] = {"model": model, "messages": list(messages)}
+        body: dict[str, Any] = {"model": model, "messages": [
+            m if "is_error" not in m else {k: v for k, v in m.items() if k != "is_error"}
+            for m in messages]}
         if temperature is not None:
             body["temperature"] = temperature
         if max_tokens is not None:

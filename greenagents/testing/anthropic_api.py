@@ -67,7 +67,7 @@ class AnthropicDialect:
             last_user=text_of(users[-1].get("content")) if users else "",
             schema=_output_schema(body), tools=tools, tool_mode=mode, forced_tool=forced,
             after_tool_result=bool(results),
-            tool_results=tuple(text_of(b.get("content")) for b in results),
+            tool_results=tuple(_result_text(b) for b in results),
             stream=bool(body.get("stream")), include_usage=True, max_tokens=max_tokens,
         )
 
@@ -113,6 +113,14 @@ class AnthropicDialect:
     def api_key(self, headers: dict[str, str]) -> str | None:
         """The ``x-api-key`` header, or the bearer token recent SDKs send instead."""
         return headers.get("x-api-key") or bearer_token(headers)
+
+
+def _result_text(block: dict[str, Any]) -> str:
+    """A ``tool_result``'s text as the answer quotes it: ``[is_error] ...`` for a failed tool."""
+    flag = block.get("is_error", False)
+    if not isinstance(flag, bool):
+        raise BadRequest(f"tool_result.is_error: Input should be a valid boolean, got {flag!r}")
+    return ("[is_error] " if flag else "") + text_of(block.get("content"))
 
 
 def _require(body: Any) -> tuple[str, list[dict[str, Any]], int]:

@@ -20,6 +20,7 @@ True
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import re
@@ -128,7 +129,10 @@ class Simulator(SimOptions, _Endpoints):
 def serve_in_thread(app: Callable[..., Any], host: str, port: int, *,
                     what: str = "server") -> tuple[str, Callable[[], None]]:
     """Serve the WSGI ``app`` from a new OS thread with its own hub; return its root URL and a
-    function that stops it (closing every connection, freeing the port, ending the thread)."""
+    function that stops it (closing every connection, freeing the port, ending the thread).
+
+    A server still serving when the program ends is stopped at exit (see :func:`_stop_at_exit`).
+    """
     ready, done = _allocate_lock(), _allocate_lock()
     ready.acquire()
     done.acquire()
@@ -140,10 +144,32 @@ def serve_in_thread(app: Callable[..., Any], host: str, port: int, *,
                       f"{outcome['error']}") from outcome["error"]
 
     def stop() -> None:
+        if stop not in _serving:  # stopped already (by its owner, or at exit)
+            return
+        _serving.remove(stop)
         outcome["stop"]()
         done.acquire()
 
+    _serving.append(stop)
     return f"http://{host}:{outcome['port']}", stop
+
+
+#: Stop functions of the servers still serving from a thread, for :func:`_stop_at_exit`.
+_serving: list[Callable[[], None]] = []
+
+
+@atexit.register
+def _stop_at_exit() -> None:
+    """Stop every server a program left serving, before the interpreter finalizes.
+
+    Why: a server thread blocked in its hub (libev waiting with the GIL released) wakes when the
+    finalizing interpreter closes the program's kept-alive connections to it. Once finalizing has
+    begun, CPython ends a thread that asks for the GIL with ``pthread_exit``, whose forced stack
+    unwinding runs into the switched greenlet stack and crashes the process (SIGSEGV), after the
+    program's own work was done. ``atexit`` callbacks run while the interpreter is still whole.
+    """
+    for stop in reversed(_serving[:]):
+        stop()
 
 
 def _serve_in_thread(app: Callable[..., Any], host: str, port: int, outcome: dict[str, Any],
