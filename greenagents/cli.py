@@ -534,8 +534,9 @@ def _default_db() -> str:
               help="Only calls newer than this, e.g. 30m, 1h, 7d.")
 @click.option("--run", "run_id", default=None, metavar="ID",
               help="Only the calls of this run (its id is printed by `greenagents run`).")
-@click.option("--by", type=click.Choice(["agent", "model", "run"]), default="agent",
-              show_default=True)
+@click.option("--by", type=click.Choice(["target", "model", "run", "agent"]), default="target",
+              show_default=True, help="Group by target (agent class or function), model or run; "
+              "`agent` is the older name of `target`.")
 @click.option("--errors", "show_errors", is_flag=True,
               help="List the failed calls (newest first) with run, input index and whole message.")
 @click.option("--limit", type=click.IntRange(1), default=50, show_default=True,

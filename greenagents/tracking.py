@@ -403,10 +403,11 @@ def _bucket(seconds: float | None) -> int:
     return round(math.log(max(seconds or 0.0, 1e-6)) * _BUCKETS_PER_E)
 
 
-def summary(db: str, *, since: float | None = None, by: str = "agent", run: str | None = None,
+def summary(db: str, *, since: float | None = None, by: str = "target", run: str | None = None,
             top_errors: int = 5) -> list[dict[str, Any]]:
-    """Per-``by`` (``"agent"``, ``"model"`` or ``"run"``) totals of the calls logged in ``db``,
-    busiest first.
+    """Per-``by`` (``"target"``, ``"model"`` or ``"run"``) totals of the calls logged in ``db``,
+    busiest first. ``"agent"``, the older word, still means ``"target"`` (the log's ``agent`` column
+    holds each call's target, an Agent class or a function).
 
     Each entry has ``key``, ``calls``, ``ok``, ``success_rate``, ``p50_s``, ``p95_s`` (within
     0.5%), ``prompt_tokens``, ``completion_tokens``, ``cost_usd``, ``cached`` (cache hits),
@@ -417,9 +418,9 @@ def summary(db: str, *, since: float | None = None, by: str = "agent", run: str 
     spills to disk), so a log of millions of rows is summarised in constant memory. It reads a
     snapshot, so it can run while a writer is busy.
     """
-    column = {"agent": "agent", "model": "model", "run": "run_id"}.get(by)
+    column = {"target": "agent", "agent": "agent", "model": "model", "run": "run_id"}.get(by)
     if column is None:
-        raise ConfigError(f"summary(by={by!r}): group by 'agent', 'model' or 'run'")
+        raise ConfigError(f"summary(by={by!r}): group by 'target', 'model' or 'run'")
     key = f"coalesce({column}, '?')"
     where, args = _where(since, run)
     connection = _read(db)

@@ -49,7 +49,7 @@ def test_stats_summarises_the_log_of_a_run(tmp_path: Path) -> None:
     proc = cli("stats", "--since", "1h", cwd=tmp_path)  # default: .greenagents/runs.db here
     assert proc.returncode == 0, proc.stderr
     header, rule, row, *rest = proc.stdout.splitlines()
-    assert header.split() == ["agent", "calls", "ok", "p50", "p95", "tokens", "cost", "cached",
+    assert header.split() == ["target", "calls", "ok", "p50", "p95", "tokens", "cost", "cached",
                                "saved", "stopped"]
     assert set(rule) == {"-", " "}
     assert row.split()[:3] == ["fns.check", "30", "66.7%"]

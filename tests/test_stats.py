@@ -108,6 +108,8 @@ def test_stats_by_run_with_input_lines_errors_json_and_csv(tmp_path: Path) -> No
 
     everything = json.loads(_stats("--json", cwd=tmp_path))
     assert everything["groups"][0]["calls"] == 22
+    assert everything["by"] == "target"  # the glossary's word; "agent", the older one, still works
+    assert json.loads(_stats("--by", "agent", "--json", cwd=tmp_path))["groups"] == everything["groups"]
     one = json.loads(_stats("--run", run, "--json", "--errors", cwd=tmp_path))
     (group,) = one["groups"]
     assert (group["key"], group["calls"], group["ok"]) == ("fns.check", 11, 6)
