@@ -406,16 +406,17 @@ class Agent:
         """
         result: Result[Any] = Result(target=target_name(cls), attempts=0)
         try:
-            if cls.tools:
-                raise ConfigError(f"{cls.__qualname__}.stream(): streaming an agent with tools is "
-                                  "not supported yet; use call()")
-            messages = cls._messages(cls._inputs().validate(args, inputs))
+            checked = cls._inputs().validate(args, inputs)
+            messages = cls._messages(checked)
             endpoints = cls._endpoints()
             policy = policy_for(cls.retries)
+            toolbox = cls._toolbox()
+            state = _Call(cls, messages, toolbox.specs)
+            loop = toolloop.Loop(state, toolbox, checked, endpoints) if toolbox.specs else None
         except Exception as exc:  # the stream raises it when read; its Result holds it
-            result.error = exc
-            return Stream(result, inputs, None, (), None)
-        return Stream(result, inputs, _Call(cls, messages), endpoints, policy)
+            result.error = scrub(exc)
+            return Stream(cls, result, inputs)
+        return Stream(cls, result, inputs, state, endpoints, policy, loop)
 
     @classmethod
     def run(cls, *args: Any, **inputs: Any) -> Any:

@@ -48,8 +48,8 @@ from .patching import available
 if TYPE_CHECKING:
     from .providers import Endpoint
 
-__all__ = ["DEFAULT_URL", "CacheWarning", "Entry", "RedisStore", "SQLiteStore", "Store",
-           "call_through", "key_for", "store_for"]
+__all__ = ["DEFAULT_URL", "CacheWarning", "Entry", "Lease", "RedisStore", "SQLiteStore", "Store",
+           "call_through", "key_for", "lease", "store_for"]
 
 #: Where ``cache=True`` keeps answers when no ``cache`` setting names a store.
 DEFAULT_URL = "sqlite:///.greenagents/cache.db"
@@ -239,6 +239,55 @@ def _safely(what: str, fn: Callable[[], T]) -> T | None:
         return None
 
 
+class Lease:
+    """What the cache says of one call about to be made: its answer (``hit``), or — when this call
+    leads the identical ones — :meth:`settle` it with its entry once it ends (stored, handed to the
+    calls that waited). With neither, make the call and store nothing: caching is off for it, or
+    the identical call it waited for failed."""
+
+    def __init__(self, hit: Entry | None = None, key: str = "", store: Store | None = None,
+                 ttl: float | None = None, flight: _Flight | None = None):
+        self.hit, self._key, self._store, self._ttl, self._flight = hit, key, store, ttl, flight
+
+    def settle(self, entry: Entry | None) -> None:
+        """The call ended with ``entry`` (None: it failed); safe to call twice."""
+        flight, self._flight = self._flight, None
+        if flight is None:
+            return
+        try:
+            flight.entry = entry
+            if entry is not None and self._store is not None:
+                store, key, ttl = self._store, self._key, self._ttl
+                _safely("write the cache", lambda: store.set(key, entry.dumps(), ttl))
+        finally:
+            del _in_flight[self._key]
+            flight.done.set()
+
+
+def lease(agent: type, messages: Sequence[dict[str, Any]],
+          endpoints: Sequence[tuple[str, Endpoint]], schema: dict[str, Any] | None,
+          tools: Sequence[dict[str, Any]]) -> Lease:
+    """Look the call up: a stored answer, or the answer of an identical call in flight (waited
+    for), else a :class:`Lease` this call settles. Used by :func:`call_through` and by streams,
+    which settle once their last delta is read."""
+    policy = _policy(agent)
+    if policy is None:
+        return Lease()
+    store, ttl = policy
+    key = key_for(agent, messages, endpoints, schema, tools)
+    flight = _in_flight.get(key)
+    if flight is None:
+        raw = _safely("read the cache", lambda: store.get(key))
+        if raw is not None:
+            return Lease(Entry.loads(raw))
+        mine = _Flight()
+        flight = _in_flight.setdefault(key, mine)  # atomic: exactly one caller leads
+        if flight is mine:
+            return Lease(None, key, store, ttl, mine)
+    flight.done.wait()
+    return Lease(flight.entry)  # None: the leader failed; this call asks for itself
+
+
 def call_through(agent: type, messages: Sequence[dict[str, Any]],
                  endpoints: Sequence[tuple[str, Endpoint]], schema: dict[str, Any] | None,
                  tools: Sequence[dict[str, Any]], ask: Callable[[], Entry | None]) -> Entry | None:
@@ -247,31 +296,12 @@ def call_through(agent: type, messages: Sequence[dict[str, Any]],
     ``ask`` sends the call and returns its :class:`Entry` when it answered and validated (None when
     it failed); that entry is stored and handed to the identical calls that waited for it.
     """
-    policy = _policy(agent)
-    if policy is None:
-        ask()
-        return None
-    store, ttl = policy
-    key = key_for(agent, messages, endpoints, schema, tools)
-    flight = _in_flight.get(key)
-    if flight is None:
-        raw = _safely("read the cache", lambda: store.get(key))
-        if raw is not None:
-            return Entry.loads(raw)
-        mine = _Flight()
-        flight = _in_flight.setdefault(key, mine)  # atomic: exactly one caller leads
-        if flight is mine:
-            try:
-                mine.entry = ask()
-                if mine.entry is not None:
-                    entry = mine.entry
-                    _safely("write the cache", lambda: store.set(key, entry.dumps(), ttl))
-            finally:
-                del _in_flight[key]
-                mine.done.set()
-            return None
-    flight.done.wait()
-    if flight.entry is not None:
-        return flight.entry
-    ask()
+    held = lease(agent, messages, endpoints, schema, tools)
+    if held.hit is not None:
+        return held.hit
+    entry = None
+    try:
+        entry = ask()
+    finally:
+        held.settle(entry)
     return None
