@@ -296,7 +296,7 @@ class Stream(Generic[T]):
         if self._in_turn and self._loop is not None:
             self._in_turn = False
             self._loop.end(error)
-        if hit is not None and error is None:
+        if hit is not None:
             result.cached, result.model = True, hit.model
             result.usage, result.cost_usd = Usage(hit.prompt_tokens, hit.completion_tokens), 0.0
         else:
@@ -305,12 +305,11 @@ class Stream(Generic[T]):
         if error is not None:
             result.error = scrub(error, *(endpoint.api_key for _, endpoint in self._endpoints))
             result.value = None
-        elif self._lease is not None and hit is None:
-            usage = state.usage
-            self._lease.settle(Entry(self._answer, state.model or "", usage.prompt_tokens,
-                                     usage.completion_tokens, result.cost_usd))
-        if self._lease is not None:
-            self._lease.settle(None)  # a failure: identical calls waiting ask for themselves
+        if self._lease is not None:  # stored and shared if it answered; else the identical
+            usage = result.usage or Usage()  # calls waiting for it ask for themselves
+            self._lease.settle(None if error is not None or hit is not None else Entry(
+                self._answer, result.model or "", usage.prompt_tokens, usage.completion_tokens,
+                result.cost_usd))
         result.attempts = state.attempts
         result.history = tuple(state.history)
         result.duration_s = time.perf_counter() - self._began

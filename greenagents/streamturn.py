@@ -60,7 +60,8 @@ class _Live:
     """The attempt that answered, until its stream ends."""
 
     def __init__(self, body: TextStream, deltas: Iterator[str], endpoint: Endpoint,
-                 record: dict[str, Any], start: float, charge: ExitStack, billed: list[Usage],
+                 record: dict[str, Any], start: float, charge: ExitStack | None,
+                 billed: list[Usage],
                  working: bool, hold: bool) -> None:
         self.body, self.deltas, self.endpoint, self.record = body, deltas, endpoint, record
         self.start, self.charge, self.billed = start, charge, billed
@@ -117,11 +118,14 @@ class StreamedTurn:
         self.live = None
         if error is not None:
             live.body.close()
-        completion = live.body.reader.completion(limits.estimate_tokens(state.messages))
+        reader = live.body.reader
+        completion = reader.completion(  # estimated only when the provider did not say
+            0 if reader.prompt_tokens is not None else limits.estimate_tokens(state.messages))
         model = live.record["model"]
         state.usage_by_model[model] = state.usage_by_model.get(model, Usage()) + completion.usage
-        live.billed.append(completion.usage)
-        live.charge.close()
+        if live.charge is not None:
+            live.billed.append(completion.usage)
+            live.charge.close()
         if error is not None:
             live.record.update(error=type(error).__name__, status=getattr(error, "status", None))
         attempt = Attempt(**live.record, duration_s=time.monotonic() - live.start)
@@ -144,12 +148,17 @@ class StreamedTurn:
         record: dict[str, Any] = {"number": state.attempts + 1, "model": model, "turn": state.turn}
         scope = f"{endpoint.provider.name}@{endpoint.base_url}"
         breaker, probe = f"{scope}/{endpoint.model}", False
-        charge, body = ExitStack(), None
+        charge: ExitStack | None = None  # the budgets' reservation, held until the stream ends
+        billed: list[Usage] = []
+        body = None
         if hooks.active:
             hooks.attempt_started(record["number"], endpoint.provider.name, model, state.messages)
         try:
             probe = breakers.before(breaker)
-            billed = charge.enter_context(budgets.charge(model, state.messages, agent.max_tokens))
+            if budgets.active():
+                charge = ExitStack()
+                billed = charge.enter_context(budgets.charge(model, state.messages,
+                                                             agent.max_tokens))
             limits.before_request(endpoint.provider.name, scope, model, state.messages, until=end)
             now = time.monotonic()
             if end is not None and end <= now:
@@ -183,7 +192,8 @@ class StreamedTurn:
             record.update(error=type(exc).__name__, status=getattr(exc, "status", None))
             if isinstance(exc, RateLimited):
                 limits.observe(scope, limited=True, retry_after=exc.retry_after)
-            charge.close()
+            if charge is not None:
+                charge.close()
             attempt = Attempt(**record, duration_s=time.monotonic() - start)
             state.history.append(attempt)
             if hooks.active:

@@ -66,6 +66,8 @@ class Reader:
     def tool_calls(self) -> tuple[ToolRequest, ...]:
         """The tool calls the model asked for, their arguments whole (as the provider's
         non-streamed answer gives them: OpenAI's JSON text, Anthropic's object)."""
+        if not self.calls:
+            return ()
         return tuple(ToolRequest(id, name, self._arguments("".join(pieces)))
                      for id, name, pieces in self.calls.values())
 
