@@ -207,3 +207,16 @@ def test_readers_collect_anthropic_tool_use_blocks_and_keep_the_output_tool_as_t
     plain = AnthropicReader()  # no tools offered: a tool's input is the (structured) answer
     assert "".join(plain.feed(Event(None, json.dumps(e).encode())) for e in events[2:5]) == \
         '{"city": "Paris"}'
+
+
+def test_the_openai_reader_takes_usage_from_a_last_chunk_that_also_has_text() -> None:
+    """Some compatible servers (vLLM) send the last piece, the finish reason and the usage at
+    once: the fast path for text must still read them."""
+    reader = OpenAIReader()
+    for chunk in ({"model": "m", "choices": [{"delta": {"content": "Hel"}}]},
+                  {"choices": [{"delta": {"content": "lo"}, "finish_reason": "stop"}],
+                   "usage": {"prompt_tokens": 7, "completion_tokens": 2}}):
+        reader.feed(Event(None, json.dumps(chunk).encode()))
+    completion = reader.completion(0)
+    assert (completion.text, completion.model, completion.finish_reason) == ("Hello", "m", "stop")
+    assert (completion.usage.prompt_tokens, completion.usage.completion_tokens) == (7, 2)

@@ -100,6 +100,28 @@ class OpenAIReader(Reader):
             self.done = True
             return ""
         chunk = from_json(event.data)
+        choices = chunk.get("choices")
+        if choices:
+            choice = choices[0]
+            finish = choice.get("finish_reason")
+            if finish:
+                self.finish_reason = finish
+            delta = choice.get("delta")
+            if delta:
+                text = delta.get("content") or delta.get("refusal")  # as Completion.text
+                if text:  # most chunks: a piece of text, nothing else to look at...
+                    self.parts.append(text)
+                    self.deltas += 1
+                    if finish or not self.model:  # ...but the last may carry the usage
+                        self._meta(chunk)
+                    return text  # type: ignore[no-any-return]
+                calls = delta.get("tool_calls")
+                if calls:
+                    return self._calls(calls)
+        self._meta(chunk)
+        return ""
+
+    def _meta(self, chunk: dict[str, Any]) -> None:
         if chunk.get("error"):
             raise _stream_error(chunk)
         usage = chunk.get("usage")
@@ -107,18 +129,8 @@ class OpenAIReader(Reader):
             self.prompt_tokens = int(usage.get("prompt_tokens") or 0)
             self.completion_tokens = int(usage.get("completion_tokens") or 0)
         self.model = chunk.get("model") or self.model
-        choices = chunk.get("choices")
-        if not choices:
-            return ""
-        choice = choices[0]
-        self.finish_reason = choice.get("finish_reason") or self.finish_reason
-        delta = choice.get("delta") or {}
-        text = delta.get("content") or delta.get("refusal")  # as Completion.text: refusals too
-        if text:
-            return self._text(text)
-        calls = delta.get("tool_calls")
-        if not calls:
-            return ""
+
+    def _calls(self, calls: list[dict[str, Any]]) -> str:
         if not self.tools:  # structured output answered as a tool call: the arguments are the JSON
             return self._text(calls[0].get("function", {}).get("arguments") or "")
         for call in calls:
