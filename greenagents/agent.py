@@ -40,10 +40,10 @@ from pydantic import BaseModel, ValidationError, create_model
 from . import breakers, budgets, definition, hooks, limits, pricing, providers, runtime, toolloop, tracking
 from .cache import Entry, call_through
 from .config import settings
-from .errors import CircuitOpen, ConfigError, InputError, QuotaExceeded, RateLimited, scrub
+from .errors import ConfigError, InputError, RateLimited, scrub
 from .errors import Timeout as CallTimeout
 from .result import Attempt, Result, ToolCall, Usage
-from .retry import Policy, RetryPolicy, call_with_retries, policy_for, retryable
+from .retry import Policy, RetryPolicy, policy_for, with_fallbacks
 from .runtime import target_name
 from .streaming import Stream
 from .structured import InvalidOutput, OutputSpec
@@ -170,20 +170,12 @@ class _Call:
 
     def answer(self, endpoints: list[tuple[str, providers.Endpoint]], policy: Policy) -> Any:
         """One turn: the model's answer, with retries, then each fallback model in order."""
-        error: Exception | None = None
-        for model, endpoint in endpoints:
-            self.reask = None  # a fallback model starts from the conversation so far
-            self.model = model
-            try:
-                return call_with_retries(
-                    lambda m=model, e=endpoint: self.attempt(m, e, policy.deadline),  # type: ignore[misc]
-                    policy, on_wait=self.waited)
-            except Exception as exc:  # kills and the caller's timeouts are BaseException: they pass
-                error = exc
-                if not (retryable(exc) or isinstance(exc, (QuotaExceeded, CircuitOpen))):
-                    break  # fallbacks are for what retrying could not fix, not for bad requests
-        assert error is not None
-        raise error
+        return with_fallbacks(endpoints, lambda m, e: self.attempt(m, e, policy.deadline), policy,
+                              on_wait=self.waited, on_model=self._trying)
+
+    def _trying(self, model: str) -> None:
+        self.reask = None  # a fallback model starts from the conversation so far
+        self.model = model
 
     @property
     def attempts(self) -> int:

@@ -23,12 +23,12 @@ from typing import Any, Protocol
 
 from . import breakers, budgets, hooks, limits
 from .config import settings
-from .errors import CircuitOpen, QuotaExceeded, RateLimited
+from .errors import RateLimited
 from .errors import Timeout as CallTimeout
 from .providers import Completion, Endpoint
 from .providers.streams import TextStream, open_stream
 from .result import Attempt, ToolCall, Usage
-from .retry import Policy, call_with_retries, retryable
+from .retry import Policy, with_fallbacks
 from .structured import OutputSpec
 
 __all__ = ["CallState", "StreamedTurn"]
@@ -80,20 +80,11 @@ class StreamedTurn:
     def open(self) -> None:
         """Send the request and read up to the first delta for the caller (or the turn's end),
         retrying and falling back as a call does; raise the last error when nothing answered."""
-        state, error = self.state, None
-        for model, endpoint in self.endpoints:
-            state.model = model
-            try:
-                self.first = call_with_retries(
-                    lambda m=model, e=endpoint: self._attempt(m, e),  # type: ignore[misc]
-                    self.policy, on_wait=state.waited)
-                return
-            except Exception as exc:  # kills and the caller's timeouts are BaseException: they pass
-                error = exc
-                if not (retryable(exc) or isinstance(exc, (QuotaExceeded, CircuitOpen))):
-                    break  # fallbacks are for what retrying could not fix, not for bad requests
-        assert error is not None
-        raise error
+        self.first = with_fallbacks(self.endpoints, self._attempt, self.policy,
+                                    on_wait=self.state.waited, on_model=self._trying)
+
+    def _trying(self, model: str) -> None:
+        self.state.model = model
 
     def deltas(self) -> Iterator[str]:
         """The turn's text deltas for the caller: the first (already read), then each read from
