@@ -148,35 +148,63 @@ class Appender:
 
 
 def repair(path: str) -> Iterator[Any]:
-    """The objects of a JSON Lines file written by :class:`Appender`, lazily, cutting a torn tail.
+    """Cut a torn last line off a JSON Lines file written by :class:`Appender`, then its objects.
 
-    A last line without its newline, or one that is not valid JSON, is what a crash leaves: it
-    is dropped and, once the iteration gets there, the file is truncated to the end of the last
-    complete line, so appending continues on a clean line. An invalid line *before* the last one
-    was not written by a crash and raises ``ValueError`` naming it. A missing file reads as empty.
-    Consume the iterator fully before appending.
+    A last line without its newline, or one that is not valid JSON, is what a crash leaves: the
+    file is truncated to the end of the line before it *now*, before this returns, so appending
+    can continue on a clean line however much of the iterator is read. The objects are then read
+    lazily; an invalid line before the last one was not written by a crash and raises
+    ``ValueError`` naming it. A missing file reads as empty.
     """
     try:
-        handle = open(path, "rb")  # noqa: SIM115  # closed below; truncation needs the offset
+        size = os.path.getsize(path)
     except FileNotFoundError:
-        return
-    good_end = 0
-    with handle:
+        return iter(())
+    start = _last_line_start(path, size)
+    with open(path, "rb") as handle:
+        handle.seek(start)
+        last = handle.read()
+    if last and not _complete(last):
+        os.truncate(path, start)
+    return _objects(path)
+
+
+def _last_line_start(path: str, size: int, block: int = 1 << 16) -> int:
+    """The offset where the file's last line starts (after the newline before it), reading back."""
+    with open(path, "rb") as handle:
+        end = size - 1  # a newline as the very last byte ends the last line; it does not start one
+        while end > 0:
+            begin = max(0, end - block)
+            handle.seek(begin)
+            found = handle.read(end - begin).rfind(b"\n")
+            if found >= 0:
+                return begin + found + 1
+            end = begin
+    return 0
+
+
+def _complete(line: bytes) -> bool:
+    if not line.endswith(b"\n"):
+        return False
+    try:
+        json.loads(line) if line.strip() else None
+    except ValueError:
+        return False
+    return True
+
+
+def _objects(path: str) -> Iterator[Any]:
+    with open(path, "rb") as handle:
         for number, line in enumerate(handle, 1):
             try:
                 if not line.endswith(b"\n"):
                     raise ValueError("no newline")
                 obj = json.loads(line) if line.strip() else None
             except ValueError:
-                if handle.read(1):
-                    raise ValueError(f"{path}, line {number}: not valid JSON (and not a torn "
-                                     "last line); fix or remove that line") from None
-                break
-            good_end += len(line)
+                raise ValueError(f"{path}, line {number}: not valid JSON (and not a torn "
+                                 "last line); fix or remove that line") from None
             if obj is not None:
                 yield obj
-    if good_end < os.path.getsize(path):
-        os.truncate(path, good_end)
 
 
 def read_objects(lines: IO[bytes]) -> Iterator[tuple[int, Any]]:

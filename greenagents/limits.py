@@ -14,7 +14,6 @@ RateLimit('openai', rpm=500, tpm=200000, storage='memory://')
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import threading
@@ -26,7 +25,7 @@ from limits import RateLimitItem, RateLimitItemPerMinute
 from limits.storage import Storage, storage_from_string
 from limits.strategies import SlidingWindowCounterRateLimiter
 
-from . import hooks, slots
+from . import hooks, slots, tokens
 from .errors import Timeout
 
 __all__ = ["RateLimit", "before_request", "clear", "cooldown", "estimate_tokens", "observe",
@@ -59,8 +58,9 @@ def shared_storage() -> Storage:
 
 
 def estimate_tokens(messages: Sequence[Mapping[str, Any]]) -> int:
-    """A cheap prompt-token estimate (4 characters a token) for the tokens-per-minute budget."""
-    return max(1, len(json.dumps([m.get("content") for m in messages], default=str)) // 4)
+    """The prompt tokens a tokens-per-minute limit charges before the answer tells: the same
+    estimate as the simulator's (:func:`greenagents.tokens.estimate_messages`)."""
+    return tokens.estimate_messages(messages)
 
 
 class RateLimit:

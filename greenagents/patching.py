@@ -225,19 +225,27 @@ def _import_trio_with_epoll() -> None:
         delattr(select, "epoll")
 
 
+#: What greenlets need to run calls concurrently: blocking I/O and sleeps that yield to the hub.
+GREEN_IO_MODULES = ("socket", "select", "time")
+#: What a whole patch adds on top, and the rest of greenagents assumes (see "Not patching threads").
+PATCHED_MODULES = (*GREEN_IO_MODULES, "ssl", "threading")
+
+
 def is_patched() -> bool:
-    """True when ``socket``, ``ssl``, ``time`` and ``threading`` are all patched by gevent."""
-    return all(gevent.monkey.is_module_patched(name)
-               for name in ("socket", "ssl", "time", "threading"))
+    """True when the process is wholly patched (:data:`PATCHED_MODULES`), as :func:`patch` does.
+
+    It implies :func:`available`; a partial ``patch_all(thread=False)`` is available, not patched.
+    """
+    return all(gevent.monkey.is_module_patched(name) for name in PATCHED_MODULES)
 
 
 def available() -> bool:
     """True when calls can really run concurrently as greenlets in this process.
 
-    That needs blocking I/O and sleeps to yield to the hub: ``socket``, ``select`` and ``time``
-    patched. When it is False, :func:`greenagents.batch` falls back to real threads (and says so).
+    That needs :data:`GREEN_IO_MODULES` patched. When it is False, :func:`greenagents.batch`
+    falls back to real threads (and says so).
     """
-    return all(gevent.monkey.is_module_patched(name) for name in ("socket", "select", "time"))
+    return all(gevent.monkey.is_module_patched(name) for name in GREEN_IO_MODULES)
 
 
 def in_green_context() -> bool:

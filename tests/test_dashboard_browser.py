@@ -30,7 +30,8 @@ from .dashboard_logs import XSS, calls, real_log
 try:
     from selenium import webdriver
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import Select
+    from selenium.webdriver.support.expected_conditions import staleness_of
+    from selenium.webdriver.support.ui import Select, WebDriverWait
 except ImportError:
     if os.environ.get("GREENAGENTS_REQUIRE_BROWSER"):
         raise  # CI installs the test extra, selenium included
@@ -91,6 +92,19 @@ def wait_for(condition: Callable[[], Any], timeout: float = 30, what: str = "") 
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def follow(browser: Any, by: str, what: str) -> None:
+    """Click a link or a form's button and wait until the next page has replaced this one.
+
+    The click returns before the navigation ends: reading the page right after it can read the old
+    page's rows, or elements of it that go stale in the middle of the read.
+    """
+    old = browser.find_element(By.TAG_NAME, "html")
+    browser.find_element(by, what).click()
+    WebDriverWait(browser, 30).until(staleness_of(old))
+    WebDriverWait(browser, 30).until(
+        lambda b: b.execute_script("return document.readyState") == "complete")
+
+
 def logged(db: Path) -> int:
     """Calls in ``db`` so far; 0 while the writer has not created it (or its table) yet."""
     try:
@@ -100,7 +114,10 @@ def logged(db: Path) -> int:
 
 
 def number(browser: Any, css: str) -> int:
-    return int(browser.find_element(By.CSS_SELECTOR, css).text.replace(",", "").split()[0])
+    """The number at the start of an element's text, read in one script: a live page replaces its
+    elements every refresh, so a found element can go stale before its text is read."""
+    text = browser.execute_script("return document.querySelector(arguments[0]).innerText", css)
+    return int(text.replace(",", "").split()[0])
 
 
 @pytest.fixture
@@ -124,16 +141,16 @@ def test_each_page_loads_with_the_numbers_of_the_log(browser: Any, log: Path) ->
         tokens = sum((r["prompt_tokens"] or 0) + (r["completion_tokens"] or 0) for r in rows)
         assert number(browser, f"{row} td.tokens") == tokens
         browser.save_screenshot(str(ARTIFACTS / "overview.png"))
-        browser.find_element(By.LINK_TEXT, run).click()
+        follow(browser, By.LINK_TEXT, run)
         assert number(browser, "#kpi-calls") == len(rows)
         assert number(browser, "#kpi-tokens") == tokens
         cost = sum(r["cost_usd"] or 0 for r in rows)
         assert browser.find_element(By.ID, "kpi-cost").text == f"${cost:.6f}"  # < $1: 6 places
         assert len(browser.find_elements(By.CSS_SELECTOR, ".chart > svg")) == 5
         browser.save_screenshot(str(ARTIFACTS / "run.png"))
-        browser.find_element(By.LINK_TEXT, "all calls").click()
+        follow(browser, By.LINK_TEXT, "all calls")
         assert len(browser.find_elements(By.CSS_SELECTOR, "table.calls tbody tr")) == 50
-        browser.find_element(By.ID, "older").click()
+        follow(browser, By.ID, "older")
         assert len(browser.find_elements(By.CSS_SELECTOR, "table.calls tbody tr")) == len(rows) - 50
 
 
@@ -156,7 +173,7 @@ def test_a_live_run_advances_without_reloading(browser: Any, tmp_path: Path,
             first = number(browser, "td.calls")
             assert browser.find_element(By.CSS_SELECTOR, "span.state").text == "running"
             wait_for(lambda: number(browser, "td.calls") > first + 5, what="the count to grow")
-            browser.find_element(By.CSS_SELECTOR, "td a").click()
+            follow(browser, By.CSS_SELECTOR, "td a")
             browser.execute_script("window.__sameDocument = true")
             seen = number(browser, "#kpi-calls")
             wait_for(lambda: number(browser, "#kpi-calls") > seen, what="the run page to grow")
@@ -174,20 +191,20 @@ def test_filter_open_a_call_and_export(browser: Any, log: Path) -> None:
     with dashboard(log) as url:
         browser.get(f"{url}/calls")
         Select(browser.find_element(By.ID, "f-status")).select_by_value("error")
-        browser.find_element(By.ID, "f-apply").click()
+        follow(browser, By.ID, "f-apply")
         statuses = [cell.text for cell in browser.find_elements(
             By.CSS_SELECTOR, "table.calls tbody td:nth-child(6)")]
         assert statuses == ["error"] * len(failed)
         Select(browser.find_element(By.ID, "f-error")).select_by_visible_text("InputError")
-        browser.find_element(By.ID, "f-apply").click()
+        follow(browser, By.ID, "f-apply")
         (link,) = browser.find_elements(By.CSS_SELECTOR, "table.calls tbody td:first-child a")
-        link.click()
+        follow(browser, By.LINK_TEXT, link.text)
         assert "InputError" in browser.find_element(By.ID, "error").text
         assert json.loads(browser.find_element(By.ID, "inputs").text) == {"text": 42}
         browser.back()
         browser.find_element(By.ID, "f-q").send_keys("kettle")
         Select(browser.find_element(By.ID, "f-error")).select_by_index(0)
-        browser.find_element(By.ID, "f-apply").click()
+        follow(browser, By.ID, "f-apply")
         href = browser.find_element(By.ID, "export-json").get_attribute("href")
         exported = browser.execute_async_script(
             "fetch(arguments[0]).then(r => r.json()).then(arguments[1])", href)
@@ -214,7 +231,7 @@ def test_on_a_public_host_the_token_opens_every_page(browser: Any, log: Path) ->
         browser.get(base + "/calls")
         assert "token is required" in browser.find_element(By.TAG_NAME, "body").text
         browser.get(base + "/?token=s3cret")
-        browser.find_element(By.CSS_SELECTOR, "tbody td a").click()  # no token in this link
+        follow(browser, By.CSS_SELECTOR, "tbody td a")  # no token in this link
         assert number(browser, "#kpi-calls") == len(calls(log))
         browser.execute_script("window.__sameDocument = true")
         time.sleep(2.5)  # one live refresh, sent with the cookie

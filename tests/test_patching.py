@@ -29,6 +29,16 @@ def test_import_monkey_patches_idempotently() -> None:
     assert out.stdout.strip() == "True False False", out.stderr
 
 
+def test_a_partial_patch_is_available_but_not_patched() -> None:
+    out = run_python("""
+        from gevent import monkey
+        monkey.patch_all(thread=False)   # green I/O, but real threads: not what ga.patch() does
+        import greenagents as ga
+        print(ga.available(), ga.is_patched())
+    """)
+    assert out.stdout.strip() == "True False", out.stderr
+
+
 def test_late_patch_warns_once_naming_what_to_move() -> None:
     out = run_python("""
         import warnings

@@ -17,8 +17,8 @@ import pydantic
 import pytest
 import requests
 
+from greenagents import limits, tokens
 from greenagents.testing import FAULTS, Simulator
-from greenagents.testing.wire import count_tokens
 from tests.conftest import run_python
 
 
@@ -64,7 +64,7 @@ def test_openai_text_echoes_prompt_deterministically(sim: Simulator) -> None:
     text = first.choices[0].message.content or ""
     assert "I love this product" in text
     assert text == second.choices[0].message.content
-    assert first.usage is not None and first.usage.completion_tokens == count_tokens(text)
+    assert first.usage is not None and first.usage.completion_tokens == tokens.estimate(text)
     assert first.usage.total_tokens == first.usage.prompt_tokens + first.usage.completion_tokens
     assert sim.stats()["by_model"] == {"gpt-4o-mini": 2}
 
@@ -149,7 +149,7 @@ def test_anthropic_text(sim: Simulator) -> None:
     block = message.content[0]
     assert block.type == "text" and "I love this product" in block.text
     assert message.stop_reason == "end_turn"
-    assert message.usage.output_tokens == count_tokens(block.text)
+    assert message.usage.output_tokens == tokens.estimate(block.text)
 
 
 def test_anthropic_forced_tool(sim: Simulator) -> None:
@@ -285,6 +285,18 @@ def test_rpm_gives_429_with_accurate_retry_after(sim: Simulator) -> None:
 def test_tpm_budget(sim: Simulator) -> None:
     statuses = [post(sim, chat("x" * 120)).status_code for _ in range(4)]
     assert statuses[0] == 200 and statuses[-1] == 429
+
+
+def test_the_client_estimates_prompt_tokens_as_the_simulator_counts_them(sim: Simulator) -> None:
+    """A tpm limit set to the simulator's own must pace to its count, not trip its 429s."""
+    messages = [{"role": "system", "content": "Classify the sentiment of the text, in one word."},
+                {"role": "user", "content": [{"type": "text", "text": "I love this product " * 9}]}]
+    answer = oai(sim).chat.completions.create(model="m", messages=messages)  # type: ignore[arg-type]
+    assert answer.usage is not None
+    assert answer.usage.prompt_tokens == limits.estimate_tokens(messages)
+    claude_answer = claude(sim).messages.create(
+        model="m", max_tokens=5, system=messages[0]["content"], messages=messages[1:])  # type: ignore[arg-type]
+    assert claude_answer.usage.input_tokens == limits.estimate_tokens(messages)
 
 
 @pytest.mark.sim(api_key="sk-secret-123")

@@ -27,6 +27,7 @@ from typing import Any
 from ..errors import ProviderError, ServerError
 from ..http import HttpResponse, raise_for_status
 from ..result import Usage
+from ..tokens import text_of
 
 __all__ = ["Completion", "Message", "Provider", "Request", "ToolRequest", "error_code",
            "error_message", "text_of"]
@@ -72,17 +73,6 @@ class Completion:
     model: str
     finish_reason: str | None = None
     tool_calls: tuple[ToolRequest, ...] = ()
-
-
-def text_of(content: str | Sequence[Mapping[str, Any]] | None) -> str:
-    """The text of a message's content, whether a string or a list of parts (images skipped).
-
-    >>> text_of([{"type": "text", "text": "a"}, {"type": "image_url"}, {"type": "text", "text": "b"}])
-    'a\\nb'
-    """
-    if content is None or isinstance(content, str):
-        return content or ""
-    return "\n".join(part["text"] for part in content if part.get("type") == "text")
 
 
 class Provider(ABC):

@@ -17,9 +17,10 @@ import dataclasses
 import json
 import random
 
+from greenagents import tokens
 from greenagents.testing.prompted import field_answer, output_fields, schema_in_prompt
 from greenagents.testing.schema import generate, violate
-from greenagents.testing.wire import Answer, Chat, Finish, Tool, ToolCall, count_tokens, digest
+from greenagents.testing.wire import Answer, Chat, Finish, Tool, ToolCall, digest
 
 _LEADS = ("Positive.", "Negative.", "Neutral.", "Sure.", "Understood.", "Noted.")
 _ECHO_WORDS = 8
@@ -107,7 +108,7 @@ def _chosen_tools(chat: Chat, *, again: bool) -> tuple[Tool, ...]:
 
 def _clipped(chat: Chat, text: str) -> Answer:
     """Honour ``max_tokens`` the way models do: stop mid-sentence with finish reason length."""
-    if chat.max_tokens is not None and count_tokens(text) > chat.max_tokens:
+    if chat.max_tokens is not None and tokens.estimate(text) > chat.max_tokens:
         return _answer(chat, text[: chat.max_tokens * 4], "length")
     return _answer(chat, text)
 
@@ -115,4 +116,4 @@ def _clipped(chat: Chat, text: str) -> Answer:
 def _answer(chat: Chat, text: str | None, finish: Finish = "stop",
             tool_calls: tuple[ToolCall, ...] = ()) -> Answer:
     answer = Answer(text, chat.prompt_tokens, 0, finish, tool_calls)
-    return dataclasses.replace(answer, completion_tokens=count_tokens(answer.payload))
+    return dataclasses.replace(answer, completion_tokens=tokens.estimate(answer.payload))

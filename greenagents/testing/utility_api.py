@@ -21,7 +21,8 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
-from greenagents.testing.wire import BadRequest, count_tokens, digest, message_prompt
+from greenagents import tokens
+from greenagents.testing.wire import BadRequest, digest, message_prompt
 
 __all__ = ["ROUTES", "count_tokens_body", "embeddings"]
 
@@ -65,9 +66,9 @@ def embeddings(body: Any) -> dict[str, Any]:
         if encode == "base64":
             vector = base64.b64encode(struct.pack(f"<{size}f", *vector)).decode()
         data.append({"object": "embedding", "index": index, "embedding": vector})
-    tokens = sum(count_tokens(text) for text in texts)
+    count = sum(tokens.estimate(text) for text in texts)
     return {"object": "list", "data": data, "model": model,
-            "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+            "usage": {"prompt_tokens": count, "total_tokens": count}}
 
 
 def count_tokens_body(body: Any) -> dict[str, Any]:
@@ -77,8 +78,8 @@ def count_tokens_body(body: Any) -> dict[str, Any]:
     system = body.get("system") or ""
     prompt_system = system if isinstance(system, str) else " ".join(
         part.get("text", "") for part in system if isinstance(part, dict))
-    _, tokens = message_prompt(body["messages"], prompt_system)
-    return {"input_tokens": tokens}
+    _, count = message_prompt(body["messages"], prompt_system)
+    return {"input_tokens": count}
 
 
 #: Path -> handler of a JSON body; the server registers these (POST only).

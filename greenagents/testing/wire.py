@@ -18,6 +18,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
+from greenagents import tokens
+
 Schema = dict[str, Any]
 ToolMode = Literal["none", "auto", "required"]
 Finish = Literal["stop", "length", "tool"]
@@ -136,15 +138,6 @@ class Dialect(Protocol):
         ...
 
 
-def count_tokens(text: str) -> int:
-    """Approximate tokens the way rate limiters do it: one per four characters, at least one.
-
-    >>> count_tokens("four"), count_tokens("eight ch"), count_tokens("")
-    (1, 2, 1)
-    """
-    return max(1, -(-len(text) // 4))
-
-
 def text_of(content: Any) -> str:
     """Flatten message content (a string, or a list of typed parts/blocks) to its text.
 
@@ -200,5 +193,4 @@ def message_prompt(messages: list[Any], system: str = "") -> tuple[str, int]:
     """All text a request sends and its token estimate (four tokens of overhead per message)."""
     texts = [system] if system else []
     texts += [text_of(m.get("content")) for m in messages if isinstance(m, dict)]
-    prompt = "\n".join(texts)
-    return prompt, count_tokens(prompt) + 4 * len(texts)
+    return "\n".join(texts), tokens.estimate_prompt(texts)
