@@ -384,7 +384,8 @@ class Agent:
 
     @classmethod
     def stream(cls, *args: Any, **inputs: Any) -> Stream[Any]:
-        """Run the agent once, its answer as it is generated (see :mod:`greenagents.streaming`).
+        """Run the agent once, its answer as it is generated (see :mod:`greenagents.streaming`);
+        an agent with ``tools`` runs its tool loop, each turn streamed, the last one's text to you.
 
         >>> import greenagents.monkey
         >>> from greenagents.testing import Simulator
