@@ -220,6 +220,7 @@ class _Flight:
     def __init__(self) -> None:
         self.done = threading.Event()  # gevent's when patched: waiting parks only the greenlet
         self.entry: Entry | None = None
+        self.owner = threading.get_ident()  # the greenlet's (or thread's) that leads it
 
 
 _in_flight: dict[str, _Flight] = {}
@@ -284,6 +285,8 @@ def lease(agent: type, messages: Sequence[dict[str, Any]],
         flight = _in_flight.setdefault(key, mine)  # atomic: exactly one caller leads
         if flight is mine:
             return Lease(None, key, store, ttl, mine)
+    if flight.owner == threading.get_ident():  # led by a stream this greenlet has not read to
+        return Lease()                         # its end: waiting would wait for ourselves
     flight.done.wait()
     return Lease(flight.entry)  # None: the leader failed; this call asks for itself
 

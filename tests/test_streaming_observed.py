@@ -279,3 +279,16 @@ def test_a_cached_tool_agent_stream_runs_no_tools(sim: Simulator, tmp_path: Path
     hit = agent.stream("Lima")
     assert [type(e).__name__ for e in hit.events()] == ["TextDelta", "Done"]
     assert hit.result.cached and len(ran) == 1
+
+
+def test_an_identical_stream_read_by_the_same_greenlet_does_not_wait_for_itself(
+        sim: Simulator, tmp_path: Path) -> None:
+    ga.configure(cache=f"sqlite:///{tmp_path / 'cache.db'}")
+    agent = at(SummaryAgent, sim.anthropic_url, cache=True)
+    first = agent.stream(text="same")
+    reading = iter(first)
+    next(reading)  # in flight, led by this greenlet
+    with gevent.Timeout(20):  # before: waited for `first`, which only this greenlet can read
+        second = agent.stream(text="same")
+        assert "".join(second) and not second.result.cached
+    assert list(reading) and first.result.ok and agent.stream(text="same").result.cached
