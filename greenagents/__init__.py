@@ -29,6 +29,7 @@ _EXPORTS: dict[str, str] = {
     "is_patched": "patching",
     "available": "patching",
     "in_green_context": "patching",
+    "Client": "client",
     "configure": "config",
     "settings": "config",
     "Settings": "config",
@@ -71,6 +72,7 @@ __all__ = [
     "Agent",
     "Attempt",
     "CallsFailedWarning",
+    "Client",
     "Diagnosis",
     "Done",
     "Job",
@@ -121,6 +123,7 @@ if TYPE_CHECKING:
     from .batchjobs import Job, submit_batch
     from .budgets import budget
     from .checkup import Diagnosis, doctor
+    from .client import Client
     from .config import Settings, configure, settings
     from .hooks import on_attempt, on_call_end
     from .limits import RateLimit, rate_limit

@@ -50,6 +50,7 @@ from .structured import InvalidOutput, OutputSpec
 
 if TYPE_CHECKING:
     from .batchjobs import Job
+    from .client import Client
 
 __all__ = ["Agent"]
 
@@ -250,22 +251,26 @@ class Agent:
         return definition.configured(cls, options)  # type: ignore[return-value]
 
     @classmethod
-    def batch(cls, inputs: Iterable[dict[str, Any]], **options: Any) -> list[Result[Any]]:
+    def batch(cls, inputs: Iterable[dict[str, Any]], *, client: Client | None = None,
+              **options: Any) -> list[Result[Any]]:
         """Call the agent once per dict of inputs, concurrently; Results in input order.
 
-        ``options`` are those of :func:`greenagents.batch` (``max_concurrent``, ``timeout``...).
+        ``options`` are those of :func:`greenagents.batch` (``max_concurrent``, ``timeout``...);
+        ``client=`` runs the calls with that :class:`~greenagents.Client` (else the active one).
         """
+        run = runtime.batch if client is None else client.batch
         if isinstance(inputs, Sized):  # a wrong item is an InputError now, before any call
-            return runtime.batch([(cls, _as_inputs(cls, item)) for item in inputs], **options)
-        return runtime.batch(((cls, item) for item in inputs), **options)  # lazily: per item
+            return run([(cls, _as_inputs(cls, item)) for item in inputs], **options)
+        return run(((cls, item) for item in inputs), **options)  # lazily: per item
 
     @classmethod
-    def each(cls, items: Iterable[Any], **options: Any) -> list[Result[Any]]:
+    def each(cls, items: Iterable[Any], *, client: Client | None = None,
+             **options: Any) -> list[Result[Any]]:
         """Call the agent once per item, passed as its (first) input; Results in input order.
 
-        ``options`` are those of :func:`greenagents.each`.
+        ``options`` are those of :func:`greenagents.each`; ``client=`` as in :meth:`batch`.
         """
-        return runtime.each(items, cls, **options)
+        return (runtime.each if client is None else client.each)(items, cls, **options)
 
     def prompt(self, input: str) -> str | list[Message]:
         """The user message (or a list of messages) for these inputs; override it.

@@ -27,7 +27,8 @@ no fallback an open breaker fails calls that retries would have saved.
 
 ``ga.configure(breaker_failures=None)`` turns them off again. The counters live in the ``limits``
 storage that 429 cooldowns use, so once ``ga.rate_limit(..., storage="redis://...")`` points
-workers at one Redis, they share their breakers too (in-memory otherwise).
+workers at one Redis, they share their breakers too (in-memory otherwise, one set per
+:class:`~greenagents.Client`).
 
 >>> import greenagents as ga
 >>> ga.configure(breaker_failures=3, breaker_cooloff=10).breaker_failures
@@ -39,7 +40,7 @@ from __future__ import annotations
 import math
 import time
 
-from . import limits
+from . import limits, state
 from .config import settings
 from .errors import CircuitOpen, ConnectionFailed, OutputError, ProviderError, ServerError, Timeout
 
@@ -47,11 +48,16 @@ __all__ = ["after", "before"]
 
 # Failures of the endpoint itself; anything else it answered shows it is up.
 _BREAKING = (ServerError, ConnectionFailed, Timeout)
-# Per scope, in this process: when the last failure counted, when the current streak began, and
-# a slowly decaying maximum of how long its answers take (see the module's pitfall).
-_last_counted: dict[str, float] = {}
-_streaks: dict[str, float] = {}
-_slowest: dict[str, float] = {}
+
+
+class Streaks:
+    """One client's evidence per scope: when the last failure counted, when the current streak
+    began, and a slowly decaying maximum of how long its answers take (see the module's pitfall)."""
+
+    def __init__(self) -> None:
+        self.last_counted: dict[str, float] = {}
+        self.began: dict[str, float] = {}
+        self.slowest: dict[str, float] = {}
 
 
 def _answered(error: BaseException | None) -> bool:
@@ -97,18 +103,19 @@ def after(scope: str, error: BaseException | None, probe: bool, started: float) 
     failures, opened, probe_key = _keys(scope)
     cooloff = settings().breaker_cooloff
     now = time.monotonic()
+    streaks = state.current().part(Streaks)
     if isinstance(error, _BREAKING):
-        if started < _last_counted.get(scope, -math.inf) and not probe:
+        if started < streaks.last_counted.get(scope, -math.inf) and not probe:
             return  # in flight when the last failure came: no new evidence (see the module doc)
-        _last_counted[scope] = now
-        began = _streaks.setdefault(scope, now)
+        streaks.last_counted[scope] = now
+        began = streaks.began.setdefault(scope, now)
         count = storage.incr(failures, math.ceil(4 * cooloff) + 60)  # a streak outlives a cool-off
-        if probe or (count >= threshold and now - began >= _slowest.get(scope, 0.0)):
+        if probe or (count >= threshold and now - began >= streaks.slowest.get(scope, 0.0)):
             storage.clear(opened)
             storage.incr(opened, math.ceil(cooloff))  # whole seconds, as Redis keeps them
     elif _answered(error):
-        _slowest[scope] = max(now - started, 0.9 * _slowest.get(scope, 0.0))
-        _streaks.pop(scope, None)
+        streaks.slowest[scope] = max(now - started, 0.9 * streaks.slowest.get(scope, 0.0))
+        streaks.began.pop(scope, None)
         if probe or storage.get(failures):
             storage.clear(failures)  # the endpoint answered: the streak is over
     if probe:

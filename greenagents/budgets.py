@@ -6,7 +6,8 @@ apply at once must agree:
 
 - a run: ``ga.batch(calls, max_cost_usd=2.0)`` (also ``each``, ``stream``, ``greenagents run
   --max-cost 2``);
-- the process: ``ga.configure(max_cost_usd=20.0)``;
+- the process, or rather the client: ``ga.configure(max_cost_usd=20.0)`` for the default one,
+  ``ga.Client(max_cost_usd=5.0)`` for a client of its own (each client spends from its own);
 - a tenant, or anything you name: ``with ga.budget("tenant-a", max_cost_usd=5.0,
   storage="redis://..."):`` — the calls made inside (and the greenlets they start) spend from it;
   with a Redis storage, every worker using the same name spends from one shared counter.
@@ -51,7 +52,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from . import hooks, limits, pricing, runs, slots
+from . import hooks, limits, pricing, runs, slots, state
 from .config import settings
 from .errors import BudgetExceeded, ConfigError
 from .result import Usage
@@ -146,18 +147,21 @@ class Budget:
 
 _active: contextvars.ContextVar[tuple[Budget, ...]] = contextvars.ContextVar(
     "greenagents_budgets", default=())
-_process: dict[tuple[float, str], Budget] = {}
+
+
+class ClientBudgets(dict[float, Budget]):
+    """One client's ``max_cost_usd`` budget, per maximum (a new maximum starts a new budget)."""
 
 
 def active() -> tuple[Budget, ...]:
-    """The budgets the current call spends from: the process's, then any run's or named one's."""
+    """The budgets the current call spends from: the client's, then any run's or named one's."""
     limit = settings().max_cost_usd
     if limit is None:
         return _active.get()
-    process = _process.get((limit, runs.PROCESS_RUN_ID))
+    mine = state.current().part(ClientBudgets)
+    process = mine.get(limit)
     if process is None:
-        process = _process.setdefault((limit, runs.PROCESS_RUN_ID),
-                                      Budget(limit, name=f"process-{runs.PROCESS_RUN_ID}"))
+        process = mine.setdefault(limit, Budget(limit, name=f"process-{runs.PROCESS_RUN_ID}"))
     return (process, *_active.get())
 
 

@@ -24,6 +24,9 @@ their own — 1,000 identical calls at once send one request. A waiting call sha
 answer only; if the leader failed, each waiter sends its own request (a failure is not an answer).
 Dedupe exists only where caching is on, so sampling one prompt N times on purpose still sends N.
 
+Each :class:`~greenagents.Client` has its own stores and calls in flight (:class:`Caches`, its part
+of :mod:`greenagents.state`): one tenant's call never waits for, nor shares, another's answer.
+
 Pitfall: ``sqlite3`` blocks in C where gevent cannot switch; in a patched process every store read
 and write runs in gevent's thread pool, so a slow disk parks one greenlet, not the hub.
 """
@@ -41,6 +44,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
+from . import state
 from .config import settings
 from .errors import ConfigError
 from .patching import available
@@ -166,16 +170,31 @@ class RedisStore:
                         px=None if ttl is None else max(1, round(ttl * 1000)))
 
 
-_stores: dict[str, Store] = {}
-_stores_lock = threading.Lock()
+class _Flight:
+    """A keyed call in progress; identical calls wait on ``done`` and take its ``entry``."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()  # gevent's when patched: waiting parks only the greenlet
+        self.entry: Entry | None = None
+        self.owner = threading.get_ident()  # the greenlet's (or thread's) that leads it
+
+
+class Caches:
+    """One client's stores (one per URL) and its keyed calls in flight."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.stores: dict[str, Store] = {}
+        self.in_flight: dict[str, _Flight] = {}
 
 
 def store_for(url: str) -> Store:
-    """The store behind ``url`` (``sqlite:///path`` or ``redis://...``), one per URL per process."""
-    store = _stores.get(url)
+    """The store behind ``url`` (``sqlite:///path`` or ``redis://...``), one per URL per client."""
+    caches = state.current().part(Caches)
+    store = caches.stores.get(url)
     if store is None:
-        with _stores_lock:
-            store = _stores.get(url)
+        with caches.lock:
+            store = caches.stores.get(url)
             if store is None:
                 if url.startswith("sqlite:///"):
                     store = SQLiteStore(os.path.abspath(url[len("sqlite:///"):]))
@@ -184,7 +203,7 @@ def store_for(url: str) -> Store:
                 else:
                     raise ConfigError(f"cache={url!r}: use 'sqlite:///path/cache.db' or "
                                       "'redis://host:6379/0' (or cache=None to turn it off)")
-                _stores[url] = store
+                caches.stores[url] = store
     return store
 
 
@@ -214,17 +233,7 @@ def key_for(agent: type, messages: Sequence[dict[str, Any]],
     return hashlib.sha256(encoded.encode()).hexdigest()
 
 
-class _Flight:
-    """A keyed call in progress; identical calls wait on ``done`` and take its ``entry``."""
-
-    def __init__(self) -> None:
-        self.done = threading.Event()  # gevent's when patched: waiting parks only the greenlet
-        self.entry: Entry | None = None
-        self.owner = threading.get_ident()  # the greenlet's (or thread's) that leads it
-
-
-_in_flight: dict[str, _Flight] = {}
-_warned: set[str] = set()
+_warned: set[str] = set()  # problems already warned about: a warning per problem per process
 
 
 def _safely(what: str, fn: Callable[[], T]) -> T | None:
@@ -247,8 +256,10 @@ class Lease:
     the identical call it waited for failed."""
 
     def __init__(self, hit: Entry | None = None, key: str = "", store: Store | None = None,
-                 ttl: float | None = None, flight: _Flight | None = None):
+                 ttl: float | None = None, flight: _Flight | None = None,
+                 in_flight: dict[str, _Flight] | None = None):
         self.hit, self._key, self._store, self._ttl, self._flight = hit, key, store, ttl, flight
+        self._in_flight = in_flight  # the client's calls in flight, where ``flight`` is listed
 
     def settle(self, entry: Entry | None) -> None:
         """The call ended with ``entry`` (None: it failed); safe to call twice."""
@@ -261,7 +272,8 @@ class Lease:
                 store, key, ttl = self._store, self._key, self._ttl
                 _safely("write the cache", lambda: store.set(key, entry.dumps(), ttl))
         finally:
-            del _in_flight[self._key]
+            if self._in_flight is not None:
+                del self._in_flight[self._key]
             flight.done.set()
 
 
@@ -276,15 +288,16 @@ def lease(agent: type, messages: Sequence[dict[str, Any]],
         return Lease()
     store, ttl = policy
     key = key_for(agent, messages, endpoints, schema, tools)
-    flight = _in_flight.get(key)
+    in_flight = state.current().part(Caches).in_flight
+    flight = in_flight.get(key)
     if flight is None:
         raw = _safely("read the cache", lambda: store.get(key))
         if raw is not None:
             return Lease(Entry.loads(raw))
         mine = _Flight()
-        flight = _in_flight.setdefault(key, mine)  # atomic: exactly one caller leads
+        flight = in_flight.setdefault(key, mine)  # atomic: exactly one caller leads
         if flight is mine:
-            return Lease(None, key, store, ttl, mine)
+            return Lease(None, key, store, ttl, mine, in_flight)
     if flight.owner == threading.get_ident():  # led by a stream this greenlet has not read to
         return Lease()                         # its end: waiting would wait for ourselves
     flight.done.wait()

@@ -1,8 +1,13 @@
-"""Process-wide settings: one validated, immutable :class:`Settings`, replaced whole by :func:`configure`.
+"""Settings: one validated, immutable :class:`Settings` per client, replaced whole by :func:`configure`.
 
-Defaults come from the code, then from ``GREENAGENTS_*`` environment variables, then from
-:func:`configure` calls. Settings are replaced, never mutated, so a greenlet or thread that read
-``settings()`` keeps a consistent view while another reconfigures.
+Defaults come from the code, then from ``GREENAGENTS_*`` environment variables (read by
+pydantic-settings: each is a field here, the Celery worker's in :class:`WorkerSettings`; only the
+dashboard's token and the providers' own ``OPENAI_API_KEY``-style variables are read where they are
+used), then from :func:`configure` calls or ``ga.Client(...)``'s arguments.
+Settings are replaced, never mutated, so a greenlet or thread that read ``settings()`` keeps a
+consistent view while another reconfigures. Each :class:`~greenagents.Client` has its own;
+:func:`settings` and :func:`configure` act on the current client's (the default one outside any
+client, see :mod:`greenagents.state`).
 
 >>> import greenagents as ga
 >>> ga.configure(max_concurrency=50).max_concurrency
@@ -11,23 +16,47 @@ Defaults come from the code, then from ``GREENAGENTS_*`` environment variables, 
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import threading
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    create_model,
+    field_validator,
+)
 
+from . import state
 from .errors import ConfigError
+from .state import current as current_state
 
-__all__ = ["Settings", "check_model", "check_seconds", "configure",
-           "settings"]
+__all__ = ["Settings", "WorkerSettings", "check_model", "check_seconds", "configure",
+           "environment", "settings", "worker_settings"]
 
 ENV_PREFIX = "GREENAGENTS_"
+# Structured settings are JSON in the environment; what to show when one is not.
+_JSON_EXAMPLES = {"api_keys": '{"openai": "sk-..."}',
+                  "base_urls": '{"openai": "http://127.0.0.1:8000/v1"}',
+                  "rate_limits": '{"openai": {"rpm": 500, "tpm": 200000}}'}
 
 
 class Settings(BaseModel):
-    """Every knob of greenagents. Each field can be set by ``GREENAGENTS_<FIELD>`` in the environment."""
+    """Every knob of greenagents. Each field can be set by ``GREENAGENTS_<FIELD>`` in the environment
+    (structured ones as JSON: ``GREENAGENTS_BASE_URLS='{"openai": "http://127.0.0.1:8000/v1"}'``),
+    read by pydantic-settings (see :func:`environment`).
+
+    API keys are ``SecretStr``: the repr shows ``'**********'``.
+
+    >>> Settings(api_keys={"openai": "sk-secret"}).api_keys
+    {'openai': SecretStr('**********')}
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -69,6 +98,13 @@ class Settings(BaseModel):
         False, description="Also put prompts and answers (secrets masked) on the spans.")
     prometheus: bool = Field(False, description="Prometheus metrics (extra: prometheus).")
     log_calls: bool = Field(False, description="Log every call, attempt and wait at DEBUG.")
+    api_keys: dict[str, SecretStr] = Field(
+        default_factory=dict, description='API key per provider, e.g. {"openai": "sk-..."}; a '
+        "provider not named uses its variable (OPENAI_API_KEY...).")
+    base_urls: dict[str, str] = Field(
+        default_factory=dict, description='Base URL per provider, e.g. {"openai": '
+        '"http://127.0.0.1:8000/v1"}; an agent\'s base_url wins, a provider not named uses its '
+        "variable (OPENAI_BASE_URL...).")
 
     @field_validator("timeout", "connect_timeout", "retry_after_max", "max_response_bytes",
                      "max_concurrency", "retries", mode="before")
@@ -91,9 +127,9 @@ class Settings(BaseModel):
 
 
 _lock = threading.Lock()
-_current: Settings | None = None
 _INSTRUMENTS = ("otel", "prometheus", "log_calls")
 _instrumented = False  # has any integration been on? Until then its module is never imported.
+_FROM_ENV = "GREENAGENTS_* environment variables"
 
 
 def _instrument(current: Settings) -> Settings:
@@ -107,13 +143,59 @@ def _instrument(current: Settings) -> Settings:
     return current
 
 
-def _from_env() -> dict[str, Any]:
-    values: dict[str, Any] = {}
-    for name in Settings.model_fields:
-        raw = os.environ.get(ENV_PREFIX + name.upper())
-        if raw is not None:
-            values[name] = None if raw.lower() in ("", "none", "null") else raw
-    return values
+@functools.cache
+def _from_environment(kind: type[BaseModel]) -> type[Any]:
+    """A pydantic-settings twin of ``kind`` (same fields, prefix ``GREENAGENTS_``) to read the
+    environment with. Built on first use, not at import: ``pydantic_settings`` imports asyncio,
+    hence ``ssl``, which must wait for monkey-patching (the CLI imports this module first)."""
+    from pydantic_settings import BaseSettings, SettingsConfigDict
+
+    class FromEnvironment(BaseSettings):
+        model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
+
+    fields: dict[str, Any] = {name: (field.annotation, field)
+                              for name, field in kind.model_fields.items()}
+    twin: type[Any] = create_model(f"{kind.__name__}FromEnvironment", __base__=FromEnvironment,
+                                   **fields)
+    return twin
+
+
+def _read_env(kind: type[BaseModel]) -> dict[str, Any]:
+    """``kind``'s fields found in the environment, as pydantic-settings reads them (structured
+    ones decoded from JSON); "", "none" and "null" mean None.
+
+    pydantic-settings is imported only when one of them is set: it costs ~0.2 s and imports
+    ``ssl`` (through asyncio), so ``import greenagents; ga.configure(...); ga.patch()`` stays
+    ssl-free without ``GREENAGENTS_*`` variables. (With them, ``ssl`` is imported before the
+    patch; harmless, asyncio keeps the module, whose attributes the patch replaces, and
+    :func:`greenagents.patch` still warns about anything that copied ``ssl.SSLContext``.)
+    """
+    names = {ENV_PREFIX + name.upper() for name in kind.model_fields}
+    if not any(variable.upper() in names for variable in os.environ):
+        return {}
+    from pydantic_settings import EnvSettingsSource, SettingsError
+
+    try:
+        values = EnvSettingsSource(_from_environment(kind))()
+    except SettingsError as exc:  # a structured field that is not JSON; its value may be a key
+        field = str(exc).split('"')[1] if '"' in str(exc) else "?"
+        example = _JSON_EXAMPLES.get(field, "{...}")
+        raise ConfigError(f"invalid setting in {_FROM_ENV}: {field}: {exc.__cause__}; expected "
+                          f"JSON such as {ENV_PREFIX}{field.upper()}='{example}'") from None
+    return {name: None if isinstance(raw, str) and raw.strip().lower() in ("", "none", "null")
+            else raw for name, raw in values.items()}
+
+
+def environment() -> dict[str, Any]:
+    """The settings the ``GREENAGENTS_*`` variables give, read now (not validated yet).
+
+    >>> import os
+    >>> os.environ["GREENAGENTS_RETRIES"] = "5"
+    >>> environment()["retries"]
+    '5'
+    >>> del os.environ["GREENAGENTS_RETRIES"]
+    """
+    return _read_env(Settings)
 
 
 def _validated(values: dict[str, Any], source: str, *, environment: bool = False) -> Settings:
@@ -124,23 +206,55 @@ def _validated(values: dict[str, Any], source: str, *, environment: bool = False
     try:
         return Settings.model_validate(values, context={"environment": environment})
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise ConfigError(f"invalid setting in {source}: {problems}") from None
+        raise ConfigError(f"invalid setting in {source}: {_problems(exc)}") from None
+
+
+def _problems(exc: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+
+
+def _from_env() -> Settings:
+    return _validated(environment(), _FROM_ENV, environment=True)
 
 
 def settings() -> Settings:
-    """The current settings (defaults, overridden by ``GREENAGENTS_*`` variables and ``configure``)."""
-    global _current
-    if _current is None:
-        with _lock:
-            if _current is None:
-                _current = _instrument(_validated(_from_env(), "GREENAGENTS_* environment variables",
-                                                  environment=True))
-    return _current
+    """The current client's settings (defaults, overridden by ``GREENAGENTS_*`` variables and
+    ``configure``)."""
+    found = current_state().settings  # on every call, many times a call: kept this short
+    return _first_read() if found is None else found
+
+
+def _first_read() -> Settings:
+    current = current_state()
+    with _lock:
+        found = current.settings
+        if found is None:
+            found = _from_env()
+            current.settings = _instrument(found) if current is state.default() else found
+    return found
+
+
+def settings_for_client(changes: dict[str, Any]) -> Settings:
+    """The settings of a new client: defaults, the environment, then ``changes``.
+
+    The integrations (``otel``, ``prometheus``, ``log_calls``) subscribe process-wide hooks, so
+    they are the default client's to set, not one client's.
+    """
+    _refuse_instruments(changes, "ga.Client()")
+    base = _from_env().model_dump(exclude_unset=True)
+    return _validated({**base, **changes}, "ga.Client()")
+
+
+def _refuse_instruments(changes: dict[str, Any], where: str) -> None:
+    named = [name for name in _INSTRUMENTS if name in changes]
+    if named:
+        raise ConfigError(f"{', '.join(named)} in {where}: the integrations are process-wide "
+                          f"(one set of hooks for every client); use ga.configure({named[0]}=...) "
+                          f"outside any client, or {ENV_PREFIX}{named[0].upper()}")
 
 
 def configure(**changes: Any) -> Settings:
-    """Change settings for the whole process; returns the new :class:`Settings`.
+    """Change the current client's settings (the default client's outside any); returns them.
 
     Unknown names and bad values raise :class:`~greenagents.errors.ConfigError` naming the fix.
 
@@ -148,20 +262,62 @@ def configure(**changes: Any) -> Settings:
     >>> ga.configure(retries=5, timeout=30).retries
     5
     """
-    global _current
+    current = state.current()
+    is_default = current is state.default()
+    if not is_default:
+        _refuse_instruments(changes, "configure() inside a client")
     with _lock:
-        base = (_current or _validated(_from_env(), "GREENAGENTS_* environment variables",
-                                       environment=True)).model_dump(exclude_unset=True)
-        _current = _instrument(_validated({**base, **changes}, "configure()"))
-        return _current
+        base = (current.settings or _from_env()).model_dump(exclude_unset=True)
+        found = _validated({**base, **changes}, "configure()")
+        current.settings = _instrument(found) if is_default else found  # not if that failed
+        return found
 
 
 def reset() -> Settings:
-    """Forget every ``configure`` call: back to defaults and the environment (used by tests)."""
-    global _current
+    """Forget every ``configure`` call of the current client: back to defaults and the
+    environment."""
+    current = state.current()
     with _lock:
-        _current = None
+        current.settings = None
     return settings()
+
+
+class WorkerSettings(BaseModel):
+    """The Celery worker's variables (``greenagents.celery.worker``), beside :class:`Settings`'.
+
+    >>> WorkerSettings(celery_tasks="app:Summarize, app:Classify").tasks()
+    ['app:Summarize', 'app:Classify']
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    celery_url: str = Field("redis://127.0.0.1:6379/0",
+                            description="The Redis of broker, results and shared limits.")
+    celery_visibility_timeout: float = Field(
+        3600.0, gt=0, description="Seconds before an unacknowledged call goes to another worker.")
+    celery_tasks: str = Field("", description="module:Name targets registered as tasks of their "
+                              "own, comma-separated.")
+    rate_limits: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description='Budgets shared by every worker, as JSON: {"openai": '
+        '{"rpm": 5000, "tpm": 2000000}}.')
+    prometheus_port: int | None = Field(None, ge=1, le=65535,
+                                        description="Serve Prometheus metrics on this port.")
+
+    def tasks(self) -> list[str]:
+        """The ``module:Name`` targets of :attr:`celery_tasks`."""
+        return [part.strip() for part in self.celery_tasks.split(",") if part.strip()]
+
+
+def worker_settings() -> WorkerSettings:
+    """The worker's settings from the environment, read now; a ConfigError names a bad one.
+
+    >>> worker_settings().celery_visibility_timeout
+    3600.0
+    """
+    try:
+        return WorkerSettings.model_validate(_read_env(WorkerSettings))
+    except ValidationError as exc:
+        raise ConfigError(f"invalid setting in {_FROM_ENV}: {_problems(exc)}") from None
 
 
 def check_seconds(value: Any, where: str) -> float | None:

@@ -2,7 +2,9 @@
 
 Every provider call of the process goes through :func:`post_json`. Pools are keyed by origin
 (scheme, host, port) and created lazily, once, behind :func:`pool_for`, so a thousand concurrent
-calls to one API share one pool of kept-alive connections instead of opening a thousand.
+calls to one API share one pool of kept-alive connections instead of opening a thousand. Each
+:class:`~greenagents.Client` has its own pools (:class:`Pools`, its part of
+:mod:`greenagents.state`); the module functions use the current client's.
 
 Pitfalls this module guards against:
 
@@ -55,7 +57,7 @@ from urllib.parse import urlsplit
 
 import gevent
 
-from . import watchdog
+from . import state, watchdog
 from .config import settings
 from .errors import (
     AuthError,
@@ -86,8 +88,21 @@ MIN_AUTO_POOL_SIZE = 10_000
 # urllib3 prefixes messages with "HTTPConnection(host='h', port=1): "; the origin is already said.
 _POOL_PREFIX = re.compile(r"^\w+\(host=[^)]*\):\s*")
 
-_lock = threading.Lock()
-_pools: dict[tuple[str, str, int], tuple[int, HTTPConnectionPool]] = {}
+
+
+class Pools:
+    """One client's connection pools: origin -> (size, pool). :meth:`close` closes them all."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.by_origin: dict[tuple[str, str, int], tuple[int, HTTPConnectionPool]] = {}
+
+    def close(self) -> None:
+        with self.lock:
+            entries = list(self.by_origin.values())
+            self.by_origin.clear()
+        for _, pool in entries:
+            pool.close()
 
 
 class Headers(Mapping[str, str]):
@@ -163,36 +178,34 @@ def pool_for(url: str) -> HTTPConnectionPool:
     """
     key = _origin(url)
     size = _wanted_pool_size()
-    entry = _pools.get(key)
+    pools = state.current().part(Pools)
+    entry = pools.by_origin.get(key)
     if entry is not None and entry[0] >= size:
         return entry[1]
     import urllib3  # lazily: urllib3 imports ssl, which must come after monkey-patching
 
     old = None
-    with _lock:
-        entry = _pools.get(key)
+    with pools.lock:
+        entry = pools.by_origin.get(key)
         if entry is None or entry[0] < size:
             scheme, host, port = key
             pool_class = urllib3.HTTPSConnectionPool if scheme == "https" else urllib3.HTTPConnectionPool
             pool = pool_class(host, port, maxsize=size, block=False, retries=False)
             pool.ConnectionCls = watchdog.watched(pool.ConnectionCls)
             old, entry = entry, (size, pool)
-            _pools[key] = entry
+            pools.by_origin[key] = entry
     if old is not None:
         old[1].close()
     return entry[1]
 
 
 def close_pools() -> None:
-    """Close every pool and forget it (tests, shutdown). The next request builds a fresh pool.
+    """Close every pool of the current client and forget it (``Client.close`` does it too). The
+    next request builds a fresh pool.
 
     >>> close_pools()
     """
-    with _lock:
-        entries = list(_pools.values())
-        _pools.clear()
-    for _, pool in entries:
-        pool.close()
+    state.current().part(Pools).close()
 
 
 def post_json(url: str, body: Mapping[str, Any], headers: Mapping[str, str], *,

@@ -5,7 +5,9 @@ budget, so a thousand concurrent calls do not all hammer a provider that said "s
 bucket arithmetic is the ``limits`` library's (sliding-window counters); its storage is swappable:
 ``"memory://"`` by default, ``"redis://host:port"`` to share budgets and cooldowns across Celery
 workers or machines. A call waiting for budget parks with :func:`greenagents.slots.sleep` —
-cooperatively, and without holding its concurrency slot.
+cooperatively, and without holding its concurrency slot. Each :class:`~greenagents.Client` has its
+own budgets, storages and cooldowns (:class:`RateLimits`, its part of :mod:`greenagents.state`);
+the module functions act on the current client's.
 
 >>> import greenagents as ga
 >>> ga.rate_limit("openai", rpm=500, tpm=200_000)
@@ -25,26 +27,61 @@ from limits import RateLimitItem, RateLimitItemPerMinute
 from limits.storage import Storage, storage_from_string
 from limits.strategies import SlidingWindowCounterRateLimiter
 
-from . import hooks, slots, tokens
+from . import hooks, slots, state, tokens
 from .errors import Timeout
 
 __all__ = ["RateLimit", "before_request", "clear", "cooldown", "estimate_tokens", "observe",
            "rate_limit", "shared_storage", "storage_for"]
 
-_lock = threading.Lock()
-_limits: dict[str, RateLimit] = {}  # "provider" or "provider/model" -> its budget
-_storages: dict[str, Storage] = {}
-_cooldown_storage = "memory://"
 log = logging.getLogger("greenagents.limits")
 
 
+class RateLimits:
+    """One client's budgets, ``limits`` storages and 429 cooldowns."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.budgets: dict[str, RateLimit] = {}  # "provider" or "provider/model" -> its budget
+        self.storages: dict[str, Storage] = {}
+        self.cooldown_storage = "memory://"
+        # scope -> time.time() until which its calls wait. Read on every request, so a plain dict
+        # (no lock: a lost race only means one more 429) rather than the storage's locked
+        # counters; with a shared storage the cooldown is also written there for the other
+        # processes.
+        self.cooldowns: dict[str, float] = {}
+        # scope -> time.monotonic() of its last successful answer (or of its first answer). A
+        # cooldown starts only when an endpoint has let nothing through for a whole Retry-After: a
+        # spent budget refuses everything, while per-request 429s (a busy shard, a burst) leave
+        # successes in between. Measured: pausing every call on each 429 made a batch with 30%
+        # first-try 429s slower than threads; counting recent 429s misfired too, because 429s
+        # come back at once and successes late.
+        self.last_ok: dict[str, float] = {}
+
+    def storage(self, url: str) -> Storage:
+        with self.lock:
+            if url not in self.storages:
+                storage = storage_from_string(url)
+                assert isinstance(storage, Storage), f"{url} is an asyncio storage; use a sync one"
+                self.storages[url] = storage
+            return self.storages[url]
+
+    def clear(self) -> None:
+        """Forget every budget and cooldown, and empty the storages (shared ones included)."""
+        with self.lock:
+            self.budgets.clear()
+            self.cooldowns.clear()
+            self.last_ok.clear()
+            for storage in self.storages.values():
+                storage.reset()
+            self.cooldown_storage = "memory://"
+
+
+def _mine() -> RateLimits:
+    return state.current().part(RateLimits)
+
+
 def _storage(url: str) -> Storage:
-    with _lock:
-        if url not in _storages:
-            storage = storage_from_string(url)
-            assert isinstance(storage, Storage), f"{url} is an asyncio storage; use a sync one"
-            _storages[url] = storage
-        return _storages[url]
+    return _mine().storage(url)
 
 
 def storage_for(url: str) -> Storage:
@@ -54,7 +91,8 @@ def storage_for(url: str) -> Storage:
 
 def shared_storage() -> Storage:
     """The storage 429 cooldowns (and circuit breakers) use: Redis once a rate limit names one."""
-    return _storage(_cooldown_storage)
+    mine = _mine()
+    return mine.storage(mine.cooldown_storage)
 
 
 def estimate_tokens(messages: Sequence[Mapping[str, Any]]) -> int:
@@ -109,38 +147,19 @@ def rate_limit(provider: str, *, rpm: int | None = None, tpm: int | None = None,
     a minute boundary one request more than ``rpm`` can go through. Set budgets a little below
     the provider's own, as you would anyway for other clients of the same key.
     """
-    global _cooldown_storage
     key = f"{provider}/{model}" if model else provider
     budget = RateLimit(key, rpm=rpm, tpm=tpm, storage=storage)
-    with _lock:
-        _limits[key] = budget
+    mine = _mine()
+    with mine.lock:
+        mine.budgets[key] = budget
         if storage != "memory://":
-            _cooldown_storage = storage
+            mine.cooldown_storage = storage
     return budget
 
 
 def clear() -> None:
-    """Forget every budget and cooldown (tests, reconfiguration)."""
-    global _cooldown_storage
-    with _lock:
-        _limits.clear()
-        _cooldowns.clear()
-        _last_ok.clear()
-        for storage in _storages.values():
-            storage.reset()
-        _cooldown_storage = "memory://"
-
-
-# scope -> time.time() until which its calls wait. Read on every request, so a plain dict (no
-# lock: a lost race only means one more 429) rather than the storage's locked counters; with a
-# shared storage the cooldown is also written there for the other processes.
-_cooldowns: dict[str, float] = {}
-# scope -> time.monotonic() of its last successful answer (or of its first answer). A cooldown
-# starts only when an endpoint has let nothing through for a whole Retry-After: a spent budget
-# refuses everything, while per-request 429s (a busy shard, a burst) leave successes in between.
-# Measured: pausing every call on each 429 made a batch with 30% first-try 429s slower than
-# threads; counting recent 429s misfired too, because 429s come back at once and successes late.
-_last_ok: dict[str, float] = {}
+    """Forget the current client's budgets and cooldowns, and empty its storages."""
+    _mine().clear()
 
 
 def _cooldown_key(scope: str) -> str:
@@ -151,9 +170,10 @@ def observe(scope: str, *, limited: bool, retry_after: float | None = None) -> N
     """Note one answer of ``scope`` (an endpoint: provider and base URL), 429 or not. A 429 that
     comes when nothing got through for ``retry_after`` seconds makes every call wait it out."""
     now = time.monotonic()
+    last_ok = _mine().last_ok
     if not limited:
-        _last_ok[scope] = now
-    elif retry_after and now - _last_ok.setdefault(scope, now) >= retry_after:
+        last_ok[scope] = now
+    elif retry_after and now - last_ok.setdefault(scope, now) >= retry_after:
         cooldown(scope, retry_after)
 
 
@@ -162,23 +182,24 @@ def cooldown(scope: str, retry_after: float | None) -> None:
     if not retry_after or retry_after <= 0:
         return
     now = time.time()
-    if _cooldowns.get(scope, 0.0) <= now:  # keep the earliest: do not extend it on every 429
-        _cooldowns[scope] = now + retry_after
+    mine = _mine()
+    if mine.cooldowns.get(scope, 0.0) <= now:  # keep the earliest: do not extend it on every 429
+        mine.cooldowns[scope] = now + retry_after
         log.info("cooldown.started: %s let nothing through for %gs; its calls wait as long",
                  scope, retry_after,
                  extra={"event": "cooldown.started", "scope": scope, "seconds": retry_after})
         if hooks.active:
             hooks.emit(hooks.CooldownStarted(scope=scope, seconds=retry_after))
-    if _cooldown_storage != "memory://":
-        storage = _storage(_cooldown_storage)
+    if mine.cooldown_storage != "memory://":
+        storage = mine.storage(mine.cooldown_storage)
         if not storage.get(_cooldown_key(scope)):
             storage.incr(_cooldown_key(scope), math.ceil(retry_after))  # whole seconds in Redis
 
 
-def _cooling_until(scope: str) -> float:
-    until = _cooldowns.get(scope, 0.0)
-    if _cooldown_storage != "memory://":
-        storage = _storage(_cooldown_storage)
+def _cooling_until(mine: RateLimits, scope: str) -> float:
+    until = mine.cooldowns.get(scope, 0.0)
+    if mine.cooldown_storage != "memory://":
+        storage = mine.storage(mine.cooldown_storage)
         if storage.get(_cooldown_key(scope)):
             until = max(until, storage.get_expiry(_cooldown_key(scope)))
     return until
@@ -191,17 +212,18 @@ def before_request(provider: str, scope: str, model: str,
     ``until`` (``time.monotonic()``) is the call's deadline: a cooldown that would outlast it
     raises :class:`~greenagents.errors.Timeout` at once instead of sleeping past it.
     """
-    while (wait := _cooling_until(scope) - time.time()) > 0:
+    mine = _mine()
+    while (wait := _cooling_until(mine, scope) - time.time()) > 0:
         if until is not None and time.monotonic() + wait > until:
             raise Timeout(f"{scope} is cooling down after rate limits for {wait:.1f} s more, "
                           "past the call's deadline; raise Retry(deadline=...) or slow down "
                           "(ga.rate_limit)", provider=provider)
         with hooks.waiting("cooldown", scope):
             slots.sleep(min(wait, 1.0))
-    if not _limits:
+    if not mine.budgets:
         return
     budgets = [b for k in (provider, f"{provider}/{model.partition('/')[2] or model}")
-               if (b := _limits.get(k)) is not None]
+               if (b := mine.budgets.get(k)) is not None]
     if budgets:
         tokens = estimate_tokens(messages)
         for budget in budgets:

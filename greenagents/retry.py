@@ -32,7 +32,7 @@ from tenacity.stop import stop_base
 from tenacity.wait import wait_base
 
 from . import hooks, slots
-from .config import Settings, check_seconds, settings
+from .config import check_seconds, settings
 from .errors import CircuitOpen, ConfigError, GreenAgentsError, QuotaExceeded, RateLimited
 
 __all__ = ["Policy", "Retry", "RetryPolicy", "call_with_retries", "policy_for", "retryable",
@@ -181,17 +181,19 @@ def policy_for(retries: RetryPolicy) -> Policy:
     if isinstance(retries, bool) or not isinstance(retries, (int, Retry, tenacity.Retrying,
                                                              type(None))):
         raise ConfigError(f"retries={retries!r}: use an int, ga.Retry(...) or a tenacity.Retrying")
-    return _policy(retries, settings())
+    current = settings()
+    return _policy(retries, current.retries, current.retry_after_max)
 
 
 @functools.lru_cache(maxsize=256)
-def _policy(retries: RetryPolicy, current: Settings) -> Policy:
+def _policy(retries: RetryPolicy, default_retries: int, retry_after_max: float) -> Policy:
+    # keyed on the two settings it reads, not on Settings (whose api_keys dict is unhashable)
     if retries is None:
-        retries = current.retries
+        retries = default_retries
     if isinstance(retries, int):
         retries = Retry(max=retries)
     if isinstance(retries, Retry):
-        cap = retries.retry_after_max or current.retry_after_max
+        cap = retries.retry_after_max or retry_after_max
         return Policy(retries.retrying().copy(before_sleep=_report_wait), retries.deadline, cap,
                       tries_first=True)
     theirs = retries.before_sleep
@@ -202,7 +204,7 @@ def _policy(retries: RetryPolicy, current: Settings) -> Policy:
             theirs(state)
 
     return Policy(retries.copy(sleep=_backoff, reraise=True, before_sleep=before_sleep), None,
-                  current.retry_after_max, tries_first=False)
+                  retry_after_max, tries_first=False)
 
 
 def _refuse_long_waits(fn: Callable[[], T], retry_after_max: float) -> Callable[[], T]:

@@ -52,6 +52,7 @@ from typing import Any, Generic, TypeVar
 from pydantic_core import from_json
 
 from . import hooks, tracking
+from . import state as clients
 from .cache import Entry, Lease, lease
 from .errors import StreamClosed, scrub
 from .providers import Endpoint, ToolRequest
@@ -115,6 +116,9 @@ class Stream(Generic[T]):
         self._agent, self._result, self._inputs, self._state = agent, result, inputs, state
         self._endpoints, self._policy, self._loop = endpoints, policy, loop
         self._context = contextvars.copy_context()  # the caller's, for hooks, budgets, spans
+        # and its client, pinned: a stream is read where its caller likes (a WSGI server
+        # iterating a response after the handler returned), with the client it was made under
+        self._context.run(clients.enter, clients.current())
         self._call: hooks.CallInfo | None = None
         self._lease: Lease | None = None
         self._turn: StreamedTurn | None = None

@@ -26,6 +26,10 @@ Pitfall: ``sqlite3`` is a blocking C call that gevent cannot interrupt — a 0.8
 stalls *every* greenlet for 0.8 s. In a monkey-patched process the writer is a greenlet that hands
 each batch to gevent's thread pool; in an unpatched one it is a real daemon thread. Rows still
 queued at interpreter exit are written by an ``atexit`` :func:`flush`.
+
+Each :class:`~greenagents.Client` has its own writers (:class:`Writers`, its part of
+:mod:`greenagents.state`) and its own ``tracking`` setting, so two tenants log to two files;
+closing a client writes its queued rows and stops its writers.
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from . import pricing, runs
+from . import pricing, runs, state
 from .config import settings
 from .errors import BudgetExceeded, ConfigError, redact
 from .jsonl import dumps, encode
@@ -178,6 +182,7 @@ class _Writer:
         self.connection: sqlite3.Connection | None = None
         self.failed = False
         self.warned = False
+        self.stopped = False
         threading.Thread(target=self._loop, name=f"greenagents-tracking:{path}", daemon=True).start()
 
     def put(self, item: tuple[Any, ...] | threading.Event) -> None:
@@ -204,6 +209,15 @@ class _Writer:
                         self._warn_once(f"a batch of {len(rows)} rows failed ({exc!r})")
                 for event in done:
                     event.set()
+            if self.stopped:  # after the queue is empty: what was recorded before stop is written
+                if self.connection is not None:
+                    self.connection.close()
+                return
+
+    def stop(self) -> None:
+        """End the writer once the rows already queued are written."""
+        self.stopped = True
+        self.wake.set()
 
     def _blocking(self, fn: Callable[[list[tuple[Any, ...]]], None],
                   rows: list[tuple[Any, ...]]) -> None:
@@ -247,18 +261,48 @@ class _Writer:
                           stacklevel=1)
 
 
-_writers: dict[str, _Writer] = {}
-_writers_lock = threading.Lock()
+class Writers:
+    """One client's writers, one per database file, each started on first use."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.by_path: dict[str, _Writer] = {}
+
+    def get(self, url: str) -> _Writer:
+        path = os.path.abspath(database_path(url))
+        writer = self.by_path.get(path)
+        if writer is None:
+            with self.lock:
+                writer = self.by_path.get(path) or self.by_path.setdefault(path, _Writer(path))
+        return writer
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every row queued so far is written; False if ``timeout`` passed first."""
+        pending = []
+        for writer in list(self.by_path.values()):
+            marker = threading.Event()
+            writer.put(marker)
+            pending.append(marker)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for marker in pending:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not marker.wait(left):
+                return False
+        return True
+
+    def close(self) -> None:
+        """Write what is queued (waiting at most as long as at exit), then stop the writers."""
+        self.flush(_EXIT_FLUSH_S)
+        with self.lock:
+            writers = list(self.by_path.values())
+            self.by_path.clear()
+        for writer in writers:
+            writer.stop()
 
 
 def _writer(url: str) -> _Writer:
-    """The writer of ``url``'s database, started on first use (one per file per process)."""
-    path = os.path.abspath(database_path(url))
-    writer = _writers.get(path)
-    if writer is None:
-        with _writers_lock:
-            writer = _writers.get(path) or _writers.setdefault(path, _Writer(path))
-    return writer
+    """The current client's writer of ``url``'s database (one per file per client)."""
+    return state.current().part(Writers).get(url)
 
 
 def record(result: Result[Any], inputs: Mapping[str, Any] | None = None, *,
@@ -284,17 +328,13 @@ def record(result: Result[Any], inputs: Mapping[str, Any] | None = None, *,
 def flush(timeout: float | None = None) -> bool:
     """Wait until every row recorded so far is written; False if ``timeout`` passed first.
 
-    Runs at interpreter exit too; call it yourself before reading the log in the same process.
+    Every client's rows, not only the current one's. Runs at interpreter exit too; call it
+    yourself before reading the log in the same process.
     """
-    pending = []
-    for writer in list(_writers.values()):
-        marker = threading.Event()
-        writer.put(marker)
-        pending.append(marker)
     deadline = None if timeout is None else time.monotonic() + timeout
-    for marker in pending:
+    for owner in state.live():
         left = None if deadline is None else max(0.0, deadline - time.monotonic())
-        if not marker.wait(left):
+        if not owner.part(Writers).flush(left):
             return False
     return True
 

@@ -16,14 +16,16 @@ from collections.abc import Iterator
 import pytest
 
 import greenagents as ga
-from greenagents import config
 
 
 @pytest.fixture(autouse=True)
-def _fresh_settings() -> Iterator[None]:
-    config.reset()
-    yield
-    config.reset()
+def ga_client() -> Iterator[ga.Client]:
+    """Each test starts from a fresh default client: its settings (the defaults and the
+    environment), pools, rate limits, log writers, cache and budget, all new; reset after it."""
+    client = ga.Client.default()
+    client.reset()
+    yield client
+    client.reset()
 
 
 def run_python(code: str, *, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -43,10 +45,7 @@ signal.signal(signal.SIGINT, signal.default_int_handler)
 @pytest.fixture
 def redis_url() -> Iterator[str]:
     """A private redis-server for one test (cache, budget and breaker stores)."""
-    from greenagents import limits
     from greenagents.celery.local import redis_server
 
     with redis_server() as url:
         yield url
-        limits.clear()  # while the server still runs: clear() resets every storage it knows
-        limits._storages.pop(url, None)

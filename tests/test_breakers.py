@@ -4,23 +4,15 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 
 import greenagents as ga
-from greenagents import limits
 from greenagents.errors import CircuitOpen, ServerError
 from greenagents.testing import Simulator
 
 from .agents import SentimentAgent, at
-
-
-@pytest.fixture(autouse=True)
-def _no_shared_state() -> Iterator[None]:
-    limits.clear()
-    yield
-    limits.clear()
 
 
 def requests(sim: Simulator) -> int:
@@ -102,5 +94,6 @@ def test_workers_share_breakers_through_the_rate_limit_redis(sim: Simulator,
     agent = at(SentimentAgent, sim.base_url)
     for _ in range(2):
         agent.call(text="x")
-    limits._storages.pop(redis_url)  # another worker: its own connection, the same Redis
-    assert isinstance(agent.call(text="x").error, CircuitOpen) and requests(sim) == 2
+    with ga.Client(breaker_failures=2, retries=0) as worker:  # as another worker: the same Redis
+        worker.rate_limit("openai", rpm=10_000, storage=redis_url)
+        assert isinstance(worker.call(agent, text="x").error, CircuitOpen) and requests(sim) == 2

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import greenagents as ga
-from greenagents import budgets, limits, tracking
+from greenagents import budgets, tracking
 from greenagents.errors import BudgetExceeded
 from greenagents.testing import Simulator
 
@@ -148,8 +148,8 @@ def test_a_named_budget_in_redis_is_shared(sim: Simulator, redis_url: str) -> No
     limit = cost + worst_case(agent, "same") * 1.01  # room for two calls
     with ga.budget("shared", max_cost_usd=limit, storage=redis_url):
         assert agent.call(text="same").ok and agent.call(text="same").ok
-    limits._storages.pop(redis_url)  # another worker: its own connection, the same Redis
-    with ga.budget("shared", max_cost_usd=limit, storage=redis_url) as again:
+    with ga.Client().use(), ga.budget("shared", max_cost_usd=limit,  # as another worker
+                                      storage=redis_url) as again:
         assert isinstance(agent.call(text="same").error, BudgetExceeded)
         assert again.spent_usd == pytest.approx(2 * cost, abs=1e-5)
 

@@ -199,8 +199,8 @@ def test_redis_store_shares_answers_and_expires_them(sim: Simulator, redis_url: 
     ga.configure(cache=redis_url)
     agent = at(SentimentAgent, sim.base_url)
     assert not agent.call(text="r").cached and agent.call(text="r").cached
-    cache._stores.clear()  # as another worker would: a fresh connection, the same Redis
-    assert agent.call(text="r").cached and requests_sent(sim) == 1
+    with ga.Client(cache=redis_url) as worker:  # as another worker: the same Redis
+        assert worker.call(agent, text="r").cached and requests_sent(sim) == 1
     short = at(SentimentAgent, sim.base_url, cache=0.2)
     assert not short.call(text="s").cached and short.call(text="s").cached
     time.sleep(0.3)

@@ -32,7 +32,6 @@ def hostile() -> Iterator[str]:
     assert process.stdout is not None
     port = int(process.stdout.readline())
     yield f"http://127.0.0.1:{port}"
-    http.close_pools()
     process.kill()
     process.wait()
 
@@ -69,8 +68,7 @@ def test_a_too_large_answer_is_one_attempt_not_retried(hostile: str) -> None:
 
 def test_the_cap_is_a_setting_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GREENAGENTS_MAX_RESPONSE_BYTES", "2048")
-    ga.config.reset()
-    assert ga.settings().max_response_bytes == 2048
+    assert ga.Client().settings.max_response_bytes == 2048  # a fresh client reads it
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads Linux's VmHWM")
@@ -143,11 +141,8 @@ def test_a_cooldown_longer_than_the_deadline_fails_at_once(sim: Simulator) -> No
         retries = ga.Retry(max=3, deadline=2)
 
     limits.cooldown(f"openai@{sim.base_url}", 60)
-    try:
-        start = time.monotonic()
-        result = Cooled.call("hi")
-    finally:
-        limits.clear()
+    start = time.monotonic()
+    result = Cooled.call("hi")
     assert isinstance(result.error, Timeout) and "cooling down" in str(result.error)
     assert time.monotonic() - start < 30  # structure: not the 60 s cooldown
 
@@ -185,11 +180,10 @@ def test_an_agent_with_a_bad_model_is_refused_when_defined(value: object) -> Non
 
 def test_the_environment_still_speaks_in_strings(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GREENAGENTS_TIMEOUT", "2.5")
-    ga.config.reset()
-    assert ga.settings().timeout == 2.5
+    assert ga.Client().settings.timeout == 2.5
     monkeypatch.setenv("GREENAGENTS_TIMEOUT", "nan")
     with pytest.raises(ga.errors.ConfigError, match="timeout"):
-        ga.config.reset()
+        ga.Client().configure()  # reads the environment
 
 
 def test_configure_refuses_a_tracking_url_that_is_not_sqlite() -> None:

@@ -10,17 +10,12 @@ import pytest
 import tenacity
 
 import greenagents as ga
-from greenagents import errors, limits
+from greenagents import errors
 from greenagents.testing import Simulator
 
 from .agents import SentimentAgent, SummaryAgent, at
 
 FAST = ga.Retry(max=3, backoff="fixed", base=0.05, jitter=False)
-
-
-@pytest.fixture(autouse=True)
-def _no_budgets() -> None:
-    limits.clear()
 
 
 @pytest.mark.sim(faults={"server_error": 1.0}, fault_attempts=2)

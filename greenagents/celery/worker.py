@@ -27,31 +27,29 @@ import greenagents.monkey  # first: patch before anything below imports ssl
 
 # isort: split
 
-import json
-import os
-from typing import Any
-
 import celery
 
 import greenagents as ga
 from greenagents.celery.task import _load, app_for, register
+from greenagents.config import worker_settings
 
 __all__ = ["app", "rate_limits_from_env", "tasks_from_env"]
 
-URL = os.environ.get("GREENAGENTS_CELERY_URL", "redis://127.0.0.1:6379/0")
+ENV = worker_settings()  # the variables above, read by pydantic-settings (greenagents.config)
+URL = ENV.celery_url
 
 
 def rate_limits_from_env(storage: str) -> list[ga.RateLimit]:
     """Apply the budgets of ``GREENAGENTS_RATE_LIMITS``, stored in ``storage`` unless they say.
 
+    >>> import os
     >>> os.environ["GREENAGENTS_RATE_LIMITS"] = '{"openai/gpt-4o": {"rpm": 60}}'
     >>> rate_limits_from_env("memory://")
     [RateLimit('openai/gpt-4o', rpm=60, tpm=None, storage='memory://')]
     >>> del os.environ["GREENAGENTS_RATE_LIMITS"]
     """
-    raw = os.environ.get("GREENAGENTS_RATE_LIMITS", "{}")
+    budgets = worker_settings().rate_limits
     try:
-        budgets: dict[str, dict[str, Any]] = json.loads(raw)
         applied = []
         for key, budget in budgets.items():
             provider, _, model = key.partition("/")
@@ -59,7 +57,7 @@ def rate_limits_from_env(storage: str) -> list[ga.RateLimit]:
                                          **{"storage": storage, **budget}))
     except (ValueError, TypeError, AttributeError) as exc:
         raise ga.errors.ConfigError(
-            f"GREENAGENTS_RATE_LIMITS={raw!r}: {exc}; expected JSON such as "
+            f"GREENAGENTS_RATE_LIMITS={budgets!r}: {exc}; expected JSON such as "
             '{"openai": {"rpm": 500, "tpm": 200000}}') from None
     return applied
 
@@ -67,14 +65,14 @@ def rate_limits_from_env(storage: str) -> list[ga.RateLimit]:
 def tasks_from_env(app: celery.Celery) -> list[celery.Task]:
     """Register the targets of ``GREENAGENTS_CELERY_TASKS`` as tasks of their own on ``app``.
 
+    >>> import os
     >>> os.environ["GREENAGENTS_CELERY_TASKS"] = "builtins:divmod"
     >>> [task.name for task in tasks_from_env(celery.Celery("mine"))]
     ['greenagents:builtins:divmod']
     >>> del os.environ["GREENAGENTS_CELERY_TASKS"]
     """
-    raw = os.environ.get("GREENAGENTS_CELERY_TASKS", "")
     registered = []
-    for reference in filter(None, (part.strip() for part in raw.split(","))):
+    for reference in worker_settings().tasks():
         try:
             registered.append(register(app, _load(reference)))
         except (ImportError, AttributeError, ValueError) as exc:
@@ -84,12 +82,11 @@ def tasks_from_env(app: celery.Celery) -> list[celery.Task]:
     return registered
 
 
-app = app_for(URL, visibility_timeout=float(
-    os.environ.get("GREENAGENTS_CELERY_VISIBILITY_TIMEOUT", "3600")))
+app = app_for(URL, visibility_timeout=ENV.celery_visibility_timeout)
 rate_limits_from_env(URL)
 tasks_from_env(app)
-if os.environ.get("GREENAGENTS_PROMETHEUS_PORT"):
+if ENV.prometheus_port:
     ga.configure(prometheus=True)
     from greenagents import prometheus
 
-    prometheus.serve(int(os.environ["GREENAGENTS_PROMETHEUS_PORT"]))
+    prometheus.serve(ENV.prometheus_port)

@@ -1,9 +1,10 @@
 """Model names to endpoints, and the one I/O function the agent layer calls: :func:`complete`.
 
 ``"provider/name"`` picks the provider; a bare name means OpenAI. The base URL is the explicit
-``base_url`` argument, else ``OPENAI_BASE_URL`` / ``ANTHROPIC_BASE_URL`` (``OLLAMA_HOST`` for
-Ollama), else the public API. Keys come from ``OPENAI_API_KEY`` / ``ANTHROPIC_API_KEY``; a missing
-key is an error only when talking to the public API (local servers rarely want one).
+``base_url`` argument, else the client's ``base_urls`` setting, else ``OPENAI_BASE_URL`` /
+``ANTHROPIC_BASE_URL`` (``OLLAMA_HOST`` for Ollama), else the public API. Keys come from the
+client's ``api_keys`` setting, else ``OPENAI_API_KEY`` / ``ANTHROPIC_API_KEY``; a missing key is an
+error only when talking to the public API (local servers rarely want one).
 
 The environment is read on every :func:`resolve` call, so tests can ``monkeypatch.setenv``; the
 endpoint built for one combination of inputs is cached. Importing this package does not import
@@ -24,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import http
+from ..config import settings
 from ..errors import ConfigError
 from .anthropic import AnthropicProvider
 from .base import Completion, Message, Provider, Request, ToolRequest
@@ -101,9 +103,24 @@ base_url=... or OPENAI_BASE_URL)
     """
     prefix, name = split(model)
     kind = _KINDS[prefix]
-    env_url = os.environ.get(kind.base_url_env) or None
+    current = settings()
+    if current.api_keys or current.base_urls:
+        _check_providers(current.api_keys, "api_keys")
+        _check_providers(current.base_urls, "base_urls")
+    env_url = current.base_urls.get(prefix) or os.environ.get(kind.base_url_env) or None
+    secret = current.api_keys.get(prefix)
+    if secret is not None:
+        return _endpoint(prefix, name, base_url, env_url, secret.get_secret_value(),
+                         f"api_keys[{prefix!r}]")
     key = (os.environ.get(kind.key_env) or None) if kind.key_env else None
-    return _endpoint(prefix, name, base_url, env_url, key)
+    return _endpoint(prefix, name, base_url, env_url, key, kind.key_env)
+
+
+def _check_providers(by_provider: Mapping[str, Any], setting: str) -> None:
+    unknown = sorted(set(by_provider) - set(_KINDS))
+    if unknown:
+        raise ConfigError(f"{setting} names {', '.join(map(repr, unknown))}, not a provider; "
+                          f"use {', '.join(sorted(_KINDS))}")
 
 
 # "provider:model" (pydantic-ai's spelling) of providers other libraries know and we do not:
@@ -172,18 +189,20 @@ HTTP header (position 7: non-ASCII); copy the key again, without quotes or space
 
 @functools.lru_cache(maxsize=256)
 def _endpoint(prefix: str, name: str, base_url: str | None, env_url: str | None,
-              key: str | None) -> Endpoint:
+              key: str | None, key_from: str | None) -> Endpoint:
+    """``key_from`` names where the key came from in messages (``OPENAI_API_KEY``,
+    ``api_keys['openai']``)."""
     kind = _KINDS[prefix]
-    key = _checked_key(key, kind.key_env)
+    key = _checked_key(key, key_from)
     url = base_url or env_url or kind.default_base_url
     if prefix == "ollama":
         url = _ollama_url(url)
     elif key is None and url.rstrip("/") == kind.default_base_url:
         raise ConfigError(f"no API key for {prefix}: set {kind.key_env}, or point "
                           f"{kind.base_url_env} (or base_url=...) at a local server")
-    provider = kind.make(name=prefix, base_url=url, api_key=key, key_env=kind.key_env,
+    provider = kind.make(name=prefix, base_url=url, api_key=key, key_env=key_from,
                          base_url_env=kind.base_url_env)
-    return Endpoint(provider, name, provider.base_url, key, kind.key_env)
+    return Endpoint(provider, name, provider.base_url, key, key_from)
 
 
 def complete(endpoint: Endpoint, messages: Sequence[Message], *,
