@@ -27,7 +27,7 @@ from bench import harness, report
 
 FIGURES = ("fanout", "memory", "overhead", "retry_heavy", "stream_scale", "gunicorn_load",
            "celery_scale", "dashboard_pages", "tools", "streaming", "stats_log", "batch_cost",
-           "peers")
+           "peers", "learned_limits")
 HERE = Path(__file__).resolve().parent
 
 

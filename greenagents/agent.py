@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar, get_type_hint
 from pydantic import BaseModel, ValidationError, create_model
 
 from . import breakers, budgets, definition, hooks, limits, pricing, providers, runtime, toolloop, tracking
+from . import learned_limits as learned
 from .cache import Entry, call_through
 from .config import settings
 from .errors import ConfigError, InputError, RateLimited, scrub
@@ -128,22 +129,29 @@ class _Call:
         scope = f"{endpoint.provider.name}@{endpoint.base_url}"
         completion = None
         breaker, probe = f"{scope}/{endpoint.model}", False
+        sent, cut_short = False, False  # what the breaker may learn from how this attempt ends
         if hooks.active:
             hooks.attempt_started(record["number"], endpoint.provider.name, model, messages)
         try:
-            probe = breakers.before(breaker)
+            probe = breakers.before(breaker, start)
             with budgets.charge(model, messages, self.agent.max_tokens) as billed:
                 # cooldowns and rate limits first: their waits count against the deadline
                 limits.before_request(endpoint.provider.name, scope, model, messages, until=until)
+                ticket = learned.before_request(
+                    endpoint.provider.name, breaker, model, messages,
+                    max_tokens=self.agent.max_tokens, until=until)
                 if until is not None:
+                    cut_short = until - time.monotonic() < timeout
                     timeout = min(timeout, until - time.monotonic())
                     if timeout <= 0:
                         raise CallTimeout(f"{self.agent.__qualname__}: its retry deadline of "
                                           f"{deadline}s passed; raise Retry(deadline=...)")
+                sent = True
                 completion = providers.complete(
                     endpoint, messages, schema=None if withheld else self.spec.schema,
                     schema_name=self.spec.name, temperature=self.agent.temperature,
-                    max_tokens=self.agent.max_tokens, timeout=timeout, tools=self.tools)
+                    max_tokens=self.agent.max_tokens, timeout=timeout, tools=self.tools,
+                    on_response=ticket.observe)
                 billed.append(completion.usage)
             breakers.after(breaker, None, probe, start)
             limits.observe(scope, limited=False)
@@ -154,7 +162,9 @@ class _Call:
             self.text = completion.text
         except BaseException as exc:
             if not isinstance(exc, InvalidOutput):  # an answer that did not validate: reported
-                breakers.after(breaker, exc, probe, start)
+                # no request, or a timeout cut short by the call's deadline: not the endpoint's
+                evidence = sent and not (cut_short and isinstance(exc, CallTimeout))
+                breakers.after(breaker, exc, probe, start, evidence=evidence)
             record.update(error=type(exc).__name__, status=getattr(exc, "status", None))
             if isinstance(exc, RateLimited):
                 limits.observe(scope, limited=True, retry_after=exc.retry_after)

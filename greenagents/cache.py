@@ -23,6 +23,10 @@ Dedupe: while a call with a key runs, identical calls in this process wait for i
 their own — 1,000 identical calls at once send one request. A waiting call shares the leader's
 answer only; if the leader failed, each waiter sends its own request (a failure is not an answer).
 Dedupe exists only where caching is on, so sampling one prompt N times on purpose still sends N.
+With a Redis cache it spans processes too: the process whose call leads takes a lease on the key
+in Redis (``SET NX``, for ``timeout`` seconds), and an identical call in another process waits
+for the answer to appear in the cache, or for the lease to go (the leader failed or died: then
+it leads itself).
 
 Each :class:`~greenagents.Client` has its own stores and calls in flight (:class:`Caches`, its part
 of :mod:`greenagents.state`): one tenant's call never waits for, nor shares, another's answer.
@@ -169,6 +173,14 @@ class RedisStore:
         self.client.set(f"greenagents:cache:{key}", value,
                         px=None if ttl is None else max(1, round(ttl * 1000)))
 
+    def lease(self, key: str, seconds: float) -> bool:
+        """Take the right to compute ``key`` for ``seconds``: False while another process has it."""
+        return bool(self.client.set(f"greenagents:cache:lease:{key}", b"1", nx=True,
+                                    px=max(1, round(seconds * 1000))))
+
+    def release(self, key: str) -> None:
+        self.client.delete(f"greenagents:cache:lease:{key}")
+
 
 class _Flight:
     """A keyed call in progress; identical calls wait on ``done`` and take its ``entry``."""
@@ -249,6 +261,27 @@ def _safely(what: str, fn: Callable[[], T]) -> T | None:
         return None
 
 
+def _elsewhere(store: Store, key: str) -> tuple[bool, Entry | None]:
+    """Lead ``key`` across processes: ``(True, None)`` once this process holds the lease (or the
+    store has no leases, or cannot take one), ``(False, entry)`` when another process answered."""
+    if not isinstance(store, RedisStore):
+        return False, None
+    from .slots import sleep  # a waiting call gives its slot away, as backoffs do
+
+    pause = 0.02
+    while True:
+        taken = _safely("take a cache lease", lambda: store.lease(key, settings().timeout))
+        raw = _safely("read the cache", lambda: store.get(key))  # it may have landed meanwhile
+        if raw is not None:
+            if taken:
+                _safely("release a cache lease", lambda: store.release(key))
+            return False, Entry.loads(raw)
+        if taken is not False:  # None: Redis failed; the call goes to the provider (warned)
+            return bool(taken), None
+        sleep(pause)
+        pause = min(2 * pause, 0.5)
+
+
 class Lease:
     """What the cache says of one call about to be made: its answer (``hit``), or — when this call
     leads the identical ones — :meth:`settle` it with its entry once it ends (stored, handed to the
@@ -257,23 +290,27 @@ class Lease:
 
     def __init__(self, hit: Entry | None = None, key: str = "", store: Store | None = None,
                  ttl: float | None = None, flight: _Flight | None = None,
-                 in_flight: dict[str, _Flight] | None = None):
+                 in_flight: dict[str, _Flight] | None = None, leased: bool = False):
         self.hit, self._key, self._store, self._ttl, self._flight = hit, key, store, ttl, flight
         self._in_flight = in_flight  # the client's calls in flight, where ``flight`` is listed
+        self._leased = leased  # this process holds the store's lease on the key (Redis)
 
     def settle(self, entry: Entry | None) -> None:
         """The call ended with ``entry`` (None: it failed); safe to call twice."""
         flight, self._flight = self._flight, None
         if flight is None:
             return
+        store, key = self._store, self._key
         try:
             flight.entry = entry
-            if entry is not None and self._store is not None:
-                store, key, ttl = self._store, self._key, self._ttl
+            if entry is not None and store is not None:
+                ttl = self._ttl
                 _safely("write the cache", lambda: store.set(key, entry.dumps(), ttl))
         finally:
+            if self._leased and isinstance(store, RedisStore):  # (only Redis has leases)
+                _safely("release a cache lease", lambda: store.release(key))
             if self._in_flight is not None:
-                del self._in_flight[self._key]
+                del self._in_flight[key]
             flight.done.set()
 
 
@@ -297,7 +334,17 @@ def lease(agent: type, messages: Sequence[dict[str, Any]],
         mine = _Flight()
         flight = in_flight.setdefault(key, mine)  # atomic: exactly one caller leads
         if flight is mine:
-            return Lease(None, key, store, ttl, mine, in_flight)
+            held = Lease(None, key, store, ttl, mine, in_flight)
+            try:
+                held._leased, answered = _elsewhere(store, key)  # another process's call?
+            except BaseException:
+                held.settle(None)
+                raise
+            if answered is not None:  # another process answered: shared here, not stored again
+                held._store = None
+                held.settle(answered)
+                return Lease(answered)
+            return held
     if flight.owner == threading.get_ident():  # led by a stream this greenlet has not read to
         return Lease()                         # its end: waiting would wait for ourselves
     flight.done.wait()

@@ -91,6 +91,9 @@ class Settings(BaseModel):
         "endpoint's circuit breaker, e.g. 5; None (the default) turns breakers off.")
     breaker_cooloff: float = Field(
         30.0, gt=0, description="Seconds an open breaker refuses attempts before one probe.")
+    learn_rate_limits: bool = Field(
+        True, description="Pace calls by the rate-limit headers providers send, where no "
+        "ga.rate_limit is set; False turns it off.")
     cache_namespace: str = Field(
         "", description="Part of every cache key: one tenant's answers are never another's.")
     otel: bool = Field(False, description="OpenTelemetry spans per call and attempt (extra: otel).")

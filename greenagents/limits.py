@@ -30,8 +30,8 @@ from limits.strategies import SlidingWindowCounterRateLimiter
 from . import hooks, slots, state, tokens
 from .errors import Timeout
 
-__all__ = ["RateLimit", "before_request", "clear", "cooldown", "estimate_tokens", "observe",
-           "rate_limit", "shared_storage", "storage_for"]
+__all__ = ["RateLimit", "before_request", "clear", "configured", "cooldown", "estimate_tokens", "observe",
+           "rate_limit", "share", "shared_storage", "storage_for"]
 
 log = logging.getLogger("greenagents.limits")
 
@@ -60,7 +60,15 @@ class RateLimits:
     def storage(self, url: str) -> Storage:
         with self.lock:
             if url not in self.storages:
-                storage = storage_from_string(url)
+                options: dict[str, Any] = {}
+                if url.startswith(("redis://", "rediss://")):
+                    # redis-py's own pool refuses the 101st connection (MaxConnectionsError: half
+                    # of 600 calls 200 wide failed); this one makes a greenlet wait for a free one.
+                    import redis
+
+                    options["connection_pool"] = redis.BlockingConnectionPool.from_url(
+                        url, max_connections=100)
+                storage = storage_from_string(url, **options)
                 assert isinstance(storage, Storage), f"{url} is an asyncio storage; use a sync one"
                 self.storages[url] = storage
             return self.storages[url]
@@ -157,6 +165,15 @@ def rate_limit(provider: str, *, rpm: int | None = None, tpm: int | None = None,
     return budget
 
 
+def share(storage: str) -> None:
+    """Keep 429 cooldowns, circuit breakers and learned rate limits in ``storage``
+    (``"redis://host:port"``: shared by every process using it) without setting a budget."""
+    mine = _mine()
+    mine.storage(storage)  # a bad URL fails here, not on the first request
+    with mine.lock:
+        mine.cooldown_storage = storage
+
+
 def clear() -> None:
     """Forget the current client's budgets and cooldowns, and empty its storages."""
     _mine().clear()
@@ -205,6 +222,15 @@ def _cooling_until(mine: RateLimits, scope: str) -> float:
     return until
 
 
+def configured(provider: str, model: str) -> list[RateLimit]:
+    """The budgets set for ``provider`` and for its ``model`` (``"provider/name"`` or a name)."""
+    budgets = _mine().budgets
+    if not budgets:
+        return []
+    return [b for k in (provider, f"{provider}/{model.partition('/')[2] or model}")
+            if (b := budgets.get(k)) is not None]
+
+
 def before_request(provider: str, scope: str, model: str,
                    messages: Sequence[Mapping[str, Any]], *, until: float | None = None) -> None:
     """Wait out ``scope``'s cooldown and the provider's (and model's) budgets; spend the budget.
@@ -220,10 +246,7 @@ def before_request(provider: str, scope: str, model: str,
                           "(ga.rate_limit)", provider=provider)
         with hooks.waiting("cooldown", scope):
             slots.sleep(min(wait, 1.0))
-    if not mine.budgets:
-        return
-    budgets = [b for k in (provider, f"{provider}/{model.partition('/')[2] or model}")
-               if (b := mine.budgets.get(k)) is not None]
+    budgets = configured(provider, model)
     if budgets:
         tokens = estimate_tokens(messages)
         for budget in budgets:

@@ -6,9 +6,11 @@ import shutil
 import time
 from collections.abc import Callable
 
+import gevent
 import pytest
 
 import greenagents as ga
+from greenagents import limits
 from greenagents.errors import CircuitOpen, ServerError
 from greenagents.testing import Simulator
 
@@ -97,3 +99,69 @@ def test_workers_share_breakers_through_the_rate_limit_redis(sim: Simulator,
     with ga.Client(breaker_failures=2, retries=0) as worker:  # as another worker: the same Redis
         worker.rate_limit("openai", rpm=10_000, storage=redis_url)
         assert isinstance(worker.call(agent, text="x").error, CircuitOpen) and requests(sim) == 2
+
+
+@pytest.mark.sim(latency=0.5)
+def test_attempts_cut_short_by_the_calls_deadline_are_no_evidence(sim: Simulator) -> None:
+    # Each attempt may take only what is left of its call's deadline (0.2 s), not its timeout
+    # (60 s): its Timeout says the call ran out of time, not that the endpoint is down. Counted,
+    # a healthy endpoint (the fault matrix's calls near their deadline) opened its breaker.
+    ga.configure(breaker_failures=2, retries=0)
+    rushed = at(SentimentAgent, sim.base_url, retries=ga.Retry(max=0, deadline=0.2))
+    assert all(isinstance(rushed.call(text=f"t{n}").error, ga.errors.Timeout) for n in range(3))
+    assert at(SentimentAgent, sim.base_url).call(text="patient").ok  # not CircuitOpen
+
+
+@pytest.mark.sim()
+def test_calls_that_never_reached_the_endpoint_are_no_evidence(sim: Simulator) -> None:
+    ga.configure(breaker_failures=2, retries=0)
+    agent = at(SentimentAgent, sim.base_url, retries=ga.Retry(max=0, deadline=0.5))
+    limits.cooldown(f"openai@{sim.base_url}", 1.0)  # a 429 cooldown outlasting their deadline
+    assert all(isinstance(agent.call(text=f"t{n}").error, ga.errors.Timeout) for n in range(3))
+    assert requests(sim) == 0
+    time.sleep(1.1)
+    assert agent.call(text="after the cooldown").ok and requests(sim) == 1
+
+
+@pytest.mark.sim(faults={"server_error": 1.0})
+def test_a_dead_endpoint_opens_under_concurrency_too(
+        sim: Simulator, sim_factory: Callable[..., Simulator]) -> None:
+    healthy = sim_factory()
+    ga.configure(breaker_failures=3, retries=3)
+    agent = at(SentimentAgent, sim.base_url, fallbacks=(("openai/gpt-4o", healthy.base_url),),
+               retries=ga.Retry(max=3, base=0.05, cap=0.1))
+    results = ga.batch([(agent, {"text": f"t{n}"}) for n in range(300)], max_concurrent=100)
+    assert all(r.ok and r.model == "openai/gpt-4o" for r in results)
+    assert requests(sim) < 600  # without the breaker: 300 calls × 4 attempts = 1,200
+    assert sum(any(a.error == "CircuitOpen" for a in r.history) for r in results) > 100
+
+
+@pytest.mark.sim(latency=0.5, faults={"server_error": 1.0}, fault_attempts=1)
+def test_a_streak_that_an_answer_on_its_way_may_end_refuses_no_call(sim: Simulator) -> None:
+    # Two 500s come back while a success is still on its way: the streak reached the threshold
+    # but did not open. Before, calls were then refused as if half-open (CircuitOpen from a
+    # breaker that never opened): the fault matrix's healthy endpoint failed calls that way.
+    ga.configure(breaker_failures=2, retries=0)
+    agent = at(SentimentAgent, sim.base_url)
+    agent.call(text="w")  # each conversation's first try is a 500; then it answers in 0.5 s
+    assert agent.call(text="w").ok
+    on_its_way = gevent.spawn(agent.call, text="w")
+    gevent.sleep(0.05)
+    assert all(isinstance(agent.call(text=f"f{n}").error, ServerError) for n in range(2))
+    later = ga.batch([(agent, {"text": "w"})] * 3)
+    assert on_its_way.get().ok and all(r.ok for r in later)
+
+
+@pytest.mark.sim(latency=0.05, latency_p99=0.3, fault_attempts=None, retry_after=0.5, faults={
+    "rate_limit": 0.10, "server_error": 0.05, "reset": 0.02, "hang": 0.01, "malformed": 0.02,
+    "schema_invalid": 0.05})
+def test_the_fault_matrix_keeps_a_flaky_endpoint_closed(sim: Simulator) -> None:
+    # tests/test_retry.py's fault matrix with breakers on: 10 % of attempts end in a 5xx, a reset,
+    # a hang or a broken body, yet the endpoint answers most calls. Before, it opened in about
+    # one run of three here (4-52 calls failed CircuitOpen).
+    ga.configure(breaker_failures=5)
+    agent = at(SentimentAgent, sim.base_url, timeout=2.0,
+               retries=ga.Retry(max=6, base=0.05, cap=0.5, deadline=8.0))
+    results = ga.batch([(agent, {"text": f"review {i}"}) for i in range(1000)],
+                       max_concurrent=200, warn_failures=False)
+    assert not [r for r in results if any(a.error == "CircuitOpen" for a in r.history)]

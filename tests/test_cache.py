@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import base64
 import shutil
+import subprocess
+import sys
+import textwrap
 import time
 from pathlib import Path
 from typing import Any
@@ -205,6 +208,42 @@ def test_redis_store_shares_answers_and_expires_them(sim: Simulator, redis_url: 
     assert not short.call(text="s").cached and short.call(text="s").cached
     time.sleep(0.3)
     assert not short.call(text="s").cached and requests_sent(sim) == 3
+
+
+@pytest.mark.skipif(REDIS is None, reason="redis-server is not installed")
+@pytest.mark.sim(latency=3.0)
+def test_identical_calls_in_two_processes_send_one_request(sim: Simulator, redis_url: str) -> None:
+    ga.configure(cache=redis_url)
+    worker = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import greenagents.monkey
+        import time
+        import urllib3
+        import greenagents as ga
+        from greenagents import cache, providers
+        ga.configure(cache={redis_url!r})
+        cache.store_for({redis_url!r}).get("warm")  # connected and imported: the calls overlap
+        class Agent(ga.Agent):
+            model = "openai/gpt-4o-mini"
+            base_url = {sim.base_url!r}
+        print("ready", flush=True)
+        began = time.monotonic()
+        result = Agent.call(input="the same question")
+        print(result.ok, result.cached, began, time.monotonic(), flush=True)
+    """)], stdout=subprocess.PIPE, text=True)
+    assert worker.stdout is not None and worker.stdout.readline().strip() == "ready"
+
+    class Agent(ga.Agent):
+        model = "openai/gpt-4o-mini"
+        base_url = sim.base_url
+
+    began = time.monotonic()
+    here = Agent.call(input="the same question")
+    ended = time.monotonic()
+    ok, cached, there_began, there_ended = worker.stdout.readline().split()
+    worker.wait(timeout=30)
+    assert float(there_began) < ended and began < float(there_ended)  # they ran at once
+    assert here.ok and ok == "True" and requests_sent(sim) == 1
+    assert sorted([here.cached, cached == "True"]) == [False, True]  # one asked, one waited
 
 
 def test_the_tools_offered_change_the_key(monkeypatch: Any) -> None:

@@ -208,11 +208,13 @@ def _endpoint(prefix: str, name: str, base_url: str | None, env_url: str | None,
 def complete(endpoint: Endpoint, messages: Sequence[Message], *,
              schema: dict[str, Any] | None = None, schema_name: str = "output",
              temperature: float | None = None, max_tokens: int | None = None,
-             timeout: float | None = None, tools: Sequence[Mapping[str, Any]] = ()) -> Completion:
+             timeout: float | None = None, tools: Sequence[Mapping[str, Any]] = (),
+             on_response: Callable[[http.HttpResponse], None] | None = None) -> Completion:
     """Ask ``endpoint`` to answer ``messages``: build, POST over the shared pool, parse.
 
     One attempt, no retries (the retry layer owns those). Raises the mapped
-    :class:`~greenagents.errors.ProviderError` on failure.
+    :class:`~greenagents.errors.ProviderError` on failure. ``on_response`` sees the HTTP answer,
+    whatever its status, before it is parsed (the rate-limit headers are learned from it).
 
     >>> ep = resolve("openai/gpt-4o-mini", base_url="http://127.0.0.1:9/v1")
     >>> complete(ep, [{"role": "user", "content": "hi"}], timeout=1)
@@ -226,4 +228,6 @@ def complete(endpoint: Endpoint, messages: Sequence[Message], *,
                              temperature=temperature, max_tokens=max_tokens, tools=tools)
     response = http.post_json(request.url, request.body, request.headers, timeout=timeout,
                               provider=provider.name, hint=f"check {provider.base_url_env}")
+    if on_response is not None:
+        on_response(response)
     return provider.parse(response)

@@ -51,6 +51,8 @@ def _parse_faults(ctx: click.Context, param: click.Parameter,
               help="Seconds announced by the rate_limit fault.")
 @click.option("--rpm", type=int, default=None, help="Requests per minute per API key.")
 @click.option("--tpm", type=int, default=None, help="Tokens per minute per API key.")
+@click.option("--rate-window", default=60.0, show_default=True,
+              help="Seconds of the --rpm/--tpm window (shorter: tests of the reset).")
 @click.option("--api-key", envvar=API_KEY_ENV, default=None,
               help=f"Require this API key (or set {API_KEY_ENV}).")
 @click.option("--seed", default=0, show_default=True, help="Seed for answers and faults.")

@@ -32,7 +32,9 @@ class SimOptions:
       ``fault_attempts``: only the first K tries of a request (same model and conversation) can
       fail (None: every try rolls independently); ``retry_after``: seconds announced by the
       ``rate_limit`` fault.
-    - ``rpm``/``tpm``: per-API-key budgets answered with 429 and an exact ``Retry-After``.
+    - ``rpm``/``tpm``: per-API-key budgets answered with 429 and an exact ``Retry-After``, and
+      stated on every answer in the provider's rate-limit headers; ``rate_window``: the seconds
+      they count over (60: per minute; shorter makes the reset quick to test).
     - ``api_key``: when set, requests must carry it (never logged or echoed).
     - ``seed``: makes answers and fault rolls reproducible.
     - ``answer_words``: plain-text answers run to this many words (stream deltas; each paced by
@@ -50,6 +52,7 @@ class SimOptions:
     retry_after: float = 1.0
     rpm: int | None = None
     tpm: int | None = None
+    rate_window: float = 60.0
     api_key: str | None = field(default=None, repr=False)
     seed: int = 0
     answer_words: int | None = None
@@ -69,6 +72,8 @@ class SimOptions:
                      "batch_create_latency"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0 seconds, got {getattr(self, name)}")
+        if self.rate_window <= 0:
+            raise ValueError(f"rate_window must be > 0 seconds, got {self.rate_window}")
         if self.latency_p99 is not None and not 0 < self.latency <= self.latency_p99:
             raise ValueError("latency_p99 needs 0 < latency (the median) <= latency_p99, "
                              f"got latency={self.latency}, latency_p99={self.latency_p99}")
@@ -88,6 +93,7 @@ class SimOptions:
         the environment so it never shows in a process list)."""
         args = ["--host", self.host, "--port", str(self.port), "--latency", str(self.latency),
                 "--token-latency", str(self.token_latency), "--retry-after", str(self.retry_after),
+                "--rate-window", str(self.rate_window),
                 "--seed", str(self.seed), "--batch-delay", str(self.batch_delay),
                 "--batch-row-failure", str(self.batch_row_failure),
                 "--batch-row-expiry", str(self.batch_row_expiry),

@@ -41,6 +41,7 @@ from greenagents.testing.batches import PREFIXES, BatchStore
 from greenagents.testing.faults import ANSWER_FAULTS, FAULTS, HTTP_FAULTS, FaultPlan
 from greenagents.testing.latency import Latency
 from greenagents.testing.limits import RateLimiter
+from greenagents.testing.limits import headers as rate_headers
 from greenagents.testing.openai_api import OpenAIDialect
 from greenagents.testing.options import MODELS, SimOptions
 from greenagents.testing.responses_api import ResponsesDialect
@@ -94,7 +95,7 @@ class SimApp:
         self.options = options
         self.stats = Stats()
         self.faults = FaultPlan(options.faults, options.fault_attempts, options.seed)
-        self.limiter = RateLimiter(options.rpm, options.tpm)
+        self.limiter = RateLimiter(options.rpm, options.tpm, options.rate_window)
         self.latency = Latency(options.latency, options.latency_p99, options.token_latency)
         self.batches = BatchStore(options)
 
@@ -225,11 +226,14 @@ class SimApp:
             return _error(dialect, "invalid_request", _client_message(exc))
         answer = compose(chat, self.options.seed, words=self.options.answer_words)
         self.stats.by_model[chat.model] += 1
-        wait = self.limiter.admit(key or "", answer.prompt_tokens + answer.completion_tokens,
-                                  time.monotonic())
+        now = time.monotonic()
+        wait = self.limiter.admit(key or "", answer.prompt_tokens + answer.completion_tokens, now)
+        stated = rate_headers(dialect.name, self.limiter.standing(key or "", now), time.time())
         if wait is not None:
-            return _rate_limited(dialect, wait, "Rate limit reached (requests or tokens per "
-                                 "minute for this API key).")
+            reply = _rate_limited(dialect, wait, "Rate limit reached (requests or tokens per "
+                                  "minute for this API key).")
+            reply.headers += stated
+            return reply
         # a request is its conversation: clients that say the same thing (an SDK, an agent with
         # a schema, raw JSON) meet the same faults, so benchmarks compare like with like
         request_hash = hashlib.sha256(f"{chat.model}\n{chat.prompt}".encode()).hexdigest()
@@ -237,7 +241,9 @@ class SimApp:
         if fault is not None:
             self.stats.by_fault[fault] += 1
         if fault in HTTP_FAULTS:
-            return self._fault_error(dialect, fault, headers)
+            reply = self._fault_error(dialect, fault, headers)
+            reply.headers += stated
+            return reply
         rng = random.Random(digest(self.options.seed, "latency", request_hash,
                                    self.faults.seen[request_hash]))
         steered = _float_header(headers, "x-sim-latency")
@@ -251,7 +257,9 @@ class SimApp:
                              fault=fault, words=self.options.answer_words)
         self.stats.prompt_tokens += answer.prompt_tokens
         self.stats.completion_tokens += answer.completion_tokens
-        return self._success(dialect, chat, answer, fault)
+        reply = self._success(dialect, chat, answer, fault)
+        reply.headers += stated
+        return reply
 
     def _authorized(self, key: str | None) -> bool:
         expected = self.options.api_key
