@@ -22,6 +22,7 @@ from contextlib import ExitStack
 from typing import Any, Protocol
 
 from . import breakers, budgets, hooks, limits
+from . import learned_limits as learned
 from .config import settings
 from .errors import RateLimited
 from .errors import Timeout as CallTimeout
@@ -139,28 +140,34 @@ class StreamedTurn:
         record: dict[str, Any] = {"number": state.attempts + 1, "model": model, "turn": state.turn}
         scope = f"{endpoint.provider.name}@{endpoint.base_url}"
         breaker, probe = f"{scope}/{endpoint.model}", False
+        sent, cut_short = False, False  # what the breaker may learn from how this attempt ends
         charge: ExitStack | None = None  # the budgets' reservation, held until the stream ends
         billed: list[Usage] = []
         body = None
         if hooks.active:
             hooks.attempt_started(record["number"], endpoint.provider.name, model, state.messages)
         try:
-            probe = breakers.before(breaker)
+            probe = breakers.before(breaker, start)
             if budgets.active():
                 charge = ExitStack()
                 billed = charge.enter_context(budgets.charge(model, state.messages,
                                                              agent.max_tokens))
             limits.before_request(endpoint.provider.name, scope, model, state.messages, until=end)
+            ticket = learned.before_request(endpoint.provider.name, breaker, model, state.messages,
+                                            max_tokens=agent.max_tokens, until=end)
             now = time.monotonic()
             if end is not None and end <= now:
                 raise CallTimeout(f"{agent.__qualname__}: its retry deadline of {limit}s passed; "
                                   "raise Retry(deadline=...)")
             first_token = now + (agent.first_token_timeout or timeout)
+            cut_short = end is not None and end - now < timeout
+            sent = True
             body = open_stream(endpoint.provider, endpoint.model, state.messages,
                                schema=None if withheld else state.spec.schema,
                                schema_name=state.spec.name, temperature=agent.temperature,
                                max_tokens=agent.max_tokens, tools=state.tools,
-                               timeout=min(timeout, first_token - now))
+                               timeout=min(timeout, first_token - now),
+                               on_response=ticket.observe)
             if end is None or first_token < end:
                 body.body.set_deadline(first_token, "first_token_timeout")
             else:
@@ -179,7 +186,9 @@ class StreamedTurn:
         except BaseException as exc:
             if body is not None:
                 body.close()
-            breakers.after(breaker, exc, probe, start)
+            # no request, or a timeout cut short by the call's deadline: not the endpoint's
+            evidence = sent and not (cut_short and isinstance(exc, CallTimeout))
+            breakers.after(breaker, exc, probe, start, evidence=evidence)
             record.update(error=type(exc).__name__, status=getattr(exc, "status", None))
             if isinstance(exc, RateLimited):
                 limits.observe(scope, limited=True, retry_after=exc.retry_after)

@@ -26,7 +26,7 @@ a request that offered none) is the answer, so its arguments are the text.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from pydantic_core import from_json
@@ -267,12 +267,13 @@ class _WholeStream(TextStream):
 def open_stream(provider: Provider, model: str, messages: Sequence[Message], *,
                 schema: dict[str, Any] | None = None, schema_name: str = "output",
                 temperature: float | None = None, max_tokens: int | None = None,
-                timeout: float | None = None,
-                tools: Sequence[Mapping[str, Any]] = ()) -> TextStream:
+                timeout: float | None = None, tools: Sequence[Mapping[str, Any]] = (),
+                on_response: Callable[[ByteStream], None] | None = None) -> TextStream:
     """Send a streaming request; return once the answer's headers are in.
 
     An error status raises the mapped :class:`~greenagents.errors.ProviderError`, as
-    :func:`greenagents.providers.complete` does.
+    :func:`greenagents.providers.complete` does; ``on_response`` sees the answer's status and
+    headers first, whatever the status (the learned rate limits read them).
     """
     request = provider.build(model, messages, schema=schema, schema_name=schema_name,
                              temperature=temperature, max_tokens=max_tokens, tools=tools)
@@ -282,6 +283,8 @@ def open_stream(provider: Provider, model: str, messages: Sequence[Message], *,
         body["stream_options"] = {"include_usage": True}
     stream = open_bytes(request.url, body, request.headers, timeout=timeout,
                         provider=provider.name, hint=f"check {provider.base_url_env}")
+    if on_response is not None:
+        on_response(stream)
     if not 200 <= stream.status < 300 or not stream.is_event_stream:
         whole = _Whole(provider.parse(stream.whole()), tools=bool(tools))
         return _WholeStream(stream, whole, provider)
