@@ -292,3 +292,21 @@ def test_an_identical_stream_read_by_the_same_greenlet_does_not_wait_for_itself(
         second = agent.stream(text="same")
         assert "".join(second) and not second.result.cached
     assert list(reading) and first.result.ok and agent.stream(text="same").result.cached
+
+
+# --- limits learned from the provider's headers --------------------------------------------------
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+@pytest.mark.sim(rpm=4)
+def test_streams_learn_the_stated_limits_and_wait_instead_of_meeting_429s(
+        sim: Simulator, provider: str) -> None:
+    from greenagents import learned_limits
+    from tests.test_learned_limits import agent_for, key_of, statuses
+
+    agent = agent_for(sim, provider, retries=ga.Retry(max=3, deadline=2))
+    assert all(agent.stream(text=f"t{n}").result.ok for n in range(4))
+    assert learned_limits.learned(key_of(sim, provider))["requests"].limit == 4
+    late = agent.stream(text="late")
+    with pytest.raises(errors.Timeout, match="rate limit is spent"):
+        list(late)
+    assert statuses(sim) == {"200": 4}  # the fifth stream never went
