@@ -19,6 +19,8 @@ import subprocess
 import time
 from typing import Any
 
+import psutil
+
 from bench.harness import (
     Context,
     Samples,
@@ -34,8 +36,14 @@ from greenagents.celery.local import Workers, redis_server
 CONCURRENCY = 250  # -c of each worker
 
 
-def measure(url: str, sim_url: str, workers: int, concurrency: int, calls: int) -> tuple[int, float]:
-    """Calls that came back ok, and the wall time of the batch (worker start-up not counted).
+def _cpu_s(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return float(times.user + times.system)
+
+
+def measure(url: str, sim_url: str, workers: int, concurrency: int, calls: int) -> dict[str, Any]:
+    """Calls that came back ok, the wall time of the batch (worker start-up not counted), and
+    the CPU seconds it cost the dispatcher and the workers together.
 
     Runs in a patched child process (:func:`child`): the demo's agents patch on import.
     """
@@ -45,78 +53,121 @@ def measure(url: str, sim_url: str, workers: int, concurrency: int, calls: int) 
     texts = reviews(calls)
     with Workers(url, env={"OPENAI_BASE_URL": sim_url}, stderr=subprocess.DEVNULL) as pool:
         pool.start(workers, concurrency=concurrency)
+        processes = [psutil.Process(process.pid) for process in pool.processes.values()]
+        cpu = time.process_time() + sum(map(_cpu_s, processes))
         started = time.perf_counter()
         results = ga_celery.batch(pool.app, [(SentimentAgent, {"text": t}) for t in texts])
         wall = time.perf_counter() - started
-    return sum(r.ok for r in results), wall
+        cpu = time.process_time() + sum(map(_cpu_s, processes)) - cpu
+    return {"ok": sum(r.ok for r in results), "wall": wall, "cpu": cpu}
+
+
+def measure_local(sim_url: str, calls: int) -> dict[str, Any]:
+    """The same calls in one local ``ga.batch`` (all at once): the CPU a call costs without
+    Celery, which the dispatcher and workers' CPU per call is compared to."""
+    import os
+
+    import greenagents as ga
+    from greenagents.demo import SentimentAgent, reviews
+
+    os.environ["OPENAI_BASE_URL"] = sim_url
+    texts = reviews(calls)
+    cpu, started = time.process_time(), time.perf_counter()
+    results = ga.batch([(SentimentAgent, {"text": t}) for t in texts], max_concurrent=calls)
+    return {"ok": sum(r.ok for r in results), "wall": time.perf_counter() - started,
+            "cpu": time.process_time() - cpu}
 
 
 def child(spec: dict[str, Any]) -> dict[str, Any]:
-    """``python -m bench.child`` task ``celery_scale:child``: one :func:`measure`."""
-    ok, wall = measure(spec["redis"], spec["sim"], spec["workers"], CONCURRENCY, spec["calls"])
-    return {"ok": ok, "wall": wall}
+    """``python -m bench.child`` task ``celery_scale:child``: one :func:`measure` (workers=0:
+    :func:`measure_local`)."""
+    if spec["workers"] == 0:
+        return measure_local(spec["sim"], spec["calls"])
+    return measure(spec["redis"], spec["sim"], spec["workers"], CONCURRENCY, spec["calls"])
 
 
 def in_child(url: str, sim_url: str, workers: int, calls: int) -> dict[str, Any]:
-    """:func:`child` in a fresh, patched process: ``{"ok", "wall"}``, or ``{"error"}``."""
+    """:func:`child` in a fresh, patched process: ``{"ok", "wall", "cpu"}``, or ``{"error"}``."""
     return run_child({"task": "celery_scale:child", "green": True, "redis": url, "sim": sim_url,
                       "workers": workers, "calls": calls}, timeout=600)
 
 
 def run(ctx: Context) -> Section:
-    """Figure 7 of ``python -m bench``: calls/s with 1, 2 and 4 workers."""
-    calls, counts, latency = ctx.pick((40, (1, 2), 0.2), (500, (1, 2, 4), 1.0),
+    """Figure 7 of ``python -m bench``: calls/s with 1, 2 (and 4) workers, and the CPU a call
+    costs the dispatcher and workers together beside a local ``ga.batch`` of the same calls."""
+    calls, counts, latency = ctx.pick((40, (1, 2), 0.2), (2000, (1, 2), 1.0),
                                       (2000, (1, 2, 4), 1.0))
     title = "7. Scale-out: Celery workers on one Redis"
     if shutil.which("redis-server") is None:
         ctx.notes["celery"] = "redis-server missing: figure 7 skipped"
         return Section(title, "Skipped: `redis-server` is missing (apt-get install redis-server).")
-    data = {count: Samples() for count in counts}
+    keys = (0, *counts)  # 0: the local ga.batch
+    data = {count: Samples() for count in keys}
+    cpu = {count: Samples() for count in keys}
     with redis_server() as url, simulator(latency=latency) as sim:
         ctx.log(f"celery: {calls} agent calls of {latency:g} s, workers {counts}, -c {CONCURRENCY}")
-        for number, key in rounds([str(count) for count in counts], ctx.repeat):
+        for number, key in rounds([str(count) for count in keys], ctx.repeat):
             report = in_child(url, sim.base_url, int(key), calls)
             ok, wall = report.get("ok", 0), report.get("wall", float("nan"))
             failed = report.get("error") or (f"{calls - ok} of {calls} calls failed"
                                              if ok < calls else None)
             data[int(key)].add(None if failed else calls / wall, failed)
-            ctx.log(f"  celery round {number + 1} workers={key}: {ok}/{calls} ok in {wall:.1f} s")
-    one = data[counts[0]]
-    rows = [[str(count), str(CONCURRENCY), cell(samples, "/s"),
-             f"{samples.median / one.median:.2f}×" if samples.ok and one.ok else "–"]
-            for count, samples in data.items()]
+            cpu[int(key)].add(None if failed else report["cpu"] / calls * 1e6, failed)
+            ctx.log(f"  celery round {number + 1} workers={key}: {ok}/{calls} ok in {wall:.1f} s, "
+                    f"cpu {report.get('cpu', float('nan')):.2f} s")
+    one, local = data[counts[0]], cpu[0]
+    rows = [["local `ga.batch`", "–", cell(data[0], "/s"), "–", cell(local, " µs"), "1.00×"]]
+    rows += [[str(count), str(CONCURRENCY), cell(data[count], "/s"),
+              f"{data[count].median / one.median:.2f}×" if data[count].ok and one.ok else "–",
+              cell(cpu[count], " µs"),
+              f"{cpu[count].median / local.median:.2f}×" if cpu[count].ok and local.ok else "–"]
+             for count in counts]
     failures = [f"celery workers={count}: {error}" for count, samples in data.items()
                 for error in samples.errors]
     markdown = "\n\n".join([
         f"{calls:,} `SentimentAgent` calls (structured output, {latency:g} s simulator latency) "
         f"dispatched with `greenagents.celery.batch` to N `-P gevent -c {CONCURRENCY}` workers, "
         "redis-server as broker and result store, everything on this machine's shared cores; "
-        f"{ctx.repeat} alternating repetition(s), median (min–max). Worker start-up not timed.",
-        table(["workers", "-c each", "throughput", "vs 1 worker"], rows),
-        "**Reading.** Celery's own work per message (publishing, reserving, the result write, "
-        "the acknowledgement: a few ms of CPU across dispatcher and worker) is the bound here, "
-        "not the network wait; with 2 cores, more worker processes than cores stop helping. "
-        "On many machines, every worker points at the same broker URL and throughput grows with "
-        "them until the provider's shared budget (rate limits live in the same Redis) or Redis "
-        "itself is the bound.",
+        f"{ctx.repeat} alternating repetition(s), median (min–max). Worker start-up not timed. "
+        "CPU per call is the dispatcher's and the workers' together; the first row runs the same "
+        "calls in one local `ga.batch`, all at once.",
+        table(["workers", "-c each", "throughput", "vs 1 worker", "CPU per call",
+               "CPU vs local"], rows),
+        "**Reading.** A batch travels in chunks of calls, one `greenagents.call_many` message "
+        "each, sized to the batch and the workers' `-c` (here "
+        f"{_chunk_note(calls, counts)}): Celery's own work per message (publishing, reserving, "
+        "the STARTED mark, the acknowledgement: a few ms of CPU) is paid once per chunk, and "
+        "each chunk's Results are written in one Redis pipeline. With 2 cores, more worker "
+        "processes than cores stop helping. On many machines, every worker points at the same "
+        "broker URL and throughput grows with them until the provider's shared budget (rate "
+        "limits live in the same Redis) or Redis itself is the bound.",
     ])
     return Section(title, markdown, [], {"failures": failures})
+
+
+def _chunk_note(calls: int, counts: tuple[int, ...]) -> str:
+    from greenagents.celery.chunks import size_for
+
+    return ", ".join(f"{size_for(calls, [CONCURRENCY] * count)} calls a message with {count} "
+                     f"worker{'s' if count > 1 else ''}" for count in counts)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--latency", type=float, default=1.0)
-    parser.add_argument("--workers", default="1,2,4", help="worker counts to measure")
+    parser.add_argument("--workers", default="0,1,2,4",
+                        help="worker counts to measure (0: a local ga.batch)")
     args = parser.parse_args()
-    header = ["workers", "-c each", "calls", "ok", "wall s", "calls/s"]
+    header = ["workers", "-c each", "calls", "ok", "wall s", "calls/s", "CPU µs/call"]
     rows = []
     with redis_server() as url, simulator(latency=args.latency) as sim:
         for count in map(int, args.workers.split(",")):
             report = in_child(url, sim.base_url, count, args.calls)
             ok, wall = report.get("ok", 0), report.get("wall", float("nan"))
             rows.append([str(count), str(CONCURRENCY), f"{args.calls:,}", f"{ok:,}",
-                         f"{wall:.1f}", f"{args.calls / wall:,.0f}"])
+                         f"{wall:.1f}", f"{args.calls / wall:,.0f}",
+                         f"{report.get('cpu', float('nan')) / args.calls * 1e6:,.0f}"])
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     print(f"greenagents on Celery: {args.calls:,} agent calls, simulator latency {args.latency} s")
     for row in [header, ["-" * w for w in widths], *rows]:

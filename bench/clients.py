@@ -127,6 +127,28 @@ def urllib3_call(opts: Options) -> SyncCall:
     return lambda i: post(body(i))
 
 
+def geventhttpclient_call(opts: Options) -> SyncCall:
+    """A raw ``geventhttpclient.HTTPClient`` POST and ``json.loads``: the floor of greenagents'
+    optional transport (a pool as wide as the run)."""
+    from urllib.parse import urlsplit
+
+    from geventhttpclient import HTTPClient
+
+    parts = urlsplit(opts.base_url)
+    client = HTTPClient(parts.hostname or "127.0.0.1", parts.port, concurrency=max(opts.width, 10),
+                        connection_timeout=TIMEOUT, network_timeout=TIMEOUT)
+    path = parts.path + "/chat/completions"
+    headers = {"content-type": "application/json", "authorization": f"Bearer {API_KEY}"}
+
+    def call(i: int) -> Any:
+        response = client.request("POST", path, body=body(i), headers=headers)
+        if response.status_code != 200:
+            raise RuntimeError(f"HTTP {response.status_code}")
+        return json.loads(response.read())
+
+    return call
+
+
 def urllib3_structured_call(opts: Options) -> SyncCall:
     """The agent's job by hand: raw urllib3 sending the same structured request (the same JSON
     schema, strict) and validating the answer with the same pydantic model — the fair floor for
@@ -254,6 +276,31 @@ async def aiohttp_call(opts: Options) -> tuple[AsyncCall, Callable[[], Awaitable
         async with session.post(url, data=body(i), headers=headers) as response:
             response.raise_for_status()
             return await response.json()
+
+    return call, session.close
+
+
+async def aiohttp_structured_call(opts: Options) -> tuple[AsyncCall, Callable[[], Awaitable[Any]]]:
+    """The agent's job by hand over aiohttp: the same structured request as
+    :func:`urllib3_structured_call` (JSON schema, strict), its answer validated by the same pydantic
+    model — what ``ga.batch(Agent)``'s CPU per call is held against (issue #22's goal)."""
+    import aiohttp
+
+    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0),
+                                    timeout=aiohttp.ClientTimeout(total=TIMEOUT))
+    url = opts.base_url + "/chat/completions"
+    headers = {"content-type": "application/json", "authorization": f"Bearer {API_KEY}"}
+    sentiment = sentiment_model()
+    schema = {"name": "Sentiment", "strict": True, "schema": {
+        **sentiment.model_json_schema(), "additionalProperties": False}}
+
+    async def call(i: int) -> Any:
+        request = {"model": MODEL, "messages": messages(i),
+                   "response_format": {"type": "json_schema", "json_schema": schema}}
+        async with session.post(url, data=json.dumps(request).encode(), headers=headers) as response:
+            response.raise_for_status()
+            answer = (await response.json())["choices"][0]["message"]["content"]
+        return sentiment.model_validate_json(answer)
 
     return call, session.close
 
@@ -412,6 +459,10 @@ CONTENDERS: dict[str, Contender] = {c.key: c for c in [
               green=True),
     Contender("green_urllib3", "urllib3 in bare greenlets", _sync(urllib3_call, bare_greenlets),
               green=True),
+    Contender("green_geventhttpclient", "geventhttpclient in bare greenlets",
+              _sync(geventhttpclient_call, bare_greenlets), green=True, peer="geventhttpclient"),
+    Contender("ga_each_geventhttpclient", "greenagents ga.each + raw geventhttpclient",
+              _sync(geventhttpclient_call, ga_each), green=True, peer="geventhttpclient"),
     Contender("ga_each_urllib3", "greenagents ga.each + raw urllib3", _sync(urllib3_call, ga_each),
               green=True),
     Contender("green_urllib3_structured", "urllib3 in bare greenlets, same structured job by hand",
@@ -422,6 +473,8 @@ CONTENDERS: dict[str, Contender] = {c.key: c for c in [
     Contender("threads_tenacity", "threads + requests + tenacity",
               _sync(requests_tenacity_call, thread_pool)),
     Contender("asyncio_aiohttp", "asyncio + aiohttp", _async(aiohttp_call), peer="aiohttp"),
+    Contender("asyncio_aiohttp_structured", "asyncio + aiohttp, same structured job by hand",
+              _async(aiohttp_structured_call), peer="aiohttp"),
     Contender("asyncio_openai", "asyncio + AsyncOpenAI", _async(async_openai_call)),
     Contender("langchain", "LangChain ChatOpenAI.batch", langchain_batch, peer="langchain_openai"),
     Contender("litellm", "LiteLLM batch_completion", litellm_batch, peer="litellm", venv=True),

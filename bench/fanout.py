@@ -31,8 +31,8 @@ from bench.harness import (
 
 LATENCY = 1.0
 TAG = "fanout"
-KEYS = ["ga_batch", "ga_each_openai", "green_urllib3", "asyncio_aiohttp", "asyncio_openai",
-        "threads_requests", "threads_openai", "langchain", "litellm", "sequential"]
+KEYS = ["ga_batch", "ga_each_openai", "green_urllib3", "green_geventhttpclient", "asyncio_aiohttp",
+        "asyncio_openai", "threads_requests", "threads_openai", "langchain", "litellm", "sequential"]
 SEQUENTIAL_MAX = 10
 
 

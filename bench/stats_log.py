@@ -58,7 +58,7 @@ def write_log(path: Path, count: int, *, seed: int = 1) -> None:
     """An execution log of ``count`` made-up calls at ``path`` (the tracking schema)."""
     from greenagents import tracking
 
-    connection = tracking._connect(str(path))
+    connection = tracking.connect(str(path))
     rng = random.Random(seed)
     now = time.time()
     rows = ((now, f"run{n % 7}", f"app.Agent{n % 3}", "openai/gpt-4o-mini",
@@ -66,7 +66,7 @@ def write_log(path: Path, count: int, *, seed: int = 1) -> None:
              None if n % 20 else "RateLimited", None if n % 20 else f"429 slow down #{n % 40}",
              "[]", None, None, n, 0, None, 0) for n in range(count))  # ..., cached, saved, stopped
     with connection:
-        connection.executemany(tracking._INSERT, rows)
+        connection.executemany(tracking.INSERT_ROW, rows)
     connection.close()
 
 

@@ -43,9 +43,8 @@ from .cache import Entry, call_through
 from .config import settings
 from .errors import ConfigError, InputError, RateLimited, scrub
 from .errors import Timeout as CallTimeout
-from .result import Attempt, Result, ToolCall, Usage
+from .result import Attempt, Result, ToolCall, Usage, target_name
 from .retry import Policy, RetryPolicy, policy_for, with_fallbacks
-from .runtime import target_name
 from .streaming import Stream
 from .structured import InvalidOutput, OutputSpec
 

@@ -18,9 +18,8 @@ from .config import settings
 from .errors import ConfigError
 from .providers import Completion
 from .providers.batch import batch_api
-from .result import Attempt, Result, Usage
+from .result import Attempt, Result, Usage, target_name
 from .retry import Retry, retryable
-from .runtime import target_name
 from .structured import InvalidOutput
 
 __all__ = ["BatchRow", "fingerprint", "prepare", "resubmissions"]

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import gevent
 
-from .patching import _fragile_imported, imported_before_patch, is_patched
+from .patching import fragile_imported, imported_before_patch, is_patched
 
 __all__ = ["Diagnosis", "Finding", "doctor", "watch"]
 
@@ -179,7 +179,7 @@ def doctor(concurrency: int | None = None) -> Diagnosis:
 
         concurrency = settings().max_concurrency
     patched = is_patched()
-    early = imported_before_patch() if patched else _fragile_imported()
+    early = imported_before_patch() if patched else fragile_imported()
     versions = {name: version for name in ("gevent", "greenlet", "pydantic-core", "httpcore",
                                            "httpx", "httpcore2", "grpcio")
                 if (version := _version(name)) is not None}

@@ -32,7 +32,7 @@ import gevent.os
 
 import greenagents as ga
 from greenagents import jsonl, runs
-from greenagents.runtime import target_name
+from greenagents.result import target_name
 from greenagents.stats_report import render, table
 from greenagents.summaries import ErrorTally
 

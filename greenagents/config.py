@@ -20,7 +20,7 @@ import functools
 import math
 import os
 import threading
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -76,6 +76,9 @@ class Settings(BaseModel):
         description="Largest answer body read, decoded; a bigger one fails with ResponseTooLarge.")
     http_pool_size: int | None = Field(
         None, ge=1, description="Kept-alive connections per base URL; None sizes it to the load.")
+    http_transport: Literal["auto", "urllib3", "geventhttpclient"] = Field(
+        "auto", description='HTTP client of provider calls: "auto" (geventhttpclient when '
+        'installed and patched, else urllib3), "urllib3" or "geventhttpclient" (extra: fast).')
     tracking: str | None = Field(
         None, description='Execution log, e.g. "sqlite:///runs.db"; None turns it off.')
     tracking_payloads: bool = Field(False, description="Also record inputs and outputs.")

@@ -9,6 +9,7 @@ secret (API keys are never formatted into a message; see :func:`redact`).
     ├── InputError           a call's arguments do not fit its signature; no request was sent
     ├── ProviderError        the provider answered badly or not at all
     │   ├── RateLimited      429 (``retry_after`` in seconds when the provider said)
+    │   │   └── RetryAfterTooLong  its Retry-After exceeds ``retry_after_max``; not retried
     │   ├── QuotaExceeded    429 ``insufficient_quota``: out of credit; not retried
     │   ├── ServerError      5xx, Anthropic 529 "overloaded"
     │   ├── Timeout          no answer within the timeout
@@ -59,6 +60,7 @@ __all__ = [
     "QuotaExceeded",
     "RateLimited",
     "ResponseTooLarge",
+    "RetryAfterTooLong",
     "ServerError",
     "StreamClosed",
     "Timeout",
@@ -173,6 +175,17 @@ class RateLimited(ProviderError):
                  retry_after: float | None = None):
         super().__init__(message, status=status, provider=provider)
         self.retry_after = retry_after
+
+
+class RetryAfterTooLong(RateLimited):
+    """A 429 whose ``Retry-After`` is longer than ``retry_after_max``: not retried, the call fails
+    at once (waiting that long would hold the batch). Still a :class:`RateLimited`.
+
+    >>> RetryAfterTooLong("wait 600s", retry_after=600.0).retryable
+    False
+    """
+
+    retryable = False
 
 
 class QuotaExceeded(ProviderError):

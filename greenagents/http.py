@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import contextlib
 import email.utils
-import json
 import re
 import threading
 import time
@@ -57,7 +56,7 @@ from urllib.parse import urlsplit
 
 import gevent
 
-from . import state, watchdog
+from . import state, transport, watchdog
 from .config import settings
 from .errors import (
     AuthError,
@@ -182,15 +181,11 @@ def pool_for(url: str) -> HTTPConnectionPool:
     entry = pools.by_origin.get(key)
     if entry is not None and entry[0] >= size:
         return entry[1]
-    import urllib3  # lazily: urllib3 imports ssl, which must come after monkey-patching
-
     old = None
     with pools.lock:
         entry = pools.by_origin.get(key)
         if entry is None or entry[0] < size:
-            scheme, host, port = key
-            pool_class = urllib3.HTTPSConnectionPool if scheme == "https" else urllib3.HTTPConnectionPool
-            pool = pool_class(host, port, maxsize=size, block=False, retries=False)
+            pool = transport.urllib3_pool(*key, size)
             pool.ConnectionCls = watchdog.watched(pool.ConnectionCls)
             old, entry = entry, (size, pool)
             pools.by_origin[key] = entry
@@ -206,6 +201,7 @@ def close_pools() -> None:
     >>> close_pools()
     """
     state.current().part(Pools).close()
+    state.current().part(transport.GeventPools).close()
 
 
 def post_json(url: str, body: Mapping[str, Any], headers: Mapping[str, str], *,
@@ -226,7 +222,7 @@ def post_json(url: str, body: Mapping[str, Any], headers: Mapping[str, str], *,
     greenagents.errors.ConnectionFailed: openai: could not connect to http://127.0.0.1:9 \
 (connection refused); is the server running? check X
     """
-    payload = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+    payload = transport.dumps(body)
     send = {"content-type": "application/json", "accept": "application/json", **headers}
     return request("POST", url, payload, send, timeout=timeout, provider=provider, hint=hint)
 
@@ -246,9 +242,10 @@ def request(method: str, url: str, body: bytes | None, headers: Mapping[str, str
     """
     current = settings()
     limit = current.timeout if timeout is None else timeout
-    pool = pool_for(url)
-    parts = urlsplit(url)
-    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    gevent_pool = transport.gevent_pool(_origin(url), _wanted_pool_size(), current.connect_timeout) \
+        if transport.use_geventhttpclient() else None
+    pool = pool_for(url) if gevent_pool is None else None
+    path = request_target(pool, url)
     deadline = time.monotonic() + limit
     # patched: a gevent.Timeout bounds it all; unpatched: a watchdog bounds the wait for the
     # headers, a check between reads the body (see greenagents.watchdog)
@@ -259,10 +256,14 @@ def request(method: str, url: str, body: bytes | None, headers: Mapping[str, str
         import urllib3
 
         with watchdog.deadline(deadline) if timer is None else contextlib.nullcontext():
-            raw = pool.urlopen(
-                method, path, body=body, headers=dict(headers), retries=False, redirect=False,
-                assert_same_host=False, preload_content=False,
-                timeout=urllib3.Timeout(connect=min(current.connect_timeout, limit), read=limit))
+            if gevent_pool is not None:  # only when patched: a gevent.Timeout bounds it
+                raw: Any = gevent_pool.urlopen(method, path, body=body, headers=headers)
+            else:
+                raw = pool.urlopen(  # type: ignore[union-attr]
+                    method, path, body=body, headers=dict(headers), retries=False,
+                    redirect=False, assert_same_host=False, preload_content=False,
+                    timeout=urllib3.Timeout(connect=min(current.connect_timeout, limit),
+                                            read=limit))
             data = _read_body(raw, current.max_response_bytes if max_bytes is None else max_bytes,
                               deadline=None if timer is not None else deadline, provider=provider)
     except gevent.Timeout as exc:
@@ -274,7 +275,7 @@ def request(method: str, url: str, body: bytes | None, headers: Mapping[str, str
     except Exception as exc:
         if timer is None and time.monotonic() >= deadline:  # the watchdog cut the connection
             raise _late(url, provider, limit) from None
-        mapped = _transport_error(exc, url, provider, hint, limit)
+        mapped = transport_error(exc, url, provider, hint, limit)
         if mapped is None:
             raise
         raise mapped from exc
@@ -282,6 +283,15 @@ def request(method: str, url: str, body: bytes | None, headers: Mapping[str, str
         if timer is not None:
             timer.close()
     return HttpResponse(raw.status, Headers(raw.headers.items()), data)
+
+
+def request_target(pool: HTTPConnectionPool | None, url: str) -> str:
+    """What follows the method on the request line: the path and query, or the whole URL when a
+    plain-HTTP proxy forwards it (HTTPS through a proxy is tunnelled: the path alone)."""
+    if pool is not None and pool.proxy is not None and pool.scheme == "http":
+        return url
+    parts = urlsplit(url)
+    return (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
 
 
 class _Late(Exception):
@@ -351,27 +361,46 @@ GREENAGENTS_MAX_RESPONSE_BYTES if such answers are expected
         raw.release_conn()
 
 
-def _transport_error(exc: Exception, url: str, provider: str | None, hint: str | None,
-                     limit: float) -> ProviderError | None:
-    """Map a urllib3 exception to ours; None for anything that is not a transport failure."""
+def _failure_kind(exc: Exception) -> str | None:
+    """What a urllib3 (or, failing that, a geventhttpclient) exception means: ``"resolve"``,
+    ``"connect"``, ``"connect_timeout"``, ``"read_timeout"``, ``"tls"``, ``"broken"`` or None."""
     from urllib3 import exceptions as u3
 
+    if isinstance(exc, u3.NameResolutionError):  # before NewConnectionError: it subclasses it
+        return "resolve"
+    if isinstance(exc, u3.NewConnectionError):  # before ConnectTimeoutError: it subclasses it
+        return "connect"
+    if isinstance(exc, u3.ConnectTimeoutError):
+        return "connect_timeout"
+    if isinstance(exc, u3.ReadTimeoutError):
+        return "read_timeout"
+    if isinstance(exc, u3.SSLError):
+        return "tls"
+    if isinstance(exc, (u3.ProtocolError, u3.ProxyError, u3.DecodeError)):
+        return "broken"
+    return transport.failure_kind(exc)
+
+
+def transport_error(exc: Exception, url: str, provider: str | None, hint: str | None,
+                    limit: float) -> ProviderError | None:
+    """Map a transport's exception to ours; None for anything that is not a transport failure."""
+    kind = _failure_kind(exc)
     where = _origin_text(url)
     who = f"{provider}: " if provider else ""
     tail = f" {hint}" if hint else ""
-    if isinstance(exc, u3.NameResolutionError):  # before NewConnectionError: it subclasses it
+    if kind == "resolve":
         text = f"could not resolve the host of {where}; check the URL and your network;{tail}"
-    elif isinstance(exc, u3.NewConnectionError):  # before ConnectTimeoutError: it subclasses it
+    elif kind == "connect":
         text = f"could not connect to {where} ({_reason(exc)}); is the server running?{tail}"
-    elif isinstance(exc, u3.ConnectTimeoutError):
+    elif kind == "connect_timeout":
         return Timeout(f"{who}no connection to {where} within the connect timeout; is the host "
                        f"reachable? raise connect_timeout if it is slow;{tail}", provider=provider)
-    elif isinstance(exc, u3.ReadTimeoutError):
+    elif kind == "read_timeout":
         return _late(url, provider, limit)
-    elif isinstance(exc, u3.SSLError):
+    elif kind == "tls":
         text = f"TLS handshake with {where} failed ({_reason(exc)}); check the URL's scheme and " \
                f"certificates;{tail}"
-    elif isinstance(exc, (u3.ProtocolError, u3.ProxyError, u3.DecodeError)):
+    elif kind == "broken":
         text = f"the connection to {where} broke mid-request ({_reason(exc)}); retrying usually " \
                "helps"
     else:
@@ -393,10 +422,10 @@ def _reason(exc: BaseException) -> str:
     return f"{name}: {text}" if text else name
 
 
-def _retry_after(headers: Mapping[str, str]) -> float | None:
+def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
     """Seconds the provider asked us to wait: ``retry-after-ms`` first, then ``Retry-After``.
 
-    >>> _retry_after(Headers({"retry-after-ms": "1500", "Retry-After": "9"}))
+    >>> retry_after_seconds(Headers({"retry-after-ms": "1500", "Retry-After": "9"}))
     1.5
     """
     millis = headers.get("retry-after-ms")
@@ -462,7 +491,7 @@ ANTHROPIC_API_KEY
         raise QuotaExceeded(f"{said}; the account is out of credit or over its spending limit: "
                             "fix its billing (retrying cannot help)", **kw)
     if status == 429:
-        wait = _retry_after(response.headers)
+        wait = retry_after_seconds(response.headers)
         todo = f"wait {wait:.1f} s before retrying" if wait is not None else "retry later"
         raise RateLimited(f"{said}; slow down: lower max_concurrency or {todo}",
                           retry_after=wait, **kw)

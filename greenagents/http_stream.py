@@ -28,11 +28,10 @@ import json
 import time
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 from .config import settings
 from .errors import ResponseTooLarge, Timeout
-from .http import Headers, HttpResponse, _transport_error, pool_for
+from .http import Headers, HttpResponse, pool_for, request_target, transport_error
 
 if TYPE_CHECKING:
     from urllib3 import BaseHTTPResponse
@@ -133,7 +132,7 @@ class ByteStream:
         stalled = isinstance(exc, (TimeoutError, ReadTimeoutError))
         if stalled and self._deadline is not None and time.monotonic() >= self._deadline - 0.01:
             return self._late()
-        mapped = _transport_error(exc, self._url, self._provider, None, self._timeout)
+        mapped = transport_error(exc, self._url, self._provider, None, self._timeout)
         if mapped is None:
             if stalled:
                 return Timeout(f"{self._provider or 'the server'}: the stream stalled (no data "
@@ -170,9 +169,8 @@ def open_stream(url: str, body: Mapping[str, Any], headers: Mapping[str, str], *
     read_timeout = current.timeout if timeout is None else timeout
     payload = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
     send = {"content-type": "application/json", "accept": "text/event-stream", **headers}
-    parts = urlsplit(url)
-    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     pool = pool_for(url)
+    path = request_target(pool, url)
     import urllib3
 
     try:
@@ -182,7 +180,7 @@ def open_stream(url: str, body: Mapping[str, Any], headers: Mapping[str, str], *
             timeout=urllib3.Timeout(connect=min(current.connect_timeout, read_timeout),
                                     read=read_timeout))
     except Exception as exc:
-        mapped = _transport_error(exc, url, provider, hint, read_timeout)
+        mapped = transport_error(exc, url, provider, hint, read_timeout)
         if mapped is None:
             raise
         raise mapped from exc

@@ -46,7 +46,7 @@ from limits.storage import RedisStorage
 from . import hooks, limits, slots, state
 from .config import settings
 from .errors import RateLimited, Timeout
-from .http import _retry_after
+from .http import retry_after_seconds
 from .ratelimit_headers import DIMENSIONS, parse
 
 __all__ = ["Answer", "Learned", "Ticket", "before_request", "clear", "learned"]
@@ -115,7 +115,7 @@ def _take(record: Record, costs: Callable[[set[str]], dict[str, float]], skip: s
 def _observe(record: Record, status: int, headers: Mapping[str, str], tickets: Mapping[str, float],
              now: float) -> None:
     """Lower the ceilings to what ``headers`` state; ``tickets``: the request's ticket numbers."""
-    retry_after = _retry_after(headers) if status == 429 else None
+    retry_after = retry_after_seconds(headers) if status == 429 else None
     for dim, reading in parse(headers, now=now).items():
         f = _FIELDS[dim]
         ceiling = tickets.get(dim, record.get(f.seq, 0.0)) + reading.remaining

@@ -93,7 +93,7 @@ def imported_before_patch() -> dict[str, str]:
 _HOLDS_SSL_CONTEXT = "holds the stdlib SSLContext (HTTPS calls fail with RecursionError)"
 
 
-def _fragile_imported() -> dict[str, str]:
+def fragile_imported() -> dict[str, str]:
     """Packages imported already that break once patched, each with what goes wrong."""
     late = {name: _FRAGILE[name] for name in _FRAGILE if name in sys.modules}
     ssl = sys.modules.get("ssl")
@@ -133,7 +133,7 @@ def patch() -> bool:
     with _lock:
         if is_patched():
             return False
-        late = _fragile_imported()
+        late = fragile_imported()
         _imported_before_patch.update(late)
         platform.uname().processor  # noqa: B018  # cached now, while a fork cannot interleave
         gevent.monkey.patch_all()

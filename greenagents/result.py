@@ -11,10 +11,11 @@ exception when you want one.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
-__all__ = ["Attempt", "Result", "ToolCall", "Usage"]
+__all__ = ["Attempt", "Result", "ToolCall", "Usage", "call_target", "target_name"]
 
 T = TypeVar("T")
 
@@ -139,3 +140,23 @@ class Result(Generic[T]):
         outcome = f"value={self.value!r}" if self.ok else f"error={self.error!r}"
         return (f"Result(index={self.index}, target={self.target!r}, {outcome}, "
                 f"attempts={self.attempts}, duration_s={self.duration_s:.3f}, model={self.model!r})")
+
+
+def target_name(fn: Callable[..., Any]) -> str:
+    """The qualified name a Result's ``target`` gives ``fn`` (``module.Class`` or ``module.function``).
+
+    >>> target_name(Result), target_name(len)
+    ('greenagents.result.Result', 'len')
+    """
+    name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or type(fn).__qualname__
+    module = getattr(fn, "__module__", None)
+    return f"{module}.{name}" if module and module != "builtins" else str(name)
+
+
+def call_target(call: Any) -> str:
+    """The target name of a call not run (timed out before it started): "" when it has none.
+
+    >>> call_target((divmod, (7, 2), {})), call_target("junk")
+    ('divmod', '')
+    """
+    return target_name(call[0]) if isinstance(call, tuple) and call else ""

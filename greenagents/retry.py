@@ -23,8 +23,8 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable, Sequence
-from contextvars import ContextVar
-from typing import Any, Literal, NamedTuple, TypeVar
+from dataclasses import KW_ONLY, dataclass
+from typing import Any, Generic, Literal, NamedTuple, TypeVar
 
 import tenacity
 from tenacity.retry import retry_base
@@ -33,10 +33,10 @@ from tenacity.wait import wait_base
 
 from . import hooks, slots
 from .config import check_seconds, settings
-from .errors import CircuitOpen, ConfigError, GreenAgentsError, QuotaExceeded, RateLimited
+from .errors import CircuitOpen, ConfigError, GreenAgentsError, QuotaExceeded, RateLimited, RetryAfterTooLong
 
-__all__ = ["Policy", "Retry", "RetryPolicy", "call_with_retries", "policy_for", "retryable",
-           "with_fallbacks"]
+__all__ = ["Attempts", "Policy", "Retry", "RetryPolicy", "call_with_retries", "policy_for",
+           "retryable", "with_fallbacks"]
 
 T = TypeVar("T")
 E = TypeVar("E")
@@ -64,23 +64,21 @@ class wait_retry_after(wait_base):  # tenacity's naming, so it reads like its pe
         return float(self.fallback(retry_state))
 
 
-# When the current call started (time.monotonic()); see call_with_retries.
-_started: ContextVar[float | None] = ContextVar("greenagents_call_started", default=None)
-
-
 class stop_before_deadline(stop_base):  # tenacity's naming, so it reads like its peers
     """``stop_before_delay`` on the call's own clock: stop when the next wait would end past
     ``seconds`` after the call began — its first attempt included, which may run before tenacity
-    does (see :func:`call_with_retries`). Used alone, it is tenacity's ``stop_before_delay``."""
+    does (see :class:`Attempts`). Used alone, it is tenacity's ``stop_before_delay``."""
 
     def __init__(self, seconds: float):
         self.seconds = seconds
 
     def __call__(self, retry_state: tenacity.RetryCallState) -> bool:
-        started = _started.get() or retry_state.start_time
+        call = Attempts.of(retry_state)
+        started = call.started if call is not None else retry_state.start_time
         return time.monotonic() - started + retry_state.upcoming_sleep >= self.seconds
 
 
+@dataclass(frozen=True, repr=False)
 class Retry:
     """A retry policy: up to ``max`` retries after the first attempt.
 
@@ -88,24 +86,33 @@ class Retry:
     ``"none"``, or any tenacity wait (``tenacity.wait_fixed(1) + tenacity.wait_random(0, 1)``);
     ``jitter`` adds up to ``base`` seconds at random so retries do not arrive in lockstep.
     ``deadline`` bounds the whole call, attempts and waits included. ``on`` adds exception types
-    (or a tenacity retry strategy) to retry besides our retryable errors.
+    (or a tenacity retry strategy) to retry besides our retryable errors. Frozen: equal policies
+    are one (they share one cached ``tenacity.Retrying``); derive another with
+    ``dataclasses.replace(policy, max=5)``.
 
     >>> Retry(max=0).retrying().stop.max_attempt_number
     1
+    >>> Retry(max=2) == Retry(2), len({Retry(max=2), Retry(2)})
+    (True, 1)
     """
 
-    def __init__(self, max: int = 3, *, backoff: Backoff = "exponential", base: float = 0.5,
-                 cap: float = 8.0, jitter: bool = True, deadline: float | None = None,
-                 on: tuple[type[BaseException], ...] | retry_base | None = None,
-                 retry_after_max: float | None = None):
-        if max < 0:
-            raise ValueError(f"Retry(max={max}): max is the number of retries, 0 or more")
-        if isinstance(backoff, str) and backoff not in ("exponential", "fixed", "none"):
-            raise ValueError(f"Retry(backoff={backoff!r}): use 'exponential', 'fixed', 'none' "
-                             "or a tenacity wait strategy")
-        self.max, self.backoff, self.base, self.cap = max, backoff, base, cap
-        self.jitter, self.deadline, self.on = jitter, check_seconds(deadline, "Retry.deadline"), on
-        self.retry_after_max = retry_after_max
+    max: int = 3
+    _: KW_ONLY
+    backoff: Backoff = "exponential"
+    base: float = 0.5
+    cap: float = 8.0
+    jitter: bool = True
+    deadline: float | None = None
+    on: tuple[type[BaseException], ...] | retry_base | None = None
+    retry_after_max: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.max < 0:
+            raise ValueError(f"Retry(max={self.max}): max is the number of retries, 0 or more")
+        if isinstance(self.backoff, str) and self.backoff not in ("exponential", "fixed", "none"):
+            raise ValueError(f"Retry(backoff={self.backoff!r}): use 'exponential', 'fixed', "
+                             "'none' or a tenacity wait strategy")
+        object.__setattr__(self, "deadline", check_seconds(self.deadline, "Retry.deadline"))
 
     def __repr__(self) -> str:
         return (f"Retry(max={self.max}, backoff={self.backoff!r}, base={self.base}, cap={self.cap}, "
@@ -149,16 +156,11 @@ def _backoff(seconds: float) -> None:
     with hooks.waiting("retry"):
         slots.sleep(seconds)
 
-# Who hears of the current call's backoffs. A context variable, so one cached Retrying serves
-# every concurrent call (each worker runs in its own context) — building a Retrying costs ~50 µs.
-_on_wait: ContextVar[Callable[[float], None] | None] = ContextVar("greenagents_on_wait",
-                                                                   default=None)
-
-
 def _report_wait(state: tenacity.RetryCallState) -> None:
-    listener = _on_wait.get()
-    if listener is not None:
-        listener(state.next_action.sleep if state.next_action else 0.0)
+    """Tell the call's ``on_wait`` (see :class:`Attempts`) of the backoff about to be slept."""
+    call = Attempts.of(state)
+    if call is not None and call.on_wait is not None:
+        call.on_wait(state.next_action.sleep if state.next_action else 0.0)
 
 
 class Policy(NamedTuple):
@@ -177,7 +179,7 @@ class Policy(NamedTuple):
 def policy_for(retries: RetryPolicy) -> Policy:
     """Turn an agent's ``retries`` (None, an int, a :class:`Retry`, a ``tenacity.Retrying``) into a
     :class:`Policy` whose sleeps are cooperative and release the slot. Cached per policy and
-    settings, so treat a ``Retry`` as immutable once an agent uses it."""
+    settings (a :class:`Retry` is frozen, so equal policies share one entry)."""
     if isinstance(retries, bool) or not isinstance(retries, (int, Retry, tenacity.Retrying,
                                                              type(None))):
         raise ConfigError(f"retries={retries!r}: use an int, ga.Retry(...) or a tenacity.Retrying")
@@ -213,46 +215,73 @@ def _refuse_long_waits(fn: Callable[[], T], retry_after_max: float) -> Callable[
             return fn()
         except RateLimited as exc:
             if exc.retry_after is not None and exc.retry_after > retry_after_max:
-                refused = RateLimited(
+                raise RetryAfterTooLong(
                     f"{exc} — the provider asked to wait {exc.retry_after:g}s, longer than "
                     f"retry_after_max={retry_after_max:g}s; raise it with "
                     "ga.configure(retry_after_max=...) or slow down (ga.rate_limit)",
-                    status=exc.status, provider=exc.provider, retry_after=exc.retry_after)
-                refused.retryable = False
-                raise refused from exc
+                    status=exc.status, provider=exc.provider, retry_after=exc.retry_after,
+                ) from exc
             raise
     return attempt
 
 
+class Attempts(Generic[T]):
+    """One call's attempts under a :class:`Policy`: the first outside tenacity, the rest in it.
+
+    Most calls succeed at once, so with our own policies (``tries_first``) the first attempt
+    runs straight away and tenacity takes over only after a failure, replaying it as its attempt
+    one: tenacity's loop costs ~35 µs and ~3 KB of greenlet stack on every call. The policy's
+    ``Retrying`` is built once and shared by every concurrent call (building one costs ~50 µs);
+    what is the call's own — when it started, for ``Retry(deadline=...)``, and who hears of its
+    backoffs — travels as the argument tenacity passes back to its strategies
+    (``retry_state.args[0]``, see :meth:`of`). tests/test_retry.py pins the tenacity behaviour
+    this relies on.
+
+    >>> Attempts(lambda: 42).run(policy_for(3))
+    42
+    """
+
+    __slots__ = ("failed", "fn", "on_wait", "started")
+
+    def __init__(self, fn: Callable[[], T], on_wait: Callable[[float], None] | None = None):
+        self.fn, self.on_wait = fn, on_wait
+        self.failed: Exception | None = None
+        self.started = 0.0
+
+    @staticmethod
+    def of(retry_state: tenacity.RetryCallState) -> Attempts[Any] | None:
+        """The call a tenacity strategy is deciding for, when it runs under :meth:`run`."""
+        args = retry_state.args
+        return args[0] if args and isinstance(args[0], Attempts) else None
+
+    def run(self, policy: Policy) -> T:
+        """The call's value; the last error raised as itself (never ``tenacity.RetryError``)."""
+        attempt = _refuse_long_waits(self.fn, policy.retry_after_max)
+        self.fn, self.started = attempt, time.monotonic()
+        if policy.tries_first:
+            try:
+                return attempt()
+            except Exception as exc:  # kills and the caller's timeouts (BaseException) pass through
+                self.failed = exc
+        return policy.retrying(Attempts._next, self)  # type: ignore[no-any-return]
+
+    def _next(self) -> T:
+        """An attempt for tenacity: the first one's error replayed, then the call again."""
+        if self.failed is not None:
+            failed, self.failed = self.failed, None
+            raise failed
+        return self.fn()
+
+
 def call_with_retries(fn: Callable[[], T], policy: Policy, *,
                       on_wait: Callable[[float], None] | None = None) -> T:
-    """Run ``fn`` under ``policy``; ``on_wait`` hears of each backoff before it is slept.
+    """Run ``fn`` under ``policy`` (see :class:`Attempts`); ``on_wait`` hears of each backoff
+    before it is slept. The last error is raised as itself.
 
-    Most calls succeed at once, so with our own policies the first attempt runs before tenacity
-    does and tenacity takes over only after a failure (replaying it as attempt one): its loop
-    cost ~35 µs and ~3 KB of greenlet stack on every call. The last error is raised as itself
-    (never wrapped in ``tenacity.RetryError``).
+    >>> call_with_retries(lambda: "ok", policy_for(0))
+    'ok'
     """
-    attempt = _refuse_long_waits(fn, policy.retry_after_max)
-    started = time.monotonic()
-    failed: list[Exception] = []
-    if policy.tries_first:
-        try:
-            return attempt()
-        except Exception as exc:  # kills and the caller's timeouts (BaseException) pass through
-            failed.append(exc)
-
-    def replay_then_attempt() -> T:
-        if failed:
-            raise failed.pop()
-        return attempt()
-
-    waits, start = _on_wait.set(on_wait), _started.set(started)
-    try:
-        return policy.retrying(replay_then_attempt)
-    finally:
-        _on_wait.reset(waits)
-        _started.reset(start)
+    return Attempts(fn, on_wait).run(policy)
 
 
 def with_fallbacks(chain: Sequence[tuple[str, E]], attempt: Callable[[str, E], T], policy: Policy,

@@ -95,7 +95,7 @@ _ADDED = {"input_index": "INTEGER", "cached": "INTEGER NOT NULL DEFAULT 0", "sav
 _COLUMNS = ("ts", "run_id", "agent", "model", "status", "attempts", "duration_s", "prompt_tokens",
             "completion_tokens", "cost_usd", "error_class", "error_message", "history", "inputs",
             "output", "input_index", "cached", "saved_usd", "budget_stopped")
-_INSERT = f"INSERT INTO calls ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
+INSERT_ROW = f"INSERT INTO calls ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
 _BATCH = 2000  # rows per transaction: big enough to amortise the commit, small enough to interleave
 _EXIT_FLUSH_S = 10.0
 
@@ -118,7 +118,7 @@ def database_path(url: str) -> str:
     return url
 
 
-def _connect(path: str) -> sqlite3.Connection:
+def connect(path: str) -> sqlite3.Connection:
     """Open (creating if need be) the log; usable from whichever pool thread runs a batch."""
     directory = os.path.dirname(path)
     if directory:
@@ -234,7 +234,7 @@ class _Writer:
             return
         try:
             if self.connection is None:
-                self.connection = _connect(self.path)
+                self.connection = connect(self.path)
         except (sqlite3.Error, OSError) as exc:
             self.failed = True  # warn once, not once per batch; the calls are unaffected
             warnings.warn(f"greenagents tracking: cannot write {self.path} ({exc}); calls are no "
@@ -243,12 +243,12 @@ class _Writer:
             return
         try:
             with self.connection:
-                self.connection.executemany(_INSERT, rows)
+                self.connection.executemany(INSERT_ROW, rows)
         except Exception:  # some row the database refused: keep the others
             for row in rows:
                 try:
                     with self.connection:
-                        self.connection.execute(_INSERT, row)
+                        self.connection.execute(INSERT_ROW, row)
                 except Exception as exc:
                     self._warn_once(f"a row of {row[2]!r} was refused ({exc})")
 

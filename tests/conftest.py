@@ -42,6 +42,22 @@ assert ga.available(), "tests expect a patched process"
 signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
+TRANSPORTS = ["urllib3", "geventhttpclient"]
+
+
+@pytest.fixture(params=TRANSPORTS)
+def http_transport(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch,
+                   ga_client: ga.Client) -> str:
+    """Run a test once per HTTP client (``settings().http_transport``), in this process and in
+    the subprocesses it starts; geventhttpclient is the ``fast`` extra (CI installs it)."""
+    name: str = request.param
+    if name == "geventhttpclient":
+        pytest.importorskip("geventhttpclient")
+    monkeypatch.setenv("GREENAGENTS_HTTP_TRANSPORT", name)
+    ga_client.reset()  # settings read again from the environment, pools closed
+    return name
+
+
 @pytest.fixture
 def redis_url() -> Iterator[str]:
     """A private redis-server for one test (cache, budget and breaker stores)."""

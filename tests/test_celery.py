@@ -14,6 +14,7 @@ import resource
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -84,10 +85,12 @@ def assert_one_each(results: list[ga.Result[Any]], n: int) -> None:
     assert [r.index for r in results] == list(range(n))
 
 
-def test_thousand_calls_across_two_workers_all_accounted(workers, sim_process):
+# chunk_size=1: one call per message; None: chunks sized to the batch and the workers' -c.
+@pytest.mark.parametrize("chunk_size", [1, None])
+def test_thousand_calls_across_two_workers_all_accounted(workers, sim_process, chunk_size):
     sim = sim_process(latency=0.2)
     workers.start(2, OPENAI_BASE_URL=sim.base_url)
-    results = ga_celery.batch(workers.app, calls(1000))
+    results = ga_celery.batch(workers.app, calls(1000), chunk_size=chunk_size)
     assert_one_each(results, 1000)
     assert all(r.ok for r in results), [r for r in results if not r.ok][:3]
     first = results[0]
@@ -149,49 +152,58 @@ def test_an_agent_registered_as_a_task_of_its_own_works_in_canvases(workers, sim
     assert sim.stats()["requests"] == 6
 
 
-def test_same_batch_id_answers_from_the_store(workers, sim_process):
+@pytest.mark.parametrize(("first_chunk", "again_chunk"), [(1, 1), (7, 1), (1, None)])
+def test_same_batch_id_answers_from_the_store(workers, sim_process, first_chunk, again_chunk):
+    """Results are stored per call, so a run chunked differently still finds them."""
     sim = sim_process(latency=0.05)
     workers.start(1, OPENAI_BASE_URL=sim.base_url)
-    first = ga_celery.batch(workers.app, calls(50), batch_id="nightly-42")
-    again = ga_celery.batch(workers.app, calls(50), batch_id="nightly-42")
+    first = ga_celery.batch(workers.app, calls(50), batch_id="nightly-42", chunk_size=first_chunk)
+    again = ga_celery.batch(workers.app, calls(50), batch_id="nightly-42", chunk_size=again_chunk)
     assert_one_each(again, 50)
     assert [r.value for r in again] == [r.value for r in first]
     assert sim.stats()["requests"] == 50  # the second run computed nothing
 
 
-def test_same_batch_id_after_a_deadline_finishes_what_was_revoked(workers, sim_process):
+@pytest.mark.parametrize("chunk_size", [1, 2])
+def test_same_batch_id_after_a_deadline_finishes_what_was_revoked(workers, sim_process,
+                                                                   chunk_size):
     sim = sim_process(latency=0.5)
     workers.start(1, OPENAI_BASE_URL=sim.base_url, concurrency=5)
-    first = ga_celery.batch(workers.app, calls(30), batch_id="nightly-43", deadline=1.2)
+    first = ga_celery.batch(workers.app, calls(30), batch_id="nightly-43", deadline=1.2,
+                            chunk_size=chunk_size)
     done = {r.index for r in first if r.ok}
     assert 0 < len(done) < 30  # the deadline cancelled (revoked) the rest
-    again = ga_celery.batch(workers.app, calls(30), batch_id="nightly-43", deadline=60)
+    again = ga_celery.batch(workers.app, calls(30), batch_id="nightly-43", deadline=60,
+                            chunk_size=chunk_size)
     assert_one_each(again, 30)
     assert all(r.ok for r in again), [r.error for r in again if not r.ok][:3]
     # Finished calls came from the store; the others ran once more at most (those running when
     # the deadline passed may have finished unseen, or run again).
-    assert sim.stats()["requests"] <= 30 + 5
+    assert sim.stats()["requests"] <= 30 + 5 * chunk_size  # -c 5 messages were running
 
 
 @pytest.mark.visibility_timeout(3)
-def test_worker_sigkilled_mid_batch_loses_nothing(workers, sim_process):
+@pytest.mark.parametrize("chunk_size", [1, 4])
+def test_worker_sigkilled_mid_batch_loses_nothing(workers, sim_process, chunk_size):
     sim = sim_process(latency=0.5)
     victim, _survivor = workers.start(2, concurrency=50, OPENAI_BASE_URL=sim.base_url)
     n, seen = 400, []
-    for result in ga_celery.stream(workers.app, calls(n), deadline=60):
+    for result in ga_celery.stream(workers.app, calls(n), deadline=60, chunk_size=chunk_size):
         seen.append(result)
         if len(seen) == 50:  # both workers have calls in flight now
             workers.kill(victim)
             workers.start(1, concurrency=50, OPENAI_BASE_URL=sim.base_url)  # as an operator would
     assert sorted(r.index for r in seen) == list(range(n))  # exactly one Result per input
     assert all(r.ok for r in seen), [r for r in seen if not r.ok][:3]
-    # Only the victim's unfinished calls (at most its 50 reserved ones) were asked again.
-    assert n <= sim.stats()["requests"] <= n + 50
+    # Only the victim's unfinished calls (at most those of its 50 reserved messages) were asked
+    # again: a redelivered chunk skips its calls whose Results were stored.
+    assert n <= sim.stats()["requests"] <= n + 50 * chunk_size
 
 
 @pytest.mark.visibility_timeout(2)
+@pytest.mark.parametrize("chunk_size", [1, 5])
 def test_call_taken_by_a_worker_that_died_before_recording_it_is_sent_again(
-        workers, sim_process, redis_url, caplog):
+        workers, sim_process, redis_url, caplog, chunk_size):
     """The loss the kill test hits in about 1 run in 4, made certain.
 
     Redis's ``BRPOP`` hands a message to a worker and forgets it before the worker records it as
@@ -200,11 +212,12 @@ def test_call_taken_by_a_worker_that_died_before_recording_it_is_sent_again(
     """
     sim = sim_process(latency=0.1)
     broker = redis.Redis.from_url(redis_url)
-    running = gevent.spawn(ga_celery.batch, workers.app, calls(20), deadline=60)
-    while broker.llen("celery") < 20 and not running.dead:
+    running = gevent.spawn(ga_celery.batch, workers.app, calls(20), deadline=60,
+                           chunk_size=chunk_size)
+    while broker.llen("celery") < 20 // chunk_size and not running.dead:
         gevent.sleep(0.01)
-    dropped = json.loads(broker.rpop("celery"))  # the first call sent: the queue is FIFO
-    assert dropped["headers"]["id"].split(":")[1] == "0"  # "<batch_id>:<index>:<run>"
+    dropped = json.loads(broker.rpop("celery"))  # the first message sent: the queue is FIFO
+    assert dropped["headers"]["id"].split(":")[1] == "0"  # "<batch_id>:<first index>:<run>"
     workers.start(1, concurrency=5, OPENAI_BASE_URL=sim.base_url)
     with caplog.at_level("WARNING", logger="greenagents.celery"):
         results = running.get(timeout=90)
@@ -240,6 +253,7 @@ def test_results_flow_while_a_long_batch_is_still_being_sent(workers):
         nonlocal produced
         for i in range(2000):
             produced += 1
+            time.sleep(0.002)  # a source that takes a while (a file, a query): ~4 s to read whole
             yield (divmod, (i, 7), {})
 
     results = []
@@ -276,7 +290,8 @@ def test_rpm_budget_is_shared_by_all_workers(workers, sim_process):
     # Both workers took calls: the budget held because it was shared, not because one sat idle.
     by_worker = workers.app.control.inspect(timeout=2).stats() or {}
     assert len(by_worker) == 2, by_worker
-    assert all(w["total"].get(ga_celery.TASK_NAME, 0) > 0 for w in by_worker.values()), by_worker
+    assert all(w["total"].get(ga_celery.CHUNK_TASK_NAME, 0) > 0
+               for w in by_worker.values()), by_worker
 
 
 def test_cli_run_sends_the_batch_through_celery(workers, sim_process, tmp_path):

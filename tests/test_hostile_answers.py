@@ -43,6 +43,7 @@ def _encodings() -> list[str]:
     return ["gzip", "deflate"] + (["zstd"] if getattr(urllib3.response, "HAS_ZSTD", False) else [])
 
 
+@pytest.mark.usefixtures("http_transport")
 @pytest.mark.parametrize("encoding", _encodings())
 def test_compression_bomb_stops_at_the_cap(hostile: str, encoding: str) -> None:
     ga.configure(max_response_bytes=1 << 20)
@@ -51,12 +52,14 @@ def test_compression_bomb_stops_at_the_cap(hostile: str, encoding: str) -> None:
     assert not info.value.retryable
 
 
+@pytest.mark.usefixtures("http_transport")
 @pytest.mark.parametrize("path", ["big", "endless"])
 def test_huge_and_endless_bodies_stop_at_the_cap(hostile: str, path: str) -> None:
     with pytest.raises(ResponseTooLarge, match="GREENAGENTS_MAX_RESPONSE_BYTES"):
         http.post_json(f"{hostile}/{path}", {}, {}, timeout=30)
 
 
+@pytest.mark.usefixtures("http_transport")
 def test_a_too_large_answer_is_one_attempt_not_retried(hostile: str) -> None:
     class Big(ga.Agent):
         base_url = f"{hostile}/big"
@@ -71,6 +74,7 @@ def test_the_cap_is_a_setting_from_the_environment(monkeypatch: pytest.MonkeyPat
     assert ga.Client().settings.max_response_bytes == 2048  # a fresh client reads it
 
 
+@pytest.mark.usefixtures("http_transport")
 @pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads Linux's VmHWM")
 def test_four_hostile_answers_at_once_stay_under_200_mb(hostile: str) -> None:
     """Before the cap: +2 GB for four gzip bombs, +480 MB for four 80 MB answers."""
@@ -105,6 +109,7 @@ def test_four_hostile_answers_at_once_stay_under_200_mb(hostile: str) -> None:
 
 # -- time: the timeout bounds the whole attempt --------------------------------------------------
 
+@pytest.mark.usefixtures("http_transport")
 @pytest.mark.parametrize("path", ["drip", "drip-headers"])
 def test_a_dripped_answer_ends_at_the_timeout(hostile: str, path: str) -> None:
     """Before: a byte every 0.2 s never tripped the read timeout (40 s+ with timeout=5)."""
@@ -114,6 +119,7 @@ def test_a_dripped_answer_ends_at_the_timeout(hostile: str, path: str) -> None:
     assert time.monotonic() - start < 10  # structure, not timing: "forever" became "about 1 s"
 
 
+@pytest.mark.usefixtures("http_transport")
 @pytest.mark.parametrize("path", ["drip", "drip-headers"])
 def test_a_dripped_answer_ends_unpatched_too(hostile: str, path: str) -> None:
     """The thread fallback: a watchdog cuts dripping headers, a deadline check between reads

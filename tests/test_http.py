@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
+import gzip
 import json
 import socket
 import struct
@@ -32,6 +34,8 @@ from greenagents.errors import (
 
 SECRET = "sk-live-abcdef123456"
 
+pytestmark = pytest.mark.usefixtures("http_transport")  # every test over urllib3 and geventhttpclient
+
 
 class _Handler(BaseHTTPRequestHandler):
     """Behaviour by path: /status/<code>?header=value, /hang, /reset, /truncate, /reply, else echo."""
@@ -58,6 +62,17 @@ class _Handler(BaseHTTPRequestHandler):
         elif parts.path == "/reset":  # SO_LINGER 0: close() sends RST
             self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             self.close_connection = True
+        elif parts.path == "/gzip":  # the echo, compressed
+            self._send(200, {"Content-Encoding": "gzip"}, gzip.compress(body))
+        elif parts.path == "/chunked":  # the echo in two chunks, no Content-Length
+            self.send_response(200)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            half = len(body) // 2
+            for piece in (body[:half], body[half:], b""):
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+        elif parts.path == "/user-agent":
+            self._send(200, {}, json.dumps(self.headers.get("user-agent")).encode())
         elif parts.path == "/truncate":
             self.send_response(200)
             self.send_header("Content-Length", "100")
@@ -94,13 +109,34 @@ class LocalServer(ThreadingHTTPServer):
 
 @pytest.fixture
 def server() -> Iterator[LocalServer]:
-    srv = LocalServer()
+    yield from _serving(LocalServer())
+
+
+def _serving(srv: LocalServer) -> Iterator[LocalServer]:
     thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     yield srv
     http.close_pools()
     srv.shutdown()
     srv.server_close()
+
+
+@pytest.fixture
+def tls_server(tmp_path: Any) -> Iterator[tuple[LocalServer, str]]:
+    """The same server over TLS, its certificate for 127.0.0.1 signed by a test CA (trustme);
+    yields the server (``url`` is https) and the CA's PEM file."""
+    trustme = pytest.importorskip("trustme")
+    import ssl
+
+    authority = trustme.CA()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    authority.issue_cert("127.0.0.1").configure_cert(context)
+    srv = LocalServer()
+    srv.socket = context.wrap_socket(srv.socket, server_side=True)
+    srv.url = srv.url.replace("http://", "https://")
+    ca = tmp_path / "ca.pem"
+    authority.cert_pem.write_to_path(str(ca))
+    yield from ((srv, str(ca)) for srv in _serving(srv))
 
 
 def _free_port() -> int:
@@ -133,6 +169,105 @@ def test_2xx_does_not_raise_and_headers_are_case_insensitive(server: LocalServer
     http.raise_for_status(response, provider="openai")
     assert json.loads(response.data) == {"a": [1, "é"]}
     assert response.headers["CONTENT-TYPE"] == response.headers.get("content-type")
+
+
+@pytest.mark.parametrize("path", ["/gzip", "/chunked"])
+def test_gzip_and_chunked_answers_are_decoded(server: LocalServer, path: str) -> None:
+    body = {"text": "é" * 3000, "n": list(range(200))}
+    assert json.loads(http.post_json(server.url + path, body, {}).data) == body
+
+
+def test_the_chosen_client_sends_the_request(server: LocalServer, http_transport: str) -> None:
+    agent = json.loads(http.post_json(f"{server.url}/user-agent", {}, {}).data)
+    assert ("gevent-http-client" if http_transport == "geventhttpclient" else "urllib3") in agent
+
+
+def test_tls_with_a_trusted_certificate(tls_server: tuple[LocalServer, str],
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The system trust store, read when a connection is made: SSL_CERT_FILE names our test CA."""
+    srv, ca = tls_server
+    monkeypatch.setenv("SSL_CERT_FILE", ca)
+    response = http.post_json(f"{srv.url}/echo", {"over": "tls"}, {})
+    assert json.loads(response.data) == {"over": "tls"}
+
+
+def test_tls_with_an_unknown_certificate_is_refused(tls_server: tuple[LocalServer, str]) -> None:
+    srv, _ = tls_server
+    with pytest.raises(ConnectionFailed, match=r"TLS handshake with https://127\.0\.0\.1:\d+ failed"):
+        http.post_json(f"{srv.url}/echo", {}, {}, provider="openai")
+
+
+# -- proxies from the environment ----------------------------------------------------------------
+
+@pytest.fixture
+def proxy_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """No proxy variable from the developer's shell; each test sets its own."""
+    for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+    return monkeypatch
+
+
+def test_http_proxy_from_the_environment(server: LocalServer, proxy_env: pytest.MonkeyPatch) -> None:
+    """The local server plays the proxy: it gets the absolute URI of a host that does not exist."""
+    proxy_env.setenv("HTTP_PROXY", server.url)
+    response = http.post_json("http://api.proxied.invalid/v1/echo", {"via": "proxy"}, {})
+    assert json.loads(response.data) == {"via": "proxy"}
+    target = urlsplit(server.requests[-1][0])  # geventhttpclient also names port 80
+    assert (target.hostname, target.port or 80, target.path) == ("api.proxied.invalid", 80, "/v1/echo")
+
+
+def test_no_proxy_is_honoured(server: LocalServer, proxy_env: pytest.MonkeyPatch) -> None:
+    proxy_env.setenv("HTTP_PROXY", f"http://127.0.0.1:{_free_port()}")  # used, it would refuse
+    proxy_env.setenv("NO_PROXY", "localhost,127.0.0.1")
+    assert http.post_json(f"{server.url}/echo", {}, {}).status == 200
+
+
+def _tunnel_proxy(seen: list[str]) -> socket.socket:
+    """A CONNECT proxy on 127.0.0.1: records each CONNECT line, then relays bytes both ways."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def relay(source: socket.socket, target: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                target.sendall(data)
+        with contextlib.suppress(OSError):
+            target.shutdown(socket.SHUT_WR)
+
+    def serve() -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += client.recv(4096)
+            line = head.split(b"\r\n", 1)[0].decode()
+            seen.append(line)
+            host, port = line.split()[1].rsplit(":", 1)
+            upstream = socket.create_connection((host, int(port)))
+            client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            for pair in ((client, upstream), (upstream, client)):
+                threading.Thread(target=relay, args=pair, daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    return listener
+
+
+def test_https_proxy_tunnels_with_connect(tls_server: tuple[LocalServer, str],
+                                          proxy_env: pytest.MonkeyPatch) -> None:
+    srv, ca = tls_server
+    seen: list[str] = []
+    listener = _tunnel_proxy(seen)
+    proxy_env.setenv("SSL_CERT_FILE", ca)
+    proxy_env.setenv("HTTPS_PROXY", f"http://127.0.0.1:{listener.getsockname()[1]}")
+    try:
+        response = http.post_json(f"{srv.url}/echo", {"via": "tunnel"}, {})
+    finally:
+        listener.close()
+    assert json.loads(response.data) == {"via": "tunnel"}
+    assert seen and seen[0].startswith(f"CONNECT 127.0.0.1:{srv.server_address[1]} ")
 
 
 def test_auth_error_names_the_variable() -> None:
@@ -180,9 +315,11 @@ def test_reset_is_connection_failed(server: LocalServer) -> None:
         http.post_json(f"{server.url}/reset", {}, {})
 
 
-def test_truncated_body_is_connection_failed(server: LocalServer) -> None:
-    """Fewer bytes than Content-Length: the transport reports it (urllib3 IncompleteRead)."""
-    with pytest.raises(ConnectionFailed, match="IncompleteRead"):
+def test_truncated_body_is_connection_failed(server: LocalServer, http_transport: str) -> None:
+    """Fewer bytes than Content-Length: the transport reports it (urllib3's IncompleteRead,
+    geventhttpclient's "Incomplete response")."""
+    cause = "IncompleteRead" if http_transport == "urllib3" else "Incomplete response"
+    with pytest.raises(ConnectionFailed, match=f"broke mid-request .*{cause}"):
         http.post_json(f"{server.url}/truncate", {}, {})
 
 
@@ -217,6 +354,18 @@ def test_one_pool_per_origin_sized_to_load(server: LocalServer) -> None:
     assert bigger.pool.maxsize == http.MIN_AUTO_POOL_SIZE + 1
     config.configure(http_pool_size=8)
     assert http.pool_for(server.url) is bigger  # never shrunk under running calls
+
+
+def test_gevent_pool_is_sized_to_load_and_grows(http_transport: str) -> None:
+    if http_transport != "geventhttpclient":
+        pytest.skip("geventhttpclient's pool; urllib3's is checked above")
+    from greenagents import transport
+
+    key = ("http", "127.0.0.1", _free_port())
+    pool = transport.gevent_pool(key, http.MIN_AUTO_POOL_SIZE, 10.0)
+    assert transport.gevent_pool(key, 8, 10.0) is pool  # never shrunk under running calls
+    bigger = transport.gevent_pool(key, http.MIN_AUTO_POOL_SIZE + 1, 10.0)
+    assert bigger is not pool and bigger.size == http.MIN_AUTO_POOL_SIZE + 1
 
 
 _WIDE = """
@@ -272,6 +421,51 @@ def test_no_pool_full_warning_at_1000_concurrent() -> None:
     assert second["connections"] == first["connections"], "second wave opened new connections"
 
 
-def test_small_pool_does_warn() -> None:
+def test_small_pool_does_warn(http_transport: str) -> None:
     """The control: the measurement above does see discards when the pool is too small."""
+    if http_transport != "urllib3":
+        pytest.skip("urllib3's warning; geventhttpclient's pool never discards (it waits)")
     assert _run_wide(100, pool_size=10)["pool_full_warnings"] > 0
+
+
+# -- choosing the client, and the JSON codec ------------------------------------------------------
+
+def test_forcing_a_missing_geventhttpclient_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    from greenagents import transport
+    from greenagents.errors import ConfigError
+
+    monkeypatch.setattr(transport, "_installed", lambda: False)  # as if not installed
+    config.configure(http_transport="geventhttpclient")
+    with pytest.raises(ConfigError, match=r"greenagents\[fast\]"):
+        http.post_json("http://127.0.0.1:9/v1", {}, {})
+    config.configure(http_transport="auto")
+    assert not transport.use_geventhttpclient()  # auto: urllib3 then
+
+
+def test_an_unknown_client_is_refused() -> None:
+    from greenagents.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="http_transport"):
+        config.configure(http_transport="httpx")
+
+
+@pytest.mark.parametrize("value", [
+    {"text": "é\u2028", "n": [1, 2.5, None, True]},
+    {"lone": "\ud83d"},            # a lone surrogate: before, post_json raised UnicodeEncodeError
+    {"big": 2**70},                # past 64 bits: orjson refuses it
+    {1: "int key"},                # orjson wants str keys; json turns it into "1"
+])
+def test_json_codec_falls_back_to_the_standard_library(value: dict[Any, Any]) -> None:
+    from greenagents import transport
+
+    expected = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    assert transport.loads(transport.dumps(value)) == json.loads(expected)
+
+
+def test_json_codec_reads_what_only_the_standard_library_reads() -> None:
+    from greenagents import transport
+
+    assert transport.loads(b'{"lone": "\\ud83d", "big": 1180591620717411303424}') == {
+        "lone": "\ud83d", "big": 2**70}
+    with pytest.raises(ValueError):
+        transport.loads(b"<html>not json</html>")

@@ -317,6 +317,7 @@ def test_repr_never_shows_the_key(env: pytest.MonkeyPatch) -> None:
 
 # -- complete() over HTTP ----------------------------------------------------------------------
 
+@pytest.mark.usefixtures("http_transport")
 def test_complete_openai_round_trip(server: LocalServer, env: pytest.MonkeyPatch) -> None:
     env.setenv("OPENAI_API_KEY", SECRET)
     server.reply = (200, {}, json.dumps(OPENAI_OK).encode())
@@ -330,6 +331,7 @@ def test_complete_openai_round_trip(server: LocalServer, env: pytest.MonkeyPatch
     assert json.loads(body)["response_format"]["json_schema"]["name"] == "Sentiment"
 
 
+@pytest.mark.usefixtures("http_transport")
 def test_complete_anthropic_round_trip(server: LocalServer, env: pytest.MonkeyPatch) -> None:
     env.setenv("ANTHROPIC_BASE_URL", server.url)
     server.reply = (200, {}, json.dumps(ANTHROPIC_TOOL).encode())
@@ -342,6 +344,7 @@ def test_complete_anthropic_round_trip(server: LocalServer, env: pytest.MonkeyPa
     assert headers["anthropic-version"] == "2023-06-01" and json.loads(body)["max_tokens"] == 64
 
 
+@pytest.mark.usefixtures("http_transport")
 def test_complete_errors_never_contain_the_key(server: LocalServer,
                                                env: pytest.MonkeyPatch) -> None:
     env.setenv("OPENAI_API_KEY", SECRET)

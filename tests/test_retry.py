@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import time
 
@@ -11,6 +12,7 @@ import tenacity
 
 import greenagents as ga
 from greenagents import errors
+from greenagents.retry import Attempts, policy_for
 from greenagents.testing import Simulator
 
 from .agents import SentimentAgent, SummaryAgent, at
@@ -40,7 +42,9 @@ def test_retry_after_beyond_the_cap_fails_clearly(sim: Simulator) -> None:
     ga.configure(retry_after_max=2)
     result = at(SentimentAgent, sim.base_url).call(text="x")
     assert isinstance(result.error, errors.RateLimited) and result.attempts == 1
+    assert isinstance(result.error, errors.RetryAfterTooLong) and not result.error.retryable
     assert "retry_after_max=2s" in str(result.error)
+    assert errors.RateLimited.retryable  # the refusal is its own type: no instance was changed
 
 
 @pytest.mark.sim(faults={"server_error": 1.0})
@@ -158,6 +162,7 @@ def test_rate_limit_rejects_nonsense() -> None:
         ga.rate_limit("openai")
 
 
+@pytest.mark.usefixtures("http_transport")
 @pytest.mark.parametrize(("fault", "before"), [("overloaded", ["ServerError"] * 4),
                                                ("quota", ["QuotaExceeded"])])  # out of credit
 def test_fallback_answers_when_the_primary_cannot(sim_factory: object, fault: str,
@@ -181,6 +186,7 @@ def test_no_fallback_for_a_bad_request(sim: Simulator, monkeypatch: pytest.Monke
     assert isinstance(result.error, errors.AuthError) and result.attempts == 1
 
 
+@pytest.mark.usefixtures("http_transport")
 @pytest.mark.sim(faults={"server_error": 1.0})
 def test_deadline_bounds_the_whole_call(sim: Simulator) -> None:
     policy = ga.Retry(max=50, backoff="fixed", base=0.3, jitter=False, deadline=1.0)
@@ -190,6 +196,7 @@ def test_deadline_bounds_the_whole_call(sim: Simulator) -> None:
     assert 2 <= result.attempts < 10
 
 
+@pytest.mark.usefixtures("http_transport")
 @pytest.mark.sim(latency=0.05, latency_p99=0.3, fault_attempts=None, retry_after=0.5, faults={
     "rate_limit": 0.10, "server_error": 0.05, "reset": 0.02, "hang": 0.01, "malformed": 0.02,
     "schema_invalid": 0.05})
@@ -215,6 +222,7 @@ def _alive_greenlets() -> list[gevent.Greenlet]:
             if isinstance(g, gevent.Greenlet) and not g.dead and g.parent is ours]
 
 
+@pytest.mark.usefixtures("http_transport")
 @pytest.mark.sim(faults={"hang": 1.0})
 def test_deadline_counts_the_first_attempt(sim: Simulator) -> None:
     # The first attempt runs before tenacity does; the deadline still counts it.
@@ -236,3 +244,85 @@ def test_retry_alone_is_a_tenacity_policy() -> None:
 
     retrying = ga.Retry(max=5, backoff="none", deadline=10).retrying()
     assert retrying(flaky) == "ok" and calls == 3
+
+
+def test_retry_is_frozen_and_equal_policies_share_one_tenacity_retrying() -> None:
+    policy = ga.Retry(max=2, base=0.1)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        policy.max = 5  # type: ignore[misc]
+    assert policy_for(ga.Retry(max=2, base=0.1)) is policy_for(policy)  # one cache entry
+    assert dataclasses.replace(policy, max=5).max == 5
+    with pytest.raises(ValueError, match="max is the number of retries"):
+        ga.Retry(max=-1)
+    with pytest.raises(ga.errors.ConfigError, match=r"Retry\.deadline"):
+        ga.Retry(deadline=0)
+
+
+# What the retry fast path (greenagents.retry.Attempts) relies on in tenacity. If tenacity
+# changes any of it, these fail here rather than as odd retries in production.
+
+def test_tenacity_treats_an_error_raised_at_attempt_one_as_a_failed_first_attempt() -> None:
+    seen: list[tuple[int, object]] = []
+    retrying = tenacity.Retrying(stop=tenacity.stop_after_attempt(3), wait=tenacity.wait_none(),
+                                 retry=tenacity.retry_if_exception_type(ValueError),
+                                 before_sleep=lambda s: seen.append((s.attempt_number, s.args)),
+                                 sleep=lambda _: None, reraise=True)
+    replayed = [ValueError("first, replayed")]
+
+    def attempt(token: object) -> str:
+        if replayed:
+            raise replayed.pop()
+        return "second"
+
+    token = object()
+    assert retrying(attempt, token) == "second"
+    # The replayed error counted as attempt 1; the strategies saw the call's own argument.
+    assert seen == [(1, (token,))]
+    replayed.extend([ValueError("third"), ValueError("second"), ValueError("first")])  # popped
+    with pytest.raises(ValueError, match=r"^third$"):  # reraise: the last error, not RetryError
+        retrying(attempt, token)
+
+
+def test_tenacity_keeps_one_shared_retrying_apart_for_concurrent_calls() -> None:
+    """One cached Retrying serves every concurrent call: per-call state must not mix."""
+    retrying = tenacity.Retrying(stop=tenacity.stop_after_attempt(4), wait=tenacity.wait_fixed(0.01),
+                                 retry=tenacity.retry_if_exception_type(ValueError),
+                                 before_sleep=lambda s: s.args[0].append(s.attempt_number),
+                                 sleep=gevent.sleep, reraise=True)
+
+    def call(fails: int) -> list[int]:
+        waits: list[int] = []
+        left = [fails]
+
+        def attempt(_: list[int]) -> None:
+            if left[0]:
+                left[0] -= 1
+                raise ValueError("again")
+
+        retrying(attempt, waits)
+        return waits
+
+    calls = [gevent.spawn(call, i % 4) for i in range(40)]
+    gevent.joinall(calls, raise_error=True)
+    assert [c.value for c in calls] == [list(range(1, i % 4 + 1)) for i in range(40)]
+
+
+def test_the_fast_path_replays_its_first_failure_into_tenacity() -> None:
+    attempts, waits = [], []
+
+    def flaky() -> str:
+        attempts.append(time.monotonic())
+        if len(attempts) < 3:
+            raise errors.ServerError("boom", status=500)
+        return "ok"
+
+    policy = policy_for(ga.Retry(max=5, backoff="fixed", base=0.01, jitter=False))
+    assert policy.tries_first
+    assert Attempts(flaky, waits.append).run(policy) == "ok"
+    assert len(attempts) == 3 and waits == [0.01, 0.01]  # two backoffs, each heard once
+
+    def down() -> str:
+        raise errors.ServerError("down", status=503)
+
+    with pytest.raises(errors.ServerError, match="down"):  # the error itself, one attempt only
+        Attempts(down).run(policy_for(ga.Retry(max=0)))

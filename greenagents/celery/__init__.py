@@ -31,8 +31,8 @@ for the loss Redis cannot see by itself.
 from __future__ import annotations
 
 from greenagents.celery.dispatch import batch, stream
-from greenagents.celery.task import TASK_NAME, app_for, install, reference, register
+from greenagents.celery.task import CHUNK_TASK_NAME, TASK_NAME, app_for, install, reference, register
 from greenagents.celery.wire import from_json, to_json
 
-__all__ = ["TASK_NAME", "app_for", "batch", "from_json", "install", "reference", "register",
-           "stream", "to_json"]
+__all__ = ["CHUNK_TASK_NAME", "TASK_NAME", "app_for", "batch", "from_json", "install", "reference",
+           "register", "stream", "to_json"]

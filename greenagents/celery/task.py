@@ -1,29 +1,34 @@
-"""The one Celery task greenagents needs, ``greenagents.call``, and an app configured for it.
+"""The Celery tasks greenagents needs, ``greenagents.call_many`` and ``greenagents.call``, and an
+app configured for them.
 
-The task takes a target by reference (``"module:Name"``, importable by the worker), its
-arguments and the call's index, runs it exactly like :func:`greenagents.batch` would, and returns
-the :mod:`~greenagents.celery.wire` form of its Result. Agents need no per-class registration::
+``greenagents.call_many`` takes a chunk of calls, each a target by reference (``"module:Name"``,
+importable by the worker), its arguments, its index and its key; runs them at once, each exactly
+like :func:`greenagents.batch` would (a :class:`~greenagents.run.Run`); and stores each call's
+Result, in its :mod:`~greenagents.celery.wire` form, under the call's key. ``greenagents.call``
+runs one call (:func:`~greenagents.calls.run_call`) and returns that form: what tasks made by
+:func:`register` do. Agents need no per-class registration::
 
     from greenagents.celery import app_for
     app = app_for("redis://127.0.0.1:6379/0")   # broker, result backend, reliability settings
 
 Reliability, and why each setting:
 
-* ``acks_late`` — a message is acknowledged only after its call finished and its Result is
+* ``acks_late`` — a message is acknowledged only after its calls finished and their Results are
   stored; a worker killed mid-call (even SIGKILL) leaves it unacknowledged, and Redis hands it to
   another worker once ``visibility_timeout`` has passed.
 * ``reject_on_worker_lost`` — the same for a prefork child that dies (the gevent pool has none:
   there the whole worker dies, and the point above applies).
 * ``worker_prefetch_multiplier=1`` — a worker reserves only as many messages as it runs (``-c``),
-  so the rest wait in Redis for any worker, and a crash puts back at most ``-c`` calls.
-* ``track_started`` — a worker stores STARTED when it begins a call, which tells the dispatcher
-  the call left the queue safely; one the queue handed out but no worker started was lost with
-  its worker, and the dispatcher sends it again (see :mod:`greenagents.celery.dispatch`).
-* **idempotency** — each call has a key, ``"<batch_id>:<index>"``; its task id adds the run
-  (``"<batch_id>:<index>:<run>"``), so a later run of the same batch is not refused by workers
-  that remember the ids an earlier run revoked. Before computing, the task looks for a Result
-  already stored under the key: a redelivered call that had finished (the worker died between
-  storing and acknowledging), or one a previous run finished, is answered from the store.
+  so the rest wait in Redis for any worker, and a crash puts back at most ``-c`` messages.
+* ``track_started`` — a worker stores STARTED when it begins a message, which tells the
+  dispatcher it left the queue safely; one the queue handed out but no worker started was lost
+  with its worker, and the dispatcher sends it again (see :mod:`greenagents.celery.dispatch`).
+* **idempotency** — each call has a key, ``"<batch_id>:<index>"``; a message's task id is its
+  first call's key plus the run (``"<batch_id>:<index>:<run>"``), so a later run of the same
+  batch is not refused by workers that remember the ids an earlier run revoked. Before
+  computing, the task looks for the Results already stored under its calls' keys: a call of a
+  redelivered chunk that had finished (the worker died between storing and acknowledging), or
+  one a previous run finished, is answered from the store and not run again.
 """
 
 from __future__ import annotations
@@ -33,24 +38,30 @@ import importlib
 import os
 import select
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
 import celery
-from celery import states
 from celery.result import AsyncResult
 from kombu.utils import eventio
 
 import greenagents as ga
 from greenagents import errors
-from greenagents.celery import tracing, wire
-from greenagents.runtime import target_name
+from greenagents.calls import run_call
+from greenagents.celery import sweeper, tracing, wire
+from greenagents.celery.store import ResultStore
+from greenagents.result import target_name
+from greenagents.run import Run
 
-__all__ = ["TASK_NAME", "app_for", "install", "reference", "register"]
+__all__ = ["CHUNK_TASK_NAME", "TASK_NAME", "app_for", "install", "load_target", "reference",
+           "register"]
 
 assert tracing  # imported for its signal handlers: trace context in the messages' headers
 
-TASK_NAME = "greenagents.call"
+TASK_NAME = "greenagents.call"  # one call per message (and tasks made by register())
+CHUNK_TASK_NAME = "greenagents.call_many"  # a chunk of calls per message: what batches send
+_WRITE_EVERY_S = 0.05  # a chunk's finished Results wait at most this long to be written together
 
 
 class _GeventPoll(eventio._poll):
@@ -98,7 +109,12 @@ AsyncResult.__del__ = _forget_quietly
 
 
 @functools.lru_cache(maxsize=256)
-def _load(reference: str) -> Any:
+def load_target(reference: str) -> Any:
+    """The function or agent class a ``"module:QualName"`` reference names, imported.
+
+    >>> load_target("builtins:divmod")
+    <built-in function divmod>
+    """
     module_name, _, name = reference.partition(":")
     target: Any = importlib.import_module(module_name)
     for part in name.split("."):
@@ -106,26 +122,63 @@ def _load(reference: str) -> Any:
     return target
 
 
+def _loaded(reference: str, index: int) -> Callable[..., Any] | ga.Result[Any]:
+    """The target of ``reference``, or the Result saying why the worker cannot import it."""
+    try:
+        return load_target(reference)  # type: ignore[no-any-return]
+    except (ImportError, AttributeError) as exc:
+        return ga.Result(index, reference, error=errors.ConfigError(import_problem(reference, exc)))
+
+
 def _call(task: celery.Task, reference: str, args: list[Any], kwargs: dict[str, Any], index: int,
           timeout: float | None = None, key: str | None = None) -> dict[str, Any]:
     """Body of ``greenagents.call``: the Result stored under the call's ``key`` if there is one,
     else run the call (and store its Result under ``key`` too, for any later run asking)."""
     key = key or task.request.id
-    stored = task.backend.get_task_meta(key)
-    if stored.get("status") == states.SUCCESS:
-        return stored["result"]  # type: ignore[no-any-return]
-    try:
-        fn = _load(reference)
-    except (ImportError, AttributeError) as exc:
-        result: ga.Result[Any] = ga.Result(index, reference, error=errors.ConfigError(
-            import_problem(reference, exc)))
-    else:
-        result = ga.batch([(fn, tuple(args), kwargs)], max_concurrent=1, timeout=timeout)[0]
-        result.index = index
+    store = ResultStore(task.backend)
+    stored = store.read([key])[0]
+    if stored is not None:
+        return stored
+    target = _loaded(reference, index)
+    result = target if isinstance(target, ga.Result) else run_call(target, args, kwargs,
+                                                                    index=index, timeout=timeout)
     data = wire.to_json(result)
     if key != task.request.id:
-        task.backend.store_result(key, data, states.SUCCESS)
+        store.write([(key, data)])
     return data
+
+
+def _call_many(task: celery.Task, calls: list[list[Any]], timeout: float | None = None) -> int:
+    """Body of ``greenagents.call_many``: run a chunk of calls, ``[reference, args, kwargs, index,
+    key]`` each, at once; store each one's Result under its key as it finishes; how many calls.
+
+    Calls whose Result is stored already (a redelivered chunk whose worker died midway, or an
+    earlier run of the batch) are not run again. Writes are grouped: whatever finished since the
+    last write goes in one pipeline, at most every ``_WRITE_EVERY_S``, and the rest at the end.
+    """
+    store = ResultStore(task.backend)
+    stored = store.read([key for *_, key in calls])
+    keys: dict[int, str] = {}
+    todo: list[tuple[int, Any]] = []
+    ready: list[tuple[str, dict[str, Any]]] = []
+    for (reference, args, kwargs, index, key), known in zip(calls, stored, strict=True):
+        if known is not None:
+            continue
+        keys[index] = key
+        target = _loaded(reference, index)
+        if isinstance(target, ga.Result):
+            ready.append((key, wire.to_json(target)))
+        else:
+            todo.append((index, (target, tuple(args), kwargs)))
+    written = time.monotonic()
+    if todo:
+        for result in Run(len(todo), timeout=timeout, warn=False).results(todo):
+            ready.append((keys[result.index], wire.to_json(result)))  # type: ignore[index]
+            if time.monotonic() - written >= _WRITE_EVERY_S:
+                store.write(ready)
+                ready, written = [], time.monotonic()
+    store.write(ready)
+    return len(calls)
 
 
 def import_problem(reference: str, exc: BaseException) -> str:
@@ -190,15 +243,18 @@ def register(app: celery.Celery, target: Callable[..., Any], *, name: str | None
 
 
 def install(app: celery.Celery) -> celery.Task:
-    """Register ``greenagents.call`` on ``app`` (idempotent); the task, for dispatching.
+    """Register ``greenagents.call`` and ``greenagents.call_many`` on ``app`` (idempotent); the
+    chunk task, which batches send.
 
     Use it with an app you configure yourself; :func:`app_for` does it for you.
 
     >>> from celery import Celery
     >>> install(Celery("mine")).name
-    'greenagents.call'
+    'greenagents.call_many'
     """
-    return app.task(_call, name=TASK_NAME, bind=True, **_RELIABLE)
+    sweeper.install(app)
+    app.task(_call, name=TASK_NAME, bind=True, **_RELIABLE)
+    return app.task(_call_many, name=CHUNK_TASK_NAME, bind=True, **_RELIABLE)
 
 
 def app_for(url: str, *, visibility_timeout: float = 3600.0) -> celery.Celery:

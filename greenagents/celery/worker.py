@@ -30,7 +30,7 @@ import greenagents.monkey  # first: patch before anything below imports ssl
 import celery
 
 import greenagents as ga
-from greenagents.celery.task import _load, app_for, register
+from greenagents.celery.task import app_for, load_target, register
 from greenagents.config import worker_settings
 
 __all__ = ["app", "rate_limits_from_env", "tasks_from_env"]
@@ -74,7 +74,7 @@ def tasks_from_env(app: celery.Celery) -> list[celery.Task]:
     registered = []
     for reference in worker_settings().tasks():
         try:
-            registered.append(register(app, _load(reference)))
+            registered.append(register(app, load_target(reference)))
         except (ImportError, AttributeError, ValueError) as exc:
             raise ga.errors.ConfigError(
                 f"GREENAGENTS_CELERY_TASKS: cannot import {reference!r} ({type(exc).__name__}: "

@@ -18,12 +18,12 @@ provider translates to its own shape. Tools are ``{"name", "description", "param
 
 from __future__ import annotations
 
-import json
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import transport
 from ..errors import ProviderError, ServerError
 from ..http import HttpResponse, raise_for_status
 from ..result import Usage
@@ -151,7 +151,7 @@ class Provider(ABC):
     @staticmethod
     def _json(response: HttpResponse) -> Any:
         try:
-            return json.loads(response.data)
+            return transport.loads(response.data)
         except ValueError:  # JSONDecodeError and UnicodeDecodeError both are ValueErrors
             return None
 

@@ -86,7 +86,7 @@ def serve_forever(options: SimOptions) -> None:
 
     from greenagents.testing.server import SimApp, make_server
 
-    _raise_open_files_limit()
+    raise_open_files_limit()
     server = make_server(SimApp(options), options.host, options.port)
     try:
         server.start()
@@ -104,7 +104,7 @@ def serve_forever(options: SimOptions) -> None:
     server.stop(timeout=0.5)
 
 
-def _raise_open_files_limit() -> None:
+def raise_open_files_limit() -> None:
     """Let this process hold as many connections as the hard limit allows (default soft limits
     of 1,024 would cap a 10,000-connection benchmark)."""
     try:

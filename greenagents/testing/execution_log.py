@@ -57,7 +57,7 @@ def write_log(path: str, runs: dict[str, int], *, rate: float = 300.0, payloads:
     one after the other, the last finishing around ``end`` (default: an hour ago).
     """
     rng = random.Random(seed)
-    connection = tracking._connect(path)
+    connection = tracking.connect(path)
     total_s = sum(runs.values()) / rate
     start = (end if end is not None else time.time() - 3600) - total_s
     try:
@@ -65,7 +65,7 @@ def write_log(path: str, runs: dict[str, int], *, rate: float = 300.0, payloads:
             rows = _rows(run_id, calls, start, rate, rng, payloads)
             while batch := list(itertools.islice(rows, 20_000)):
                 with connection:
-                    connection.executemany(tracking._INSERT, batch)
+                    connection.executemany(tracking.INSERT_ROW, batch)
             start += calls / rate
     finally:
         connection.close()

@@ -168,7 +168,7 @@ class ToolServerProcess:
 
 def main(argv: list[str] | None = None) -> None:
     """Serve until killed; print one ``listening on URL`` line once the port is bound."""
-    from greenagents.testing.cli import _raise_open_files_limit
+    from greenagents.testing.cli import raise_open_files_limit
     from greenagents.testing.server import make_server
 
     parser = argparse.ArgumentParser(prog="python -m greenagents.testing.toolserver")
@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     args = parser.parse_args(argv)
-    _raise_open_files_limit()
+    raise_open_files_limit()
     server = make_server(ToolApp(args.latency), args.host, args.port)
     server.start()
     print(f"tool server listening on http://{args.host}:{server.server_port}", flush=True)

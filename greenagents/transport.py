@@ -1,0 +1,399 @@
+"""Which HTTP client carries a request, and how request and answer bodies become JSON.
+
+:mod:`greenagents.http` owns a request's time limit, size cap and error messages; this module
+owns the two things under it that can be swapped for speed without changing behaviour:
+
+* **The client.** urllib3 is the default and the reference. `geventhttpclient
+  <https://github.com/geventhttpclient/geventhttpclient>`_ (``pip install 'greenagents[fast]'``)
+  is a gevent-native client with a C HTTP parser (llhttp, as in Node.js; Locust's
+  ``FastHttpUser`` uses it for the same reason): it spends less CPU and memory per request.
+  ``settings().http_transport`` picks: ``"auto"`` (the default) uses geventhttpclient when it is
+  installed and the process is monkey-patched, urllib3 otherwise; ``"urllib3"`` and
+  ``"geventhttpclient"`` force one (forcing a missing one is a ``ConfigError`` naming the
+  extra). Both pass the same transport tests; streamed answers always go over urllib3.
+* **JSON.** :func:`dumps` and :func:`loads` use orjson when it is installed (also in the
+  ``fast`` extra), the standard library otherwise, with the same results: compact UTF-8 out,
+  and whatever orjson refuses (NaN, lone surrogates, integers past 64 bits, non-string keys)
+  goes through the standard library instead of failing.
+
+Pitfalls this module guards against:
+
+* **geventhttpclient only in a patched process.** Its sockets, pool and locks belong to gevent's
+  hub; the unpatched thread fallback would share them across real threads. Unpatched, ``"auto"``
+  and ``"geventhttpclient"`` both mean urllib3.
+* **Its pool blocks when full** (urllib3's is built with ``block=False``): it is sized like
+  urllib3's, ``max(max_concurrency, 10,000)`` or ``http_pool_size``, and rebuilt bigger when
+  that grows, so a batch never waits on it.
+* **It decodes neither gzip nor deflate.** An answer with a ``Content-Encoding`` (or without a
+  ``Content-Length``) is handed to ``urllib3.HTTPResponse`` for decoding, so the size cap counts
+  decoded bytes and bombs stop at the cap exactly as over urllib3.
+* **Proxies come from the environment**, as for requests, httpx and the SDKs: ``HTTPS_PROXY``
+  / ``HTTP_PROXY`` / ``ALL_PROXY`` (lower case too) and ``NO_PROXY``, read once per origin when
+  its pool is built (:func:`proxy_for`), for both clients: plain HTTP is forwarded (absolute
+  request URI), HTTPS tunnelled (``CONNECT``), credentials in the proxy URL sent as Basic auth.
+* **No hidden retries.** It re-sends a request on a kept-alive connection the server had closed
+  only for idempotent methods (GET); a POST is sent once, as over urllib3.
+
+>>> dumps({"text": "é", "n": 1})
+b'{"text":"\\xc3\\xa9","n":1}'
+>>> loads(b'{"x": NaN}')
+{'x': nan}
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import importlib.util
+import json
+import socket
+import threading
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from . import state
+from .config import settings
+from .errors import ConfigError
+from .patching import available
+
+if TYPE_CHECKING:
+    import ssl
+
+    from urllib3 import BaseHTTPResponse, HTTPConnectionPool
+
+__all__ = ["GeventPool", "GeventPools", "dumps", "failure_kind", "gevent_pool", "loads",
+           "proxy_for", "urllib3_pool", "use_geventhttpclient"]
+
+#: Seconds a DNS answer is reused for new connections to one origin (aiohttp's default too).
+DNS_TTL = 10.0
+
+_CONNECT_ERRNOS = frozenset({errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH,
+                             errno.EADDRNOTAVAIL, errno.ETIMEDOUT})
+
+
+# -- JSON ------------------------------------------------------------------------------------------
+
+@functools.cache
+def _orjson() -> Any:
+    try:
+        import orjson
+    except ImportError:
+        return None
+    return orjson
+
+
+def dumps(value: Any) -> bytes:
+    """``value`` as compact UTF-8 JSON (orjson when installed, else the standard library)."""
+    fast = _orjson()
+    if fast is not None:
+        try:
+            # copied to fit: orjson's bytes keep their 4 KiB work buffer, held for the whole call
+            return memoryview(fast.dumps(value)).tobytes()
+        except (TypeError, ValueError):  # orjson.JSONEncodeError is a TypeError
+            pass  # what orjson refuses, the standard library decides (and words the error)
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    try:
+        return text.encode()
+    except UnicodeEncodeError:  # a lone surrogate ("\ud83d", legal JSON): sent as its escape
+        return json.dumps(value, separators=(",", ":")).encode()
+
+
+def loads(data: bytes | str) -> Any:
+    """Parse JSON ``data`` (orjson when installed); raise ``ValueError`` when it is not JSON."""
+    fast = _orjson()
+    if fast is not None:
+        try:
+            return fast.loads(data)
+        except ValueError:  # orjson.JSONDecodeError: invalid, or legal JSON orjson refuses
+            pass
+    return json.loads(data)
+
+
+# -- choosing the client ---------------------------------------------------------------------------
+
+@functools.cache
+def _installed() -> bool:
+    return importlib.util.find_spec("geventhttpclient") is not None  # not imported: it imports ssl
+
+
+def use_geventhttpclient() -> bool:
+    """Whether the next request goes over geventhttpclient (see the module docstring)."""
+    wanted = settings().http_transport
+    if wanted == "urllib3" or not available():
+        return False
+    if wanted == "geventhttpclient" and not _installed():
+        raise ConfigError("http_transport='geventhttpclient' but geventhttpclient is not "
+                          "installed: pip install 'greenagents[fast]', or use 'auto'")
+    return _installed()
+
+
+# -- proxies ---------------------------------------------------------------------------------------
+
+def proxy_for(scheme: str, host: str, port: int) -> str | None:
+    """The proxy URL the environment names for ``scheme://host:port``, or None (none set, or
+    ``NO_PROXY`` covers the host).
+
+    >>> import os
+    >>> os.environ["HTTP_PROXY"], os.environ["NO_PROXY"] = "http://proxy:3128", "localhost"
+    >>> proxy_for("http", "api.example", 80), proxy_for("http", "localhost", 8000)
+    ('http://proxy:3128', None)
+    >>> del os.environ["HTTP_PROXY"], os.environ["NO_PROXY"]
+    """
+    from urllib.request import (  # type: ignore[attr-defined]  # public, but not in typeshed
+        getproxies_environment,
+        proxy_bypass_environment,
+    )
+
+    proxies = getproxies_environment()
+    url = proxies.get(scheme) or proxies.get("all")
+    if not url or proxy_bypass_environment(f"{host}:{port}", proxies):
+        return None
+    return url if "://" in url else f"http://{url}"
+
+
+def urllib3_pool(scheme: str, host: str, port: int, size: int) -> HTTPConnectionPool:
+    """A urllib3 pool for one origin (through the environment's proxy, if any): never blocking,
+    never retrying (the retry layer owns that)."""
+    import urllib3
+
+    proxy = proxy_for(scheme, host, port)
+    if proxy is None:
+        pool_class = urllib3.HTTPSConnectionPool if scheme == "https" else urllib3.HTTPConnectionPool
+        return pool_class(host, port, maxsize=size, block=False, retries=False)
+    auth = urllib3.util.parse_url(proxy).auth
+    manager = urllib3.ProxyManager(proxy, num_pools=1, maxsize=size, block=False, retries=False,
+                                   proxy_headers=urllib3.make_headers(proxy_basic_auth=auth)
+                                   if auth else None)
+    return manager.connection_from_host(host, port, scheme)
+
+
+# -- the geventhttpclient pool ---------------------------------------------------------------------
+
+def _tls_context(**_ignored: Any) -> ssl.SSLContext:
+    """The system's trust store, read when the pool is built (``SSL_CERT_FILE``/``SSL_CERT_DIR``
+    honoured), as urllib3 does; geventhttpclient's own default is a CA file fixed at import."""
+    import ssl
+
+    return ssl.create_default_context()
+
+
+def _idle_and_open(sock: Any) -> bool:
+    """Whether a kept-alive socket can carry another request: open, and nothing (no EOF) to read.
+
+    Replaces geventhttpclient's check, which calls ``select()``: that fails for any file
+    descriptor past 1023, so beyond ~1,000 connections it judged every reused socket dead and
+    opened a new one (measured: 487 of 1,000 kept-alive connections replaced on a second wave).
+    A zero-timeout ``poll()`` (the real one: gevent's would yield) has no such limit.
+    """
+    import select
+
+    from gevent.monkey import get_original
+
+    try:
+        fileno = sock.fileno()
+        if fileno < 0:
+            return False
+        poller = get_original("select", "poll")()
+        poller.register(fileno, select.POLLIN)
+        return not poller.poll(0)
+    except (OSError, ValueError):
+        return False
+
+
+class _CachedLookup:
+    """A pool's DNS lookup, remembered for :data:`DNS_TTL` seconds and made once for all the
+    connections that open at the same moment.
+
+    geventhttpclient resolves the host for every new connection, through gevent's thread pool:
+    10,000 calls at once were 10,000 lookups queued on ~10 threads, each parked call holding
+    ~4.6 KB meanwhile (tracemalloc). aiohttp caches lookups the same way (``ttl_dns_cache=10``).
+    A failed lookup is not remembered.
+    """
+
+    def __init__(self, lookup: Any) -> None:
+        from gevent.lock import Semaphore
+
+        self._lookup = lookup
+        self._lock = Semaphore()
+        self._until = 0.0
+        self._answer: Any = None
+
+    def __call__(self) -> Any:
+        if time.monotonic() < self._until:
+            return self._answer
+        with self._lock:  # one lookup; the others wait for it
+            if time.monotonic() >= self._until:
+                self._answer = self._lookup()
+                self._until = time.monotonic() + DNS_TTL
+        return self._answer
+
+
+class _Body:
+    """The body of a geventhttpclient response as the file object ``urllib3.HTTPResponse``
+    decodes (gzip, deflate, br, zstd) and bounds."""
+
+    def __init__(self, response: Any) -> None:
+        self._response = response
+        self.closed = False
+
+    def read(self, amt: int | None = None) -> bytes:
+        return bytes(self._response.read(amt))
+
+    read1 = read
+
+    def isclosed(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+        self._response.release()  # unfinished: the connection is closed, not reused
+
+
+class _Whole:
+    """A plain answer of known length: what :func:`greenagents.http.request` reads at once (its
+    fast path) or, past the size cap, piece by piece — the part of urllib3's response it uses."""
+
+    def __init__(self, response: Any, status: int, headers: list[tuple[str, str]], length: int):
+        self._response = response
+        self.status = status
+        self.headers = _HeaderList(headers)
+        self.length_remaining = length
+
+    def read(self, amt: int | None = None) -> bytes:
+        # a body cut short raises geventhttpclient's HTTPParseError("Incomplete response.")
+        return bytes(self._response.read(amt))
+
+    read1 = read
+
+    def close(self) -> None:
+        self._response.release()
+
+    def release_conn(self) -> None:
+        self._response.release()  # finished: back to the pool; unfinished: closed
+
+
+class _HeaderList:
+    """Response headers as urllib3's ``headers`` is used here: ``items()`` and ``in``."""
+
+    def __init__(self, pairs: list[tuple[str, str]]) -> None:
+        self._pairs = pairs
+
+    def items(self) -> list[tuple[str, str]]:
+        return self._pairs
+
+    def __contains__(self, name: object) -> bool:
+        return any(key.lower() == name for key, _ in self._pairs)
+
+
+class GeventPool:
+    """Kept-alive geventhttpclient connections to one origin, used like a urllib3 pool by
+    :func:`greenagents.http.request` (``urlopen`` returns an object with urllib3's response
+    interface: ``status``, ``headers``, ``length_remaining``, ``read``, ``read1``, ``close``,
+    ``release_conn``)."""
+
+    def __init__(self, scheme: str, host: str, port: int, size: int, connect_timeout: float):
+        from geventhttpclient import HTTPClient
+
+        tls = scheme == "https"
+        proxy = proxy_for(scheme, host, port)
+        via: dict[str, Any] = {}
+        if proxy is not None:
+            from urllib.parse import unquote, urlsplit
+
+            parts = urlsplit(proxy)
+            via = {"proxy_host": parts.hostname, "proxy_port": parts.port or 80,
+                   "proxy_user": unquote(parts.username) if parts.username else None,
+                   "proxy_password": unquote(parts.password) if parts.password else None}
+        self.size = size
+        self.connect_timeout = connect_timeout
+        # no socket timeout to speak of: the attempt's gevent.Timeout bounds the whole request
+        self._client = HTTPClient(host, port, ssl=tls, concurrency=size, headers={},
+                                  connection_timeout=connect_timeout, network_timeout=86_400.0,
+                                  ssl_context_factory=_tls_context if tls else None,
+                                  block_size=64 * 1024, **via)
+        pool = self._client._connection_pool
+        pool._is_socket_alive = _idle_and_open  # type: ignore[method-assign]  # see its docstring
+        pool._resolve = _CachedLookup(pool._resolve)  # type: ignore[method-assign]
+
+    def urlopen(self, method: str, path: str, *, body: bytes | None,
+                headers: Mapping[str, str]) -> BaseHTTPResponse | _Whole:
+        response = self._client.request(method, path, body=body, headers=headers)
+        pairs = [(key, value) for key, value in response.items()]
+        status = int(response.status_code)
+        length = response.content_length
+        if length is not None and not any(key.lower() == "content-encoding" for key, _ in pairs):
+            return _Whole(response, status, pairs, length)
+        import urllib3
+
+        # encoded or of unknown length: urllib3 decodes it; the parser already de-chunked it
+        reader: Any = _Body(response)
+        return urllib3.HTTPResponse(reader, headers={
+            key: value for key, value in pairs if key.lower() != "transfer-encoding"},
+            status=status, preload_content=False, decode_content=True)
+
+    def close(self) -> None:
+        self._client.close()
+
+
+class GeventPools:
+    """One client's geventhttpclient pools (a part of its :class:`~greenagents.state.State`,
+    beside :class:`greenagents.http.Pools`): origin -> pool. :meth:`close` closes them all."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.by_origin: dict[tuple[str, str, int], GeventPool] = {}
+
+    def close(self) -> None:
+        with self.lock:
+            pools = list(self.by_origin.values())
+            self.by_origin.clear()
+        for pool in pools:
+            pool.close()
+
+
+def gevent_pool(key: tuple[str, str, int], size: int, connect_timeout: float) -> GeventPool:
+    """The current client's :class:`GeventPool` of origin ``key`` (scheme, host, port), rebuilt
+    when it is smaller than ``size`` or built for another ``connect_timeout``."""
+    pools = state.current().part(GeventPools)
+    pool = pools.by_origin.get(key)
+    if pool is not None and pool.size >= size and pool.connect_timeout == connect_timeout:
+        return pool
+    with pools.lock:
+        pool = pools.by_origin.get(key)
+        if pool is None or pool.size < size or pool.connect_timeout != connect_timeout:
+            old, pool = pool, GeventPool(*key, max(size, pool.size if pool else 0),
+                                         connect_timeout)
+            pools.by_origin[key] = pool
+            if old is not None:
+                old.close()
+    return pool
+
+
+# -- what went wrong -------------------------------------------------------------------------------
+
+def failure_kind(exc: BaseException) -> str | None:
+    """What a geventhttpclient exception means, in :func:`greenagents.http`'s words: ``"resolve"``,
+    ``"connect"``, ``"connect_timeout"``, ``"tls"``, ``"broken"``, or None (not a transport
+    failure).
+
+    >>> failure_kind(ConnectionRefusedError(111, "Connection refused"))
+    'connect'
+    >>> failure_kind(ValueError("a bug")) is None
+    True
+    """
+    import ssl
+    from http.client import HTTPException
+
+    if isinstance(exc, socket.gaierror):
+        return "resolve"
+    if isinstance(exc, (ssl.SSLError, ssl.CertificateError)):
+        return "tls"
+    if isinstance(exc, TimeoutError):  # only connect has a socket timeout (connection_timeout)
+        return "connect_timeout"
+    if isinstance(exc, OSError) and exc.errno in _CONNECT_ERRNOS:
+        return "connect"
+    if isinstance(exc, (OSError, HTTPException)):
+        return "broken"  # reset, broken pipe, a malformed or cut-short answer
+    return None
+

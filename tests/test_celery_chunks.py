@@ -1,0 +1,78 @@
+"""A chunk of calls in one Celery message (issue 22), run in-process against a real redis-server.
+
+The chunk task runs here (``Task.apply``: Celery's own eager path), storing each call's Result
+under the call's key in Redis, exactly as a worker does; the whole-system behaviour (workers
+killed, lost messages, batches run again) is in test_celery.py, parametrized over chunk sizes.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+pytest.importorskip("celery", reason="the celery extra is not installed: pip install -e '.[celery]'")
+
+import celery  # installed with the celery extra
+
+import greenagents as ga
+import greenagents.celery as ga_celery
+from greenagents.celery.local import redis_server
+from greenagents.celery.store import ResultStore
+
+pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None,
+                                reason="NO REDIS-SERVER ON PATH: install it, as .ci/run does")
+
+ran: list[int] = []
+
+
+def recorded(n: int) -> int:
+    """A call target that notes each run (importable by reference: tests.test_celery_chunks)."""
+    ran.append(n)
+    return n * n
+
+
+@pytest.fixture
+def app() -> Iterator[celery.Celery]:
+    with redis_server() as url:
+        yield ga_celery.app_for(url)
+
+
+def chunk(keys: range, batch: str = "b") -> list[list[Any]]:
+    return [["tests.test_celery_chunks:recorded", [i], {}, i, f"{batch}:{i}"] for i in keys]
+
+
+def test_a_redelivered_chunk_runs_only_the_calls_without_a_stored_result(app) -> None:
+    task = app.tasks[ga_celery.CHUNK_TASK_NAME]
+    ran.clear()
+    task.apply(args=[chunk(range(2)), None])  # the worker died after storing these two
+    task.apply(args=[chunk(range(5)), None])  # the same message, delivered again
+    assert sorted(ran) == [0, 1, 2, 3, 4]  # each call ran once
+    stored = ResultStore(app.backend).read([f"b:{i}" for i in range(5)])
+    results = [ga_celery.from_json(data) for data in stored]  # type: ignore[arg-type]
+    assert [(r.index, r.value) for r in results] == [(i, i * i) for i in range(5)]
+
+
+def test_a_chunk_with_a_target_the_worker_cannot_import_runs_the_others(app) -> None:
+    calls = [*chunk(range(2)), ["no_such_module_here:f", [], {}, 2, "b:2"]]
+    app.tasks[ga_celery.CHUNK_TASK_NAME].apply(args=[calls, None])
+    first, second, missing = (ga_celery.from_json(data) for data in  # type: ignore[arg-type]
+                              ResultStore(app.backend).read(["b:0", "b:1", "b:2"]))
+    assert first.ok and second.ok and missing.index == 2
+    assert isinstance(missing.error, ga.errors.ConfigError)
+    assert "no_such_module_here" in str(missing.error)
+
+
+def test_results_are_written_in_one_pipeline_on_redis(app) -> None:
+    store = ResultStore(app.backend)
+    assert store.pipelined
+    store.write([(f"p:{i}", {"index": i}) for i in range(100)])
+    assert store.read(["p:0", "p:99", "p:100"]) == [{"index": 0}, {"index": 99}, None]
+    assert app.backend.get_task_meta("p:5")["status"] == "SUCCESS"  # Celery reads it too
+
+
+def test_a_bad_chunk_size_names_the_fix(app) -> None:
+    with pytest.raises(ga.errors.ConfigError, match="chunk_size must be an int >= 1"):
+        ga_celery.batch(app, [(divmod, (7, 2), {})], chunk_size=0)
