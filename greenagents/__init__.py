@@ -48,6 +48,8 @@ _EXPORTS: dict[str, str] = {
     "Stream": "streaming",
     "TextDelta": "streaming",
     "Done": "streaming",
+    "ToolStarted": "streaming",
+    "ToolFinished": "streaming",
     "Retry": "retry",
     "RateLimit": "limits",
     "rate_limit": "limits",
@@ -84,6 +86,8 @@ __all__ = [
     "Tool",
     "ToolCall",
     "ToolContext",
+    "ToolFinished",
+    "ToolStarted",
     "Usage",
     "__version__",
     "async_to_sync",
@@ -127,7 +131,7 @@ if TYPE_CHECKING:
     from .result import Attempt, Result, ToolCall, Usage
     from .retry import Retry
     from .runtime import batch, each, spawn, stream
-    from .streaming import Done, Stream, TextDelta
+    from .streaming import Done, Stream, TextDelta, ToolFinished, ToolStarted
     from .summaries import CallsFailedWarning, Summary, summary
     from .tools import Tool, ToolContext, tool
 

@@ -41,10 +41,10 @@ from . import breakers, budgets, definition, hooks, limits, pricing, providers, 
 from . import learned_limits as learned
 from .cache import Entry, call_through
 from .config import settings
-from .errors import CircuitOpen, ConfigError, InputError, QuotaExceeded, RateLimited, scrub
+from .errors import ConfigError, InputError, RateLimited, scrub
 from .errors import Timeout as CallTimeout
 from .result import Attempt, Result, ToolCall, Usage, target_name
-from .retry import Policy, RetryPolicy, call_with_retries, policy_for, retryable
+from .retry import Policy, RetryPolicy, policy_for, with_fallbacks
 from .streaming import Stream
 from .structured import InvalidOutput, OutputSpec
 
@@ -180,20 +180,12 @@ class _Call:
 
     def answer(self, endpoints: list[tuple[str, providers.Endpoint]], policy: Policy) -> Any:
         """One turn: the model's answer, with retries, then each fallback model in order."""
-        error: Exception | None = None
-        for model, endpoint in endpoints:
-            self.reask = None  # a fallback model starts from the conversation so far
-            self.model = model
-            try:
-                return call_with_retries(
-                    lambda m=model, e=endpoint: self.attempt(m, e, policy.deadline),  # type: ignore[misc]
-                    policy, on_wait=self.waited)
-            except Exception as exc:  # kills and the caller's timeouts are BaseException: they pass
-                error = exc
-                if not (retryable(exc) or isinstance(exc, (QuotaExceeded, CircuitOpen))):
-                    break  # fallbacks are for what retrying could not fix, not for bad requests
-        assert error is not None
-        raise error
+        return with_fallbacks(endpoints, lambda m, e: self.attempt(m, e, policy.deadline), policy,
+                              on_wait=self.waited, on_model=self._trying)
+
+    def _trying(self, model: str) -> None:
+        self.reask = None  # a fallback model starts from the conversation so far
+        self.model = model
 
     @property
     def attempts(self) -> int:
@@ -406,7 +398,8 @@ class Agent:
 
     @classmethod
     def stream(cls, *args: Any, **inputs: Any) -> Stream[Any]:
-        """Run the agent once, its answer as it is generated (see :mod:`greenagents.streaming`).
+        """Run the agent once, its answer as it is generated (see :mod:`greenagents.streaming`);
+        an agent with ``tools`` runs its tool loop, each turn streamed, the last one's text to you.
 
         >>> import greenagents.monkey
         >>> from greenagents.testing import Simulator
@@ -420,16 +413,17 @@ class Agent:
         """
         result: Result[Any] = Result(target=target_name(cls), attempts=0)
         try:
-            if cls.tools:
-                raise ConfigError(f"{cls.__qualname__}.stream(): streaming an agent with tools is "
-                                  "not supported yet; use call()")
-            messages = cls._messages(cls._inputs().validate(args, inputs))
+            checked = cls._inputs().validate(args, inputs)
+            messages = cls._messages(checked)
             endpoints = cls._endpoints()
             policy = policy_for(cls.retries)
+            toolbox = cls._toolbox()
+            state = _Call(cls, messages, toolbox.specs)
+            loop = toolloop.Loop(state, toolbox, checked, endpoints) if toolbox.specs else None
         except Exception as exc:  # the stream raises it when read; its Result holds it
-            result.error = exc
-            return Stream(result, inputs, None, (), None)
-        return Stream(result, inputs, _Call(cls, messages), endpoints, policy)
+            result.error = scrub(exc)
+            return Stream(cls, result, inputs)
+        return Stream(cls, result, inputs, state, endpoints, policy, loop)
 
     @classmethod
     def run(cls, *args: Any, **inputs: Any) -> Any:

@@ -56,8 +56,8 @@ from .patching import available
 if TYPE_CHECKING:
     from .providers import Endpoint
 
-__all__ = ["DEFAULT_URL", "CacheWarning", "Entry", "RedisStore", "SQLiteStore", "Store",
-           "call_through", "key_for", "store_for"]
+__all__ = ["DEFAULT_URL", "CacheWarning", "Entry", "Lease", "RedisStore", "SQLiteStore", "Store",
+           "call_through", "key_for", "lease", "store_for"]
 
 #: Where ``cache=True`` keeps answers when no ``cache`` setting names a store.
 DEFAULT_URL = "sqlite:///.greenagents/cache.db"
@@ -188,6 +188,7 @@ class _Flight:
     def __init__(self) -> None:
         self.done = threading.Event()  # gevent's when patched: waiting parks only the greenlet
         self.entry: Entry | None = None
+        self.owner = threading.get_ident()  # the greenlet's (or thread's) that leads it
 
 
 class Caches:
@@ -281,6 +282,75 @@ def _elsewhere(store: Store, key: str) -> tuple[bool, Entry | None]:
         pause = min(2 * pause, 0.5)
 
 
+class Lease:
+    """What the cache says of one call about to be made: its answer (``hit``), or — when this call
+    leads the identical ones — :meth:`settle` it with its entry once it ends (stored, handed to the
+    calls that waited). With neither, make the call and store nothing: caching is off for it, or
+    the identical call it waited for failed."""
+
+    def __init__(self, hit: Entry | None = None, key: str = "", store: Store | None = None,
+                 ttl: float | None = None, flight: _Flight | None = None,
+                 in_flight: dict[str, _Flight] | None = None, leased: bool = False):
+        self.hit, self._key, self._store, self._ttl, self._flight = hit, key, store, ttl, flight
+        self._in_flight = in_flight  # the client's calls in flight, where ``flight`` is listed
+        self._leased = leased  # this process holds the store's lease on the key (Redis)
+
+    def settle(self, entry: Entry | None) -> None:
+        """The call ended with ``entry`` (None: it failed); safe to call twice."""
+        flight, self._flight = self._flight, None
+        if flight is None:
+            return
+        store, key = self._store, self._key
+        try:
+            flight.entry = entry
+            if entry is not None and store is not None:
+                ttl = self._ttl
+                _safely("write the cache", lambda: store.set(key, entry.dumps(), ttl))
+        finally:
+            if self._leased and isinstance(store, RedisStore):  # (only Redis has leases)
+                _safely("release a cache lease", lambda: store.release(key))
+            if self._in_flight is not None:
+                del self._in_flight[key]
+            flight.done.set()
+
+
+def lease(agent: type, messages: Sequence[dict[str, Any]],
+          endpoints: Sequence[tuple[str, Endpoint]], schema: dict[str, Any] | None,
+          tools: Sequence[dict[str, Any]]) -> Lease:
+    """Look the call up: a stored answer, or the answer of an identical call in flight (waited
+    for), else a :class:`Lease` this call settles. Used by :func:`call_through` and by streams,
+    which settle once their last delta is read."""
+    policy = _policy(agent)
+    if policy is None:
+        return Lease()
+    store, ttl = policy
+    key = key_for(agent, messages, endpoints, schema, tools)
+    in_flight = state.current().part(Caches).in_flight
+    flight = in_flight.get(key)
+    if flight is None:
+        raw = _safely("read the cache", lambda: store.get(key))
+        if raw is not None:
+            return Lease(Entry.loads(raw))
+        mine = _Flight()
+        flight = in_flight.setdefault(key, mine)  # atomic: exactly one caller leads
+        if flight is mine:
+            held = Lease(None, key, store, ttl, mine, in_flight)
+            try:
+                held._leased, answered = _elsewhere(store, key)  # another process's call?
+            except BaseException:
+                held.settle(None)
+                raise
+            if answered is not None:  # another process answered: shared here, not stored again
+                held._store = None
+                held.settle(answered)
+                return Lease(answered)
+            return held
+    if flight.owner == threading.get_ident():  # led by a stream this greenlet has not read to
+        return Lease()                         # its end: waiting would wait for ourselves
+    flight.done.wait()
+    return Lease(flight.entry)  # None: the leader failed; this call asks for itself
+
+
 def call_through(agent: type, messages: Sequence[dict[str, Any]],
                  endpoints: Sequence[tuple[str, Endpoint]], schema: dict[str, Any] | None,
                  tools: Sequence[dict[str, Any]], ask: Callable[[], Entry | None]) -> Entry | None:
@@ -289,38 +359,12 @@ def call_through(agent: type, messages: Sequence[dict[str, Any]],
     ``ask`` sends the call and returns its :class:`Entry` when it answered and validated (None when
     it failed); that entry is stored and handed to the identical calls that waited for it.
     """
-    policy = _policy(agent)
-    if policy is None:
-        ask()
-        return None
-    store, ttl = policy
-    key = key_for(agent, messages, endpoints, schema, tools)
-    in_flight = state.current().part(Caches).in_flight
-    flight = in_flight.get(key)
-    if flight is None:
-        raw = _safely("read the cache", lambda: store.get(key))
-        if raw is not None:
-            return Entry.loads(raw)
-        mine = _Flight()
-        flight = in_flight.setdefault(key, mine)  # atomic: exactly one caller leads
-        if flight is mine:
-            leased = False
-            try:
-                leased, mine.entry = _elsewhere(store, key)
-                if mine.entry is not None:
-                    return mine.entry
-                mine.entry = ask()
-                if mine.entry is not None:
-                    entry = mine.entry
-                    _safely("write the cache", lambda: store.set(key, entry.dumps(), ttl))
-            finally:
-                if leased and isinstance(store, RedisStore):  # (only Redis has leases)
-                    _safely("release a cache lease", lambda: store.release(key))
-                del in_flight[key]
-                mine.done.set()
-            return None
-    flight.done.wait()
-    if flight.entry is not None:
-        return flight.entry
-    ask()
+    held = lease(agent, messages, endpoints, schema, tools)
+    if held.hit is not None:
+        return held.hit
+    entry = None
+    try:
+        entry = ask()
+    finally:
+        held.settle(entry)
     return None

@@ -24,7 +24,7 @@ belongs to (``None`` outside one), whose ``id`` ties the events of one call toge
 Event kinds and where they come from (the tools loop emits the turn and tool-call kinds):
 
 ============================  ===========================================================
-``CallStarted``/``CallEnded``  a call in ``batch``/``each``/``stream``, or ``Agent.call``
+``CallStarted``/``CallEnded``  a call in ``batch``/``each``/``stream``, ``Agent.call``/``.stream``
 ``AttemptStarted``/``Ended``   one request to a model (``Ended`` has usage, error, finish)
 ``WaitStarted``/``WaitEnded``  ``kind``: ``"slot"``, ``"retry"``, ``"cooldown"``, ``"rate_limit"``
 ``CooldownStarted``            a provider's 429s made every call to ``scope`` pause

@@ -23,6 +23,7 @@ greenagents.errors.ConnectionFailed: openai: could not connect to http://127.0.0
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Iterator, Mapping
@@ -56,13 +57,19 @@ class ByteStream:
         self._deadline: float | None = None
         self._why = ""
         self.status = raw.status
-        self.headers = Headers(raw.headers.items())
         self.finished = False
+
+    @functools.cached_property
+    def headers(self) -> Headers:
+        """The answer's headers, names lower-cased (made when first asked for: a stream that
+        goes well never needs them)."""
+        return Headers(self._raw.headers.items())
 
     @property
     def is_event_stream(self) -> bool:
         """Whether the server streams events (some compatible servers answer whole instead)."""
-        return self.headers.get("content-type", "").startswith("text/event-stream")
+        kind = self._raw.headers.get("content-type") or ""  # urllib3's: any case
+        return kind.startswith("text/event-stream")
 
     def whole(self) -> HttpResponse:
         """The body read whole (up to :data:`MAX_ERROR_BYTES`): for errors and unstreamed answers."""
@@ -168,7 +175,7 @@ def open_stream(url: str, body: Mapping[str, Any], headers: Mapping[str, str], *
 
     try:
         raw = pool.urlopen(
-            "POST", path, body=payload, headers=send, retries=False, redirect=False,
+            "POST", path, body=payload, headers=send, retries=_no_retries(), redirect=False,
             assert_same_host=False, preload_content=False, decode_content=True,
             timeout=urllib3.Timeout(connect=min(current.connect_timeout, read_timeout),
                                     read=read_timeout))
@@ -178,3 +185,11 @@ def open_stream(url: str, body: Mapping[str, Any], headers: Mapping[str, str], *
             raise
         raise mapped from exc
     return ByteStream(raw, url, provider, read_timeout)
+
+
+@functools.lru_cache(maxsize=1)
+def _no_retries() -> Any:
+    """``retries=False`` made once: given ``False``, urllib3 builds a ``Retry`` per request."""
+    from urllib3.util import Retry
+
+    return Retry(total=False, redirect=False)

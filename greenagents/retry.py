@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import KW_ONLY, dataclass
 from typing import Any, Generic, Literal, NamedTuple, TypeVar
 
@@ -33,12 +33,13 @@ from tenacity.wait import wait_base
 
 from . import hooks, slots
 from .config import check_seconds, settings
-from .errors import ConfigError, GreenAgentsError, RateLimited, RetryAfterTooLong
+from .errors import CircuitOpen, ConfigError, GreenAgentsError, QuotaExceeded, RateLimited, RetryAfterTooLong
 
 __all__ = ["Attempts", "Policy", "Retry", "RetryPolicy", "call_with_retries", "policy_for",
-           "retryable"]
+           "retryable", "with_fallbacks"]
 
 T = TypeVar("T")
+E = TypeVar("E")
 Backoff = Literal["exponential", "fixed", "none"] | wait_base
 
 
@@ -281,3 +282,29 @@ def call_with_retries(fn: Callable[[], T], policy: Policy, *,
     'ok'
     """
     return Attempts(fn, on_wait).run(policy)
+
+
+def with_fallbacks(chain: Sequence[tuple[str, E]], attempt: Callable[[str, E], T], policy: Policy,
+                   *, on_wait: Callable[[float], None] | None = None,
+                   on_model: Callable[[str], None] | None = None) -> T:
+    """``attempt(model, endpoint)`` under ``policy`` for each model of ``chain`` in order, until
+    one answers; the last error is raised. The next model is tried only for what retrying could
+    not fix (a retryable error, an account out of credit, an open circuit), never for a bad
+    request. ``on_model`` hears of each model before it is tried.
+
+    >>> with_fallbacks([("a", 1), ("b", 2)], lambda model, n: (model, n), policy_for(0))
+    ('a', 1)
+    """
+    error: Exception | None = None
+    for model, endpoint in chain:
+        if on_model is not None:
+            on_model(model)
+        try:
+            return call_with_retries(functools.partial(attempt, model, endpoint), policy,
+                                     on_wait=on_wait)
+        except Exception as exc:  # kills and the caller's timeouts are BaseException: they pass
+            error = exc
+            if not (retryable(exc) or isinstance(exc, (QuotaExceeded, CircuitOpen))):
+                break  # fallbacks are for what retrying could not fix, not for bad requests
+    assert error is not None
+    raise error

@@ -81,6 +81,8 @@ class SSEParser:
 
 def _event(block: bytes) -> Event | None:
     """The event of one block of lines (no blank line inside), or None for comments only."""
+    if block.startswith(b"data: ") and b"\n" not in block:  # most events: one data line
+        return Event(None, block[6:])
     name: str | None = None
     data: list[bytes] = []
     for line in block.split(b"\n"):

@@ -28,69 +28,70 @@ slow consumer slows only its own stream and a thousand streams cost a thousand g
 - **Usage and cost** are recorded (tracking included) like any call's, also when the stream is cut
   short: then usage is what the provider reported so far, else the prompt as estimated and one
   completion token per delta received.
+- **Tools.** An agent with ``tools`` runs its tool loop (:class:`greenagents.toolloop.Loop`), each
+  turn read as it streams: a turn asking for tools is read whole (and retried as a call's turn
+  is), its tools run, and the next turn is asked for; text the model writes in any turn reaches
+  the caller as it arrives, and :meth:`Stream.events` adds :class:`ToolStarted` and
+  :class:`ToolFinished` per tool call. ``result.value`` is the last turn's answer.
+- **Like any call.** A stream emits the hooks' events (so OpenTelemetry spans, Prometheus metrics
+  and your listeners see it: an attempt's span lasts until its last delta), spends from the
+  active budgets (an attempt that could pass one is not sent: ``BudgetExceeded``), and, for an
+  agent whose answers are cached, a hit is replayed — the answer as one delta, then the Result,
+  ``cached=True`` — while a stream read to a valid end is stored. The hooks run in a copy of the
+  caller's context taken when the stream is made, never in the loop reading it.
 """
 
 from __future__ import annotations
 
-import functools
+import contextvars
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, TypeVar
 
 from pydantic_core import from_json
 
-from . import limits, tracking
-from .config import settings
-from .errors import QuotaExceeded, RateLimited, StreamClosed
-from .errors import Timeout as CallTimeout
-from .providers import Endpoint
-from .providers.streams import TextStream, open_stream
-from .result import Attempt, Result, ToolCall, Usage
-from .retry import Policy, call_with_retries, retryable
-from .state import current as current_client
-from .state import using
-from .structured import OutputSpec
+from . import hooks, tracking
+from . import state as clients
+from .cache import Entry, Lease, lease
+from .errors import StreamClosed, scrub
+from .providers import Endpoint, ToolRequest
+from .result import Result, ToolCall, Usage
+from .retry import Policy
+from .streamturn import CallState, StreamedTurn
+from .toolloop import Loop
 
-__all__ = ["Done", "Stream", "StreamEvent", "TextDelta"]
+__all__ = ["Done", "Stream", "StreamEvent", "TextDelta", "ToolFinished", "ToolStarted"]
 
 T = TypeVar("T")
-R = TypeVar("R")
-
-
-def _with_owner(method: Callable[..., R]) -> Callable[..., R]:
-    """Run a Stream's method with the client it was made under active: a stream is read where
-    its caller likes (a WSGI server iterating a response, after the handler returned)."""
-    @functools.wraps(method)
-    def run(self: Stream[Any], *args: Any, **kwargs: Any) -> R:
-        with using(self._owner):
-            return method(self, *args, **kwargs)
-    return run
-
-
-class CallState(Protocol):
-    """What a stream shares with :meth:`Agent.call`'s bookkeeping (``agent._Call``)."""
-
-    agent: Any
-    messages: list[dict[str, Any]]
-    spec: OutputSpec
-    usage_by_model: dict[str, Usage]
-    history: list[Attempt | ToolCall]
-    started: float
-
-    @property
-    def usage(self) -> Usage: ...
-    @property
-    def attempts(self) -> int: ...
-    def cost(self, model: str) -> float | None: ...
-    def waited(self, seconds: float) -> None: ...
 
 
 @dataclass(frozen=True)
 class TextDelta:
-    """A piece of the answer's text (for structured output, of its JSON)."""
+    """A piece of the answer's text (for structured output, of its JSON); ``turn`` is the model
+    turn it belongs to (1 unless the agent has tools)."""
 
     text: str
+    turn: int = 1
+
+
+@dataclass(frozen=True)
+class ToolStarted:
+    """The model asked for a tool call in ``turn``; the turn's calls run once it ends."""
+
+    id: str
+    name: str
+    arguments: str | Mapping[str, Any]
+    turn: int
+
+
+@dataclass(frozen=True)
+class ToolFinished:
+    """A tool call ran: ``output`` (what the model is sent) or ``error``, as in
+    ``Result.history``'s :class:`~greenagents.ToolCall` (keys masked, cut to 2,000 characters)."""
+
+    id: str
+    call: ToolCall
 
 
 @dataclass(frozen=True)
@@ -100,7 +101,7 @@ class Done:
     result: Result[Any]
 
 
-StreamEvent = TextDelta | Done
+StreamEvent = TextDelta | ToolStarted | ToolFinished | Done
 
 
 class Stream(Generic[T]):
@@ -109,20 +110,27 @@ class Stream(Generic[T]):
     Made by :meth:`Agent.stream <greenagents.Agent.stream>`; a stream is read once.
     """
 
-    def __init__(self, result: Result[T], inputs: Mapping[str, Any], state: CallState | None,
-                 endpoints: Sequence[tuple[str, Endpoint]], policy: Policy | None) -> None:
-        self._result, self._inputs, self._state = result, inputs, state
-        self._endpoints, self._policy = endpoints, policy
-        self._owner = current_client()  # the client this stream belongs to
-        self._body: TextStream | None = None
-        self._deltas: Iterator[str] = iter(())
-        self._model = ""
+    def __init__(self, agent: type, result: Result[T], inputs: Mapping[str, Any],
+                 state: CallState | None = None, endpoints: Sequence[tuple[str, Endpoint]] = (),
+                 policy: Policy | None = None, loop: Loop | None = None) -> None:
+        self._agent, self._result, self._inputs, self._state = agent, result, inputs, state
+        self._endpoints, self._policy, self._loop = endpoints, policy, loop
+        self._context = contextvars.copy_context()  # the caller's, for hooks, budgets, spans
+        # and its client, pinned: a stream is read where its caller likes (a WSGI server
+        # iterating a response after the handler returned), with the client it was made under
+        self._context.run(clients.enter, clients.current())
+        self._call: hooks.CallInfo | None = None
+        self._lease: Lease | None = None
+        self._turn: StreamedTurn | None = None
+        self._in_turn = False  # a tool loop's turn begun and not ended
         self._began = time.perf_counter()
         self._parts: list[str] = []
+        self._turn_from = 0  # where the current turn's text starts in _parts
+        self._answer = ""  # the last turn's text: the answer
         self._finished = state is None  # an input or config error: the Result is ready
         self._started = False
         if self._finished:
-            tracking.record(result, inputs)
+            self._context.run(self._report)
 
     @property
     def text(self) -> str:
@@ -134,43 +142,22 @@ class Stream(Generic[T]):
         """The call's :class:`~greenagents.Result`; reads the rest of the stream first if needed."""
         if not self._finished:
             try:
-                for _ in self:
+                for _ in self._run():
                     pass
             except Exception:
                 pass
         return self._result
 
     def __iter__(self) -> Iterator[str]:
-        if self._finished:
-            if self._result.error is not None:
-                raise self._result.error
-            return
-        if self._started:
-            raise RuntimeError(f"{self._result.target}: this stream is already being read; a "
-                               "stream is read once, by one loop")
-        self._started = True
-        parts = self._parts
-        try:
-            first = self._start()
-            if first is None:
-                return
-            parts.append(first)
-            yield first
-            for text in self._deltas:  # cf. TextStream: one socket read per delta, no queue
-                parts.append(text)
-                yield text
-            self._finish()
-        except Exception as exc:
-            self._finish(error=exc)
-            raise
-        finally:
-            if not self._finished:  # left early: a break, the caller's kill or timeout
-                self.close()
+        for item in self._run():
+            if type(item) is str:
+                yield item
 
     def events(self) -> Iterator[StreamEvent]:
-        """The stream as typed events: :class:`TextDelta` each, then :class:`Done`."""
-        for text in self:
-            yield TextDelta(text)
+        """The stream as typed events: :class:`TextDelta` each (and, for an agent with tools,
+        :class:`ToolStarted` / :class:`ToolFinished` per tool call), then :class:`Done`."""
+        for item in self._run():
+            yield TextDelta(item, self._turn_number) if type(item) is str else item  # type: ignore[misc]
         yield Done(self._result)
 
     def partial(self) -> Iterator[Any]:
@@ -184,20 +171,18 @@ class Stream(Generic[T]):
         """
         for _ in self:
             try:
-                yield from_json(self.text, allow_partial="trailing-strings")
+                yield from_json("".join(self._parts[self._turn_from:]),
+                                allow_partial="trailing-strings")
             except ValueError:  # nothing parseable yet (e.g. whitespace only)
                 continue
 
     def close(self) -> None:
         """Stop reading: the connection is closed (the provider stops generating) and the Result
         holds a :class:`~greenagents.errors.StreamClosed`. Does nothing once the stream ended."""
-        if self._finished:
-            return
-        if self._body is not None:
-            self._body.close()
-        self._finish(error=StreamClosed(
-            f"{self._result.target}: the stream was closed after {len(self._parts)} deltas, "
-            "before the answer's end (its text so far is stream.text)"))
+        if not self._finished:
+            self._context.run(self._finish, StreamClosed(
+                f"{self._result.target}: the stream was closed after {len(self._parts)} deltas, "
+                "before the answer's end (its text so far is stream.text)"))
 
     def __enter__(self) -> Stream[T]:
         return self
@@ -205,97 +190,137 @@ class Stream(Generic[T]):
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    @_with_owner
-    def _start(self) -> str | None:
-        """Open the stream and read its first delta, retrying and falling back as a call does.
-        Returns None for an empty answer; raises the last error when every attempt failed."""
-        assert self._state is not None and self._policy is not None
-        state, policy = self._state, self._policy
-        for model, endpoint in self._endpoints:
-            try:
-                first = call_with_retries(
-                    lambda m=model, e=endpoint: self._open(m, e),  # type: ignore[misc]
-                    policy, on_wait=state.waited)
-            except Exception as exc:
-                self._result.error, self._result.model = exc, model
-                if not (retryable(exc) or isinstance(exc, QuotaExceeded)):
-                    break
-                continue
-            self._result.error, self._result.model = None, model
-            if first is None:
-                self._finish()
-            return first
-        assert self._result.error is not None
-        raise self._result.error
+    @property
+    def _turn_number(self) -> int:
+        return self._loop.turn if self._loop is not None else 1
 
-    def _open(self, model: str, endpoint: Endpoint) -> str | None:
-        """One attempt up to its first delta (None: the answer ended with no text)."""
-        assert self._state is not None and self._policy is not None
-        state, agent = self._state, self._state.agent
-        timeout = agent.timeout or settings().timeout
-        started = time.monotonic()
-        limit = self._policy.deadline
-        end = state.started + limit if limit is not None else None
-        if end is not None and end <= started:
-            raise CallTimeout(f"{agent.__qualname__}: its retry deadline of {limit}s passed; "
-                              "raise Retry(deadline=...)")
-        first_token = started + (getattr(agent, "first_token_timeout", None) or timeout)
-        record: dict[str, Any] = {"number": len(state.history) + 1, "model": model}
-        scope = f"{endpoint.provider.name}@{endpoint.base_url}"
-        body: TextStream | None = None
+    def _run(self) -> Iterator[str | ToolStarted | ToolFinished]:
+        """The call, read as it arrives: each text delta (a str), and the tool events. Every step
+        that emits hooks runs in the stream's context; the socket reads run in the caller's."""
+        if self._finished:
+            if self._result.error is not None:
+                raise self._result.error
+            return
+        if self._started:
+            raise RuntimeError(f"{self._result.target}: this stream is already being read; a "
+                               "stream is read once, by one loop")
+        self._started = True
+        run, parts = self._context.run, self._parts
         try:
-            limits.before_request(endpoint.provider.name, scope, model, state.messages)
-            body = open_stream(endpoint.provider, endpoint.model, state.messages,
-                               schema=state.spec.schema, schema_name=state.spec.name,
-                               temperature=agent.temperature, max_tokens=agent.max_tokens,
-                               timeout=min(timeout, first_token - started))
-            if end is None or first_token < end:
-                body.body.set_deadline(first_token, "first_token_timeout")
+            hit = run(self._begin)
+            if hit is not None:  # from the cache: the whole answer at once
+                parts.append(hit.text)
+                yield hit.text
             else:
-                body.body.set_deadline(end, "Retry(deadline=...)")
-            deltas = iter(body)
-            first = next(deltas, None)
-            limits.observe(scope, limited=False)
-        except BaseException as exc:
-            if body is not None:
-                body.close()
-            record.update(error=type(exc).__name__, status=getattr(exc, "status", None))
-            if isinstance(exc, RateLimited):
-                limits.observe(scope, limited=True, retry_after=exc.retry_after)
-            raise
+                while True:
+                    turn = run(self._open_turn)
+                    self._turn_from = len(parts)
+                    for text in turn.deltas():  # one socket read per delta, no queue
+                        parts.append(text)
+                        yield text
+                    calls = run(self._end_turn)
+                    if calls is None:
+                        break
+                    if calls:
+                        yield from self._tools(calls)
+                    run(self._end_loop_turn)
+            run(self._finish)
+        except Exception as exc:
+            run(self._finish, exc)
+            if self._result.error is exc:
+                raise
+            raise self._result.error from None  # type: ignore[misc]  # the scrubbed copy
         finally:
-            state.history.append(Attempt(**record, duration_s=time.monotonic() - started))
-        assert body is not None
-        body.body.set_deadline(end, "Retry(deadline=...)")
-        self._body, self._model, self._deltas = body, model, deltas
-        return first
+            if not self._finished:  # left early: a break, the caller's kill or timeout
+                self.close()
 
-    def _count_usage(self) -> None:
-        assert self._state is not None and self._body is not None
-        usage = self._body.reader.usage(limits.estimate_tokens(self._state.messages))
-        by_model = self._state.usage_by_model
-        by_model[self._model] = by_model.get(self._model, Usage()) + usage
+    def _tools(self, calls: Sequence[ToolRequest]) -> Iterator[ToolStarted | ToolFinished]:
+        assert self._loop is not None and self._state is not None
+        turn, history = self._loop.turn, self._state.history
+        for call in calls:
+            yield ToolStarted(call.id, call.name, call.arguments, turn)
+        before = len(history)
+        self._context.run(self._loop.run_calls, calls)
+        ran = [entry for entry in history[before:] if isinstance(entry, ToolCall)]
+        for call, record in zip(calls, ran, strict=False):
+            yield ToolFinished(call.id, record)
 
-    @_with_owner
+    def _begin(self) -> Entry | None:
+        """Open the call for the hooks; look it up in the cache (waiting for an identical call in
+        flight): its answer, or None to ask the model."""
+        assert self._state is not None
+        state = self._state
+        if hooks.active:
+            self._call = hooks.call_opened(self._result.target, self._agent, agent=True)
+        self._lease = lease(self._agent, state.messages, self._endpoints, state.spec.schema,
+                            state.tools)
+        return self._lease.hit
+
+    def _open_turn(self) -> StreamedTurn:
+        assert self._state is not None and self._policy is not None
+        if self._loop is not None:
+            self._loop.begin()
+            self._in_turn = True
+        self._turn = StreamedTurn(self._state, self._endpoints, self._policy)
+        self._turn.open()
+        return self._turn
+
+    def _end_turn(self) -> Sequence[ToolRequest] | None:
+        """The turn's stream ended: the tool calls to run (the loop goes on), else None."""
+        assert self._turn is not None
+        ended = self._turn.end()
+        assert ended is not None
+        completion, goes_on = ended
+        if self._loop is None or not goes_on:
+            self._answer = completion.text
+            return None
+        return self._loop.calls_for(completion)
+
+    def _end_loop_turn(self) -> None:
+        assert self._loop is not None
+        self._in_turn = False
+        self._loop.end()
+
     def _finish(self, error: BaseException | None = None) -> None:
-        """Fill in and record the Result, once: value (validated) or error, usage, cost."""
+        """Fill in and report the Result, once: value (validated) or error, usage, cost; the
+        cache, the hooks and the execution log are told."""
         if self._finished:
             return
         self._finished = True
         assert self._state is not None
         result, state = self._result, self._state
-        if self._body is not None:
-            self._count_usage()
-            if error is None:
-                try:
-                    result.value = state.spec.parse(self.text)
-                except Exception as exc:  # an invalid structured answer: not re-asked
-                    error = exc
+        if self._turn is not None:
+            self._turn.end(error)  # cut short: the connection is closed, the usage counted
+        hit = self._lease.hit if self._lease is not None else None
+        if error is None:
+            try:
+                result.value = state.spec.parse(hit.text if hit is not None else self._answer)
+            except Exception as exc:  # an invalid structured answer: not re-asked
+                error = exc
+        if self._in_turn and self._loop is not None:
+            self._in_turn = False
+            self._loop.end(error)
+        if hit is not None:
+            result.cached, result.model = True, hit.model
+            result.usage, result.cost_usd = Usage(hit.prompt_tokens, hit.completion_tokens), 0.0
+        else:
+            result.model = state.model
+            result.usage, result.cost_usd = state.usage, state.cost(state.model or "")
         if error is not None:
-            result.error, result.value = error, None
+            result.error = scrub(error, *(endpoint.api_key for _, endpoint in self._endpoints))
+            result.value = None
+        if self._lease is not None:  # stored and shared if it answered; else the identical
+            usage = result.usage or Usage()  # calls waiting for it ask for themselves
+            self._lease.settle(None if error is not None or hit is not None else Entry(
+                self._answer, result.model or "", usage.prompt_tokens, usage.completion_tokens,
+                result.cost_usd))
         result.attempts = state.attempts
         result.history = tuple(state.history)
-        result.usage = state.usage
-        result.cost_usd = state.cost(result.model or "")
         result.duration_s = time.perf_counter() - self._began
-        tracking.record(result, self._inputs)
+        self._report()
+
+    def _report(self) -> None:
+        if hooks.active and self._call is None:  # an input error: the call opens to end at once
+            self._call = hooks.call_opened(self._result.target, self._agent, agent=True)
+        hooks.call_closed(self._call, self._result)
+        tracking.record(self._result, self._inputs)

@@ -9,8 +9,8 @@ it (``Result.tool_errors``). ``tool_errors = "raise"`` fails the call instead wi
 :class:`~greenagents.errors.ToolError`. A model still asking for tools after ``max_turns`` turns
 fails it with :class:`~greenagents.errors.ToolLoopError`.
 
-Each turn's model call is :meth:`Turns.answer` — retries, re-asks and fallbacks as for any agent —
-so a turn could be answered by another kind of call (a stream) without touching the loop.
+Each turn's model call is :meth:`Turns.answer` — retries, re-asks and fallbacks as for any agent;
+:class:`Loop` is the same loop driven from outside, so a stream answers each turn as it arrives.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from .tools import Tool, ToolArgumentsError, ToolContext, toolbox
 if TYPE_CHECKING:
     from .agent import Agent
 
-__all__ = ["LOG_CAP", "Toolbox", "Turns", "run"]
+__all__ = ["LOG_CAP", "Loop", "Toolbox", "Turns", "run"]
 
 #: Characters of a tool call's arguments or output kept in ``Result.history`` and the execution log.
 LOG_CAP = 2000
@@ -94,54 +94,75 @@ def _check_settings(agent: type[Agent]) -> None:
 def run(state: Turns, box: Toolbox, inputs: Mapping[str, Any],
         endpoints: list[tuple[str, Endpoint]], policy: Policy) -> Any:
     """Turns until the model answers without tools: the validated output, or raise."""
-    agent = state.agent
-    tools = box.bound(agent)
-    secrets = tuple(endpoint.api_key for _, endpoint in endpoints)
-    turn = 0
+    loop = Loop(state, box, inputs, endpoints)
     while True:
-        turn += 1
-        state.turn = turn
-        if hooks.active:
-            hooks.emit(hooks.TurnStarted(number=turn, model=endpoints[0][0]))
+        loop.begin()
         try:
-            answer, asked = _turn(state, tools, inputs, endpoints, policy, secrets)
+            answer = state.answer(endpoints, policy)
+            calls = loop.calls_for(answer)
+            if calls:
+                loop.run_calls(calls)
         except BaseException as exc:
-            if hooks.active:
-                hooks.emit(hooks.TurnEnded(number=turn, model=state.model or "", error=exc))
+            loop.end(exc)
             raise
-        if hooks.active:
-            hooks.emit(hooks.TurnEnded(number=turn, model=state.model or "", tool_calls=asked))
-        if not isinstance(answer, Completion):
+        loop.end()
+        if calls is None:
             return answer
 
 
-def _turn(state: Turns, tools: dict[str, Tool], inputs: Mapping[str, Any],
-          endpoints: list[tuple[str, Endpoint]], policy: Policy,
-          secrets: tuple[str | None, ...]) -> tuple[Any, int]:
-    """One model turn and the tools it asked for: ``(answer, how many tool calls)``.
-
-    The answer is the validated output, or a Completion when the loop goes on — either with the
-    tool results appended, or (its provider asks for the output in a turn of its own) with the
-    request for the output appended and ``state.finishing`` set.
+class Loop:
+    """One call's turns, driven by whoever asks the model: :func:`run` above, or a stream
+    (:mod:`greenagents.streaming`) that reads each turn's answer as it arrives. Per turn:
+    :meth:`begin`, the model's answer, :meth:`calls_for` it, :meth:`run_calls`, :meth:`end`.
     """
-    agent, turn = state.agent, state.turn
-    answer = state.answer(endpoints, policy)
-    if not isinstance(answer, Completion):
-        return answer, 0
-    if not answer.tool_calls:  # done, but its provider asks for the output in a turn of its own
-        state.messages += [{"role": "assistant", "content": answer.text or "Done."},
-                           {"role": "user", "content": FINISH}]
-        state.finishing = True
-        return answer, 0
-    if turn == agent.max_turns:  # their results could never be read: do not run them
-        names = ", ".join(sorted({call.name for call in answer.tool_calls}))
-        raise ToolLoopError(f"{agent.__qualname__}: the model still asked for tools ({names}) "
-                            f"after max_turns={agent.max_turns} turns; raise max_turns, or "
-                            "make the instructions say when to stop calling tools")
-    state.messages.append(_assistant(answer))
-    context = {"inputs": inputs, "agent": agent.__qualname__, "turn": turn}
-    state.messages += _run_calls(state, tools, answer.tool_calls, context, secrets)
-    return answer, len(answer.tool_calls)
+
+    def __init__(self, state: Turns, box: Toolbox, inputs: Mapping[str, Any],
+                 endpoints: list[tuple[str, Endpoint]]):
+        self.state, self.inputs, self.first_model = state, inputs, endpoints[0][0]
+        self.tools = box.bound(state.agent)
+        self.secrets = tuple(endpoint.api_key for _, endpoint in endpoints)
+        self.turn = self.asked = 0
+
+    def begin(self) -> None:
+        self.turn += 1
+        self.state.turn, self.asked = self.turn, 0
+        if hooks.active:
+            hooks.emit(hooks.TurnStarted(number=self.turn, model=self.first_model))
+
+    def end(self, error: BaseException | None = None) -> None:
+        """The turn ended, after the tools it asked for ran (or with ``error``)."""
+        if hooks.active:
+            hooks.emit(hooks.TurnEnded(number=self.turn, model=self.state.model or "",
+                                       tool_calls=0 if error else self.asked, error=error))
+
+    def calls_for(self, answer: Any) -> Sequence[ToolRequest] | None:
+        """What the turn's ``answer`` asks of the loop: None when it is the validated output;
+        else the loop goes on, with the tool calls to run next (the assistant's turn appended
+        to the conversation) or none — its provider asks for the output in a turn of its own,
+        whose request is appended and ``state.finishing`` set.
+        """
+        state, agent = self.state, self.state.agent
+        if not isinstance(answer, Completion):
+            return None
+        if not answer.tool_calls:  # done, but its provider asks for the output in a turn of its own
+            state.messages += [{"role": "assistant", "content": answer.text or "Done."},
+                               {"role": "user", "content": FINISH}]
+            state.finishing = True
+            return ()
+        if self.turn == agent.max_turns:  # their results could never be read: do not run them
+            names = ", ".join(sorted({call.name for call in answer.tool_calls}))
+            raise ToolLoopError(f"{agent.__qualname__}: the model still asked for tools ({names}) "
+                                f"after max_turns={agent.max_turns} turns; raise max_turns, or "
+                                "make the instructions say when to stop calling tools")
+        state.messages.append(_assistant(answer))
+        return answer.tool_calls
+
+    def run_calls(self, calls: Sequence[ToolRequest]) -> None:
+        """Run the turn's tool calls; their results go into the conversation."""
+        context = {"inputs": self.inputs, "agent": self.state.agent.__qualname__,
+                   "turn": self.turn}
+        self.asked = len(calls)
+        self.state.messages += _run_calls(self.state, self.tools, calls, context, self.secrets)
 
 
 def _assistant(completion: Completion) -> dict[str, Any]:

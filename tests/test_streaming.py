@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+import urllib.request
 from pathlib import Path
 
 import gevent
@@ -230,3 +231,19 @@ def test_the_answer_size_cap_applies_to_streams(sim_factory) -> None:
     with pytest.raises(errors.ResponseTooLarge, match="max_response_bytes=20,000"):
         list(stream)
     assert len(stream.text) < 20_000 and not stream.result.ok
+
+
+def test_the_simulator_times_a_first_token_when_it_writes_it(sim_factory) -> None:
+    """Figure 9's "late" is the client's first delta minus this moment: a simulator behind
+    schedule (here: every token due at once) writes its overdue events in one go, and the first
+    token counts as sent then, not when it was due — else its own lag was the client's."""
+    sim = sim_factory(answer_words=20_000, token_latency=0.0)
+    started = time.monotonic()
+    stream = at(SummaryAgent, sim.base_url, model="openai/m").stream(text="timed")
+    next(iter(stream))
+    got = time.monotonic()
+    stream.close()
+    root = sim.base_url.removesuffix("/v1")
+    sent = json.loads(urllib.request.urlopen(f"{root}/_sim/first_tokens", timeout=10).read())
+    assert started < sent["In at most 20 words: timed"] <= got
+    assert got - sent["In at most 20 words: timed"] < (got - started) / 2

@@ -4,11 +4,17 @@ Like the rest of ``providers/`` this only translates; :func:`open_stream` joins 
 (:func:`greenagents.http_stream.open_stream`) and the SSE framing (:mod:`greenagents.sse`).
 
 - OpenAI: ``stream: true`` with ``stream_options.include_usage``; ``chat.completion.chunk`` events
-  carry ``choices[0].delta.content`` (or a tool call's ``arguments``), a last chunk the usage, then
-  ``[DONE]``.
-- Anthropic: ``stream: true``; ``message_start`` (input tokens), ``content_block_delta`` (``text``
-  or, for structured output's forced tool, ``partial_json``), ``message_delta`` (output tokens,
-  stop reason), ``message_stop``; an ``error`` event is the provider failing mid-stream.
+  carry ``choices[0].delta.content``, or ``delta.tool_calls`` pieces (``index``; ``id`` and
+  ``function.name`` once, then ``function.arguments`` a piece at a time), a last chunk the usage,
+  then ``[DONE]``.
+- Anthropic: ``stream: true``; ``message_start`` (input tokens), ``content_block_start`` (a
+  ``text`` or ``tool_use`` block: id, name), ``content_block_delta`` (``text``, or a tool's input
+  as ``partial_json`` pieces), ``message_delta`` (output tokens, stop reason), ``message_stop``; an
+  ``error`` event is the provider failing mid-stream.
+
+Tool calls the model asks for are collected, not given as text, when the request offered tools
+(``tools=True``); the structured-output tool (Anthropic's forced ``answer_tool``; any tool call of
+a request that offered none) is the answer, so its arguments are the text.
 
 >>> reader = OpenAIReader()
 >>> reader.feed(Event(None, b'{"choices":[{"delta":{"content":"Hi"},"finish_reason":null}]}'))
@@ -19,7 +25,8 @@ Like the rest of ``providers/`` this only translates; :func:`open_stream` joins 
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import json
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from pydantic_core import from_json
@@ -30,7 +37,7 @@ from ..http_stream import open_stream as open_bytes
 from ..result import Usage
 from ..sse import Event, SSEParser
 from .anthropic import AnthropicProvider
-from .base import Completion, Message, Provider, error_message
+from .base import Completion, Message, Provider, ToolRequest, error_message
 
 __all__ = ["AnthropicReader", "OpenAIReader", "Reader", "TextStream", "open_stream"]
 
@@ -42,7 +49,7 @@ class Reader:
     4.2 µs for ``json.loads`` (measured on the shared 2-core machine, so only the ratio holds).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, tools: bool = False, answer_tool: str | None = None) -> None:
         self.parts: list[str] = []
         self.prompt_tokens: int | None = None
         self.completion_tokens: int | None = None
@@ -50,9 +57,22 @@ class Reader:
         self.finish_reason: str | None = None
         self.done = False
         self.deltas = 0
+        self.tools, self.answer_tool = tools, answer_tool
+        self.calls: dict[int, tuple[str, str, list[str]]] = {}  # by index: id, name, pieces
 
     def feed(self, event: Event) -> str:
         raise NotImplementedError
+
+    def tool_calls(self) -> tuple[ToolRequest, ...]:
+        """The tool calls the model asked for, their arguments whole (as the provider's
+        non-streamed answer gives them: OpenAI's JSON text, Anthropic's object)."""
+        if not self.calls:
+            return ()
+        return tuple(ToolRequest(id, name, self._arguments("".join(pieces)))
+                     for id, name, pieces in self.calls.values())
+
+    def _arguments(self, text: str) -> str | dict[str, Any]:
+        return text
 
     def usage(self, estimated_prompt: int) -> Usage:
         """What the provider reported; what was seen when it did not (a stream cut short): the
@@ -63,7 +83,7 @@ class Reader:
 
     def completion(self, estimated_prompt: int) -> Completion:
         return Completion("".join(self.parts), self.usage(estimated_prompt), self.model,
-                          self.finish_reason)
+                          self.finish_reason, self.tool_calls())
 
     def _text(self, text: str) -> str:
         if text:
@@ -80,6 +100,28 @@ class OpenAIReader(Reader):
             self.done = True
             return ""
         chunk = from_json(event.data)
+        choices = chunk.get("choices")
+        if choices:
+            choice = choices[0]
+            finish = choice.get("finish_reason")
+            if finish:
+                self.finish_reason = finish
+            delta = choice.get("delta")
+            if delta:
+                text = delta.get("content") or delta.get("refusal")  # as Completion.text
+                if text:  # most chunks: a piece of text, nothing else to look at...
+                    self.parts.append(text)
+                    self.deltas += 1
+                    if finish or not self.model:  # ...but the last may carry the usage
+                        self._meta(chunk)
+                    return text  # type: ignore[no-any-return]
+                calls = delta.get("tool_calls")
+                if calls:
+                    return self._calls(calls)
+        self._meta(chunk)
+        return ""
+
+    def _meta(self, chunk: dict[str, Any]) -> None:
         if chunk.get("error"):
             raise _stream_error(chunk)
         usage = chunk.get("usage")
@@ -87,18 +129,16 @@ class OpenAIReader(Reader):
             self.prompt_tokens = int(usage.get("prompt_tokens") or 0)
             self.completion_tokens = int(usage.get("completion_tokens") or 0)
         self.model = chunk.get("model") or self.model
-        choices = chunk.get("choices")
-        if not choices:
-            return ""
-        choice = choices[0]
-        self.finish_reason = choice.get("finish_reason") or self.finish_reason
-        delta = choice.get("delta") or {}
-        text = delta.get("content") or delta.get("refusal")  # as Completion.text: refusals too
-        if text:
-            return self._text(text)
-        calls = delta.get("tool_calls")
-        if calls:  # structured output answered as a tool call: the arguments are the JSON
+
+    def _calls(self, calls: list[dict[str, Any]]) -> str:
+        if not self.tools:  # structured output answered as a tool call: the arguments are the JSON
             return self._text(calls[0].get("function", {}).get("arguments") or "")
+        for call in calls:
+            function = call.get("function") or {}
+            index = call.get("index", 0)
+            if index not in self.calls:
+                self.calls[index] = (call.get("id") or "", function.get("name") or "", [])
+            self.calls[index][2].append(function.get("arguments") or "")
         return ""
 
 
@@ -110,8 +150,19 @@ class AnthropicReader(Reader):
         kind = payload.get("type")
         if kind == "content_block_delta":
             delta = payload["delta"]
-            return self._text(delta.get("text") or delta.get("partial_json") or "")
-        if kind == "message_start":
+            text = delta.get("text")
+            if text is None:
+                text = delta.get("partial_json")
+                call = self.calls.get(payload.get("index", 0))
+                if call is not None and text is not None:  # a tool's input, a piece at a time
+                    call[2].append(text)
+                    return ""
+            return self._text(text or "")
+        if kind == "content_block_start":
+            block = payload["content_block"]
+            if block.get("type") == "tool_use" and self.tools and block["name"] != self.answer_tool:
+                self.calls[payload.get("index", 0)] = (block["id"], block["name"], [])
+        elif kind == "message_start":
             message = payload["message"]
             usage = message.get("usage") or {}
             self.model = message.get("model") or ""
@@ -126,6 +177,15 @@ class AnthropicReader(Reader):
             raise _stream_error(payload)
         return ""
 
+    def _arguments(self, text: str) -> str | dict[str, Any]:
+        """The input object (``{}`` for none); text that is not one goes to the tool as it is,
+        whose validation tells the model what is wrong."""
+        try:
+            given = from_json(text) if text else {}
+        except ValueError:
+            return text
+        return given if isinstance(given, dict) else text
+
 
 def _stream_error(payload: dict[str, Any]) -> ProviderError:
     """An error the provider sent as an event, after its 200: overloaded, mostly; retryable."""
@@ -136,6 +196,9 @@ def _stream_error(payload: dict[str, Any]) -> ProviderError:
 class TextStream:
     """One streamed attempt: iterate for text deltas; :attr:`reader` holds what was read.
 
+    The first tool call the model asks for (when the request offered tools) is marked by one
+    ``""`` delta: the answer has begun, though with nothing to show.
+
     Bytes are read only as the iteration asks for them (nothing in between: no queue, no extra
     greenlet); :meth:`close` abandons the answer (the connection is closed, the server sees it).
     """
@@ -144,7 +207,7 @@ class TextStream:
         self.body, self.reader, self.provider = body, reader, provider
 
     def __iter__(self) -> Iterator[str]:
-        reader, parser = self.reader, SSEParser()
+        reader, parser, calling = self.reader, SSEParser(), False
         try:
             for chunk in self.body.chunks():  # read to the body's end, so the connection is reused
                 for event in parser.feed(chunk):
@@ -153,6 +216,9 @@ class TextStream:
                     text = reader.feed(event)
                     if text:
                         yield text
+                    elif not calling and reader.calls:
+                        calling = True
+                        yield ""  # a tool call began: the answer's first sign of life
         except ValueError as exc:  # a JSON event that does not parse: the stream is garbled
             raise ServerError(f"{self.provider.name} sent a malformed stream event ({exc}); "
                               "retrying usually helps", provider=self.provider.name) from None
@@ -171,17 +237,28 @@ class TextStream:
         self.body.close()
 
 
+class _Whole(Reader):
+    """What a server that ignored ``stream: true`` answered, whole."""
+
+    def __init__(self, completion: Completion, *, tools: bool) -> None:
+        super().__init__(tools=tools)
+        self.asked = completion.tool_calls if tools else ()
+        if not self.asked or completion.text != _as_text(self.asked[0].arguments):
+            self._text(completion.text)  # not just the first call's arguments standing in for it
+        self.prompt_tokens = completion.usage.prompt_tokens
+        self.completion_tokens = completion.usage.completion_tokens
+        self.model, self.finish_reason, self.done = completion.model, completion.finish_reason, True
+
+    def tool_calls(self) -> tuple[ToolRequest, ...]:
+        return self.asked
+
+
+def _as_text(arguments: str | Mapping[str, Any]) -> str:
+    return arguments if isinstance(arguments, str) else json.dumps(arguments, ensure_ascii=False)
+
+
 class _WholeStream(TextStream):
     """A server that ignored ``stream: true`` and answered whole: one delta, the whole text."""
-
-    def __init__(self, body: ByteStream, completion: Completion, provider: Provider) -> None:
-        reader = Reader()
-        reader._text(completion.text)
-        reader.prompt_tokens = completion.usage.prompt_tokens
-        reader.completion_tokens = completion.usage.completion_tokens
-        reader.model, reader.finish_reason, reader.done = (completion.model,
-                                                            completion.finish_reason, True)
-        super().__init__(body, reader, provider)
 
     def __iter__(self) -> Iterator[str]:
         yield from self.reader.parts
@@ -190,20 +267,27 @@ class _WholeStream(TextStream):
 def open_stream(provider: Provider, model: str, messages: Sequence[Message], *,
                 schema: dict[str, Any] | None = None, schema_name: str = "output",
                 temperature: float | None = None, max_tokens: int | None = None,
-                timeout: float | None = None) -> TextStream:
+                timeout: float | None = None, tools: Sequence[Mapping[str, Any]] = (),
+                on_response: Callable[[ByteStream], None] | None = None) -> TextStream:
     """Send a streaming request; return once the answer's headers are in.
 
     An error status raises the mapped :class:`~greenagents.errors.ProviderError`, as
-    :func:`greenagents.providers.complete` does.
+    :func:`greenagents.providers.complete` does; ``on_response`` sees the answer's status and
+    headers first, whatever the status (the learned rate limits read them).
     """
     request = provider.build(model, messages, schema=schema, schema_name=schema_name,
-                             temperature=temperature, max_tokens=max_tokens)
+                             temperature=temperature, max_tokens=max_tokens, tools=tools)
     body = dict(request.body, stream=True)
     anthropic = isinstance(provider, AnthropicProvider)
     if not anthropic:
         body["stream_options"] = {"include_usage": True}
     stream = open_bytes(request.url, body, request.headers, timeout=timeout,
                         provider=provider.name, hint=f"check {provider.base_url_env}")
+    if on_response is not None:
+        on_response(stream)
     if not 200 <= stream.status < 300 or not stream.is_event_stream:
-        return _WholeStream(stream, provider.parse(stream.whole()), provider)
-    return TextStream(stream, AnthropicReader() if anthropic else OpenAIReader(), provider)
+        whole = _Whole(provider.parse(stream.whole()), tools=bool(tools))
+        return _WholeStream(stream, whole, provider)
+    reader = AnthropicReader(tools=bool(tools), answer_tool=schema_name if schema else None) \
+        if anthropic else OpenAIReader(tools=bool(tools))
+    return TextStream(stream, reader, provider)

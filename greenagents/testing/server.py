@@ -299,30 +299,39 @@ class SimApp:
         Each event is due at a fixed time from the first (``token_latency`` per token), not a
         sleep after the previous one: a simulator behind schedule (thousands of streams on a busy
         machine) sends the overdue events in one write and catches up, instead of slowing every
-        stream down and blaming the client.
+        stream down and blaming the client. For the same reason the first token's moment
+        (``/_sim/first_tokens``) is taken as the chunk holding it is handed to the server to
+        write, not when it was due: a client is late only after that.
         """
         due = time.monotonic()
         pending: list[bytes] = []
-        first = True
+        first = unsent = False  # the first token seen / is in ``pending``
+
+        def out(chunk: bytes) -> bytes:
+            nonlocal unsent
+            if unsent:
+                self.stats.first_token(key)
+                unsent = False
+            return chunk
+
         for index, (data, tokens) in enumerate(events):
             if tokens:
                 due += self.latency.tokens(tokens)
                 wait = due - time.monotonic()
                 if wait > 0:
                     if pending:
-                        yield b"".join(pending)
+                        yield out(b"".join(pending))
                         pending = []
                     gevent.sleep(wait)
                 else:  # due already: still let other requests in first (2,000 answers due at
                     gevent.sleep(0)  # once otherwise go out before the next request is read)
-                if first:  # sent with the next yield, or the one after a wait: now, near enough
-                    self.stats.first_token(key)
-                    first = False
+                if not first:  # sent with the next yield, or the one after a wait
+                    first = unsent = True
             if index == cut:
-                yield b"".join(pending) + data[: len(data) // 2]
+                yield out(b"".join(pending) + data[: len(data) // 2])
                 raise Drop(reset=False)
             pending.append(data)
-        yield Last(b"".join(pending))
+        yield Last(out(b"".join(pending)))
 
 
 class SimHandler(WSGIHandler):
