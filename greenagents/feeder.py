@@ -88,14 +88,14 @@ class Feeder:
     def __init__(self, source: Iterator[tuple[int, Any]], backend: Backend, events: Any,
                  window: int):
         self.source, self.backend, self.events = source, backend, events
-        self.room = backend.semaphore(window)
+        self.window = backend.semaphore(window)
         self.stopped = False
         self.task = backend.start(contextvars.copy_context().run, self._feed, apart=True)
 
     def _feed(self) -> None:
         try:
             while True:
-                self.room.acquire()
+                self.window.acquire()
                 if self.stopped:
                     return
                 try:
@@ -110,19 +110,19 @@ class Feeder:
             self.events.put(FeedFailed(exc))
 
     def taken(self) -> None:
-        """One call fed earlier is done with: room for the next."""
-        self.room.release()
+        """One call fed earlier is done with: a place in the window for the next."""
+        self.window.release()
 
     def stop(self) -> None:
-        """Take no more calls: a feeder waiting for room wakes and ends; one inside the
+        """Take no more calls: a feeder waiting for a place in the window wakes and ends; one inside the
         iterable is killed there (greenlets) or ends once it returns (threads)."""
         self.stopped = True
-        self.room.release()
+        self.window.release()
         self.backend.stop(self.task)
 
     def halt(self) -> None:
         """Take no more calls, and wait until the feeder ended: after the call it is reading, if
         any, so that nothing is in flight between the iterable and the events."""
         self.stopped = True
-        self.room.release()
+        self.window.release()
         self.task.join()

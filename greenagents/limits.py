@@ -110,7 +110,9 @@ def estimate_tokens(messages: Sequence[Mapping[str, Any]]) -> int:
 
 
 class RateLimit:
-    """A requests-per-minute and tokens-per-minute budget for one provider (or provider/model)."""
+    """A requests-per-minute and tokens-per-minute budget for one provider (or provider/model),
+    in force for the current client from the moment it is made: ``RateLimit("openai/gpt-4o",
+    rpm=60)`` and ``ga.rate_limit("openai", model="gpt-4o", rpm=60)`` do the same."""
 
     def __init__(self, key: str, *, rpm: int | None = None, tpm: int | None = None,
                  storage: str = "memory://"):
@@ -123,6 +125,11 @@ class RateLimit:
         self._limiter = SlidingWindowCounterRateLimiter(_storage(storage))
         self._requests = RateLimitItemPerMinute(rpm) if rpm else None
         self._tokens = RateLimitItemPerMinute(tpm) if tpm else None
+        mine = _mine()
+        with mine.lock:
+            mine.budgets[key] = self
+            if storage != "memory://":
+                mine.cooldown_storage = storage
 
     def __repr__(self) -> str:
         return f"RateLimit({self.key!r}, rpm={self.rpm}, tpm={self.tpm}, storage={self.storage!r})"
@@ -155,14 +162,7 @@ def rate_limit(provider: str, *, rpm: int | None = None, tpm: int | None = None,
     a minute boundary one request more than ``rpm`` can go through. Set budgets a little below
     the provider's own, as you would anyway for other clients of the same key.
     """
-    key = f"{provider}/{model}" if model else provider
-    budget = RateLimit(key, rpm=rpm, tpm=tpm, storage=storage)
-    mine = _mine()
-    with mine.lock:
-        mine.budgets[key] = budget
-        if storage != "memory://":
-            mine.cooldown_storage = storage
-    return budget
+    return RateLimit(f"{provider}/{model}" if model else provider, rpm=rpm, tpm=tpm, storage=storage)
 
 
 def share(storage: str) -> None:

@@ -7,7 +7,7 @@ parked on the bound until a slot frees up; the caller's greenlet (or thread) col
 engine under :func:`greenagents.stream` and ``batch``, and under a Celery worker's chunk of calls:
 
 >>> from greenagents.run import Run
->>> sorted(r.value for r in Run(limit=2).results([(7, (abs, (-7,), {})), (9, (abs, (-9,), {}))]))
+>>> sorted(r.value for r in Run(concurrency=2).results([(7, (abs, (-7,), {})), (9, (abs, (-9,), {}))]))
 [7, 9]
 
 Every input yields exactly one Result, whatever happens to the others: a call past the run's
@@ -48,24 +48,24 @@ if TYPE_CHECKING:
 __all__ = ["WINDOW", "Run"]
 
 # Calls started ahead of the bound, parked on it: they take a slot the moment one frees up (a
-# finished call, or one sleeping through a retry backoff). Memory stays O(limit).
+# finished call, or one sleeping through a retry backoff). Memory stays O(concurrency).
 WINDOW = 2
 
 
 class Run:
-    """One batch or stream: ``limit`` calls at once, each within ``timeout``, all within
+    """One batch or stream: ``concurrency`` calls at once, each within ``timeout``, all within
     ``deadline``; at most ``max_errors`` failures before the rest are Aborted.
 
     ``warn`` says whether a run with failures warns once (``stacklevel``: frames from
     :meth:`results` to the user's code); ``spend`` is the run's budget, if any.
     """
 
-    def __init__(self, limit: int, timeout: float | None = None, deadline: float | None = None,
+    def __init__(self, concurrency: int, timeout: float | None = None, deadline: float | None = None,
                  max_errors: int | None = None, warn: bool = True, stacklevel: int = 1,
                  spend: Budget | None = None):
-        self.backend = backend_for(limit, stacklevel=4)
+        self.backend = backend_for(concurrency, stacklevel=4)
         self.spend = spend
-        self.limit = limit
+        self.concurrency = concurrency
         self.timeout = timeout
         self.deadline = deadline
         self.max_errors = max_errors
@@ -74,7 +74,7 @@ class Run:
         self.finished = 0
         self.run_id = runs.run_id.get() or runs.new_run_id()  # a batch inside a run joins it
         self.cancelled = False
-        self.bound = self.backend.semaphore(limit)
+        self.free_slots = self.backend.semaphore(concurrency)
         self.done = self.backend.queue()
 
     def _start(self, index: int, fn: Callable[..., Any], args: tuple[Any, ...],
@@ -88,7 +88,7 @@ class Run:
 
     def _work(self, index: int, fn: Callable[..., Any], args: tuple[Any, ...],
               kwargs: dict[str, Any]) -> None:
-        slot = slots.Slot(self.bound)
+        slot = slots.Slot(self.free_slots)
         slots.current.set(slot)  # this worker's own context copy: nothing to reset
         with hooks.waiting("slot"):
             slot.acquire()
@@ -134,7 +134,7 @@ class Run:
         source = iter(calls)
         ends_at = None if self.deadline is None else time.monotonic() + self.deadline
         fed_all = False
-        feeder = Feeder(source, self.backend, self.done, self.limit * WINDOW)
+        feeder = Feeder(source, self.backend, self.done, self.concurrency * WINDOW)
         if self.backend.green:
             _quiet_interrupts(gevent.get_hub())
         with bar:

@@ -46,7 +46,7 @@ T = TypeVar("T")
 Call = tuple[Callable[..., Any], dict[str, Any]] | tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]
 
 
-def _checked_limit(max_concurrent: int | None) -> int:
+def _checked_concurrency(max_concurrent: int | None) -> int:
     limit = settings().max_concurrency if max_concurrent is None else max_concurrent
     if not isinstance(limit, int) or limit < 1:
         raise errors.ConfigError(f"max_concurrent must be an int >= 1, got {limit!r}")
@@ -92,7 +92,7 @@ def _run_budget(max_cost_usd: float | None) -> Budget | None:
 
 def _stream(calls: Iterable[Any], total: int | None, options: _Options,
             stacklevel: int) -> Iterator[Result[Any]]:
-    run = Run(_checked_limit(options.max_concurrent), _checked_seconds("timeout", options.timeout),
+    run = Run(_checked_concurrency(options.max_concurrent), _checked_seconds("timeout", options.timeout),
                _checked_seconds("deadline", options.deadline),
                _checked_max_errors(options.max_errors), options.warn_failures, stacklevel,
                _run_budget(options.max_cost_usd))

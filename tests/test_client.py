@@ -203,3 +203,12 @@ def test_unpatched_the_threads_of_a_run_see_its_client() -> None:
               ga.available())
     """)
     assert done.stdout.strip() == "[3, 3] False", done.stderr
+
+
+def test_a_rate_limit_made_directly_is_in_force_for_the_client_it_was_made_under() -> None:
+    """It used to be built and then ignored: only ``ga.rate_limit`` put a budget in force."""
+    tenant = ga.Client()
+    with tenant.use():
+        made = ga.RateLimit("openai/gpt-4o-mini", rpm=30)
+        assert limits.configured("openai", "gpt-4o-mini") == [made]
+    assert limits.configured("openai", "gpt-4o-mini") == []  # the default client has none

@@ -64,14 +64,14 @@ def test_run_call_unpatched_times_out_in_a_thread() -> None:
 
 def test_a_run_keeps_the_indices_it_is_given() -> None:
     calls = [(10, (abs, (-1,), {})), (20, "junk"), (30, (divmod, (7, 2), {}))]
-    results = {r.index: r for r in Run(limit=2, warn=False).results(calls)}
+    results = {r.index: r for r in Run(concurrency=2, warn=False).results(calls)}
     assert results[10].value == 1 and results[30].value == (3, 1)
     assert isinstance(results[20].error, errors.InputError)
 
 
 def test_a_run_past_its_deadline_accounts_for_every_input() -> None:
     calls = ((i, (gevent.sleep, (0 if i < 2 else 5,), {})) for i in range(6))
-    results = sorted(Run(limit=3, deadline=0.5, warn=False).results(calls), key=lambda r: r.index)
+    results = sorted(Run(concurrency=3, deadline=0.5, warn=False).results(calls), key=lambda r: r.index)
     assert [r.index for r in results] == list(range(6))
     assert [r.ok for r in results[:2]] == [True, True]
     assert all(isinstance(r.error, errors.Timeout) for r in results[2:])
@@ -146,7 +146,7 @@ def test_a_run_never_runs_more_than_its_limit_at_once() -> None:
         time.sleep(0.02)
         running -= 1
 
-    results = list(Run(limit=4, warn=False).results((i, (hold, {})) for i in range(40)))
+    results = list(Run(concurrency=4, warn=False).results((i, (hold, {})) for i in range(40)))
     assert len(results) == 40 and most == 4  # WINDOW × 4 started ahead: parked, not running
 
 

@@ -36,20 +36,17 @@ from __future__ import annotations
 import functools
 import importlib
 import os
-import select
 import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
 import celery
-from celery.result import AsyncResult
-from kombu.utils import eventio
 
 import greenagents as ga
 from greenagents import errors
 from greenagents.calls import run_call
-from greenagents.celery import sweeper, tracing, wire
+from greenagents.celery import fixes, sweeper, tracing, wire
 from greenagents.celery.store import ResultStore
 from greenagents.result import target_name
 from greenagents.run import Run
@@ -62,50 +59,6 @@ assert tracing  # imported for its signal handlers: trace context in the message
 TASK_NAME = "greenagents.call"  # one call per message (and tasks made by register())
 CHUNK_TASK_NAME = "greenagents.call_many"  # a chunk of calls per message: what batches send
 _WRITE_EVERY_S = 0.05  # a chunk's finished Results wait at most this long to be written together
-
-
-class _GeventPoll(eventio._poll):
-    """kombu's ``poll`` poller on gevent's cooperative ``select.poll``.
-
-    Under gevent kombu waits on its broker sockets with ``select()``, which refuses any file
-    descriptor past 1023 ("filedescriptor out of range in select()"): a dispatcher or worker
-    holding a thousand provider connections could no longer talk to Redis. ``poll`` has no such
-    limit, and gevent's version waits without blocking the hub.
-    """
-
-    def __init__(self) -> None:
-        self._poller = select.poll()
-        self._quick_poll = self._poller.poll
-        self._quick_register = self._poller.register
-        self._quick_unregister = self._poller.unregister
-
-
-def _choose_poller(choose: Any = eventio._get_poller) -> type:
-    poller: type = choose()
-    return _GeventPoll if poller is eventio._select and hasattr(select, "poll") else poller
-
-
-eventio._get_poller = _choose_poller
-
-_forget = AsyncResult.__del__
-
-
-def _forget_quietly(result: AsyncResult) -> None:
-    """``AsyncResult.__del__``, minus its noise at interpreter exit under gevent.
-
-    A result still referenced when the program ends is finalized after gevent's greenlets are:
-    its unsubscribe from Redis then fails with "greenlet is being finalized", printed once per
-    result (dozens of tracebacks after a successful run). Nothing is left to unsubscribe from at
-    that point (the connection goes with the process), so that one error is dropped.
-    """
-    try:
-        _forget(result)
-    except RuntimeError as exc:
-        if "greenlet is being finalized" not in str(exc):
-            raise
-
-
-AsyncResult.__del__ = _forget_quietly
 
 
 @functools.lru_cache(maxsize=256)
@@ -252,6 +205,7 @@ def install(app: celery.Celery) -> celery.Task:
     >>> install(Celery("mine")).name
     'greenagents.call_many'
     """
+    fixes.apply()
     sweeper.install(app)
     app.task(_call, name=TASK_NAME, bind=True, **_RELIABLE)
     return app.task(_call_many, name=CHUNK_TASK_NAME, bind=True, **_RELIABLE)

@@ -6,7 +6,7 @@ test can see the right prompt arrived. Offered tools and no tool results yet: th
 *every* offered tool once, in one turn, with arguments valid against each schema; once the request
 ends with tool results, it answers quoting them (so a test sees the tools' output reach the model).
 
->>> from greenagents.testing.wire import Chat
+>>> from greenagents.testing.shapes import Chat
 >>> compose(Chat(model="m", prompt="I love it", last_user="I love it", prompt_tokens=7), seed=0).text
 'Understood. You said: "I love it".'
 """
@@ -20,7 +20,7 @@ import random
 from greenagents import tokens
 from greenagents.testing.prompted import field_answer, output_fields, schema_in_prompt
 from greenagents.testing.schema import generate, violate
-from greenagents.testing.wire import Answer, Chat, Finish, Tool, ToolCall, digest
+from greenagents.testing.shapes import Answer, Chat, Finish, Tool, ToolCall, digest
 
 _LEADS = ("Positive.", "Negative.", "Neutral.", "Sure.", "Understood.", "Noted.")
 _ECHO_WORDS = 8

@@ -15,21 +15,21 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-from greenagents.testing.wire import (
+from greenagents.testing.shapes import (
     STATUS,
     Answer,
-    BadRequest,
     Chat,
     ErrorKind,
     Event,
+    InvalidRequest,
     Tool,
     ToolCall,
     ToolMode,
     bearer_token,
+    flat_text,
     message_prompt,
     pieces,
     sse,
-    text_of,
 )
 
 _ERROR_TYPES: dict[ErrorKind, str] = {
@@ -52,19 +52,19 @@ class AnthropicDialect:
     name = "anthropic"
 
     def parse(self, body: Any) -> Chat:
-        """Turn a Messages request body into a :class:`Chat`, or raise BadRequest."""
+        """Turn a Messages request body into a :class:`Chat`, or raise InvalidRequest."""
         model, messages, max_tokens = _require(body)
         tools = tuple(Tool(t["name"], t["input_schema"]) for t in body.get("tools") or ()
                       if isinstance(t, dict) and "input_schema" in t and "name" in t)
         mode, forced = _tool_choice(body.get("tool_choice"), tools)
-        prompt, tokens = message_prompt(messages, text_of(body.get("system", "")))
+        prompt, tokens = message_prompt(messages, flat_text(body.get("system", "")))
         users = [m for m in messages if m.get("role") == "user"]
         last = messages[-1].get("content")
         results = [b for b in last if isinstance(b, dict) and b.get("type") == "tool_result"] \
             if isinstance(last, list) else []
         return Chat(
             model=model, prompt=prompt, prompt_tokens=tokens,
-            last_user=text_of(users[-1].get("content")) if users else "",
+            last_user=flat_text(users[-1].get("content")) if users else "",
             schema=_output_schema(body), tools=tools, tool_mode=mode, forced_tool=forced,
             after_tool_result=bool(results),
             tool_results=tuple(_result_text(b) for b in results),
@@ -119,22 +119,22 @@ def _result_text(block: dict[str, Any]) -> str:
     """A ``tool_result``'s text as the answer quotes it: ``[is_error] ...`` for a failed tool."""
     flag = block.get("is_error", False)
     if not isinstance(flag, bool):
-        raise BadRequest(f"tool_result.is_error: Input should be a valid boolean, got {flag!r}")
-    return ("[is_error] " if flag else "") + text_of(block.get("content"))
+        raise InvalidRequest(f"tool_result.is_error: Input should be a valid boolean, got {flag!r}")
+    return ("[is_error] " if flag else "") + flat_text(block.get("content"))
 
 
 def _require(body: Any) -> tuple[str, list[dict[str, Any]], int]:
     if not isinstance(body, dict):
-        raise BadRequest("The request body must be a JSON object.")
+        raise InvalidRequest("The request body must be a JSON object.")
     model, messages, max_tokens = body.get("model"), body.get("messages"), body.get("max_tokens")
     if not isinstance(model, str) or not model:
-        raise BadRequest("model: Field required")
+        raise InvalidRequest("model: Field required")
     if not isinstance(messages, list) or not messages:
-        raise BadRequest("messages: Field required (a non-empty list)")
+        raise InvalidRequest("messages: Field required (a non-empty list)")
     if not all(isinstance(m, dict) and "role" in m for m in messages):
-        raise BadRequest("messages: each message must be an object with a 'role'")
+        raise InvalidRequest("messages: each message must be an object with a 'role'")
     if not isinstance(max_tokens, int) or max_tokens < 1:
-        raise BadRequest("max_tokens: Field required (a positive integer)")
+        raise InvalidRequest("max_tokens: Field required (a positive integer)")
     return model, messages, max_tokens
 
 
@@ -146,7 +146,7 @@ def _tool_choice(raw: Any, tools: tuple[Tool, ...]) -> tuple[ToolMode, str | Non
         return _TOOL_MODES[kind], None
     name = raw.get("name")
     if kind != "tool" or name not in {t.name for t in tools}:
-        raise BadRequest(f"tool_choice: no tool named {name!r} in 'tools'")
+        raise InvalidRequest(f"tool_choice: no tool named {name!r} in 'tools'")
     return "required", name
 
 
@@ -155,7 +155,7 @@ def _output_schema(body: dict[str, Any]) -> dict[str, Any] | None:
     if fmt.get("type") != "json_schema":
         return None
     if not isinstance(fmt.get("schema"), dict):
-        raise BadRequest("output_config.format.schema: must be a JSON schema object")
+        raise InvalidRequest("output_config.format.schema: must be a JSON schema object")
     schema: dict[str, Any] = fmt["schema"]
     return schema
 

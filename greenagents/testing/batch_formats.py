@@ -15,7 +15,7 @@ import json
 from datetime import datetime, timezone
 from typing import Any
 
-from greenagents.testing.wire import BadRequest
+from greenagents.testing.shapes import InvalidRequest
 
 __all__ = ["input_rows", "iso", "json_body", "loads", "multipart", "page"]
 
@@ -37,13 +37,13 @@ def loads(raw: bytes) -> Any:
     try:
         return json.loads(raw)
     except ValueError as exc:
-        raise BadRequest(f"We could not parse the JSON body of your request ({exc}).") from None
+        raise InvalidRequest(f"We could not parse the JSON body of your request ({exc}).") from None
 
 
 def json_body(environ: dict[str, Any]) -> dict[str, Any]:
     body = loads(environ["wsgi.input"].read())
     if not isinstance(body, dict):
-        raise BadRequest("The request body must be a JSON object.")
+        raise InvalidRequest("The request body must be a JSON object.")
     return body
 
 
@@ -51,7 +51,7 @@ def multipart(environ: dict[str, Any]) -> dict[str, tuple[str | None, bytes]]:
     """The fields of a multipart/form-data body: name -> (filename, bytes)."""
     kind = environ.get("CONTENT_TYPE", "")
     if not kind.startswith("multipart/form-data"):
-        raise BadRequest("Uploads must be multipart/form-data with 'purpose' and 'file' fields.")
+        raise InvalidRequest("Uploads must be multipart/form-data with 'purpose' and 'file' fields.")
     raw: bytes = environ["wsgi.input"].read()
     message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
         f"Content-Type: {kind}\r\n\r\n".encode() + raw)

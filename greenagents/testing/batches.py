@@ -41,7 +41,7 @@ from greenagents.testing.anthropic_api import AnthropicDialect
 from greenagents.testing.batch_formats import input_rows, iso, json_body, loads, multipart, page
 from greenagents.testing.openai_api import OpenAIDialect
 from greenagents.testing.options import SimOptions
-from greenagents.testing.wire import BadRequest, Dialect, digest
+from greenagents.testing.shapes import Dialect, InvalidRequest, digest
 
 #: The providers' own limits, used when the options set none.
 OPENAI_MAX_ROWS, OPENAI_MAX_BYTES = 50_000, 200 * 1024 * 1024
@@ -90,7 +90,7 @@ class BatchStore:
         parts = parts[2:] if anthropic else parts
         try:
             return self._route(dialect, parts, method, environ)
-        except BadRequest as exc:
+        except InvalidRequest as exc:
             return dialect.error("invalid_request", str(exc))
         except KeyError as exc:
             return dialect.error("not_found", f"No such object: {exc.args[0]}")
@@ -193,7 +193,7 @@ class BatchStore:
             return "expired", None
         try:
             chat = dialect.parse(body)
-        except BadRequest as exc:
+        except InvalidRequest as exc:
             return "error", dialect.error("invalid_request", str(exc))
         if chat.stream:
             return "error", dialect.error("invalid_request", "stream is not supported in batches")
@@ -210,13 +210,13 @@ class BatchStore:
     def _upload(self, environ: dict[str, Any]) -> Answered:
         fields = multipart(environ)
         if fields.get("purpose", (None, b""))[1] != b"batch":
-            raise BadRequest("purpose: this simulator accepts only purpose='batch'")
+            raise InvalidRequest("purpose: this simulator accepts only purpose='batch'")
         if "file" not in fields:
-            raise BadRequest("file: Field required (multipart/form-data)")
+            raise InvalidRequest("file: Field required (multipart/form-data)")
         filename, data = fields["file"]
         limit = self.options.batch_max_bytes or OPENAI_MAX_BYTES
         if len(data) > limit:
-            raise BadRequest(f"File is too large: {len(data)} bytes; the maximum for "
+            raise InvalidRequest(f"File is too large: {len(data)} bytes; the maximum for "
                              f"purpose 'batch' is {limit} bytes.")
         self.created["files"] += 1
         return 200, self._store_file(data, filename or "upload.jsonl", "batch")
@@ -233,12 +233,12 @@ class BatchStore:
         body = json_body(environ)
         file_id, endpoint = body.get("input_file_id"), body.get("endpoint")
         if endpoint != "/v1/chat/completions":
-            raise BadRequest(f"endpoint: {endpoint!r} is not supported here; use "
+            raise InvalidRequest(f"endpoint: {endpoint!r} is not supported here; use "
                              "'/v1/chat/completions'")
         if body.get("completion_window") != "24h":
-            raise BadRequest("completion_window: must be '24h'")
+            raise InvalidRequest("completion_window: must be '24h'")
         if file_id not in self.files:
-            raise BadRequest(f"input_file_id: no file {file_id!r}")
+            raise InvalidRequest(f"input_file_id: no file {file_id!r}")
         rows, problems = input_rows(self.files[file_id][1])
         limit = self.options.batch_max_rows or OPENAI_MAX_ROWS
         if len(rows) > limit:
@@ -322,20 +322,20 @@ class BatchStore:
         body = loads(raw)
         requests = body.get("requests") if isinstance(body, dict) else None
         if not isinstance(requests, list) or not requests:
-            raise BadRequest("requests: Field required (a non-empty list)")
+            raise InvalidRequest("requests: Field required (a non-empty list)")
         rows_limit = self.options.batch_max_rows or ANTHROPIC_MAX_ROWS
         if len(requests) > rows_limit:
-            raise BadRequest(f"requests: at most {rows_limit} requests per batch, got "
+            raise InvalidRequest(f"requests: at most {rows_limit} requests per batch, got "
                              f"{len(requests)}")
         rows = []
         for number, item in enumerate(requests):
             if not isinstance(item, dict) or not isinstance(item.get("custom_id"), str) \
                     or not isinstance(item.get("params"), dict):
-                raise BadRequest(f"requests.{number}: needs a custom_id string and params object")
+                raise InvalidRequest(f"requests.{number}: needs a custom_id string and params object")
             _ANTHROPIC.parse(item["params"])  # Anthropic validates params at creation
             rows.append((item["custom_id"], item["params"]))
         if len({cid for cid, _ in rows}) != len(rows):
-            raise BadRequest("requests: custom_id values must be unique within a batch")
+            raise InvalidRequest("requests: custom_id values must be unique within a batch")
         batch = self._new("anthropic", rows, environ)
         if batch is None:
             return 499, {}
@@ -362,7 +362,7 @@ class BatchStore:
     def _anthropic_results(self, batch_id: str) -> Answered:
         batch = self.batches[batch_id]
         if not self._finish(batch):
-            raise BadRequest(f"Message Batch {batch_id} has not yet ended; its results are not "
+            raise InvalidRequest(f"Message Batch {batch_id} has not yet ended; its results are not "
                              "available yet.")
         lines = []
         for custom_id, (kind, body) in batch.outcome.items():

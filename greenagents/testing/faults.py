@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping
 
-from greenagents.testing.wire import digest
+from greenagents.testing.shapes import digest
 
 #: Every fault the simulator can inject, in the order rates are stacked when rolling.
 FAULTS: tuple[str, ...] = ("rate_limit", "server_error", "overloaded", "reset", "hang",

@@ -15,21 +15,21 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-from greenagents.testing.wire import (
+from greenagents.testing.shapes import (
     STATUS,
     Answer,
-    BadRequest,
     Chat,
     ErrorKind,
     Event,
+    InvalidRequest,
     Tool,
     ToolCall,
     ToolMode,
     bearer_token,
+    flat_text,
     message_prompt,
     pieces,
     sse,
-    text_of,
 )
 
 _ERROR_TYPES: dict[ErrorKind, tuple[str, str | None]] = {
@@ -51,7 +51,7 @@ class OpenAIDialect:
     name = "openai"
 
     def parse(self, body: Any) -> Chat:
-        """Turn a Chat Completions request body into a :class:`Chat`, or raise BadRequest."""
+        """Turn a Chat Completions request body into a :class:`Chat`, or raise InvalidRequest."""
         model, messages = _require(body)
         tools = _tools(body.get("tools"))
         mode, forced = _tool_choice(body.get("tool_choice"), tools)
@@ -63,11 +63,11 @@ class OpenAIDialect:
             trailing -= 1
         return Chat(
             model=model, prompt=prompt, prompt_tokens=tokens,
-            last_user=text_of(users[-1].get("content")) if users else "",
+            last_user=flat_text(users[-1].get("content")) if users else "",
             schema=_json_schema(fmt), json_mode=fmt.get("type") == "json_object",
             tools=tools, tool_mode=mode, forced_tool=forced,
             after_tool_result=messages[-1].get("role") == "tool",
-            tool_results=tuple(text_of(m.get("content")) for m in messages[trailing:]),
+            tool_results=tuple(flat_text(m.get("content")) for m in messages[trailing:]),
             stream=bool(body.get("stream")),
             include_usage=bool((body.get("stream_options") or {}).get("include_usage")),
             max_tokens=body.get("max_completion_tokens") or body.get("max_tokens"),
@@ -126,14 +126,14 @@ class OpenAIDialect:
 
 def _require(body: Any) -> tuple[str, list[dict[str, Any]]]:
     if not isinstance(body, dict):
-        raise BadRequest("The request body must be a JSON object.")
+        raise InvalidRequest("The request body must be a JSON object.")
     model, messages = body.get("model"), body.get("messages")
     if not isinstance(model, str) or not model:
-        raise BadRequest("you must provide a model parameter")
+        raise InvalidRequest("you must provide a model parameter")
     if not isinstance(messages, list) or not messages:
-        raise BadRequest("'messages' must be a non-empty array of message objects.")
+        raise InvalidRequest("'messages' must be a non-empty array of message objects.")
     if not all(isinstance(m, dict) and "role" in m for m in messages):
-        raise BadRequest("Each message must be an object with a 'role'.")
+        raise InvalidRequest("Each message must be an object with a 'role'.")
     return model, messages
 
 
@@ -144,7 +144,7 @@ def _tools(raw: Any) -> tuple[Tool, ...]:
         return tuple(Tool(t["function"]["name"], t["function"].get("parameters") or
                           {"type": "object", "properties": {}}) for t in raw)
     except (TypeError, KeyError) as exc:
-        raise BadRequest("Each tool must be {'type': 'function', 'function': {'name': ...}}.") \
+        raise InvalidRequest("Each tool must be {'type': 'function', 'function': {'name': ...}}.") \
             from exc
 
 
@@ -155,7 +155,7 @@ def _tool_choice(raw: Any, tools: tuple[Tool, ...]) -> tuple[ToolMode, str | Non
         return raw, None
     name = raw.get("function", {}).get("name") if isinstance(raw, dict) else None
     if name not in {t.name for t in tools}:
-        raise BadRequest(f"tool_choice names a function that is not in 'tools': {name!r}")
+        raise InvalidRequest(f"tool_choice names a function that is not in 'tools': {name!r}")
     return "required", name
 
 
@@ -164,7 +164,7 @@ def _json_schema(fmt: dict[str, Any]) -> dict[str, Any] | None:
         return None
     schema = (fmt.get("json_schema") or {}).get("schema")
     if not isinstance(schema, dict):
-        raise BadRequest("response_format.json_schema.schema must be a JSON schema object.")
+        raise InvalidRequest("response_format.json_schema.schema must be a JSON schema object.")
     return schema
 
 

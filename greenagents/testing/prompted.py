@@ -19,7 +19,7 @@ import json
 import re
 from typing import Any
 
-from greenagents.testing.wire import Schema
+from greenagents.testing.shapes import Schema
 
 __all__ = ["field_answer", "output_fields", "schema_in_prompt"]
 

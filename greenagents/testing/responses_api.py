@@ -1,6 +1,6 @@
 """OpenAI's Responses API on the wire (``POST /v1/responses``): requests, bodies, stream events.
 
-The same :class:`~greenagents.testing.wire.Chat` and :class:`~greenagents.testing.wire.Answer` as
+The same :class:`~greenagents.testing.shapes.Chat` and :class:`~greenagents.testing.shapes.Answer` as
 Chat Completions, in the shapes the ``openai`` SDK's ``client.responses.create`` (and
 ``stream=True``) reads: ``output`` items (a message with ``output_text``, or a ``function_call``),
 ``usage`` in input/output tokens, and ``response.*`` events with sequence numbers. Errors, model
@@ -19,17 +19,17 @@ from collections.abc import Iterator
 from typing import Any
 
 from greenagents.testing.openai_api import OpenAIDialect
-from greenagents.testing.wire import (
+from greenagents.testing.shapes import (
     Answer,
-    BadRequest,
     Chat,
     Event,
+    InvalidRequest,
     Tool,
     ToolMode,
+    flat_text,
     message_prompt,
     pieces,
     sse,
-    text_of,
 )
 
 __all__ = ["ResponsesDialect"]
@@ -41,11 +41,11 @@ def _messages(raw: Any) -> list[dict[str, Any]]:
     if isinstance(raw, str) and raw:
         return [{"role": "user", "content": raw}]
     if not isinstance(raw, list) or not raw:
-        raise BadRequest("'input' must be a non-empty string or array of input items.")
+        raise InvalidRequest("'input' must be a non-empty string or array of input items.")
     messages: list[dict[str, Any]] = []
     for item in raw:
         if not isinstance(item, dict):
-            raise BadRequest("Each input item must be an object.")
+            raise InvalidRequest("Each input item must be an object.")
         if item.get("type") == "function_call_output":
             messages.append({"role": "tool", "content": str(item.get("output", ""))})
         elif item.get("type") == "function_call":
@@ -71,7 +71,7 @@ def _tool_choice(raw: Any, tools: tuple[Tool, ...]) -> tuple[ToolMode, str | Non
         return raw, None
     name = raw.get("name") if isinstance(raw, dict) else None
     if name not in {t.name for t in tools}:
-        raise BadRequest(f"tool_choice names a function that is not in 'tools': {name!r}")
+        raise InvalidRequest(f"tool_choice names a function that is not in 'tools': {name!r}")
     return "required", name
 
 
@@ -79,23 +79,23 @@ class ResponsesDialect(OpenAIDialect):
     """``POST /v1/responses`` as OpenAI serves it (errors, models and auth as Chat Completions)."""
 
     def parse(self, body: Any) -> Chat:
-        """Turn a Responses request body into a :class:`Chat`, or raise BadRequest."""
+        """Turn a Responses request body into a :class:`Chat`, or raise InvalidRequest."""
         if not isinstance(body, dict):
-            raise BadRequest("The request body must be a JSON object.")
+            raise InvalidRequest("The request body must be a JSON object.")
         model = body.get("model")
         if not isinstance(model, str) or not model:
-            raise BadRequest("you must provide a model parameter")
+            raise InvalidRequest("you must provide a model parameter")
         messages = _messages(body.get("input"))
         fmt = (body.get("text") or {}).get("format") or {}
         schema = fmt.get("schema") if fmt.get("type") == "json_schema" else None
         if fmt.get("type") == "json_schema" and not isinstance(schema, dict):
-            raise BadRequest("text.format.schema must be a JSON schema object.")
+            raise InvalidRequest("text.format.schema must be a JSON schema object.")
         tools = _tools(body.get("tools"))
         mode, forced = _tool_choice(body.get("tool_choice"), tools)
         prompt, tokens = message_prompt(messages, body.get("instructions") or "")
         users = [m for m in messages if m.get("role") == "user"]
         return Chat(model=model, prompt=prompt, prompt_tokens=tokens,
-                    last_user=text_of(users[-1].get("content")) if users else "",
+                    last_user=flat_text(users[-1].get("content")) if users else "",
                     schema=schema, json_mode=fmt.get("type") == "json_object", tools=tools,
                     tool_mode=mode, forced_tool=forced,
                     after_tool_result=messages[-1].get("role") == "tool",

@@ -45,9 +45,9 @@ from greenagents.testing.limits import headers as rate_headers
 from greenagents.testing.openai_api import OpenAIDialect
 from greenagents.testing.options import MODELS, SimOptions
 from greenagents.testing.responses_api import ResponsesDialect
+from greenagents.testing.shapes import Answer, Chat, Dialect, ErrorKind, Event, InvalidRequest, digest
 from greenagents.testing.stats import Stats
 from greenagents.testing.utility_api import ROUTES as UTILITY_ROUTES
-from greenagents.testing.wire import Answer, BadRequest, Chat, Dialect, ErrorKind, Event, digest
 
 StartResponse = Callable[..., Any]
 log = logging.getLogger("greenagents.testing")
@@ -168,7 +168,7 @@ class SimApp:
             return refused
         try:
             return _json(200, handler(json.loads(environ["wsgi.input"].read())))
-        except ValueError as exc:  # json.JSONDecodeError and BadRequest
+        except ValueError as exc:  # json.JSONDecodeError and InvalidRequest
             return _error(dialect, "invalid_request", _client_message(exc))
 
     def _refused(self, environ: dict[str, Any], dialect: Dialect) -> Reply | None:
@@ -222,7 +222,7 @@ class SimApp:
         try:
             chat = dialect.parse(json.loads(raw))
             forced = _steering(headers)
-        except ValueError as exc:  # json.JSONDecodeError and BadRequest
+        except ValueError as exc:  # json.JSONDecodeError and InvalidRequest
             return _error(dialect, "invalid_request", _client_message(exc))
         answer = compose(chat, self.options.seed, words=self.options.answer_words)
         self.stats.by_model[chat.model] += 1
@@ -433,20 +433,20 @@ def _float_header(headers: dict[str, str], name: str) -> float | None:
     try:
         return None if value is None else max(float(value), 0.0)
     except ValueError:
-        raise BadRequest(f"header {name} must be a number of seconds, got {value!r}") from None
+        raise InvalidRequest(f"header {name} must be a number of seconds, got {value!r}") from None
 
 
 def _steering(headers: dict[str, str]) -> str | None:
     """Validate the ``X-Sim-*`` headers up front (400 if wrong); return the forced fault."""
     name = headers.get("x-sim-fault")
     if name is not None and name not in FAULTS:
-        raise BadRequest(f"X-Sim-Fault: unknown fault {name!r}; valid: {', '.join(FAULTS)}")
+        raise InvalidRequest(f"X-Sim-Fault: unknown fault {name!r}; valid: {', '.join(FAULTS)}")
     _float_header(headers, "x-sim-latency")
     _float_header(headers, "x-sim-retry-after")
     return name
 
 
 def _client_message(exc: ValueError) -> str:
-    if isinstance(exc, BadRequest):
+    if isinstance(exc, InvalidRequest):
         return str(exc)
     return f"We could not parse the JSON body of your request ({exc})."

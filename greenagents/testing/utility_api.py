@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from greenagents import tokens
-from greenagents.testing.wire import BadRequest, digest, message_prompt
+from greenagents.testing.shapes import InvalidRequest, digest, message_prompt
 
 __all__ = ["ROUTES", "count_tokens_body", "embeddings"]
 
@@ -45,21 +45,21 @@ def _inputs(raw: Any) -> list[str]:
         return [" ".join(map(str, raw))]  # one input given as token ids
     if isinstance(raw, list) and raw and all(isinstance(i, (str, list)) for i in raw):
         return [i if isinstance(i, str) else " ".join(map(str, i)) for i in raw]
-    raise BadRequest("'input' must be a string, a list of strings, or token ids.")
+    raise InvalidRequest("'input' must be a string, a list of strings, or token ids.")
 
 
 def embeddings(body: Any) -> dict[str, Any]:
     """``POST /v1/embeddings``: one deterministic unit vector per input."""
     if not isinstance(body, dict) or not isinstance(body.get("model"), str):
-        raise BadRequest("you must provide a model parameter")
+        raise InvalidRequest("you must provide a model parameter")
     model, texts = body["model"], _inputs(body.get("input"))
     size = body.get("dimensions")
     size = _SIZES.get(model, 1536) if size is None else size
     if not isinstance(size, int) or isinstance(size, bool) or size < 1:
-        raise BadRequest("'dimensions' must be a positive integer.")
+        raise InvalidRequest("'dimensions' must be a positive integer.")
     encode = body.get("encoding_format", "float")
     if encode not in ("float", "base64"):
-        raise BadRequest("'encoding_format' must be 'float' or 'base64'.")
+        raise InvalidRequest("'encoding_format' must be 'float' or 'base64'.")
     data = []
     for index, text in enumerate(texts):
         vector: Any = _vector(model, text, size)
@@ -74,7 +74,7 @@ def embeddings(body: Any) -> dict[str, Any]:
 def count_tokens_body(body: Any) -> dict[str, Any]:
     """``POST /v1/messages/count_tokens``: the estimate a messages call with this body would use."""
     if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
-        raise BadRequest("messages: Field required")
+        raise InvalidRequest("messages: Field required")
     system = body.get("system") or ""
     prompt_system = system if isinstance(system, str) else " ".join(
         part.get("text", "") for part in system if isinstance(part, dict))

@@ -37,7 +37,7 @@ STATUS: dict[ErrorKind, int] = {
 }
 
 
-class BadRequest(ValueError):
+class InvalidRequest(ValueError):
     """The request body cannot be served; the message goes back to the client verbatim."""
 
 
@@ -114,7 +114,7 @@ class Dialect(Protocol):
     name: str
 
     def parse(self, body: Any) -> Chat:
-        """Validate a request body; raise :class:`BadRequest` with a client-facing message."""
+        """Validate a request body; raise :class:`InvalidRequest` with a client-facing message."""
         ...
 
     def render(self, chat: Chat, answer: Answer) -> dict[str, Any]:
@@ -138,18 +138,18 @@ class Dialect(Protocol):
         ...
 
 
-def text_of(content: Any) -> str:
+def flat_text(content: Any) -> str:
     """Flatten message content (a string, or a list of typed parts/blocks) to its text.
 
-    >>> text_of([{"type": "text", "text": "a"}, {"type": "tool_result", "content": "b"}])
+    >>> flat_text([{"type": "text", "text": "a"}, {"type": "tool_result", "content": "b"}])
     'a\\nb'
     """
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        return "\n".join(text_of(part) for part in content if text_of(part))
+        return "\n".join(flat_text(part) for part in content if flat_text(part))
     if isinstance(content, dict):
-        return text_of(content.get("text", content.get("content", "")))
+        return flat_text(content.get("text", content.get("content", "")))
     return ""
 
 
@@ -192,5 +192,5 @@ def digest(*parts: object) -> int:
 def message_prompt(messages: list[Any], system: str = "") -> tuple[str, int]:
     """All text a request sends and its token estimate (four tokens of overhead per message)."""
     texts = [system] if system else []
-    texts += [text_of(m.get("content")) for m in messages if isinstance(m, dict)]
+    texts += [flat_text(m.get("content")) for m in messages if isinstance(m, dict)]
     return "\n".join(texts), tokens.estimate_prompt(texts)
