@@ -90,7 +90,12 @@ _POOL_PREFIX = re.compile(r"^\w+\(host=[^)]*\):\s*")
 
 
 class Pools:
-    """One client's connection pools: origin -> (size, pool). :meth:`close` closes them all."""
+    """One client's connection pools: origin -> (size, pool). :meth:`close` closes them all.
+
+    Not urllib3's ``PoolManager``: finding the pool of a URL costs 2.5 µs here against 19.7 µs for
+    ``PoolManager.connection_from_url`` (it builds a ``PoolKey`` per request; timeit, 2026-11-30),
+    about 3% of an agent call's CPU, and growing a pool when ``max_concurrency`` grows is ours anyway.
+    """
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -106,6 +111,11 @@ class Pools:
 
 class Headers(Mapping[str, str]):
     """Read-only, case-insensitive response headers.
+
+    Not urllib3's ``HTTPHeaderDict``: copying one costs the same (8.1 µs against 7.6 µs here for
+    13 headers; timeit, 2026-11-30), one type serves both transports, and this module must not
+    import urllib3 (and ssl) before the patch. Keeping urllib3's own dict uncopied would save
+    ~6.5 µs a call (~1%); not worth a second header type.
 
     >>> Headers({"Retry-After": "3"})["retry-after"]
     '3'
