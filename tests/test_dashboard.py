@@ -6,8 +6,8 @@ from __future__ import annotations
 import csv
 import io
 import json
-import re
 import os
+import re
 import sqlite3
 import subprocess
 import sys
