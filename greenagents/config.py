@@ -20,7 +20,7 @@ import functools
 import math
 import os
 import threading
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -37,8 +37,8 @@ from . import state
 from .errors import ConfigError
 from .state import current as current_state
 
-__all__ = ["Settings", "WorkerSettings", "check_model", "check_seconds", "configure",
-           "environment", "settings", "worker_settings"]
+__all__ = ["DashboardSettings", "Settings", "WorkerSettings", "check_model", "check_seconds",
+           "configure", "environment", "from_environment", "settings", "worker_settings"]
 
 ENV_PREFIX = "GREENAGENTS_"
 # Structured settings are JSON in the environment; what to show when one is not.
@@ -314,16 +314,38 @@ class WorkerSettings(BaseModel):
         return [part.strip() for part in self.celery_tasks.split(",") if part.strip()]
 
 
+class DashboardSettings(BaseModel):
+    """``greenagents dashboard``'s variables, beside :class:`Settings`'."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    dashboard_token: SecretStr | None = Field(
+        None, description="The token the dashboard asks for (off loopback it is required).")
+
+
+_Part = TypeVar("_Part", bound=BaseModel)
+
+
+def from_environment(kind: type[_Part]) -> _Part:
+    """``kind`` (:class:`WorkerSettings`, :class:`DashboardSettings`) from the ``GREENAGENTS_*``
+    variables, read now; a ConfigError names a bad one.
+
+    >>> from_environment(DashboardSettings).dashboard_token is None
+    True
+    """
+    try:
+        return kind.model_validate(_read_env(kind))
+    except ValidationError as exc:
+        raise ConfigError(f"invalid setting in {_FROM_ENV}: {_problems(exc)}") from None
+
+
 def worker_settings() -> WorkerSettings:
     """The worker's settings from the environment, read now; a ConfigError names a bad one.
 
     >>> worker_settings().celery_visibility_timeout
     3600.0
     """
-    try:
-        return WorkerSettings.model_validate(_read_env(WorkerSettings))
-    except ValidationError as exc:
-        raise ConfigError(f"invalid setting in {_FROM_ENV}: {_problems(exc)}") from None
+    return from_environment(WorkerSettings)
 
 
 def check_seconds(value: Any, where: str) -> float | None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import re
 import sqlite3
 import subprocess
@@ -345,3 +346,17 @@ def test_a_million_calls_every_page_does_bounded_work(million: Dashboard) -> Non
         steps, body = _steps(million, path, query)
         assert steps < full_scan / 20, (path, query, steps, full_scan)
         assert b"Traceback" not in body
+
+
+def test_the_token_can_come_from_the_environment(log: Path) -> None:
+    env = {**os.environ, "GREENAGENTS_DASHBOARD_TOKEN": "from-env"}
+    server = subprocess.Popen([sys.executable, "-m", "greenagents", "dashboard", "--db", str(log),
+                               "--host", "0.0.0.0", "--port", "0"], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout is not None
+        announced = server.stdout.readline()
+        assert announced.strip().endswith("/?token=from-env"), (announced, server.stderr)
+    finally:
+        server.kill()
+        server.wait()

@@ -28,6 +28,7 @@ from urllib.parse import parse_qsl, quote, unquote, urlencode
 
 import jinja2
 
+from ..config import DashboardSettings, from_environment
 from ..errors import ConfigError
 from . import charts
 from .runs import Runs, RunStats
@@ -345,7 +346,8 @@ def serve(db: str, *, host: str = "127.0.0.1", port: int = 8765, token: str | No
     """
     from gevent.pywsgi import WSGIServer
 
-    token = token or os.environ.get(TOKEN_ENV) or None
+    if token is None and (secret := from_environment(DashboardSettings).dashboard_token):
+        token = secret.get_secret_value() or None
     if token is None and not _loopback(host):
         raise ConfigError(f"--host {host} would show the log to the network; pass --token SECRET "
                           f"(or set {TOKEN_ENV}), or keep the default --host 127.0.0.1")
