@@ -35,6 +35,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import config, runtime, state, tracking
+from .calls import run_call
 from .result import Result
 
 if TYPE_CHECKING:
@@ -171,7 +172,7 @@ class Client:
     def call(self, target: Callable[..., Any], /, *args: Any, **inputs: Any) -> Result[Any]:
         """One call with this client: its :class:`~greenagents.Result`, never an exception for a
         failure — :meth:`Agent.call <greenagents.Agent.call>` for an agent class, any other
-        callable as one call of :meth:`batch`.
+        callable run here as a batch runs each of its calls (:func:`greenagents.calls.run_call`).
 
         >>> import greenagents as ga
         >>> ga.Client().call(divmod, 7, 2).value
@@ -182,8 +183,7 @@ class Client:
             if agent_call is not None:
                 result: Result[Any] = agent_call(*args, **inputs)
                 return result
-            return runtime.batch([(target, args, inputs)], max_concurrent=1,
-                                 warn_failures=False)[0]
+            return run_call(target, args, inputs)
 
     def run(self, target: Callable[..., T], /, *args: Any, **inputs: Any) -> T:
         """One call with this client: its value, or its error raised (:meth:`Agent.run
