@@ -61,6 +61,7 @@ def measure_calls(spec: dict[str, Any]) -> dict[str, Any]:
     harness.reset_peak_rss()
     base = harness.rss_kb()
     profiler = _profiler() if spec.get("profile") else None
+    started = time.monotonic()  # the simulator's timeline is on this (machine-wide) clock
     cpu, wall = time.process_time(), time.perf_counter()
     ok = run(range(spec["n"]))
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
@@ -69,10 +70,30 @@ def measure_calls(spec: dict[str, Any]) -> dict[str, Any]:
     if profiler is not None:
         profiler.stop()
         report["profile"] = _hotspots(profiler, spec.get("profile_prefix", "greenagents/"))
+    if spec.get("timeline"):
+        report["timeline"] = timeline(sim_call(opts.base_url, "/_sim/timeline"), started)
     stats = sim_call(opts.base_url, "/_sim/stats")
     report["peak_in_flight"] = stats.get("peak_in_flight")
     report["by_status"] = stats.get("by_status")
     return report
+
+
+#: The quantiles of each timeline event reported (0: the first, 1: the last).
+QUANTILES = (0.0, 0.1, 0.5, 0.9, 0.99, 1.0)
+
+
+def timeline(moments: dict[str, list[float]], started: float) -> dict[str, list[float]]:
+    """When, in seconds after the timed run began, the simulator accepted connections, read
+    requests and sent answers: each event's :data:`QUANTILES` (e.g. ``accepted[2]`` is when half
+    the connections were accepted). What separates a server that accepts late from a client that
+    connects late from a client that reads its answers late."""
+    out: dict[str, list[float]] = {}
+    for event, times in moments.items():
+        ordered = sorted(t - started for t in times if t >= started)
+        if ordered:
+            last = len(ordered) - 1
+            out[event] = [round(ordered[round(q * last)], 3) for q in QUANTILES]
+    return out
 
 
 def _profiler() -> Any:

@@ -129,6 +129,7 @@ class SimApp:
             "/v1/models": ("GET", lambda: dialect.models(MODELS)),
             "/_sim/stats": ("GET", self.snapshot),
             "/_sim/first_tokens": ("GET", lambda: self.stats.first_tokens),
+            "/_sim/timeline": ("GET", lambda: self.stats.timeline),
             "/_sim/reset": ("POST", self._reset_and_snapshot),
         }
         if path in _COMPLETIONS or path in UTILITY_ROUTES:  # reached only with the wrong method
@@ -360,11 +361,22 @@ class SimHandler(WSGIHandler):
                                        struct.pack("ii", 1, 0))
 
 
+class SimServer(WSGIServer):
+    """pywsgi's server, marking each accepted connection on the app's timeline (when it was
+    accepted, not when its handler first ran: a server behind schedule shows as the gap)."""
+
+    def do_read(self) -> Any:
+        accepted = super().do_read()
+        if accepted and isinstance(self.application, SimApp):
+            self.application.stats.mark("accepted")
+        return accepted
+
+
 def make_server(app: Callable[..., Any], host: str, port: int) -> WSGIServer:
     """A started-ready WSGI server for ``app``: quiet access log, errors to logging, deep backlog
     (thousands of clients connect at once in the load benchmarks)."""
-    return WSGIServer((host, port), app, handler_class=SimHandler, log=None, error_log=log,
-                      backlog=4096)
+    return SimServer((host, port), app, handler_class=SimHandler, log=None, error_log=log,
+                     backlog=4096)
 
 
 def _index() -> dict[str, Any]:
