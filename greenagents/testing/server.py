@@ -129,7 +129,7 @@ class SimApp:
             "/v1/models": ("GET", lambda: dialect.models(MODELS)),
             "/_sim/stats": ("GET", self.snapshot),
             "/_sim/first_tokens": ("GET", lambda: self.stats.first_tokens),
-            "/_sim/timeline": ("GET", lambda: self.stats.timeline),
+            "/_sim/timeline": ("GET", self.stats.moments),
             "/_sim/reset": ("POST", self._reset_and_snapshot),
         }
         if path in _COMPLETIONS or path in UTILITY_ROUTES:  # reached only with the wrong method

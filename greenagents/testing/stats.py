@@ -36,6 +36,7 @@ class Stats:
         self.completion_tokens = 0
         self.first_tokens: dict[str, float] = {}
         self.timeline: dict[str, list[float]] = {"accepted": [], "arrived": [], "answered": []}
+        self.cpu_at_reset = time.process_time()
 
     def first_token(self, prompt: str) -> None:
         """A stream's first token goes out now: ``time.monotonic()`` by its last user message
@@ -53,6 +54,12 @@ class Stats:
         moments = self.timeline[event]
         if len(moments) < TIMELINE_MAX:
             moments.append(time.monotonic())
+
+    def moments(self) -> dict[str, Any]:
+        """``GET /_sim/timeline``: :attr:`timeline`, and ``cpu_s``, the CPU seconds this process
+        spent since the reset (the simulator's own share of a benchmark on shared cores, when it
+        runs in a process of its own: ``Simulator.start_process()``)."""
+        return {**self.timeline, "cpu_s": time.process_time() - self.cpu_at_reset}
 
     def begin(self) -> None:
         """A request to a provider endpoint arrived."""
