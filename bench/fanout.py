@@ -118,8 +118,9 @@ def reading(data: dict[int, dict[str, list[dict[str, Any]]]], points: list[int])
     return " ".join(lines) + (
         " Wall time above one latency is CPU work on the 2 cores the client shares with the "
         "simulator: every call's request building, connection set-up and response parsing in "
-        "the client, accepting, reading and answering in the simulator (about 0.4–0.5 ms of "
-        "CPU per request, as much as the leanest client spends). At large N the slower of the "
+        "the client, accepting, reading and answering in the simulator (its CPU is in the "
+        "timeline table: per request, about what the leanest client spends). At large N the "
+        "slower of the "
         "two sets the pace — the client for greenagents and the SDKs, the simulator for the "
         "bare floors (the timeline table shows which); the SDK-based contenders (openai's "
         "client, LangChain, LiteLLM) and thread pools spend far "
