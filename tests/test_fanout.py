@@ -8,6 +8,7 @@ the simulator's timeline (``GET /_sim/timeline``) that shows it.
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import textwrap
@@ -160,3 +161,23 @@ def test_the_simulator_keeps_a_timeline(sim: Simulator) -> None:
     sim.reset()
     assert sim.stats()["requests"] == 0
     assert _timeline(sim.url)["arrived"] == []
+
+
+def test_the_simulator_accepts_a_burst_of_connections(sim: Simulator) -> None:
+    """Connections that send nothing yet are accepted all the same (and marked on the timeline):
+    the server drains its listen queue instead of leaving clients to SYN retransmits."""
+    from greenagents.testing.server import BACKLOG, SimServer
+
+    assert SimServer.max_accept == BACKLOG
+    host, port = sim.url.removeprefix("http://").split(":")
+    sockets = [socket.create_connection((host, int(port)), timeout=10) for _ in range(200)]
+    try:
+        deadline, polls, accepted = time.monotonic() + 30, 0, 0
+        while accepted < 200 and time.monotonic() < deadline:
+            gevent.sleep(0.05)
+            polls += 1  # each look is a connection of its own
+            accepted = len(_timeline(sim.url)["accepted"]) - polls
+        assert accepted == 200
+    finally:
+        for sock in sockets:
+            sock.close()
