@@ -217,7 +217,9 @@ class _CachedLookup:
     first connection accepted 6.5 s into a run of 10,000, bench/fanout.py on 2 busy cores; then
     10,000 connections in one burst overflowed its accept queue). Its answer is computed here,
     once, without blocking (``AI_NUMERICHOST``: no network, no thread), and each connection goes
-    out as soon as its request is ready.
+    out as soon as its request is ready: at 10,000 calls of 1 s the first answers come back
+    after ~1.3 s instead of ~10 s, and ~2,400 kept-alive connections carry the batch instead of
+    10,000 (the batch's wall time stays what the client's CPU makes it).
     """
 
     def __init__(self, lookup: Any, host: str, port: int) -> None:
