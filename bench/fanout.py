@@ -120,11 +120,10 @@ def reading(data: dict[int, dict[str, list[dict[str, Any]]]], points: list[int])
         "simulator: every call's request building, connection set-up and response parsing in "
         "the client, accepting, reading and answering in the simulator (its CPU is in the "
         "timeline table: per request, about what the leanest client spends). At large N the "
-        "slower of the "
-        "two sets the pace — the client for greenagents and the SDKs, the simulator for the "
-        "bare floors (the timeline table shows which); the SDK-based contenders (openai's "
-        "client, LangChain, LiteLLM) and thread pools spend far "
-        "more of it per call than raw clients and greenlets. A failed cell is a timeout or a "
+        "slower of the two sets the pace (the timeline table shows which: in our runs the "
+        "client for greenagents, the simulator for the bare floors); the SDK-based contenders "
+        "(openai's client, LangChain, LiteLLM) and thread pools spend far more of it per call "
+        "than raw clients and greenlets. A failed cell is a timeout or a "
         "refused thread start, shown as it happened.")
 
 
