@@ -38,7 +38,8 @@ pytestmark = pytest.mark.usefixtures("http_transport")  # every test over urllib
 
 
 class _Handler(BaseHTTPRequestHandler):
-    """Behaviour by path: /status/<code>?header=value, /hang, /reset, /truncate, /reply, else echo."""
+    """Behaviour by path: /status/<code>?header=value, /hang, /reset, /truncate, /sse/..., /reply,
+    else echo."""
 
     protocol_version = "HTTP/1.1"  # keep-alive
     server: LocalServer
@@ -71,6 +72,13 @@ class _Handler(BaseHTTPRequestHandler):
             half = len(body) // 2
             for piece in (body[:half], body[half:], b""):
                 self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+        elif parts.path.startswith("/sse/"):  # ``reply``'s body as server-sent events, chunked
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            data = self.server.reply[2] if self.server.reply else b""
+            self.wfile.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(data), data))
         elif parts.path == "/user-agent":
             self._send(200, {}, json.dumps(self.headers.get("user-agent")).encode())
         elif parts.path == "/truncate":

@@ -19,6 +19,7 @@ from greenagents.testing import Simulator
 from .agents import Sentiment, SentimentAgent, SummaryAgent, at
 from .test_http import LocalServer, server  # noqa: F401  # the fixture: a server that answers whole
 
+pytestmark = pytest.mark.usefixtures("http_transport")  # every test over urllib3 and geventhttpclient
 LONG = {"answer_words": 50, "token_latency": 0.02}  # a 1 s answer of 50 deltas
 
 
@@ -149,11 +150,15 @@ def test_close_and_with_cancel_too(sim_factory) -> None:
     _await_status(sim, "disconnected", 2)
 
 
-def test_a_finished_stream_gives_its_connection_back(sim: Simulator) -> None:
-    agent = at(SentimentAgent, sim.base_url)
+def test_a_finished_stream_gives_its_connection_back(server: LocalServer) -> None:  # noqa: F811
+    chunks = [{"model": "m", "choices": [{"delta": {"content": word}, "finish_reason": None}]}
+              for word in ("All ", "of ", "it.")]
+    events = [json.dumps(chunk) for chunk in chunks] + ["[DONE]"]
+    server.reply = (200, {}, "".join(f"data: {event}\n\n" for event in events).encode())
+    agent = at(SummaryAgent, server.url + "/sse/v1", model="openai/m")
     for _ in range(5):
-        assert agent.stream(text="x").result.ok
-    assert http.pool_for(sim.base_url).num_connections == 1
+        assert agent.stream(text="x").result.value == "All of it."
+    assert server.connections == 1
 
 
 @pytest.mark.sim(latency=2.0)

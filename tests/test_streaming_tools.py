@@ -18,6 +18,7 @@ from greenagents.streaming import Done, TextDelta, ToolFinished, ToolStarted
 from greenagents.testing import Simulator, ToolServer
 from tests.test_tool_loop import Trip, agent, http_tools
 
+pytestmark = pytest.mark.usefixtures("http_transport")  # every test over urllib3 and geventhttpclient
 PROVIDERS = ["openai", "anthropic"]
 
 
