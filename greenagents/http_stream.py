@@ -101,7 +101,10 @@ class ByteStream:
     def chunks(self) -> Iterator[bytes]:
         """The body's bytes as the server sends them; raises our errors, never urllib3's."""
         raw = self._raw
-        reads = raw.read_chunked(_READ) if raw.chunked else iter(lambda: raw.read1(_READ), b"")
+        # decode_content said again: read_chunked's None means "do not decode" (a gzip stream
+        # came through compressed, and the size cap counted compressed bytes)
+        reads = raw.read_chunked(_READ, decode_content=True) if raw.chunked \
+            else iter(lambda: raw.read1(_READ), b"")
         cap, total = settings().max_response_bytes, 0  # the answer size cap applies to streams too
         try:
             while True:

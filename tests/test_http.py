@@ -73,11 +73,14 @@ class _Handler(BaseHTTPRequestHandler):
             for piece in (body[:half], body[half:], b""):
                 self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
         elif parts.path.startswith("/sse/"):  # ``reply``'s body as server-sent events, chunked
+            data = self.server.reply[2] if self.server.reply else b""
             self.send_response(200)
             self.send_header("Content-Type", "text/event-stream")
             self.send_header("Transfer-Encoding", "chunked")
+            if parts.path.startswith("/sse/gzip/"):
+                self.send_header("Content-Encoding", "gzip")
+                data = gzip.compress(data)
             self.end_headers()
-            data = self.server.reply[2] if self.server.reply else b""
             self.wfile.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(data), data))
         elif parts.path == "/user-agent":
             self._send(200, {}, json.dumps(self.headers.get("user-agent")).encode())

@@ -150,11 +150,16 @@ def test_close_and_with_cancel_too(sim_factory) -> None:
     _await_status(sim, "disconnected", 2)
 
 
-def test_a_finished_stream_gives_its_connection_back(server: LocalServer) -> None:  # noqa: F811
+def _events(words: list[str]) -> bytes:
+    """An OpenAI stream of ``words`` as server-sent events."""
     chunks = [{"model": "m", "choices": [{"delta": {"content": word}, "finish_reason": None}]}
-              for word in ("All ", "of ", "it.")]
-    events = [json.dumps(chunk) for chunk in chunks] + ["[DONE]"]
-    server.reply = (200, {}, "".join(f"data: {event}\n\n" for event in events).encode())
+              for word in words]
+    return "".join(f"data: {json.dumps(chunk)}\n\n" for chunk in chunks).encode() + \
+        b"data: [DONE]\n\n"
+
+
+def test_a_finished_stream_gives_its_connection_back(server: LocalServer) -> None:  # noqa: F811
+    server.reply = (200, {}, _events(["All ", "of ", "it."]))
     agent = at(SummaryAgent, server.url + "/sse/v1", model="openai/m")
     for _ in range(5):
         assert agent.stream(text="x").result.value == "All of it."
@@ -236,6 +241,16 @@ def test_the_answer_size_cap_applies_to_streams(sim_factory) -> None:
     with pytest.raises(errors.ResponseTooLarge, match="max_response_bytes=20,000"):
         list(stream)
     assert len(stream.text) < 20_000 and not stream.result.ok
+
+
+def test_a_compressed_stream_is_decoded_and_capped_decoded(server: LocalServer) -> None:  # noqa: F811
+    server.reply = (200, {}, _events(["All ", "of ", "it."]))
+    agent = at(SummaryAgent, server.url + "/sse/gzip/v1", model="openai/m")
+    assert agent.stream(text="x").result.value == "All of it."
+    server.reply = (200, {}, _events(["x" * 100] * 1000))  # ~200 KB, ~1 KB compressed
+    ga.configure(max_response_bytes=20_000)
+    with pytest.raises(errors.ResponseTooLarge, match="max_response_bytes=20,000"):
+        list(agent.stream(text="x"))
 
 
 def test_the_simulator_times_a_first_token_when_it_writes_it(sim_factory) -> None:
