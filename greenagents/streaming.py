@@ -49,6 +49,9 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+import gevent
+from gevent.event import Event
+from greenlet import getcurrent
 from pydantic_core import from_json
 
 from . import hooks, tracking
@@ -129,6 +132,8 @@ class Stream(Generic[T]):
         self._answer = ""  # the last turn's text: the answer
         self._finished = state is None  # an input or config error: the Result is ready
         self._started = False
+        self._inside: Any = None  # the greenlet reading, while it is in the stream's own code
+        self._settled: Event | None = None  # set once finished, for a close() from elsewhere
         if self._finished:
             self._context.run(self._report)
 
@@ -178,11 +183,35 @@ class Stream(Generic[T]):
 
     def close(self) -> None:
         """Stop reading: the connection is closed (the provider stops generating) and the Result
-        holds a :class:`~greenagents.errors.StreamClosed`. Does nothing once the stream ended."""
-        if not self._finished:
-            self._context.run(self._finish, StreamClosed(
-                f"{self._result.target}: the stream was closed after {len(self._parts)} deltas, "
-                "before the answer's end (its text so far is stream.text)"))
+        holds a :class:`~greenagents.errors.StreamClosed`. Does nothing once the stream ended.
+
+        From another greenlet than the reading one (a server noticing its client left), it also
+        interrupts the reader wherever the stream has it wait — sending the request, backing
+        off before a retry, reading a delta, running tools: the reader's loop raises the
+        ``StreamClosed``, and ``close()`` returns once the Result is settled.
+        """
+        if self._finished:
+            return
+        closed = StreamClosed(f"{self._result.target}: the stream was closed after "
+                              f"{len(self._parts)} deltas, before the answer's end (its text so "
+                              "far is stream.text)")
+        reader = self._inside
+        if reader is None or reader is getcurrent():
+            self._context.run(self._finish, closed)
+            return
+        self._settled = settled = Event()
+        gevent.get_hub().loop.run_callback(self._interrupt, reader, closed)
+        settled.wait()
+
+    def _interrupt(self, reader: Any, closed: StreamClosed) -> None:
+        """Raise ``closed`` in the reading greenlet where it waits, which then settles the Result
+        in its own context (entered there: it cannot be entered here); run from the hub."""
+        if self._finished:
+            return
+        if self._inside is reader:
+            reader.throw(closed)
+        else:  # it went back to its loop meanwhile: settled here, as from the loop itself
+            gevent.spawn(self._context.run, self._finish, closed)
 
     def __enter__(self) -> Stream[T]:
         return self
@@ -195,6 +224,23 @@ class Stream(Generic[T]):
         return self._loop.turn if self._loop is not None else 1
 
     def _run(self) -> Iterator[str | ToolStarted | ToolFinished]:
+        """:meth:`_read`, noting which greenlet is in the stream's code between two items (for a
+        :meth:`close` from another greenlet)."""
+        items, me = self._read(), getcurrent()
+        try:
+            while True:
+                self._inside = me
+                try:
+                    item = next(items)
+                except StopIteration:
+                    return
+                finally:
+                    self._inside = None
+                yield item
+        finally:
+            items.close()
+
+    def _read(self) -> Iterator[str | ToolStarted | ToolFinished]:
         """The call, read as it arrives: each text delta (a str), and the tool events. Every step
         that emits hooks runs in the stream's context; the socket reads run in the caller's."""
         if self._finished:
@@ -317,7 +363,11 @@ class Stream(Generic[T]):
         result.attempts = state.attempts
         result.history = tuple(state.history)
         result.duration_s = time.perf_counter() - self._began
-        self._report()
+        try:
+            self._report()
+        finally:
+            if self._settled is not None:
+                self._settled.set()
 
     def _report(self) -> None:
         if hooks.active and self._call is None:  # an input error: the call opens to end at once

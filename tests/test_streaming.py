@@ -158,6 +158,46 @@ def _events(words: list[str]) -> bytes:
         b"data: [DONE]\n\n"
 
 
+def _in_flight(sim: Simulator) -> None:
+    for _ in range(100):
+        if sim.stats()["in_flight"]:
+            return
+        gevent.sleep(0.02)
+    raise AssertionError(f"the simulator never had a request in flight: {sim.stats()}")
+
+
+def test_close_from_another_greenlet_while_opening_cancels_the_request(sim_factory) -> None:
+    """The reader waits for the answer's first token; a server's other greenlet closes it (it
+    raised RuntimeError: the stream's context was entered by the reader)."""
+    sim = sim_factory(latency=1.0, **LONG)
+    agent = at(SummaryAgent, sim.anthropic_url, retries=0)
+    stream = agent.stream(text="hi")
+    reader = gevent.spawn(list, stream)
+    _in_flight(sim)
+    stream.close()  # returns once the Result is settled
+    assert isinstance(stream.result.error, errors.StreamClosed)
+    assert "after 0 deltas" in str(stream.result.error)
+    with pytest.raises(errors.StreamClosed):
+        reader.get(timeout=5)
+    assert stream.result.attempts == 1 and stream.result.history[0].error == "StreamClosed"
+    _await_status(sim, "disconnected")  # the request was cancelled: its connection closed
+    assert agent.call(text="again").ok
+
+
+def test_close_from_another_greenlet_mid_stream(sim_factory) -> None:
+    sim = sim_factory(**LONG)
+    stream = at(SummaryAgent, sim.base_url, model="openai/m").stream(text="hi")
+    received: list[str] = []
+    reader = gevent.spawn(lambda: received.extend(stream))
+    while not stream.text:
+        gevent.sleep(0.01)
+    stream.close()
+    with pytest.raises(errors.StreamClosed):
+        reader.get(timeout=5)
+    assert isinstance(stream.result.error, errors.StreamClosed) and len(received) < 50
+    _await_status(sim, "disconnected")
+
+
 def test_a_finished_stream_gives_its_connection_back(server: LocalServer) -> None:  # noqa: F811
     server.reply = (200, {}, _events(["All ", "of ", "it."]))
     agent = at(SummaryAgent, server.url + "/sse/v1", model="openai/m")
