@@ -188,7 +188,7 @@ def open_stream(url: str, body: Mapping[str, Any], headers: Mapping[str, str], *
     # geventhttpclient (only when patched): a gevent.Timeout bounds the wait for the headers
     timer = gevent.Timeout(read_timeout) if gevent_pool is not None else None
     try:
-        if gevent_pool is not None:
+        if gevent_pool is not None and timer is not None:
             with timer:
                 raw: Any = gevent_pool.stream("POST", request_target(None, url), body=payload,
                                               headers=send, timeout=read_timeout)

@@ -31,8 +31,9 @@ slow consumer slows only its own stream and a thousand streams cost a thousand g
 - **Tools.** An agent with ``tools`` runs its tool loop (:class:`greenagents.toolloop.Loop`), each
   turn read as it streams: a turn asking for tools is read whole (and retried as a call's turn
   is), its tools run, and the next turn is asked for; text the model writes in any turn reaches
-  the caller as it arrives, and :meth:`Stream.events` adds :class:`ToolStarted` and
-  :class:`ToolFinished` per tool call. ``result.value`` is the last turn's answer.
+  the caller as it arrives, and :meth:`Stream.events` adds a :class:`ToolStarted` per tool call
+  as its turn ends and a :class:`ToolFinished` as each call ends. ``result.value`` is the last
+  turn's answer.
 - **Like any call.** A stream emits the hooks' events (so OpenTelemetry spans, Prometheus metrics
   and your listeners see it: an attempt's span lasts until its last delta), spends from the
   active budgets (an attempt that could pass one is not sent: ``BudgetExceeded``), and, for an
@@ -45,12 +46,13 @@ from __future__ import annotations
 
 import contextvars
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 import gevent
 from gevent.event import Event
+from gevent.queue import Queue
 from greenlet import getcurrent
 from pydantic_core import from_json
 
@@ -90,8 +92,9 @@ class ToolStarted:
 
 @dataclass(frozen=True)
 class ToolFinished:
-    """A tool call ran: ``output`` (what the model is sent) or ``error``, as in
-    ``Result.history``'s :class:`~greenagents.ToolCall` (keys masked, cut to 2,000 characters)."""
+    """A tool call ran, told as it ends (a turn's quick tools before its slow ones): ``output``
+    (what the model is sent) or ``error``, as in ``Result.history``'s
+    :class:`~greenagents.ToolCall` (keys masked, cut to 2,000 characters)."""
 
     id: str
     call: ToolCall
@@ -240,7 +243,7 @@ class Stream(Generic[T]):
         finally:
             items.close()
 
-    def _read(self) -> Iterator[str | ToolStarted | ToolFinished]:
+    def _read(self) -> Generator[str | ToolStarted | ToolFinished, None, None]:
         """The call, read as it arrives: each text delta (a str), and the tool events. Every step
         that emits hooks runs in the stream's context; the socket reads run in the caller's."""
         if self._finished:
@@ -281,15 +284,30 @@ class Stream(Generic[T]):
                 self.close()
 
     def _tools(self, calls: Sequence[ToolRequest]) -> Iterator[ToolStarted | ToolFinished]:
-        assert self._loop is not None and self._state is not None
-        turn, history = self._loop.turn, self._state.history
+        """Run the turn's tool calls in a greenlet of their own, yielding a ToolFinished as each
+        one ends (the reader waits for them here, so a close() interrupts the wait)."""
+        loop = self._loop
+        assert loop is not None
         for call in calls:
-            yield ToolStarted(call.id, call.name, call.arguments, turn)
-        before = len(history)
-        self._context.run(self._loop.run_calls, calls)
-        ran = [entry for entry in history[before:] if isinstance(entry, ToolCall)]
-        for call, record in zip(calls, ran, strict=False):
-            yield ToolFinished(call.id, record)
+            yield ToolStarted(call.id, call.name, call.arguments, loop.turn)
+        ended: Queue[ToolFinished | None] = Queue()
+
+        def run_calls() -> Exception | None:
+            try:
+                loop.run_calls(calls, lambda call, record: ended.put(ToolFinished(call.id, record)))
+            except Exception as exc:  # raised in the reader, below (not logged as a crash)
+                return exc
+            return None
+
+        runner = gevent.spawn(self._context.copy().run, run_calls)  # the stream's context
+        runner.link(lambda _: ended.put(None))
+        try:
+            while (event := ended.get()) is not None:
+                yield event
+        finally:
+            runner.kill()  # left early (closed, killed): the turn's tools end with it
+        if runner.value is not None:
+            raise runner.value
 
     def _begin(self) -> Entry | None:
         """Open the call for the hooks; look it up in the cache (waiting for an identical call in

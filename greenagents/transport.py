@@ -426,7 +426,7 @@ class GeventPool:
         return urllib3.HTTPResponse(streamed, headers={  # type: ignore[arg-type]
             key: value for key, value in pairs if key.lower() != "transfer-encoding"},
             status=streamed.status, preload_content=False, decode_content=True,
-            connection=streamed)
+            connection=streamed)  # type: ignore[arg-type]  # what ByteStream reads: .sock
 
     def close(self) -> None:
         self._client.close()

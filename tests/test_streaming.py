@@ -12,7 +12,7 @@ import gevent
 import pytest
 
 import greenagents as ga
-from greenagents import errors, http, tracking
+from greenagents import errors, tracking
 from greenagents.streaming import Done, TextDelta
 from greenagents.testing import Simulator
 
