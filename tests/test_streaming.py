@@ -12,7 +12,7 @@ import gevent
 import pytest
 
 import greenagents as ga
-from greenagents import errors, tracking
+from greenagents import errors, http, tracking
 from greenagents.streaming import Done, TextDelta
 from greenagents.testing import Simulator
 
@@ -281,6 +281,18 @@ def test_the_answer_size_cap_applies_to_streams(sim_factory) -> None:
     with pytest.raises(errors.ResponseTooLarge, match="max_response_bytes=20,000"):
         list(stream)
     assert len(stream.text) < 20_000 and not stream.result.ok
+
+
+def test_a_streams_time_limit_does_not_stay_on_its_kept_alive_connection(
+        server: LocalServer) -> None:  # noqa: F811
+    """A stream bounds its reads by first_token_timeout (here 0.3 s); the next request on the
+    same connection has its own timeout (5 s) and may take 0.6 s."""
+    server.reply = (200, {}, _events(["All ", "of ", "it."]))
+    agent = at(SummaryAgent, server.url + "/sse/late/v1", model="openai/m",
+               first_token_timeout=0.3)
+    assert agent.stream(text="x").result.ok
+    assert http.post_json(f"{server.url}/slow", {"a": 1}, {}, timeout=5).status == 200
+    assert server.connections == 1
 
 
 def test_a_compressed_stream_is_decoded_and_capped_decoded(server: LocalServer) -> None:  # noqa: F811
