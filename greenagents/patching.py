@@ -32,8 +32,8 @@ Pitfalls it guards against (each measured with gevent 26.9, requests 2.34, urlli
   all since 3.12), which greenlets of one thread all re-enter: 300 first calls at once forked 300
   times (~4 s of a cold batch). :func:`patch` computes it once, before patching (~5 ms).
 * **An IP literal's DNS lookup goes through a thread pool.** gevent's default resolver sends every
-  ``getaddrinfo`` to the hub's 10 native threads, ``127.0.0.1`` included: 50 µs of CPU per new
-  connection against 5 µs, and thousands of connections opening at once queue there.
+  ``getaddrinfo`` to the hub's 10 native threads, ``127.0.0.1`` included: 26–50 µs of CPU per new
+  connection against 4–7 µs, and thousands of connections opening at once queue there.
   :func:`patch` installs :class:`greenagents.resolver.Resolver`, which answers IP literals in
   place and sends names to the pool as before (unless the program chose another resolver).
 * **gRPC** (Vertex AI and other Google SDKs) runs its own threads and poller: it needs
