@@ -1,6 +1,6 @@
 """Circuit breakers: stop sending to a model endpoint that keeps failing, so fallbacks go at once.
 
-Opt in with ``ga.configure(breaker_failures=5)``.
+On by default (``breaker_failures=5``); ``ga.configure(breaker_failures=None)`` turns them off.
 One breaker per (provider, base URL, model). After ``breaker_failures`` consecutive
 failures of the kind retrying cannot fix quickly — 5xx, connection errors, timeouts — it *opens*
 for ``breaker_cooloff`` seconds (default 30, rounded up to whole seconds): attempts there fail at once with
@@ -25,7 +25,7 @@ counted. A dead endpoint still opens after ``breaker_failures`` rounds of attemp
 reset by its successes (tested with 1,000 calls, 200 at once, against 10 % of 5xx, resets, hangs
 and broken bodies: it stays closed).
 
-``ga.configure(breaker_failures=None)`` (the default) turns them off. The counters live in the
+``ga.configure(breaker_failures=None)`` turns them off. The counters live in the
 ``limits`` storage that 429 cooldowns use, so once ``ga.rate_limit(..., storage="redis://...")``
 (or ``greenagents.limits.share``) points workers at one Redis, they share their breakers too
 (in-memory otherwise, one set per :class:`~greenagents.Client`); which attempts are still in
@@ -38,6 +38,7 @@ flight each process knows for itself.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections import Counter
@@ -70,6 +71,7 @@ def _answered(error: BaseException | None) -> bool:
                              and not isinstance(error, CircuitOpen))
 
 
+@functools.lru_cache(maxsize=1024)
 def _keys(scope: str) -> tuple[str, str, str, str]:
     return (f"greenagents/breaker/failures/{scope}", f"greenagents/breaker/open/{scope}",
             f"greenagents/breaker/probe/{scope}", f"greenagents/breaker/tripped/{scope}")
@@ -93,7 +95,11 @@ def before(scope: str, started: float) -> bool:
     if probing and storage.incr(probe, math.ceil(settings().timeout) + 1) != 1:
         raise CircuitOpen(f"{scope}: half-open, a probe request is testing it; try again shortly",
                           provider=scope.partition("/")[0])
-    state.current().part(Streaks).in_flight.setdefault(scope, Counter())[started] += 1
+    in_flight = state.current().part(Streaks).in_flight
+    counts = in_flight.get(scope)
+    if counts is None:
+        counts = in_flight[scope] = Counter()
+    counts[started] += 1
     return probing
 
 

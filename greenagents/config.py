@@ -90,8 +90,8 @@ class Settings(BaseModel):
         None, gt=0, description="USD this process may spend; an attempt that could cross it is "
         "not sent (BudgetExceeded).")
     breaker_failures: int | None = Field(
-        None, ge=1, description="Consecutive 5xx/connection/timeout failures that open an "
-        "endpoint's circuit breaker, e.g. 5; None (the default) turns breakers off.")
+        5, ge=1, description="Consecutive 5xx/connection/timeout failures that open an "
+        "endpoint's circuit breaker; None turns breakers off.")
     breaker_cooloff: float = Field(
         30.0, gt=0, description="Seconds an open breaker refuses attempts before one probe.")
     learn_rate_limits: bool = Field(

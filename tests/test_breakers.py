@@ -71,8 +71,17 @@ def test_half_open_lets_one_probe_through(sim: Simulator) -> None:
 
 
 @pytest.mark.sim(faults={"server_error": 1.0})
-def test_breakers_are_off_by_default(sim: Simulator) -> None:
+def test_breakers_are_on_by_default_after_five_failures(sim: Simulator) -> None:
     ga.configure(retries=0)
+    agent = at(SentimentAgent, sim.base_url)
+    errors = [agent.call(text="x").error for _ in range(8)]
+    assert [isinstance(e, CircuitOpen) for e in errors] == [False] * 5 + [True] * 3
+    assert requests(sim) == 5
+
+
+@pytest.mark.sim(faults={"server_error": 1.0})
+def test_breaker_failures_none_turns_them_off(sim: Simulator) -> None:
+    ga.configure(retries=0, breaker_failures=None)
     agent = at(SentimentAgent, sim.base_url)
     assert not any(isinstance(agent.call(text="x").error, CircuitOpen) for _ in range(8))
     assert requests(sim) == 8
