@@ -75,8 +75,8 @@ from .patching import available
 if TYPE_CHECKING:
     from urllib3 import BaseHTTPResponse, HTTPConnectionPool
 
-__all__ = ["Headers", "HttpResponse", "close_pools", "pool_for", "post_json", "raise_for_status",
-           "read_bounded"]
+__all__ = ["Headers", "HttpResponse", "attempt_timeout", "close_pools", "gevent_pool_for",
+           "pool_for", "post_json", "raise_for_status", "read_bounded"]
 
 # Decoded bytes read at a time: bounds what one read (and one decompression step) can allocate.
 READ_CHUNK = 64 * 1024
@@ -204,6 +204,14 @@ def pool_for(url: str) -> HTTPConnectionPool:
     return entry[1]
 
 
+def gevent_pool_for(url: str) -> transport.GeventPool | None:
+    """The current client's geventhttpclient pool of ``url``'s origin when that is the chosen
+    transport (see :mod:`greenagents.transport`), else None: urllib3's (:func:`pool_for`)."""
+    if not transport.use_geventhttpclient():
+        return None
+    return transport.gevent_pool(_origin(url), _wanted_pool_size(), settings().connect_timeout)
+
+
 def close_pools() -> None:
     """Close every pool of the current client and forget it (``Client.close`` does it too). The
     next request builds a fresh pool.
@@ -252,8 +260,7 @@ def request(method: str, url: str, body: bytes | None, headers: Mapping[str, str
     """
     current = settings()
     limit = current.timeout if timeout is None else timeout
-    gevent_pool = transport.gevent_pool(_origin(url), _wanted_pool_size(), current.connect_timeout) \
-        if transport.use_geventhttpclient() else None
+    gevent_pool = gevent_pool_for(url)
     pool = pool_for(url) if gevent_pool is None else None
     path = request_target(pool, url)
     deadline = time.monotonic() + limit
@@ -279,12 +286,12 @@ def request(method: str, url: str, body: bytes | None, headers: Mapping[str, str
     except gevent.Timeout as exc:
         if exc is not timer:
             raise
-        raise _late(url, provider, limit) from None
+        raise attempt_timeout(url, provider, limit) from None
     except _Late:
-        raise _late(url, provider, limit) from None
+        raise attempt_timeout(url, provider, limit) from None
     except Exception as exc:
         if timer is None and time.monotonic() >= deadline:  # the watchdog cut the connection
-            raise _late(url, provider, limit) from None
+            raise attempt_timeout(url, provider, limit) from None
         mapped = transport_error(exc, url, provider, hint, limit)
         if mapped is None:
             raise
@@ -308,7 +315,8 @@ class _Late(Exception):
     """The attempt's deadline passed between two reads (the unpatched path's check)."""
 
 
-def _late(url: str, provider: str | None, limit: float) -> Timeout:
+def attempt_timeout(url: str, provider: str | None, limit: float) -> Timeout:
+    """The error of an attempt that did not answer in full within ``limit`` seconds."""
     who = f"{provider}: " if provider else ""
     return Timeout(f"{who}{_origin_text(url)} did not answer in full within timeout={limit:g}s "
                    "(the whole attempt: connect, send, wait, read); retry, or raise the "
@@ -406,7 +414,7 @@ def transport_error(exc: Exception, url: str, provider: str | None, hint: str | 
         return Timeout(f"{who}no connection to {where} within the connect timeout; is the host "
                        f"reachable? raise connect_timeout if it is slow;{tail}", provider=provider)
     elif kind == "read_timeout":
-        return _late(url, provider, limit)
+        return attempt_timeout(url, provider, limit)
     elif kind == "tls":
         text = f"TLS handshake with {where} failed ({_reason(exc)}); check the URL's scheme and " \
                f"certificates;{tail}"

@@ -1,8 +1,10 @@
 """A streamed HTTP answer: the body read as it arrives from the shared pool, never held whole.
 
 :func:`open_stream` is :func:`greenagents.http.post_json` for answers that come a piece at a time
-(server-sent events): same pools, headers, timeouts and error mapping, but ``preload_content``
-off, so the caller reads each chunk as the server sends it. What it guards against:
+(server-sent events): same pools and transport (urllib3, or geventhttpclient where it carries the
+process's other requests: :mod:`greenagents.transport`), headers, timeouts and error mapping, but
+the body is not read ahead: the caller reads each chunk as the server sends it. What it guards
+against:
 
 * **Half-read connections.** A body read to its end goes back to the pool (kept alive); one
   abandoned midway (:meth:`ByteStream.close` with the stream unfinished: the caller stopped
@@ -24,14 +26,24 @@ greenagents.errors.ConnectionFailed: openai: could not connect to http://127.0.0
 from __future__ import annotations
 
 import functools
-import json
 import time
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
+import gevent
+
+from . import transport
 from .config import settings
 from .errors import ResponseTooLarge, Timeout
-from .http import Headers, HttpResponse, pool_for, request_target, transport_error
+from .http import (
+    Headers,
+    HttpResponse,
+    attempt_timeout,
+    gevent_pool_for,
+    pool_for,
+    request_target,
+    transport_error,
+)
 
 if TYPE_CHECKING:
     from urllib3 import BaseHTTPResponse
@@ -89,7 +101,10 @@ class ByteStream:
     def chunks(self) -> Iterator[bytes]:
         """The body's bytes as the server sends them; raises our errors, never urllib3's."""
         raw = self._raw
-        reads = raw.read_chunked(_READ) if raw.chunked else iter(lambda: raw.read1(_READ), b"")
+        # decode_content said again: read_chunked's None means "do not decode" (a gzip stream
+        # came through compressed, and the size cap counted compressed bytes)
+        reads = raw.read_chunked(_READ, decode_content=True) if raw.chunked \
+            else iter(lambda: raw.read1(_READ), b"")
         cap, total = settings().max_response_bytes, 0  # the answer size cap applies to streams too
         try:
             while True:
@@ -167,18 +182,30 @@ def open_stream(url: str, body: Mapping[str, Any], headers: Mapping[str, str], *
     """
     current = settings()
     read_timeout = current.timeout if timeout is None else timeout
-    payload = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+    payload = transport.dumps(body)
     send = {"content-type": "application/json", "accept": "text/event-stream", **headers}
-    pool = pool_for(url)
-    path = request_target(pool, url)
-    import urllib3
-
+    gevent_pool = gevent_pool_for(url)
+    # geventhttpclient (only when patched): a gevent.Timeout bounds the wait for the headers
+    timer = gevent.Timeout(read_timeout) if gevent_pool is not None else None
     try:
-        raw = pool.urlopen(
-            "POST", path, body=payload, headers=send, retries=_no_retries(), redirect=False,
-            assert_same_host=False, preload_content=False, decode_content=True,
-            timeout=urllib3.Timeout(connect=min(current.connect_timeout, read_timeout),
-                                    read=read_timeout))
+        if gevent_pool is not None and timer is not None:
+            with timer:
+                raw: Any = gevent_pool.stream("POST", request_target(None, url), body=payload,
+                                              headers=send, timeout=read_timeout)
+        else:
+            import urllib3
+
+            pool = pool_for(url)
+            raw = pool.urlopen(
+                "POST", request_target(pool, url), body=payload, headers=send,
+                retries=_no_retries(), redirect=False, assert_same_host=False,
+                preload_content=False, decode_content=True,
+                timeout=urllib3.Timeout(connect=min(current.connect_timeout, read_timeout),
+                                        read=read_timeout))
+    except gevent.Timeout as exc:
+        if exc is not timer:
+            raise
+        raise attempt_timeout(url, provider, read_timeout) from None
     except Exception as exc:
         mapped = transport_error(exc, url, provider, hint, read_timeout)
         if mapped is None:

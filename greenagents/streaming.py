@@ -31,8 +31,9 @@ slow consumer slows only its own stream and a thousand streams cost a thousand g
 - **Tools.** An agent with ``tools`` runs its tool loop (:class:`greenagents.toolloop.Loop`), each
   turn read as it streams: a turn asking for tools is read whole (and retried as a call's turn
   is), its tools run, and the next turn is asked for; text the model writes in any turn reaches
-  the caller as it arrives, and :meth:`Stream.events` adds :class:`ToolStarted` and
-  :class:`ToolFinished` per tool call. ``result.value`` is the last turn's answer.
+  the caller as it arrives, and :meth:`Stream.events` adds a :class:`ToolStarted` per tool call
+  as its turn ends and a :class:`ToolFinished` as each call ends. ``result.value`` is the last
+  turn's answer.
 - **Like any call.** A stream emits the hooks' events (so OpenTelemetry spans, Prometheus metrics
   and your listeners see it: an attempt's span lasts until its last delta), spends from the
   active budgets (an attempt that could pass one is not sent: ``BudgetExceeded``), and, for an
@@ -45,10 +46,14 @@ from __future__ import annotations
 
 import contextvars
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+import gevent
+from gevent.event import Event
+from gevent.queue import Queue
+from greenlet import getcurrent
 from pydantic_core import from_json
 
 from . import hooks, tracking
@@ -87,8 +92,9 @@ class ToolStarted:
 
 @dataclass(frozen=True)
 class ToolFinished:
-    """A tool call ran: ``output`` (what the model is sent) or ``error``, as in
-    ``Result.history``'s :class:`~greenagents.ToolCall` (keys masked, cut to 2,000 characters)."""
+    """A tool call ran, told as it ends (a turn's quick tools before its slow ones): ``output``
+    (what the model is sent) or ``error``, as in ``Result.history``'s
+    :class:`~greenagents.ToolCall` (keys masked, cut to 2,000 characters)."""
 
     id: str
     call: ToolCall
@@ -129,6 +135,8 @@ class Stream(Generic[T]):
         self._answer = ""  # the last turn's text: the answer
         self._finished = state is None  # an input or config error: the Result is ready
         self._started = False
+        self._inside: Any = None  # the greenlet reading, while it is in the stream's own code
+        self._settled: Event | None = None  # set once finished, for a close() from elsewhere
         if self._finished:
             self._context.run(self._report)
 
@@ -178,11 +186,35 @@ class Stream(Generic[T]):
 
     def close(self) -> None:
         """Stop reading: the connection is closed (the provider stops generating) and the Result
-        holds a :class:`~greenagents.errors.StreamClosed`. Does nothing once the stream ended."""
-        if not self._finished:
-            self._context.run(self._finish, StreamClosed(
-                f"{self._result.target}: the stream was closed after {len(self._parts)} deltas, "
-                "before the answer's end (its text so far is stream.text)"))
+        holds a :class:`~greenagents.errors.StreamClosed`. Does nothing once the stream ended.
+
+        From another greenlet than the reading one (a server noticing its client left), it also
+        interrupts the reader wherever the stream has it wait — sending the request, backing
+        off before a retry, reading a delta, running tools: the reader's loop raises the
+        ``StreamClosed``, and ``close()`` returns once the Result is settled.
+        """
+        if self._finished:
+            return
+        closed = StreamClosed(f"{self._result.target}: the stream was closed after "
+                              f"{len(self._parts)} deltas, before the answer's end (its text so "
+                              "far is stream.text)")
+        reader = self._inside
+        if reader is None or reader is getcurrent():
+            self._context.run(self._finish, closed)
+            return
+        self._settled = settled = Event()
+        gevent.get_hub().loop.run_callback(self._interrupt, reader, closed)
+        settled.wait()
+
+    def _interrupt(self, reader: Any, closed: StreamClosed) -> None:
+        """Raise ``closed`` in the reading greenlet where it waits, which then settles the Result
+        in its own context (entered there: it cannot be entered here); run from the hub."""
+        if self._finished:
+            return
+        if self._inside is reader:
+            reader.throw(closed)
+        else:  # it went back to its loop meanwhile: settled here, as from the loop itself
+            gevent.spawn(self._context.run, self._finish, closed)
 
     def __enter__(self) -> Stream[T]:
         return self
@@ -195,6 +227,23 @@ class Stream(Generic[T]):
         return self._loop.turn if self._loop is not None else 1
 
     def _run(self) -> Iterator[str | ToolStarted | ToolFinished]:
+        """:meth:`_read`, noting which greenlet is in the stream's code between two items (for a
+        :meth:`close` from another greenlet)."""
+        items, me = self._read(), getcurrent()
+        try:
+            while True:
+                self._inside = me
+                try:
+                    item = next(items)
+                except StopIteration:
+                    return
+                finally:
+                    self._inside = None
+                yield item
+        finally:
+            items.close()
+
+    def _read(self) -> Generator[str | ToolStarted | ToolFinished, None, None]:
         """The call, read as it arrives: each text delta (a str), and the tool events. Every step
         that emits hooks runs in the stream's context; the socket reads run in the caller's."""
         if self._finished:
@@ -235,15 +284,30 @@ class Stream(Generic[T]):
                 self.close()
 
     def _tools(self, calls: Sequence[ToolRequest]) -> Iterator[ToolStarted | ToolFinished]:
-        assert self._loop is not None and self._state is not None
-        turn, history = self._loop.turn, self._state.history
+        """Run the turn's tool calls in a greenlet of their own, yielding a ToolFinished as each
+        one ends (the reader waits for them here, so a close() interrupts the wait)."""
+        loop = self._loop
+        assert loop is not None
         for call in calls:
-            yield ToolStarted(call.id, call.name, call.arguments, turn)
-        before = len(history)
-        self._context.run(self._loop.run_calls, calls)
-        ran = [entry for entry in history[before:] if isinstance(entry, ToolCall)]
-        for call, record in zip(calls, ran, strict=False):
-            yield ToolFinished(call.id, record)
+            yield ToolStarted(call.id, call.name, call.arguments, loop.turn)
+        ended: Queue[ToolFinished | None] = Queue()
+
+        def run_calls() -> Exception | None:
+            try:
+                loop.run_calls(calls, lambda call, record: ended.put(ToolFinished(call.id, record)))
+            except Exception as exc:  # raised in the reader, below (not logged as a crash)
+                return exc
+            return None
+
+        runner = gevent.spawn(self._context.copy().run, run_calls)  # the stream's context
+        runner.link(lambda _: ended.put(None))
+        try:
+            while (event := ended.get()) is not None:
+                yield event
+        finally:
+            runner.kill()  # left early (closed, killed): the turn's tools end with it
+        if runner.value is not None:
+            raise runner.value
 
     def _begin(self) -> Entry | None:
         """Open the call for the hooks; look it up in the cache (waiting for an identical call in
@@ -317,7 +381,11 @@ class Stream(Generic[T]):
         result.attempts = state.attempts
         result.history = tuple(state.history)
         result.duration_s = time.perf_counter() - self._began
-        self._report()
+        try:
+            self._report()
+        finally:
+            if self._settled is not None:
+                self._settled.set()
 
     def _report(self) -> None:
         if hooks.active and self._call is None:  # an input error: the call opens to end at once

@@ -16,9 +16,10 @@ Each turn's model call is :meth:`Turns.answer` — retries, re-asks and fallback
 from __future__ import annotations
 
 import contextvars
+import functools
 import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 import gevent
@@ -157,12 +158,15 @@ class Loop:
         state.messages.append(_assistant(answer))
         return answer.tool_calls
 
-    def run_calls(self, calls: Sequence[ToolRequest]) -> None:
-        """Run the turn's tool calls; their results go into the conversation."""
+    def run_calls(self, calls: Sequence[ToolRequest],
+                  on_finished: Callable[[ToolRequest, ToolRecord], None] | None = None) -> None:
+        """Run the turn's tool calls; their results go into the conversation. ``on_finished``
+        hears of each call as it ends, with its history entry (a stream's ``ToolFinished``)."""
         context = {"inputs": self.inputs, "agent": self.state.agent.__qualname__,
                    "turn": self.turn}
         self.asked = len(calls)
-        self.state.messages += _run_calls(self.state, self.tools, calls, context, self.secrets)
+        self.state.messages += _run_calls(self.state, self.tools, calls, context, self.secrets,
+                                          on_finished)
 
 
 def _assistant(completion: Completion) -> dict[str, Any]:
@@ -178,23 +182,40 @@ def _assistant(completion: Completion) -> dict[str, Any]:
 
 
 def _run_calls(state: Turns, tools: dict[str, Tool], calls: Sequence[ToolRequest],
-               context: dict[str, Any], secrets: tuple[str | None, ...]) -> list[dict[str, Any]]:
+               context: dict[str, Any], secrets: tuple[str | None, ...],
+               on_finished: Callable[[ToolRequest, ToolRecord], None] | None = None,
+               ) -> list[dict[str, Any]]:
     """Run one turn's calls concurrently; their result messages, in the order asked."""
     agent = state.agent
-    known = [call for call in calls if call.name in tools]
-    jobs = [(tools[call.name], call.arguments, ToolContext(call_id=call.id, **context))
-            for call in known]
-    ran = dict(zip((call.id for call in known),
-                   _run_all(jobs, agent.tool_concurrency, agent.tool_timeout), strict=True))
-    messages: list[dict[str, Any]] = []
-    for call in calls:
-        result = ran.get(call.id)
+    ended: dict[int, tuple[ToolRecord, str | None, str | None, Result[Any] | None]] = {}
+
+    def finished(index: int, result: Result[Any] | None) -> None:
+        call = calls[index]
         output, error = _outcome(agent, tools, call, result)
-        state.history.append(ToolRecord(
+        record = ToolRecord(
             turn=context["turn"], tool=call.name, arguments=_logged(call.arguments, secrets),
             output=None if output is None else _logged(output, secrets),
             error=None if error is None else _logged(error, secrets),
-            duration_s=result.duration_s if result is not None else 0.0))
+            duration_s=result.duration_s if result is not None else 0.0)
+        ended[index] = (record, output, error, result)
+        if on_finished is not None:
+            on_finished(call, record)
+
+    known = [index for index, call in enumerate(calls) if call.name in tools]
+    for index, call in enumerate(calls):
+        if call.name not in tools:
+            finished(index, None)
+    jobs = [(tools[calls[i].name], calls[i].arguments, ToolContext(call_id=calls[i].id, **context))
+            for i in known]
+    results = _run_all(jobs, agent.tool_concurrency, agent.tool_timeout,
+                       lambda position, result: finished(known[position], result))
+    for index, ran in zip(known, results, strict=True):
+        if index not in ended:  # threads (unpatched), or a greenlet killed before its end
+            finished(index, ran)
+    messages: list[dict[str, Any]] = []
+    for index, call in enumerate(calls):
+        record, output, error, result = ended[index]
+        state.history.append(record)
         if error is not None and agent.tool_errors == "raise":
             raise ToolError(f"{agent.__qualname__}: tool {call.name!r} failed on turn "
                             f"{context['turn']}: {redact(error, *secrets)}",
@@ -210,9 +231,10 @@ def _run_calls(state: Turns, tools: dict[str, Tool], calls: Sequence[ToolRequest
 _Job = tuple[Tool, str | Mapping[str, Any], ToolContext]
 
 
-def _run_all(jobs: Sequence[_Job], limit: int, timeout: float | None) -> list[Result[Any]]:
+def _run_all(jobs: Sequence[_Job], limit: int, timeout: float | None,
+             done: Callable[[int, Result[Any]], None] | None = None) -> list[Result[Any]]:
     """Run one turn's tool calls at once, at most ``limit`` together, each within ``timeout``;
-    their Results in order.
+    their Results in order. Patched, ``done(index, result)`` is told of each as it ends.
 
     Patched: one greenlet per call, each in a copy of the caller's contextvars, awaited together.
     That is all a turn needs — its calls are few and known, and all awaited — so it skips what
@@ -225,8 +247,9 @@ def _run_all(jobs: Sequence[_Job], limit: int, timeout: float | None) -> list[Re
         return runtime.batch([(_run_tool, job, {}) for job in jobs], max_concurrent=limit,
                              timeout=timeout, progress=False, warn_failures=False)
     bound = gevent.lock.Semaphore(limit) if limit < len(jobs) else None
-    running = [gevent.spawn(contextvars.copy_context().run, _run_timed, job, bound, timeout)
-               for job in jobs]
+    running = [gevent.spawn(contextvars.copy_context().run, _run_timed, job, bound, timeout,
+                            None if done is None else functools.partial(done, index))
+               for index, job in enumerate(jobs)]
     try:
         gevent.joinall(running)
     finally:  # the call was killed or timed out while its tools ran: they end with it
@@ -237,10 +260,10 @@ def _run_all(jobs: Sequence[_Job], limit: int, timeout: float | None) -> list[Re
             for greenlet, job in zip(running, jobs, strict=True)]
 
 
-def _run_timed(job: _Job, bound: gevent.lock.Semaphore | None,
-               timeout: float | None) -> Result[Any]:
+def _run_timed(job: _Job, bound: gevent.lock.Semaphore | None, timeout: float | None,
+               done: Callable[[Result[Any]], None] | None = None) -> Result[Any]:
     """One tool call in its own greenlet: its slot of ``tool_concurrency``, its timeout, and its
-    outcome as a Result (only a kill escapes)."""
+    outcome as a Result (only a kill escapes), told to ``done`` too."""
     tool = job[0]
     slot = None if bound is None else slots.Slot(bound)
     slots.current.set(slot)  # a backoff inside the tool gives back its own slot, not the agent's
@@ -251,17 +274,20 @@ def _run_timed(job: _Job, bound: gevent.lock.Semaphore | None,
     try:
         with timer:
             value = _run_tool(*job)
+        result = Result(target=tool.name, value=value, duration_s=time.perf_counter() - start)
     except gevent.Timeout as exc:
         error: BaseException = exc if exc is not timer else errors.Timeout(
             f"tool {tool.name!r} did not finish within tool_timeout={timeout}s")
-        return Result(target=tool.name, error=error, duration_s=time.perf_counter() - start)
+        result = Result(target=tool.name, error=error, duration_s=time.perf_counter() - start)
     except Exception as exc:  # a tool's failure is its result, told to the model
-        return Result(target=tool.name, error=errors.scrub(explain_running_loop(exc)),
-                      duration_s=time.perf_counter() - start)
+        result = Result(target=tool.name, error=errors.scrub(explain_running_loop(exc)),
+                        duration_s=time.perf_counter() - start)
     finally:
         if slot is not None:
             slot.release()
-    return Result(target=tool.name, value=value, duration_s=time.perf_counter() - start)
+    if done is not None:
+        done(result)
+    return result
 
 
 def _run_tool(tool: Tool, arguments: str | Mapping[str, Any], context: ToolContext) -> str:

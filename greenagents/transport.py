@@ -10,7 +10,7 @@ owns the two things under it that can be swapped for speed without changing beha
   ``settings().http_transport`` picks: ``"auto"`` (the default) uses geventhttpclient when it is
   installed and the process is monkey-patched, urllib3 otherwise; ``"urllib3"`` and
   ``"geventhttpclient"`` force one (forcing a missing one is a ``ConfigError`` naming the
-  extra). Both pass the same transport tests; streamed answers always go over urllib3.
+  extra). Both pass the same transport tests, streamed answers (:meth:`GeventPool.stream`) too.
 * **JSON.** :func:`dumps` and :func:`loads` use orjson when it is installed (also in the
   ``fast`` extra), the standard library otherwise, with the same results: compact UTF-8 out,
   and whatever orjson refuses (NaN, lone surrogates, integers past 64 bits, non-string keys)
@@ -311,6 +311,84 @@ class _HeaderList:
     def __contains__(self, name: object) -> bool:
         return any(key.lower() == name for key, _ in self._pairs)
 
+    def get(self, name: str, default: str | None = None) -> str | None:
+        return next((value for key, value in self._pairs if key.lower() == name), default)
+
+
+class _Streamed:
+    """A geventhttpclient answer read as it arrives: the part of urllib3's streamed response that
+    :class:`greenagents.http_stream.ByteStream` uses (``status``, ``headers``, ``chunked``,
+    ``read1``, ``read``, ``connection.sock``, ``close``, ``release_conn``).
+
+    * ``read1`` gives what one socket read brings (the C parser de-chunks it): the library's
+      ``read(n)`` waits for ``n`` bytes, which would hold a stream's deltas back.
+    * The connection's timeout, set per read by the stream's time limits, is put back as the pool
+      had it when the answer ends: the next request on the kept-alive connection is bounded by
+      its own ``gevent.Timeout``, not by a stream's leftover limit.
+    * The connection returns to the pool the moment the parser sees the answer's end (the
+      library does that); an answer abandoned before it is closed (``close``).
+    """
+
+    chunked = False  # de-chunked by the parser already
+
+    def __init__(self, response: Any, status: int, pairs: list[tuple[str, str]],
+                 timeout: float) -> None:
+        self._response = response
+        self.status = status
+        self.headers = _HeaderList(pairs)
+        self.connection = self
+        self.sock = response._sock  # None when the answer came whole with its headers
+        self._pool_timeout = self.sock.gettimeout() if self.sock is not None else None
+        if self.sock is not None:
+            self.sock.settimeout(timeout)
+
+    @property
+    def closed(self) -> bool:
+        return self.sock is None and not self._response._body_buffer
+
+    def isclosed(self) -> bool:
+        return self.closed
+
+    def read1(self, amt: int = -1) -> bytes:
+        """What the parser has, else what one read of the socket brings; b"" at the end."""
+        response = self._response
+        buffer: bytearray = response._body_buffer
+        while not buffer and self.sock is not None:
+            try:
+                data = self.sock.recv(response.block_size)
+                response.feed(data)  # an answer cut short raises HTTPParseError at the EOF
+                if not data and not response.message_complete:
+                    from geventhttpclient.response import HTTPConnectionClosed
+
+                    raise HTTPConnectionClosed("the connection closed before the answer's end")
+            except BaseException:
+                response.release()  # unfinished: closed, not reused
+                self.sock = None
+                raise
+            if response.message_complete:  # the library gave the connection back already
+                self.sock.settimeout(self._pool_timeout)
+                self.sock = None
+        data = bytes(buffer)
+        del buffer[:]
+        return data
+
+    def read(self, amt: int | None = None) -> bytes:
+        """Up to ``amt`` bytes (all when None): for an error's body, read whole."""
+        parts, size = [], 0
+        while amt is None or size < amt:
+            chunk = self.read1()
+            if not chunk:
+                break
+            parts.append(chunk)
+            size += len(chunk)
+        return b"".join(parts)[:amt]
+
+    def close(self) -> None:
+        self.sock = None
+        self._response.release()  # finished: already back in the pool; unfinished: closed
+
+    release_conn = close
+
 
 class GeventPool:
     """Kept-alive geventhttpclient connections to one origin, used like a urllib3 pool by
@@ -358,6 +436,24 @@ class GeventPool:
         return urllib3.HTTPResponse(reader, headers={
             key: value for key, value in pairs if key.lower() != "transfer-encoding"},
             status=status, preload_content=False, decode_content=True)
+
+    def stream(self, method: str, path: str, *, body: bytes, headers: Mapping[str, str],
+               timeout: float) -> Any:
+        """Send a request whose answer is read as it arrives; return once its headers are in
+        (the caller bounds that wait), ``timeout`` then bounding each wait for data. The result
+        has urllib3's streamed-response interface; an encoded answer is decoded by
+        ``urllib3.HTTPResponse``, so the size cap counts decoded bytes as over urllib3."""
+        response = self._client.request(method, path, body=body, headers=headers)
+        pairs = [(key, value) for key, value in response.items()]
+        streamed = _Streamed(response, int(response.status_code), pairs, timeout)
+        if not any(key.lower() == "content-encoding" for key, _ in pairs):
+            return streamed
+        import urllib3
+
+        return urllib3.HTTPResponse(streamed, headers={  # type: ignore[arg-type]
+            key: value for key, value in pairs if key.lower() != "transfer-encoding"},
+            status=streamed.status, preload_content=False, decode_content=True,
+            connection=streamed)  # type: ignore[arg-type]  # what ByteStream reads: .sock
 
     def close(self) -> None:
         self._client.close()

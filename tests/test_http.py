@@ -38,7 +38,8 @@ pytestmark = pytest.mark.usefixtures("http_transport")  # every test over urllib
 
 
 class _Handler(BaseHTTPRequestHandler):
-    """Behaviour by path: /status/<code>?header=value, /hang, /reset, /truncate, /reply, else echo."""
+    """Behaviour by path: /status/<code>?header=value, /hang, /slow, /reset, /truncate, /sse/...,
+    /reply, else echo."""
 
     protocol_version = "HTTP/1.1"  # keep-alive
     server: LocalServer
@@ -59,6 +60,9 @@ class _Handler(BaseHTTPRequestHandler):
                        json.dumps({"error": {"message": "failed"}}).encode())
         elif parts.path == "/hang":
             time.sleep(5)
+        elif parts.path == "/slow":  # the echo, after 0.6 s
+            time.sleep(0.6)
+            self._send(200, {}, body)
         elif parts.path == "/reset":  # SO_LINGER 0: close() sends RST
             self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             self.close_connection = True
@@ -71,6 +75,19 @@ class _Handler(BaseHTTPRequestHandler):
             half = len(body) // 2
             for piece in (body[:half], body[half:], b""):
                 self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+        elif parts.path.startswith("/sse/"):  # ``reply``'s body as server-sent events, chunked
+            data = self.server.reply[2] if self.server.reply else b""
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Transfer-Encoding", "chunked")
+            if parts.path.startswith("/sse/gzip/"):
+                self.send_header("Content-Encoding", "gzip")
+                data = gzip.compress(data)
+            self.end_headers()
+            if parts.path.startswith("/sse/late/"):  # the body 0.1 s after the headers
+                self.wfile.flush()
+                time.sleep(0.1)
+            self.wfile.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(data), data))
         elif parts.path == "/user-agent":
             self._send(200, {}, json.dumps(self.headers.get("user-agent")).encode())
         elif parts.path == "/truncate":

@@ -19,6 +19,7 @@ from greenagents.testing import Simulator
 from .agents import Sentiment, SentimentAgent, SummaryAgent, at
 from .test_http import LocalServer, server  # noqa: F401  # the fixture: a server that answers whole
 
+pytestmark = pytest.mark.usefixtures("http_transport")  # every test over urllib3 and geventhttpclient
 LONG = {"answer_words": 50, "token_latency": 0.02}  # a 1 s answer of 50 deltas
 
 
@@ -149,11 +150,60 @@ def test_close_and_with_cancel_too(sim_factory) -> None:
     _await_status(sim, "disconnected", 2)
 
 
-def test_a_finished_stream_gives_its_connection_back(sim: Simulator) -> None:
-    agent = at(SentimentAgent, sim.base_url)
+def _events(words: list[str]) -> bytes:
+    """An OpenAI stream of ``words`` as server-sent events."""
+    chunks = [{"model": "m", "choices": [{"delta": {"content": word}, "finish_reason": None}]}
+              for word in words]
+    return "".join(f"data: {json.dumps(chunk)}\n\n" for chunk in chunks).encode() + \
+        b"data: [DONE]\n\n"
+
+
+def _in_flight(sim: Simulator) -> None:
+    for _ in range(100):
+        if sim.stats()["in_flight"]:
+            return
+        gevent.sleep(0.02)
+    raise AssertionError(f"the simulator never had a request in flight: {sim.stats()}")
+
+
+def test_close_from_another_greenlet_while_opening_cancels_the_request(sim_factory) -> None:
+    """The reader waits for the answer's first token; a server's other greenlet closes it (it
+    raised RuntimeError: the stream's context was entered by the reader)."""
+    sim = sim_factory(latency=1.0, **LONG)
+    agent = at(SummaryAgent, sim.anthropic_url, retries=0)
+    stream = agent.stream(text="hi")
+    reader = gevent.spawn(list, stream)
+    _in_flight(sim)
+    stream.close()  # returns once the Result is settled
+    assert isinstance(stream.result.error, errors.StreamClosed)
+    assert "after 0 deltas" in str(stream.result.error)
+    with pytest.raises(errors.StreamClosed):
+        reader.get(timeout=5)
+    assert stream.result.attempts == 1 and stream.result.history[0].error == "StreamClosed"
+    _await_status(sim, "disconnected")  # the request was cancelled: its connection closed
+    assert agent.call(text="again").ok
+
+
+def test_close_from_another_greenlet_mid_stream(sim_factory) -> None:
+    sim = sim_factory(**LONG)
+    stream = at(SummaryAgent, sim.base_url, model="openai/m").stream(text="hi")
+    received: list[str] = []
+    reader = gevent.spawn(lambda: received.extend(stream))
+    while not stream.text:
+        gevent.sleep(0.01)
+    stream.close()
+    with pytest.raises(errors.StreamClosed):
+        reader.get(timeout=5)
+    assert isinstance(stream.result.error, errors.StreamClosed) and len(received) < 50
+    _await_status(sim, "disconnected")
+
+
+def test_a_finished_stream_gives_its_connection_back(server: LocalServer) -> None:  # noqa: F811
+    server.reply = (200, {}, _events(["All ", "of ", "it."]))
+    agent = at(SummaryAgent, server.url + "/sse/v1", model="openai/m")
     for _ in range(5):
-        assert agent.stream(text="x").result.ok
-    assert http.pool_for(sim.base_url).num_connections == 1
+        assert agent.stream(text="x").result.value == "All of it."
+    assert server.connections == 1
 
 
 @pytest.mark.sim(latency=2.0)
@@ -231,6 +281,28 @@ def test_the_answer_size_cap_applies_to_streams(sim_factory) -> None:
     with pytest.raises(errors.ResponseTooLarge, match="max_response_bytes=20,000"):
         list(stream)
     assert len(stream.text) < 20_000 and not stream.result.ok
+
+
+def test_a_streams_time_limit_does_not_stay_on_its_kept_alive_connection(
+        server: LocalServer) -> None:  # noqa: F811
+    """A stream bounds its reads by first_token_timeout (here 0.3 s); the next request on the
+    same connection has its own timeout (5 s) and may take 0.6 s."""
+    server.reply = (200, {}, _events(["All ", "of ", "it."]))
+    agent = at(SummaryAgent, server.url + "/sse/late/v1", model="openai/m",
+               first_token_timeout=0.3)
+    assert agent.stream(text="x").result.ok
+    assert http.post_json(f"{server.url}/slow", {"a": 1}, {}, timeout=5).status == 200
+    assert server.connections == 1
+
+
+def test_a_compressed_stream_is_decoded_and_capped_decoded(server: LocalServer) -> None:  # noqa: F811
+    server.reply = (200, {}, _events(["All ", "of ", "it."]))
+    agent = at(SummaryAgent, server.url + "/sse/gzip/v1", model="openai/m")
+    assert agent.stream(text="x").result.value == "All of it."
+    server.reply = (200, {}, _events(["x" * 100] * 1000))  # ~200 KB, ~1 KB compressed
+    ga.configure(max_response_bytes=20_000)
+    with pytest.raises(errors.ResponseTooLarge, match="max_response_bytes=20,000"):
+        list(agent.stream(text="x"))
 
 
 def test_the_simulator_times_a_first_token_when_it_writes_it(sim_factory) -> None:

@@ -24,6 +24,8 @@ from .test_integration_stack import EXAMPLE, gunicorn
 FIRST_TOKEN_S, WORDS, WORD_S = 0.5, 50, 0.03  # the simulator's answer: 0.5 + 50 x 0.03 = 2 s
 CLIENTS = 500
 
+pytestmark = pytest.mark.usefixtures("http_transport")  # the worker over urllib3 and geventhttpclient
+
 
 @pytest.fixture(scope="module")
 def streaming_sim() -> Iterator[SimulatorProcess]:

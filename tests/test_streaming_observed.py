@@ -27,6 +27,7 @@ from tests.test_tool_loop import agent as tool_agent
 
 assert spans and endpoint  # fixtures of the OpenTelemetry and Prometheus tests
 
+pytestmark = pytest.mark.usefixtures("http_transport")  # every test over urllib3 and geventhttpclient
 FAST = ga.Retry(max=3, backoff="fixed", base=0.01, jitter=False)
 
 

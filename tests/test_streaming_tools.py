@@ -4,9 +4,12 @@ tool turns read from the stream and run through the tool loop, the last turn's t
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
+import gevent
+import gevent.event
 import pytest
 
 import greenagents as ga
@@ -18,6 +21,7 @@ from greenagents.streaming import Done, TextDelta, ToolFinished, ToolStarted
 from greenagents.testing import Simulator, ToolServer
 from tests.test_tool_loop import Trip, agent, http_tools
 
+pytestmark = pytest.mark.usefixtures("http_transport")  # every test over urllib3 and geventhttpclient
 PROVIDERS = ["openai", "anthropic"]
 
 
@@ -47,7 +51,7 @@ def test_a_turn_of_parallel_tool_calls_then_the_answer_streams(
     finished = [e for e in events if isinstance(e, ToolFinished)]
     names = ["get_weather", "search_flights", "find_hotels"]
     assert [e.name for e in started] == names and all(e.turn == 1 for e in started)
-    assert [e.id for e in finished] == [e.id for e in started]
+    assert sorted(e.id for e in finished) == sorted(e.id for e in started)  # as each ended
     assert all(e.call.ok and e.call.turn == 1 and e.call.output for e in finished)
     assert tools.stats()["peak"] == 3  # the turn's three calls were in flight together
     deltas = [e for e in events if isinstance(e, TextDelta)]
@@ -103,6 +107,58 @@ def test_a_failing_tool_goes_back_to_the_model_and_shows_in_the_events(
     assert "RuntimeError: backend down" in (finished[0].call.error or "")
     result = stream.result
     assert result.ok and result.tool_errors == 1 and "backend down" in result.value
+
+
+def test_each_tool_finished_arrives_as_its_tool_ends(sim: Simulator) -> None:
+    ended: list[str] = []
+
+    def quick(city: str) -> str:
+        """Quick facts about a city."""
+        time.sleep(0.2)
+        ended.append("quick")
+        return "small"
+
+    def slow(city: str) -> str:
+        """Slow facts about a city."""
+        time.sleep(1.5)
+        ended.append("slow")
+        return "big"
+
+    seen: list[tuple[str, list[str]]] = []  # each ToolFinished, and which tools had ended then
+    for event in agent(sim, quick, slow).stream("Oslo").events():
+        if isinstance(event, ToolFinished):
+            seen.append((event.call.tool, list(ended)))
+    assert seen == [("quick", ["quick"]), ("slow", ["quick", "slow"])]  # not both at the end
+
+
+def test_close_from_another_greenlet_while_tools_run_ends_them(sim: Simulator) -> None:
+    ended: list[str] = []
+
+    def stuck(city: str) -> str:
+        """Takes forever."""
+        try:
+            time.sleep(30)
+        finally:
+            ended.append("stuck")
+        return "never"
+
+    stream = agent(sim, stuck).stream("Oslo")
+    started = gevent.event.Event()
+
+    def read() -> None:
+        for event in stream.events():
+            if isinstance(event, ToolStarted):
+                started.set()
+
+    reader = gevent.spawn(read)
+    started.wait(10)
+    gevent.sleep(0.05)  # the tool is running
+    stream.close()
+    with pytest.raises(errors.StreamClosed):
+        reader.get(timeout=5)
+    gevent.sleep(0.05)
+    assert ended == ["stuck"]  # killed with the stream, not left running 30 s
+    assert isinstance(stream.result.error, errors.StreamClosed)
 
 
 def test_tool_errors_raise_ends_the_stream_with_the_tool_error(sim: Simulator) -> None:
