@@ -203,34 +203,21 @@ def _idle_and_open(sock: Any) -> bool:
 
 class _CachedLookup:
     """A pool's DNS lookup, remembered for :data:`DNS_TTL` seconds and made once for all the
-    connections that open at the same moment; none at all for an IP address.
+    connections that open at the same moment.
 
     geventhttpclient resolves the host for every new connection, through gevent's thread pool:
     10,000 calls at once were 10,000 lookups queued on ~10 threads, each parked call holding
     ~4.6 KB meanwhile (tracemalloc). aiohttp caches lookups the same way (``ttl_dns_cache=10``).
     A failed lookup is not remembered.
-
-    An IP address (``127.0.0.1``, ``::1``) needs no lookup, but gevent's resolver still sends it
-    to the thread pool, whose answer reaches the hub only after every greenlet ready to run has
-    run: 10,000 calls started at once each built their request before the first one could
-    connect, so the server sat idle meanwhile and every request reached it late (measured: the
-    first connection accepted 6.5 s into a run of 10,000, bench/fanout.py on 2 busy cores; then
-    10,000 connections in one burst overflowed its accept queue). Its answer is computed here,
-    once, without blocking (``AI_NUMERICHOST``: no network, no thread), and each connection goes
-    out as soon as its request is ready: at 10,000 calls of 1 s the first answers come back
-    after ~1.3 s instead of ~10 s, and ~2,400 kept-alive connections carry the batch instead of
-    10,000 (the batch's wall time stays what the client's CPU makes it).
     """
 
-    def __init__(self, lookup: Any, host: str, port: int) -> None:
+    def __init__(self, lookup: Any) -> None:
         from gevent.lock import Semaphore
 
         self._lookup = lookup
         self._lock = Semaphore()
         self._until = 0.0
-        self._answer: Any = _numeric_address(host, port)
-        if self._answer is not None:
-            self._until = float("inf")
+        self._answer: Any = None
 
     def __call__(self) -> Any:
         if time.monotonic() < self._until:
@@ -240,19 +227,6 @@ class _CachedLookup:
                 self._answer = self._lookup()
                 self._until = time.monotonic() + DNS_TTL
         return self._answer
-
-
-def _numeric_address(host: str, port: int) -> Any:
-    """``getaddrinfo``'s answer for ``host`` when it is an IP address (no lookup: the real,
-    unpatched function with ``AI_NUMERICHOST`` returns at once), None for a name."""
-    from gevent.monkey import get_original
-
-    try:
-        answer = get_original("socket", "getaddrinfo")(
-            host.strip("[]"), port, 0, socket.SOCK_STREAM, socket.SOL_TCP, socket.AI_NUMERICHOST)
-    except (OSError, UnicodeError):  # socket.gaierror: a name, to be looked up
-        return None
-    return answer
 
 
 class _Body:
@@ -418,8 +392,7 @@ class GeventPool:
                                   block_size=64 * 1024, **via)
         pool = self._client._connection_pool
         pool._is_socket_alive = _idle_and_open  # type: ignore[method-assign]  # see its docstring
-        pool._resolve = _CachedLookup(  # type: ignore[method-assign]  # the proxy's, if any
-            pool._resolve, pool._connection_host, pool._connection_port)
+        pool._resolve = _CachedLookup(pool._resolve)  # type: ignore[method-assign]
 
     def urlopen(self, method: str, path: str, *, body: bytes | None,
                 headers: Mapping[str, str]) -> BaseHTTPResponse | _Whole:
