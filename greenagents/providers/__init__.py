@@ -71,6 +71,17 @@ key=None)
     api_key: str | None = field(default=None, repr=False)
     key_env: str | None = None
 
+    @functools.cached_property
+    def scopes(self) -> tuple[str, str]:
+        """``(provider@base_url, provider@base_url/model)``: what cooldowns and what breakers and
+        learned limits are kept per (made once: an endpoint is cached and reused by every call).
+
+        >>> resolve("openai/m", base_url="http://127.0.0.1:9/v1").scopes[1]
+        'openai@http://127.0.0.1:9/v1/m'
+        """
+        scope = f"{self.provider.name}@{self.base_url}"
+        return scope, f"{scope}/{self.model}"
+
     def __repr__(self) -> str:
         key = f"'set from {self.key_env}'" if self.api_key else "None"
         return (f"Endpoint(provider={self.provider.name!r}, model={self.model!r}, "
