@@ -217,14 +217,19 @@ class _Call:
         return self.attempt(model, endpoint, deadline)
 
     def ask(self, result: Result[Any], toolbox: toolloop.Toolbox, inputs: dict[str, Any],
-            endpoints: list[tuple[str, providers.Endpoint]], policy: Policy) -> Entry | None:
-        """The call itself: its value (or error) into ``result``; its answer as a cache entry
-        when it validated (None when it failed)."""
+            endpoints: list[tuple[str, providers.Endpoint]], policy: Policy) -> bool:
+        """The call itself: its value (or error) into ``result``; whether it answered."""
         try:
             result.value = toolloop.run(self, toolbox, inputs, endpoints, policy) \
                 if toolbox.specs else self.answer(endpoints, policy)
         except Exception as exc:  # kills and the caller's timeouts are BaseException: pass
             result.error = exc
+            return False
+        return True
+
+    def ask_cached(self, *ask: Any) -> Entry | None:
+        """:meth:`ask`, its answer as a cache entry when it validated (None when it failed)."""
+        if not self.ask(*ask):
             return None
         usage, model = self.usage, self.model or ""
         return Entry(self.text, model, usage.prompt_tokens, usage.completion_tokens,
@@ -415,8 +420,8 @@ class Agent:
         try:
             if cache_enabled(cls):
                 hit = call_through(cls, messages, endpoints, state.spec.schema, toolbox.specs,
-                                         functools.partial(state.ask, result, toolbox, checked,
-                                                           endpoints, policy))
+                                         functools.partial(state.ask_cached, result, toolbox,
+                                                           checked, endpoints, policy))
                 if hit is not None:
                     result.value, result.error = state.spec.parse(hit.text), None
                     state.model, result.cached = hit.model, True

@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import http
+from .. import http, transport
 from ..config import settings
 from ..errors import ConfigError
 from .anthropic import AnthropicProvider
@@ -237,8 +237,10 @@ def complete(endpoint: Endpoint, messages: Sequence[Message], *,
     provider = endpoint.provider
     request = provider.build(endpoint.model, messages, schema=schema, schema_name=schema_name,
                              temperature=temperature, max_tokens=max_tokens, tools=tools)
-    response = http.post_json(request.url, request.body, request.headers, timeout=timeout,
-                              provider=provider.name, hint=f"check {provider.base_url_env}")
+    # http.request, not post_json: one frame less under every call's socket wait
+    response = http.request("POST", request.url, transport.dumps(request.body),
+                            {**http.JSON_HEADERS, **request.headers}, timeout=timeout,
+                            provider=provider.name, hint=f"check {provider.base_url_env}")
     if on_response is not None:
         on_response(response)
     return provider.parse(response)
