@@ -74,10 +74,11 @@ class _Inputs:
             default = ... if param.default is param.empty else param.default
             fields[name] = (hints.get(name, Any), default)
         self.model: type[BaseModel] = create_model(f"{agent.__name__}Inputs", **fields)
+        self.names = frozenset(self.model.model_fields)
 
     def validate(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
-        unknown = sorted(set(kwargs) - set(self.model.model_fields))
-        if unknown:
+        if not self.names.issuperset(kwargs):
+            unknown = sorted(set(kwargs) - self.names)
             raise InputError(f"{self.agent}.call(): unknown input(s) {unknown}; inputs are "
                              f"{list(self.model.model_fields)}")
         arguments = kwargs
@@ -95,7 +96,7 @@ class _Inputs:
             problems = "; ".join(f"input '{'.'.join(map(str, e['loc']))}': {e['msg']}"
                                  for e in exc.errors())
             raise InputError(f"{self.agent}.call(): {problems}") from None
-        return {name: getattr(checked, name) for name in self.model.model_fields}
+        return dict(checked.__dict__)  # the fields' values (a model of fields only)
 
 
 class _Call:
