@@ -210,7 +210,12 @@ def run(ctx: Context) -> Section:
         "Reading: the transport row is what any gevent client pays for this structured job; "
         "what greenagents adds is the rows below it. Against asyncio + aiohttp doing the job "
         "by hand, the difference is the sum of those layers less what aiohttp's own client "
-        "costs more or less than geventhttpclient's.",
+        "costs more or less than geventhttpclient's. No single piece dominates what is left: "
+        "`Agent.call` is input validation, endpoint resolution (the environment is read per "
+        "call), the breaker's and learned limits' bookkeeping, the Attempt and Result records, "
+        "usage and cost; `ga.batch` is the run's feeder and result queue (two queue round trips "
+        "per call), the context copy and the slot. Each is a few µs (cProfile of 20,000 calls "
+        "with the HTTP answer canned: `Agent.call` ~60 µs in all, `providers.complete` ~12).",
         "**Profile** (pyinstrument, one untimed `ga.batch(Agent)` run of the same size):\n\n"
         + (_hotspot_table(profile) if profile else f"not available: {profiled.get('error')}"),
     ])
