@@ -165,8 +165,9 @@ def run(ctx: Context) -> Section:
                               "base_url": sim.base_url, "n": n, "width": width, "warmup": 20,
                               "profile": True}, timeout=180)
         ctx.log("overhead: CPU per call, layer by layer")
+        rounds = max(3, ctx.repeat)  # layers differ by tens of µs: one round is too noisy
         layered = run_child({"task": "overhead:layers", "green": True, "base_url": sim.base_url,
-                             "n": n, "width": width, "repeat": ctx.repeat}, timeout=600)
+                             "n": n, "width": width, "repeat": rounds}, timeout=600)
     floor = samples(data[FLOOR], us_per_call)
     rows, series = [], {}
     for key in KEYS:
@@ -204,7 +205,7 @@ def run(ctx: Context) -> Section:
         "SQLite writes (in gevent's thread pool).",
         "![client CPU per call](overhead_cpu.png)",
         f"**Layer by layer** (one green process, {n:,} calls {width} wide per layer, "
-        f"{ctx.repeat} alternating round(s), median (min–max); each row runs everything the row "
+        f"{rounds} alternating rounds, median (min–max); each row runs everything the row "
         "above runs, plus its layer):",
         _layer_table(layered),
         "Reading: the transport row is what any gevent client pays for this structured job; "
