@@ -15,8 +15,12 @@ tools on ``httpx``), a peer with parallel tool calls, at 100 and N agents — at
 cap (:data:`PEER_CAP_S`): its CPU per agent is tens of milliseconds, so 1,000 agents take minutes
 on this machine; the row says how many finished within the cap.
 
-Every row also gives the CPU the simulator and the tool server spent during the run: all three
-processes share the machine's cores, so the servers' CPU is part of the wall time's floor.
+Every row also gives the CPU the simulator and the tool server each spent during the run: all
+three processes share the machine's cores. And a floor for the wall time computed from the
+client's CPU: the agents start together, so nothing but sending the first requests can happen
+before the first answers arrive, one latency L in; all the rest of the client's CPU comes after
+(one process, one core at a time). Floor ≈ L + client CPU (for the thread pool, spread over the
+machine's cores: L + CPU / cores), or the row's ideal when that is larger.
 """
 
 from __future__ import annotations
@@ -196,7 +200,7 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
     runner(warm, spec["warm_url"], 2, 2, [0])
     _post(spec["tools_url"] + "/_tools/reset")
     harness.reset_peak_rss()
-    servers = sum(_cpu_s(pid) for pid in spec["server_pids"])
+    servers = [_cpu_s(pid) for pid in spec["server_pids"]]
     cpu, wall = time.process_time(), time.perf_counter()
 
     def report(ok: int, capped: bool = False) -> dict[str, Any]:
@@ -204,7 +208,8 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
         return {"wall": time.perf_counter() - wall, "cpu": time.process_time() - cpu, "ok": ok,
                 "n": spec["n"], "rss_peak_kb": harness.peak_rss_kb(), "tool_peak": tools["peak"],
                 "tool_requests": tools["requests"], "capped": capped,
-                "servers_cpu": sum(_cpu_s(pid) for pid in spec["server_pids"]) - servers}
+                "servers_cpu": [_cpu_s(pid) - before
+                                for pid, before in zip(spec["server_pids"], servers, strict=True)]}
 
     finished = [0]  # agents done so far, counted by the runner, read at the cap
 
@@ -269,11 +274,13 @@ def run(ctx: Context) -> Section:
             report = run_child(spec, timeout=max(600, 2 * cap))
             reports[(key, size)].append(report)
             summary = report.get("error") or (
-                f"wall {report['wall']:.2f}s cpu {report['cpu']:.2f}s servers "
-                f"{report['servers_cpu']:.2f}s ok {report['ok']}/{size} tool peak "
+                f"wall {report['wall']:.2f}s cpu {report['cpu']:.2f}s simulator "
+                f"{report['servers_cpu'][0]:.2f}s tool server {report['servers_cpu'][1]:.2f}s "
+                f"ok {report['ok']}/{size} tool peak "
                 f"{report['tool_peak']}" + (" (capped)" if report["capped"] else ""))
             ctx.log(f"  tools n={size} round {number + 1}/{ctx.repeat} {key}: {summary}")
-    return _section(ctx, Shape(n, latency, tool_latency, cap, load), points, reports)
+    shape = Shape(n, latency, tool_latency, cap, load, os.cpu_count() or 1)
+    return _section(ctx, shape, points, reports)
 
 
 @dataclass(frozen=True)
@@ -285,6 +292,7 @@ class Shape:
     tool_latency: float
     cap: float
     load: float
+    cores: int
 
     @property
     def ideal(self) -> float:
@@ -299,17 +307,22 @@ def _row(shape: Shape, key: str, size: int, data: list[dict[str, Any]]) -> list[
     cpu = samples(data, lambda r: r["cpu"], complete=not capped)
     per_agent = samples(data, lambda r: 1000 * r["cpu"] / r["ok"] if r["ok"] else float("nan"),
                         complete=not capped)
-    servers = samples(data, lambda r: r["servers_cpu"], complete=not capped)
+    simulator_cpu = samples(data, lambda r: r["servers_cpu"][0], complete=not capped)
+    tool_server_cpu = samples(data, lambda r: r["servers_cpu"][1], complete=not capped)
     peak = samples(data, lambda r: r["tool_peak"], complete=False)
     best = shape.ideal + (TOOLS - 1) * shape.tool_latency if key == "ga_sequential" else shape.ideal
+    spread = shape.cores if key == "threads" else 1  # threads run on every core, the rest on one
+    floor = samples(data, lambda r: max(best, shape.latency + r["cpu"] / spread),
+                    complete=not capped)
     if capped:
         finished = min(r["ok"] for r in data if "error" not in r)
         wall_text, ratio_text = f"> {shape.cap:g} s: {finished}/{size} done by then", "–"
     else:
         wall_text = cell(wall, " s")
         ratio_text = f"{wall.median / shape.ideal:.2f}×" if wall.ok else "–"
-    return [CONTENDERS[key], str(size), wall_text, ratio_text, f"{best:g} s", cell(cpu, " s"),
-            cell(per_agent, " ms"), cell(servers, " s"), cell(peak)]
+    return [CONTENDERS[key], str(size), wall_text, ratio_text, f"{best:g} s", cell(floor, " s"),
+            cell(cpu, " s"), cell(per_agent, " ms"), cell(simulator_cpu, " s"),
+            cell(tool_server_cpu, " s"), cell(peak)]
 
 
 def _section(ctx: Context, shape: Shape, points: list[tuple[str, int]],
@@ -339,29 +352,49 @@ def _section(ctx: Context, shape: Shape, points: list[tuple[str, int]],
         f"tools, the {TOOLS} tool calls (one `requests` call each to a local tool server "
         f"answering after {shape.tool_latency:g} s), a second model turn of "
         f"{shape.latency:g} s. Ideal {ideal:g} s. {ctx.repeat} alternating repetition(s), "
-        "median (min–max). `servers CPU`: what the simulator and the tool server (each in its "
-        "own process) spent during the run; `tool peak`: the most tool requests in flight at "
-        f"once. The peer at {n:,} agents is stopped after {shape.cap:g} s. Load average "
+        "median (min–max). `CPU floor`: the wall time the client's CPU allows, L + CPU "
+        f"(the thread pool: L + CPU / {shape.cores} cores; see the reading); `simulator CPU`, "
+        "`tool server CPU`: what each server (in its own process) spent during the run; `tool "
+        "peak`: the most tool requests in flight at once. The peer at "
+        f"{n:,} agents is stopped after {shape.cap:g} s. Load average "
         f"{shape.load:.1f} at the start, on a shared 2-core machine: timings are noisy.",
-        table(["contender", "agents", "wall time", "÷ ideal", "ideal", "CPU", "CPU / agent",
-               "servers CPU", "tool peak"], rows),
+        table(["contender", "agents", "wall time", "÷ ideal", "ideal", "CPU floor", "CPU",
+               "CPU / agent", "simulator CPU", "tool server CPU", "tool peak"], rows),
         f"**greenagents ÷ ideal: {verdict}** (goal ≤ {GOAL}×).",
         "![tool-using agents](tools.png)",
-        _reading(n),
+        _reading(shape, reports),
         *([skipped.strip()] if skipped else []),
     ])
     return Section("8. Tool-using agents", markdown, [png], {"failures": failures})
 
 
-def _reading(n: int) -> str:
+def _reading(shape: Shape, reports: dict[tuple[str, int], list[dict[str, Any]]]) -> str:
+    """The reading, with the CPU budget the goal leaves at ``shape.n`` agents worked out from the
+    rows' CPU per agent (when both greenagents rows at ``n`` have it)."""
+    n = shape.n
+
+    def per_agent(key: str) -> float | None:
+        data = samples(reports.get((key, n), []), lambda r: 1000 * r["cpu"] / r["ok"])
+        return data.median if data.ok else None
+
+    budget_s = GOAL * shape.ideal - shape.latency
+    ga, sleeping = per_agent("ga"), per_agent("ga_sleep")
+    budget = "" if ga is None or sleeping is None else (
+        f" {GOAL}× ideal at {n:,} agents needs the client's CPU within {GOAL}·ideal − L = "
+        f"{budget_s:.1f} s, {1000 * budget_s / n:.1f} ms per agent for two model calls, three "
+        f"tool calls and the loop: with sleeping tools it took {sleeping:.2f} ms, and the "
+        f"tools' three `requests` calls {ga - sleeping:.2f} ms more.")
     return (
         "**Reading.** One greenlet per agent and one per tool call: the tool calls of one turn, "
         "and of every agent, wait on the network together (the tool peak is how many did); "
-        "tools one after another add 2 × T per agent. What is left is CPU. The CPU per agent "
-        "with sleeping tools is greenagents' own share (two model calls and the loop); the "
-        "difference to the row above it is the tools' own `requests` calls. At "
-        f"{n:,} agents, the client's CPU plus the servers' CPU, shared by the machine's two "
-        "cores (and with whatever else runs on them), is the wall time's floor; at 100 agents "
-        "CPU is not the bound. A thread pool spreads the same code over both cores at several "
-        "times the CPU per agent; pydantic-ai needs the tools rewritten as coroutines on an "
-        "async HTTP client, and its CPU per agent is an order of magnitude above greenagents'.")
+        "tools one after another add 2 × T per agent. What is left is CPU. The agents start "
+        "together, so nothing but sending the first requests happens before the first answers "
+        "arrive, L in; the rest of the client's CPU comes after, one core at a time: the wall "
+        "time cannot be much below L + the client's CPU (`CPU floor`), and it gets only what the "
+        "servers and everything else on the machine leave of the cores. The CPU per agent with "
+        "sleeping tools is greenagents' own share (two model calls and the loop); the rest of "
+        "the first row's is the tools' own `requests` calls (user code)." + budget + " At 100 "
+        "agents CPU is not the bound. A thread pool spreads the same code over every core at "
+        "several times the CPU per agent; pydantic-ai needs the tools rewritten as coroutines on "
+        "an async HTTP client, and its CPU per agent is an order of magnitude above "
+        "greenagents'.")

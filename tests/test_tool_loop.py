@@ -85,6 +85,22 @@ def test_one_turn_calls_several_tools_together_and_their_output_reaches_the_mode
     assert result.cost_usd is not None and result.cost_usd > 0  # summed over both turns
 
 
+def test_every_turn_goes_over_the_chosen_transport(sim: Simulator, tools: ToolServer,
+                                                   http_transport: str) -> None:
+    """The second turn (a larger body, with the tool results) takes the same transport as the
+    first: the other transport never opens a pool to the simulator."""
+    from greenagents import http, state, transport
+
+    result = agent(sim, *http_tools(tools)).call("Paris")
+    assert result.ok and result.turns == 2, result.error
+    parts = state.current()
+    gevent_origins = set(parts.part(transport.GeventPools).by_origin)
+    urllib3_origins = set(parts.part(http.Pools).by_origin)
+    used, unused = ((gevent_origins, urllib3_origins) if http_transport == "geventhttpclient"
+                    else (urllib3_origins, gevent_origins))
+    assert len(used) == 1 and unused == set()
+
+
 @pytest.mark.parametrize("provider", ["openai", "anthropic"])
 def test_structured_output_after_tools(sim: Simulator, tools: ToolServer, provider: str) -> None:
     result = agent(sim, *http_tools(tools), provider=provider, output=Trip).call("Rome")
