@@ -5,6 +5,7 @@
 * ``--quick``: smaller sizes, 1 repetition — under 3 minutes; same outputs.
 * ``--only X,Y --update``: re-run those figures and replace only their sections of RESULTS.md
   (the note at its top says which were updated, when, in which mode).
+* ``--only fanout --sizes 10000``: the fan-out figure at those N only (e.g. issue #22's goals).
 * ``--smoke``: tiny sizes, every contender once, outputs only to a temporary directory (CI runs
   it so the benchmarks never rot); fails (exit 1) if any contender that should run failed.
 
@@ -52,6 +53,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="keep RESULTS.md's other figures; replace only those run")
     parser.add_argument("--repeat", type=int, help="repetitions per point (default 3 / 1 / 1)")
     parser.add_argument("--out", type=Path, help="output directory (default: bench/)")
+    parser.add_argument("--sizes", type=lambda text: [int(n) for n in text.split(",")],
+                        help="only these N (comma-separated), in the figures that sweep N "
+                             "(fanout), e.g. --only fanout --sizes 10000")
     args = parser.parse_args(argv)
     if args.setup_peers:
         return report.setup_peers()
@@ -64,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(temp.name) if temp else (args.out or HERE)
     out.mkdir(parents=True, exist_ok=True)
     ctx = harness.Context(mode=name, out=out,
-                          repeat=args.repeat or {"smoke": 1, "quick": 1, "full": 3}[name])
+                          repeat=args.repeat or {"smoke": 1, "quick": 1, "full": 3}[name],
+                          sizes=args.sizes)
     harness.raise_nofile()
     load_before, started = report.load(), time.monotonic()
     ctx.log(f"{name} run of {', '.join(figures)} into {out} (load {load_before})")

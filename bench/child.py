@@ -28,6 +28,7 @@ if SPEC.get("green"):
 
 import gc
 import importlib
+import os
 import time
 import urllib.request
 
@@ -61,18 +62,64 @@ def measure_calls(spec: dict[str, Any]) -> dict[str, Any]:
     harness.reset_peak_rss()
     base = harness.rss_kb()
     profiler = _profiler() if spec.get("profile") else None
+    overflows, load = listen_overflows(), os.getloadavg()[0]
+    started = time.monotonic()  # the simulator's timeline is on this (machine-wide) clock
     cpu, wall = time.process_time(), time.perf_counter()
     ok = run(range(spec["n"]))
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    ended = time.monotonic()
     report: dict[str, Any] = {"wall": wall, "cpu": cpu, "ok": ok, "n": spec["n"],
-                              "rss_base_kb": base, "rss_peak_kb": harness.peak_rss_kb()}
+                              "rss_base_kb": base, "rss_peak_kb": harness.peak_rss_kb(),
+                              "load": load}
     if profiler is not None:
         profiler.stop()
         report["profile"] = _hotspots(profiler, spec.get("profile_prefix", "greenagents/"))
+    if spec.get("timeline"):
+        moments = sim_call(opts.base_url, "/_sim/timeline")
+        report["sim_cpu"] = moments.pop("cpu_s")
+        report["timeline"] = timeline(moments, started, ended)
+        report["connections"] = sum(started <= t <= ended for t in moments["accepted"])
+        after = listen_overflows()
+        report["listen_overflows"] = None if after is None or overflows is None else after - overflows
     stats = sim_call(opts.base_url, "/_sim/stats")
     report["peak_in_flight"] = stats.get("peak_in_flight")
     report["by_status"] = stats.get("by_status")
     return report
+
+
+#: The quantiles of each timeline event reported (0: the first, 1: the last).
+QUANTILES = (0.0, 0.1, 0.5, 0.9, 0.99, 1.0)
+
+
+def timeline(moments: dict[str, list[float]], started: float,
+             ended: float) -> dict[str, list[float]]:
+    """When, in seconds after the timed run began, the simulator accepted connections, read
+    requests and sent answers: each event's :data:`QUANTILES` (e.g. ``accepted[2]`` is when half
+    the connections were accepted); moments outside the run (its control calls) are left out.
+    What separates a server that accepts late from a client that connects late from a client
+    that reads its answers late."""
+    out: dict[str, list[float]] = {}
+    for event, times in moments.items():
+        ordered = sorted(t - started for t in times if started <= t <= ended)
+        if ordered:
+            last = len(ordered) - 1
+            out[event] = [round(ordered[round(q * last)], 3) for q in QUANTILES]
+    return out
+
+
+def listen_overflows() -> int | None:
+    """The machine's count of connections dropped because a listen queue was full (Linux's
+    ``ListenOverflows``: each costs its client a SYN retransmit, 1 s then 3 s), None where
+    unknown. Machine-wide: another program's overflows count too."""
+    try:
+        with open("/proc/net/netstat") as netstat:
+            lines = netstat.read().splitlines()
+    except OSError:
+        return None
+    for names, values in zip(lines[::2], lines[1::2], strict=False):
+        if names.startswith("TcpExt:") and "ListenOverflows" in names.split():
+            return int(values.split()[names.split().index("ListenOverflows")])
+    return None
 
 
 def _profiler() -> Any:

@@ -31,13 +31,16 @@ from bench.harness import (
 
 LATENCY = 1.0
 TAG = "fanout"
+FLOOR, AIOHTTP = "green_geventhttpclient", "asyncio_aiohttp"  # issue #22's goals: ≤ 1.0×, ≤ 0.8×
+#: The contenders whose server-side timeline is shown (the product, its floor, the asyncio best).
+TIMELINE_KEYS = ["ga_batch", FLOOR, AIOHTTP, "green_urllib3"]
 KEYS = ["ga_batch", "ga_each_openai", "green_urllib3", "green_geventhttpclient", "asyncio_aiohttp",
         "asyncio_openai", "threads_requests", "threads_openai", "langchain", "litellm", "sequential"]
 SEQUENTIAL_MAX = 10
 
 
 def sizes(ctx: Context) -> list[int]:
-    sized: list[int] = ctx.pick([5], [10, 100, 1000], [10, 100, 1000, 10_000])
+    sized: list[int] = ctx.sizes or ctx.pick([5], [10, 100, 1000], [10, 100, 1000, 10_000])
     return sized
 
 
@@ -99,7 +102,8 @@ def sweep(ctx: Context, keys: list[str], points: list[int],
                 group = [k for k, r in plan.items() if r == runs]
                 out[n].update(measure_calls(
                     ctx, sim.base_url, group, n, n, tag=tag, timeout=cap_s(ctx, n),
-                    repeat=runs, extra={"warmup": 1, "warmup_url": warm.base_url}))
+                    repeat=runs, extra={"warmup": 1, "warmup_url": warm.base_url,
+                                        "timeline": True}))
     return out
 
 
@@ -112,12 +116,69 @@ def reading(data: dict[int, dict[str, list[dict[str, Any]]]], points: list[int])
                   for k, v in data[n].items() if k != "ga_batch"}
         lines.append(f"N = {n:,}: {standing(ours, others, ' s')}.")
     return " ".join(lines) + (
-        " Wall time above one latency is client work: every call's request building, "
-        "connection set-up and response parsing run on one core of the client (the simulator "
-        "has the other), so at large N the wall time follows CPU per call (table above); the "
-        "SDK-based contenders (openai's client, LangChain, LiteLLM) and thread pools spend far "
-        "more of it per call than raw clients and greenlets. A failed cell is a timeout or a "
+        " Wall time above one latency is CPU work on the 2 cores the client shares with the "
+        "simulator: every call's request building, connection set-up and response parsing in "
+        "the client, accepting, reading and answering in the simulator (its CPU is in the "
+        "timeline table: per request, about what the leanest client spends). At large N the "
+        "slower of the two sets the pace (the timeline table shows which: in our runs the "
+        "client for greenagents, the simulator for the bare floors); the SDK-based contenders "
+        "(openai's client, LangChain, LiteLLM) and thread pools spend far more of it per call "
+        "than raw clients and greenlets. A failed cell is a timeout or a "
         "refused thread start, shown as it happened.")
+
+
+def goals(data: dict[int, dict[str, list[dict[str, Any]]]], n: int) -> str:
+    """Issue #22's wall-time goals at ``n``, from the medians: greenagents ≤ 1.0× its own bare
+    transport (bare greenlets over geventhttpclient) and ≤ 0.8× asyncio + aiohttp."""
+    ours = samples(data[n].get("ga_batch", []), lambda r: r["wall"])
+    parts = []
+    for key, goal in ((FLOOR, 1.0), (AIOHTTP, 0.8)):
+        theirs = samples(data[n].get(key, []), lambda r: r["wall"])
+        parts.append(f"÷ {CONTENDERS[key].label}: **{ratio(ours, theirs)}** (goal ≤ {goal:.2f}×)")
+    return f"**Issue #22's goals at N = {n:,}** (wall time, medians): greenagents " + \
+        "; ".join(parts) + "."
+
+
+def _median_run(reports: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The repetition with the median wall time (one real run, not a mix of several)."""
+    done = sorted((r for r in reports if "error" not in r and "timeline" in r),
+                  key=lambda r: float(r["wall"]))
+    return done[len(done) // 2] if done else None
+
+
+def timelines(data: dict[int, dict[str, list[dict[str, Any]]]], n: int) -> str:
+    """Where the wall time goes at ``n``: each run's client and simulator CPU, the connections
+    it opened, the connections the kernel dropped for a full listen queue, and when (seconds
+    into the run; 10th/50th/90th percentile) the simulator accepted them, read the requests and
+    sent the answers."""
+    header = ["contender (median run)", "load", "wall", "client CPU", "simulator CPU",
+              "connections", "SYN drops", "accepted", "requests read", "answers sent",
+              "answer − read (medians)"]
+    rows = []
+    for key in TIMELINE_KEYS:
+        run = _median_run(data[n].get(key, []))
+        if run is None:
+            continue
+        when = [" / ".join(f"{t:.1f}" for t in (q[1], q[2], q[3])) if (q := run["timeline"].get(e))
+                else "–" for e in ("accepted", "arrived", "answered")]
+        drops = run.get("listen_overflows")
+        read, sent = run["timeline"].get("arrived"), run["timeline"].get("answered")
+        lag = f"{sent[2] - read[2]:.1f} s" if read and sent else "–"
+        rows.append([CONTENDERS[key].label, f"{run.get('load', 0):.1f}", f"{run['wall']:.1f} s",
+                     f"{run['cpu']:.1f} s", f"{run['sim_cpu']:.1f} s", f"{run['connections']:,}",
+                     "–" if drops is None else f"{drops:,}", *when, lag])
+    if not rows:
+        return ""
+    return (f"**Where the time goes at N = {n:,}** (one run each, the median; times in seconds "
+            "after the run began, 10th / 50th / 90th percentile; load: the machine's 1-minute "
+            "load average when the run began, on 2 cores; SYN drops: connections the kernel "
+            "refused for a full listen queue, machine-wide, each costing its client a 1 s "
+            "retransmit). How to read it: requests read late with answers sent one latency after "
+            "them means the client sets the pace (its CPU: building requests); answers sent well "
+            "over one latency after the requests were read means the simulator does (it is "
+            "behind: accepting, reading and answering cost it CPU too, on the same 2 cores); "
+            "requests read long after their connections were accepted means the client opened "
+            "every connection before sending any request.\n\n" + table(header, rows))
 
 
 def run(ctx: Context) -> Section:
@@ -163,6 +224,8 @@ def run(ctx: Context) -> Section:
         "**greenagents ÷ contender** (wall time; below 1.00× greenagents is faster)\n\n"
         + table(header, rows_ratio),
         "**Client CPU per call** (`process_time` of the client process ÷ N)\n\n" + table(header, cpus),
+        goals(data, points[-1]),
+        timelines(data, points[-1]),
         "![fan-out wall time](fanout_wall.png)\n![fan-out wall/ideal](fanout_ideal.png)",
         "**Reading.** " + reading(data, points),
     ])

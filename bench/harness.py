@@ -220,6 +220,7 @@ class Context:
     notes: dict[str, str] = field(default_factory=dict)   # contender -> why it was skipped
     checked: set[str] = field(default_factory=set)         # contenders known to be usable
     skipped: dict[tuple[str, int], str] = field(default_factory=dict)  # (contender, N) -> why
+    sizes: list[int] | None = None  # --sizes: only these N, in the figures that sweep N
 
     @property
     def smoke(self) -> bool:

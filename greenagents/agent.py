@@ -29,8 +29,8 @@ A call that fails is a :class:`~greenagents.Result` holding the error; bad input
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
-import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence, Sized
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar, get_type_hints
@@ -40,6 +40,7 @@ from pydantic import BaseModel, ValidationError, create_model
 from . import breakers, budgets, definition, hooks, limits, pricing, providers, runtime, toolloop, tracking
 from . import learned_limits as learned
 from .cache import Entry, call_through
+from .cache import enabled as cache_enabled
 from .config import settings
 from .errors import ConfigError, InputError, RateLimited, scrub
 from .errors import Timeout as CallTimeout
@@ -73,10 +74,11 @@ class _Inputs:
             default = ... if param.default is param.empty else param.default
             fields[name] = (hints.get(name, Any), default)
         self.model: type[BaseModel] = create_model(f"{agent.__name__}Inputs", **fields)
+        self.names = frozenset(self.model.model_fields)
 
     def validate(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
-        unknown = sorted(set(kwargs) - set(self.model.model_fields))
-        if unknown:
+        if not self.names.issuperset(kwargs):
+            unknown = sorted(set(kwargs) - self.names)
             raise InputError(f"{self.agent}.call(): unknown input(s) {unknown}; inputs are "
                              f"{list(self.model.model_fields)}")
         arguments = kwargs
@@ -94,7 +96,7 @@ class _Inputs:
             problems = "; ".join(f"input '{'.'.join(map(str, e['loc']))}': {e['msg']}"
                                  for e in exc.errors())
             raise InputError(f"{self.agent}.call(): {problems}") from None
-        return {name: getattr(checked, name) for name in self.model.model_fields}
+        return dict(checked.__dict__)  # the fields' values (a model of fields only)
 
 
 class _Call:
@@ -116,72 +118,123 @@ class _Call:
         self.text = ""  # the answer that validated, kept for the cache
 
     def attempt(self, model: str, endpoint: providers.Endpoint, deadline: float | None) -> Any:
-        """One request: the validated output, or (tool loop) the Completion to act on."""
-        timeout = settings().timeout if self.agent.timeout is None else self.agent.timeout
+        """One request: the validated output, or (tool loop) the Completion to act on.
+
+        Every feature around the request that is off costs one check: hooks and budgets here,
+        rate limits and cooldowns, learned limits and breakers at the top of their functions.
+        """
+        agent = self.agent
+        timeout = settings().timeout if agent.timeout is None else agent.timeout
         until = None if deadline is None else self.started + deadline
-        messages = self.messages + (OutputSpec.reask(self.reask) if self.reask else [])
+        messages = self.messages + OutputSpec.reask(self.reask) if self.reask else self.messages
         working = bool(self.tools) and not self.finishing
         # a provider that cannot offer tools and ask for the output at once gets it asked last
         withheld = working and not endpoint.provider.structured_with_tools
         start = time.monotonic()
-        record: dict[str, Any] = {"number": self.attempts + 1, "model": model, "turn": self.turn}
-        scope = f"{endpoint.provider.name}@{endpoint.base_url}"
+        number = self.attempts + 1
+        provider = endpoint.provider.name
+        scope, breaker = endpoint.scopes
         completion = None
-        breaker, probe = f"{scope}/{endpoint.model}", False
+        probe = False
         sent, cut_short = False, False  # what the breaker may learn from how this attempt ends
+        error: BaseException | None = None
         if hooks.active:
-            hooks.attempt_started(record["number"], endpoint.provider.name, model, messages)
+            hooks.attempt_started(number, provider, model, messages)
+        spends = budgets.active()
         try:
             probe = breakers.before(breaker, start)
-            with budgets.charge(model, messages, self.agent.max_tokens) as billed:
+            reserved = budgets.reserve(spends, model, messages, agent.max_tokens) if spends else None
+            try:
                 # cooldowns and rate limits first: their waits count against the deadline
-                limits.before_request(endpoint.provider.name, scope, model, messages, until=until)
-                ticket = learned.before_request(
-                    endpoint.provider.name, breaker, model, messages,
-                    max_tokens=self.agent.max_tokens, until=until)
+                limits.before_request(provider, scope, model, messages, until=until)
+                ticket = learned.before_request(provider, breaker, model, messages,
+                                                max_tokens=agent.max_tokens, until=until)
                 if until is not None:
                     cut_short = until - time.monotonic() < timeout
                     timeout = min(timeout, until - time.monotonic())
                     if timeout <= 0:
-                        raise CallTimeout(f"{self.agent.__qualname__}: its retry deadline of "
+                        raise CallTimeout(f"{agent.__qualname__}: its retry deadline of "
                                           f"{deadline}s passed; raise Retry(deadline=...)")
                 sent = True
                 completion = providers.complete(
                     endpoint, messages, schema=None if withheld else self.spec.schema,
-                    schema_name=self.spec.name, temperature=self.agent.temperature,
-                    max_tokens=self.agent.max_tokens, timeout=timeout, tools=self.tools,
+                    schema_name=self.spec.name, temperature=agent.temperature,
+                    max_tokens=agent.max_tokens, timeout=timeout, tools=self.tools,
                     on_response=ticket.observe)
-                billed.append(completion.usage)
+            finally:
+                if reserved is not None:  # what the provider billed, if it answered
+                    budgets.settle(spends, reserved, model,
+                                   *(() if completion is None else (completion.usage,)))
             breakers.after(breaker, None, probe, start)
             limits.observe(scope, limited=False)
-            self.usage_by_model[model] = self.usage_by_model.get(model, Usage()) + completion.usage
+            usage = self.usage_by_model.get(model)
+            self.usage_by_model[model] = completion.usage if usage is None \
+                else usage + completion.usage
             if working and (completion.tool_calls or (withheld and self.spec.schema)):
                 return completion
             value = self.spec.parse(completion.text)
             self.text = completion.text
         except BaseException as exc:
+            error = exc
             if not isinstance(exc, InvalidOutput):  # an answer that did not validate: reported
                 # no request, or a timeout cut short by the call's deadline: not the endpoint's
                 evidence = sent and not (cut_short and isinstance(exc, CallTimeout))
                 breakers.after(breaker, exc, probe, start, evidence=evidence)
-            record.update(error=type(exc).__name__, status=getattr(exc, "status", None))
             if isinstance(exc, RateLimited):
                 limits.observe(scope, limited=True, retry_after=exc.retry_after)
             if isinstance(exc, InvalidOutput):
                 self.reask = exc
             raise
         finally:
-            attempt = Attempt(**record, duration_s=time.monotonic() - start)
+            attempt = Attempt(number, model, None if error is None else getattr(error, "status", None),
+                              None if error is None else type(error).__name__,
+                              time.monotonic() - start, 0.0, self.turn)
             self.history.append(attempt)
             if hooks.active:
-                hooks.attempt_ended(attempt, endpoint.provider.name, completion,
-                                    sys.exc_info()[1])
+                hooks.attempt_ended(attempt, provider, completion, error)
         return value
 
     def answer(self, endpoints: list[tuple[str, providers.Endpoint]], policy: Policy) -> Any:
-        """One turn: the model's answer, with retries, then each fallback model in order."""
-        return with_fallbacks(endpoints, lambda m, e: self.attempt(m, e, policy.deadline), policy,
-                              on_wait=self.waited, on_model=self._trying)
+        """One turn: the model's answer, with retries, then each fallback model in order.
+
+        The first attempt on the first model is made here, straight: most calls need no other,
+        and tenacity and the fallbacks take over only once it failed (see
+        :meth:`retry.Attempts.run`), so the frames between a call and its socket stay few.
+        """
+        started = time.monotonic()
+        failed = None
+        if policy.tries_first:
+            model, endpoint = endpoints[0]
+            self._trying(model)
+            try:
+                return self.attempt(model, endpoint, policy.deadline)
+            except Exception as exc:  # kills and the caller's timeouts are BaseException: pass
+                failed = exc
+        return with_fallbacks(endpoints, functools.partial(self._attempt, policy.deadline), policy,
+                              on_wait=self.waited, on_model=self._trying, failed=failed,
+                              started=started if failed is not None else None)
+
+    def _attempt(self, deadline: float | None, model: str, endpoint: providers.Endpoint) -> Any:
+        return self.attempt(model, endpoint, deadline)
+
+    def ask(self, result: Result[Any], toolbox: toolloop.Toolbox, inputs: dict[str, Any],
+            endpoints: list[tuple[str, providers.Endpoint]], policy: Policy) -> bool:
+        """The call itself: its value (or error) into ``result``; whether it answered."""
+        try:
+            result.value = toolloop.run(self, toolbox, inputs, endpoints, policy) \
+                if toolbox.specs else self.answer(endpoints, policy)
+        except Exception as exc:  # kills and the caller's timeouts are BaseException: pass
+            result.error = exc
+            return False
+        return True
+
+    def ask_cached(self, *ask: Any) -> Entry | None:
+        """:meth:`ask`, its answer as a cache entry when it validated (None when it failed)."""
+        if not self.ask(*ask):
+            return None
+        usage, model = self.usage, self.model or ""
+        return Entry(self.text, model, usage.prompt_tokens, usage.completion_tokens,
+                     self.cost(model))
 
     def _trying(self, model: str) -> None:
         self.reask = None  # a fallback model starts from the conversation so far
@@ -193,7 +246,10 @@ class _Call:
 
     @property
     def usage(self) -> Usage:
-        return sum(self.usage_by_model.values(), Usage())
+        by_model = self.usage_by_model
+        if len(by_model) == 1:
+            return next(iter(by_model.values()))
+        return sum(by_model.values(), Usage())
 
     def cost(self, model: str) -> float | None:
         """USD over every model asked; None when any of their prices is unknown."""
@@ -361,23 +417,17 @@ class Agent:
             tracking.record(result, inputs)
             return result
 
-        def ask() -> Entry | None:  # the call itself; its answer as a cache entry if it validated
-            try:
-                result.value = toolloop.run(state, toolbox, checked, endpoints, policy) \
-                    if toolbox.specs else state.answer(endpoints, policy)
-            except Exception as exc:  # kills and the caller's timeouts are BaseException: pass
-                result.error = exc
-                return None
-            usage, model = state.usage, state.model or ""
-            return Entry(state.text, model, usage.prompt_tokens, usage.completion_tokens,
-                         state.cost(model))
-
         hit: Entry | None = None
         try:
-            hit = call_through(cls, messages, endpoints, state.spec.schema, toolbox.specs, ask)
-            if hit is not None:
-                result.value, result.error = state.spec.parse(hit.text), None
-                state.model, result.cached = hit.model, True
+            if cache_enabled(cls):
+                hit = call_through(cls, messages, endpoints, state.spec.schema, toolbox.specs,
+                                         functools.partial(state.ask_cached, result, toolbox,
+                                                           checked, endpoints, policy))
+                if hit is not None:
+                    result.value, result.error = state.spec.parse(hit.text), None
+                    state.model, result.cached = hit.model, True
+            else:  # straight: no frames of the cache's between the call and its request
+                state.ask(result, toolbox, checked, endpoints, policy)
         except Exception as exc:  # a bad cache setting: this call's error, not the batch's
             result.error = exc
         if result.error is not None:  # the one redaction step before the error leaves

@@ -63,6 +63,9 @@ class Streaks:
         self.front: dict[str, float] = {}
         self.in_flight: dict[str, Counter[float]] = {}
         self.answered: set[str] = set()
+        # scopes whose counters may be set in a local storage: the others (every endpoint that
+        # has not failed lately) skip reading them on each attempt (about 5 µs of ~15)
+        self.marked: set[str] = set()
 
 
 def _answered(error: BaseException | None) -> bool:
@@ -83,6 +86,10 @@ def before(scope: str, started: float) -> bool:
     threshold = settings().breaker_failures
     if threshold is None:
         return False
+    streaks = state.current().part(Streaks)
+    if scope not in streaks.marked and limits.local():  # no failure lately: closed, no probe
+        _count_in(streaks, scope, started)
+        return False
     storage = limits.shared_storage()
     _, opened, probe, tripped = _keys(scope)
     if storage.get(opened):
@@ -95,16 +102,21 @@ def before(scope: str, started: float) -> bool:
     if probing and storage.incr(probe, math.ceil(settings().timeout) + 1) != 1:
         raise CircuitOpen(f"{scope}: half-open, a probe request is testing it; try again shortly",
                           provider=scope.partition("/")[0])
-    in_flight = state.current().part(Streaks).in_flight
-    counts = in_flight.get(scope)
-    if counts is None:
-        counts = in_flight[scope] = Counter()
-    counts[started] += 1
+    _count_in(streaks, scope, started)
     return probing
 
 
+def _count_in(streaks: Streaks, scope: str, started: float) -> None:
+    counts = streaks.in_flight.get(scope)
+    if counts is None:
+        counts = streaks.in_flight[scope] = Counter()
+    counts[started] += 1
+
+
 def _open(scope: str) -> None:
-    state.current().part(Streaks).front.pop(scope, None)
+    streaks = state.current().part(Streaks)
+    streaks.front.pop(scope, None)
+    streaks.marked.add(scope)
     _, opened, _, tripped = _keys(scope)
     storage, cooloff = limits.shared_storage(), settings().breaker_cooloff
     storage.clear(opened)
@@ -135,6 +147,7 @@ def after(scope: str, error: BaseException | None, probe: bool, started: float, 
     breaking = isinstance(error, _BREAKING)
     if evidence and breaking and (probe or started >= streaks.last_counted.get(scope, -math.inf)):
         streaks.last_counted[scope] = now
+        streaks.marked.add(scope)
         if storage.incr(failures, math.ceil(4 * settings().breaker_cooloff) + 60) >= threshold:
             streaks.front.setdefault(scope, started)  # the failure that reached it: wait for older ones
         if probe:
@@ -143,10 +156,14 @@ def after(scope: str, error: BaseException | None, probe: bool, started: float, 
     elif evidence and not breaking and _answered(error):
         streaks.front.pop(scope, None)
         streaks.answered.add(scope)
+        if scope not in streaks.marked and limits.local():
+            return  # nothing to reset (the common case)
         if probe or storage.get(failures):
             storage.clear(failures)  # the endpoint answered: the streak is over
         if probe:
             storage.clear(tripped)  # closed again
+        if not storage.get(tripped) and not storage.get(_keys(scope)[1]):
+            streaks.marked.discard(scope)
         return
     # Closed with a streak at the threshold: it opens once nothing older than the failure that
     # reached it can still answer — at once if the endpoint never answered this process (half-open,

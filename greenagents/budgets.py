@@ -57,7 +57,8 @@ from .config import settings
 from .errors import BudgetExceeded, ConfigError
 from .result import Usage
 
-__all__ = ["DEFAULT_ANSWER_TOKENS", "Budget", "BudgetWarning", "active", "budget", "charge"]
+__all__ = ["DEFAULT_ANSWER_TOKENS", "Budget", "BudgetWarning", "active", "budget", "charge", "reserve",
+           "settle"]
 
 #: Answer tokens reserved for an attempt of an agent that sets no ``max_tokens``.
 DEFAULT_ANSWER_TOKENS = 1024
@@ -196,18 +197,11 @@ def _worst_case(model: str, messages: Sequence[Mapping[str, Any]],
     return max(1, round((prompt * rates[0] + answer * rates[1]) * 1000))  # $/M tok -> nano-$
 
 
-@contextmanager
-def charge(model: str, messages: Sequence[Mapping[str, Any]],
-           max_tokens: int | None) -> Iterator[list[Usage]]:
-    """Reserve an attempt's worst case in every active budget, then settle what it used.
-
-    The caller appends the attempt's :class:`Usage` to the yielded list once the provider billed
-    it; an attempt that got no answer settles at zero.
-    """
-    budgets = active()
-    if not budgets:
-        yield []
-        return
+def reserve(budgets: Sequence[Budget], model: str, messages: Sequence[Mapping[str, Any]],
+            max_tokens: int | None) -> int:
+    """Reserve an attempt's worst case (nano-dollars, returned) in each of ``budgets`` (from
+    :func:`active`, not empty); :func:`settle` it once the attempt ended, whatever happened. A
+    budget that cannot hold it raises :class:`BudgetExceeded`, reserving nothing."""
     reserved = _worst_case(model, messages, max_tokens)
     taken: list[Budget] = []
     try:
@@ -218,10 +212,33 @@ def charge(model: str, messages: Sequence[Mapping[str, Any]],
         for spend in taken:
             spend.settle(reserved, 0)
         raise
+    return reserved
+
+
+def settle(budgets: Sequence[Budget], reserved: int, model: str, *billed: Usage) -> None:
+    """Replace what :func:`reserve` held by what the attempt used: ``billed``, what the provider
+    charged (nothing for an attempt that got no answer)."""
+    cost = sum((pricing.cost_usd(model, usage) or 0.0 for usage in billed), 0.0)
+    for spend in budgets:
+        spend.settle(reserved, round(cost * _NANO))
+
+
+@contextmanager
+def charge(model: str, messages: Sequence[Mapping[str, Any]],
+           max_tokens: int | None) -> Iterator[list[Usage]]:
+    """Reserve an attempt's worst case in every active budget, then settle what it used.
+
+    The caller appends the attempt's :class:`Usage` to the yielded list once the provider billed
+    it; an attempt that got no answer settles at zero. (The agent's own attempts call
+    :func:`reserve` and :func:`settle`, and nothing when no budget is active.)
+    """
+    budgets = active()
+    if not budgets:
+        yield []
+        return
+    reserved = reserve(budgets, model, messages, max_tokens)
     billed: list[Usage] = []
     try:
         yield billed
     finally:
-        cost = sum((pricing.cost_usd(model, usage) or 0.0 for usage in billed), 0.0)
-        for spend in taken:
-            spend.settle(reserved, round(cost * _NANO))
+        settle(budgets, reserved, model, *billed)

@@ -57,7 +57,7 @@ if TYPE_CHECKING:
     from .providers import Endpoint
 
 __all__ = ["DEFAULT_URL", "CacheWarning", "Entry", "Lease", "RedisStore", "SQLiteStore", "Store",
-           "call_through", "key_for", "lease", "store_for"]
+           "call_through", "enabled", "key_for", "lease", "store_for"]
 
 #: Where ``cache=True`` keeps answers when no ``cache`` setting names a store.
 DEFAULT_URL = "sqlite:///.greenagents/cache.db"
@@ -219,12 +219,19 @@ def store_for(url: str) -> Store:
     return store
 
 
+def enabled(agent: type) -> bool:
+    """Whether ``agent``'s answers are cached (its ``cache``, else the ``cache`` setting): the one
+    check a call pays when caching is off."""
+    opted = getattr(agent, "cache", None)
+    return opted is not False and (opted is not None or settings().cache is not None)
+
+
 def _policy(agent: type) -> tuple[Store, float | None] | None:
     """(store, ttl) when ``agent``'s answers are cached, else None."""
+    if not enabled(agent):
+        return None
     opted = getattr(agent, "cache", None)
     url = settings().cache
-    if opted is False or (opted is None and url is None):
-        return None
     ttl = None if opted is True or opted is None else float(opted)
     return store_for(url or DEFAULT_URL), ttl
 

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import contextlib
 import email.utils
+import functools
 import re
 import threading
 import time
@@ -75,8 +76,8 @@ from .patching import available
 if TYPE_CHECKING:
     from urllib3 import BaseHTTPResponse, HTTPConnectionPool
 
-__all__ = ["Headers", "HttpResponse", "attempt_timeout", "close_pools", "gevent_pool_for",
-           "pool_for", "post_json", "raise_for_status", "read_bounded"]
+__all__ = ["JSON_HEADERS", "Headers", "HttpResponse", "attempt_timeout", "close_pools",
+           "gevent_pool_for", "pool_for", "post_json", "raise_for_status", "read_bounded"]
 
 # Decoded bytes read at a time: bounds what one read (and one decompression step) can allocate.
 READ_CHUNK = 64 * 1024
@@ -155,7 +156,10 @@ class HttpResponse:
             object.__setattr__(self, "headers", Headers(self.headers))
 
 
+@functools.lru_cache(maxsize=256)
 def _origin(url: str) -> tuple[str, str, int]:
+    """(scheme, host, port) of ``url``; remembered, as every request of a call asks for it and
+    a process talks to a few URLs (``urlsplit`` costs ~2 µs)."""
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     if scheme not in ("http", "https") or not parts.hostname:
@@ -240,9 +244,12 @@ def post_json(url: str, body: Mapping[str, Any], headers: Mapping[str, str], *,
     greenagents.errors.ConnectionFailed: openai: could not connect to http://127.0.0.1:9 \
 (connection refused); is the server running? check X
     """
-    payload = transport.dumps(body)
-    send = {"content-type": "application/json", "accept": "application/json", **headers}
-    return request("POST", url, payload, send, timeout=timeout, provider=provider, hint=hint)
+    return request("POST", url, transport.dumps(body), {**JSON_HEADERS, **headers}, timeout=timeout,
+                   provider=provider, hint=hint)
+
+
+#: What a JSON request says of its body and of the answer it wants (``headers`` may override).
+JSON_HEADERS = {"content-type": "application/json", "accept": "application/json"}
 
 
 def request(method: str, url: str, body: bytes | None, headers: Mapping[str, str], *,
@@ -307,6 +314,11 @@ def request_target(pool: HTTPConnectionPool | None, url: str) -> str:
     plain-HTTP proxy forwards it (HTTPS through a proxy is tunnelled: the path alone)."""
     if pool is not None and pool.proxy is not None and pool.scheme == "http":
         return url
+    return _path(url)
+
+
+@functools.lru_cache(maxsize=256)
+def _path(url: str) -> str:
     parts = urlsplit(url)
     return (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
 

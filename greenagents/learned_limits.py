@@ -245,8 +245,10 @@ class Answer(Protocol):
     def headers(self) -> Mapping[str, str]: ...
 
 
-@dataclass(frozen=True)
-class Ticket:
+_STATED = ("x-ratelimit-", "anthropic-ratelimit-")  # the headers' prefixes (lower case)
+
+
+class Ticket(NamedTuple):  # a tuple: one per request, made in ~0.2 µs (a dataclass: ~1 µs)
     """A request's place in its endpoint's count; hand its answer to :meth:`observe`."""
 
     key: str
@@ -254,14 +256,17 @@ class Ticket:
 
     def observe(self, response: Answer) -> None:
         """Learn from ``response``'s rate-limit headers (any status); nothing if it has none."""
-        if not self.key or not any(name.startswith(("x-ratelimit-", "anthropic-ratelimit-"))
-                                   for name in response.headers):
+        if not self.key or not any(map(_states_limits, response.headers)):
             return
         _update(self.key, lambda record: _observe(record, response.status, response.headers,
                                                  self.numbers, time.time()), None)
 
 
 _UNPACED = Ticket("", {})
+
+
+def _states_limits(name: str) -> bool:
+    return name.startswith(_STATED)
 
 
 class _Costs:
@@ -295,7 +300,8 @@ def before_request(provider: str, key: str, model: str, messages: Sequence[Mappi
     if not settings().learn_rate_limits:
         return _UNPACED
     mine = _mine()
-    if key not in mine.records and not isinstance(limits.shared_storage(), RedisStorage):
+    if key not in mine.records and (limits.local() or not isinstance(limits.shared_storage(),
+                                                                     RedisStorage)):
         sent = mine.sent[key] = mine.sent.get(key, 0) + 1  # nothing stated: count, no waiting
         return Ticket(key, {"requests": float(sent)})
     skip: set[str] = set()

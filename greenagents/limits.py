@@ -30,8 +30,8 @@ from limits.strategies import SlidingWindowCounterRateLimiter
 from . import hooks, slots, state, tokens
 from .errors import Timeout
 
-__all__ = ["RateLimit", "before_request", "clear", "configured", "cooldown", "estimate_tokens", "observe",
-           "rate_limit", "share", "shared_storage", "storage_for"]
+__all__ = ["RateLimit", "before_request", "clear", "configured", "cooldown", "estimate_tokens", "local",
+           "observe", "rate_limit", "share", "shared_storage", "storage_for"]
 
 log = logging.getLogger("greenagents.limits")
 
@@ -58,6 +58,9 @@ class RateLimits:
         self.last_ok: dict[str, float] = {}
 
     def storage(self, url: str) -> Storage:
+        found = self.storages.get(url)  # every request asks: no lock once it exists
+        if found is not None:
+            return found
         with self.lock:
             if url not in self.storages:
                 options: dict[str, Any] = {}
@@ -95,6 +98,12 @@ def _storage(url: str) -> Storage:
 def storage_for(url: str) -> Storage:
     """The ``limits`` storage behind ``url``, one per URL per process (budgets share it too)."""
     return _storage(url)
+
+
+def local() -> bool:
+    """Whether 429 cooldowns, breakers and learned limits stay in this process (no rate limit or
+    :func:`share` named a shared storage): what the per-request checks test first."""
+    return _mine().cooldown_storage == "memory://"
 
 
 def shared_storage() -> Storage:
@@ -239,6 +248,8 @@ def before_request(provider: str, scope: str, model: str,
     raises :class:`~greenagents.errors.Timeout` at once instead of sleeping past it.
     """
     mine = _mine()
+    if not (mine.budgets or mine.cooldowns) and mine.cooldown_storage == "memory://":
+        return  # nothing configured, nothing cooling down: the common case, one check
     while (wait := _cooling_until(mine, scope) - time.time()) > 0:
         if until is not None and time.monotonic() + wait > until:
             raise Timeout(f"{scope} is cooling down after rate limits for {wait:.1f} s more, "

@@ -209,20 +209,19 @@ def _policy(retries: RetryPolicy, default_retries: int, retry_after_max: float) 
                   retry_after_max, tries_first=False)
 
 
-def _refuse_long_waits(fn: Callable[[], T], retry_after_max: float) -> Callable[[], T]:
-    def attempt() -> T:
-        try:
-            return fn()
-        except RateLimited as exc:
-            if exc.retry_after is not None and exc.retry_after > retry_after_max:
-                raise RetryAfterTooLong(
-                    f"{exc} — the provider asked to wait {exc.retry_after:g}s, longer than "
-                    f"retry_after_max={retry_after_max:g}s; raise it with "
-                    "ga.configure(retry_after_max=...) or slow down (ga.rate_limit)",
-                    status=exc.status, provider=exc.provider, retry_after=exc.retry_after,
-                ) from exc
-            raise
-    return attempt
+def _refused(exc: Exception, retry_after_max: float) -> Exception:
+    """``exc``, or the :class:`RetryAfterTooLong` it becomes when it is a 429 asking to wait
+    longer than ``retry_after_max`` (not retried: the call fails at once, saying why)."""
+    if isinstance(exc, RateLimited) and exc.retry_after is not None \
+            and exc.retry_after > retry_after_max:
+        refused = RetryAfterTooLong(
+            f"{exc} — the provider asked to wait {exc.retry_after:g}s, longer than "
+            f"retry_after_max={retry_after_max:g}s; raise it with "
+            "ga.configure(retry_after_max=...) or slow down (ga.rate_limit)",
+            status=exc.status, provider=exc.provider, retry_after=exc.retry_after)
+        refused.__cause__ = exc
+        return refused
+    return exc
 
 
 class Attempts(Generic[T]):
@@ -241,12 +240,13 @@ class Attempts(Generic[T]):
     42
     """
 
-    __slots__ = ("failed", "fn", "on_wait", "started")
+    __slots__ = ("cap", "failed", "fn", "on_wait", "started")
 
     def __init__(self, fn: Callable[[], T], on_wait: Callable[[float], None] | None = None):
         self.fn, self.on_wait = fn, on_wait
         self.failed: Exception | None = None
         self.started = 0.0
+        self.cap = 0.0
 
     @staticmethod
     def of(retry_state: tenacity.RetryCallState) -> Attempts[Any] | None:
@@ -254,15 +254,23 @@ class Attempts(Generic[T]):
         args = retry_state.args
         return args[0] if args and isinstance(args[0], Attempts) else None
 
-    def run(self, policy: Policy) -> T:
-        """The call's value; the last error raised as itself (never ``tenacity.RetryError``)."""
-        attempt = _refuse_long_waits(self.fn, policy.retry_after_max)
-        self.fn, self.started = attempt, time.monotonic()
-        if policy.tries_first:
+    def run(self, policy: Policy, *, failed: Exception | None = None,
+            started: float | None = None) -> T:
+        """The call's value; the last error raised as itself (never ``tenacity.RetryError``).
+
+        ``failed``: the caller made the first attempt itself (at ``started``,
+        ``time.monotonic()``) and it raised this; tenacity takes over from there, as if this
+        had run it (an agent's common path: one attempt, no frames of ours under it).
+        """
+        self.cap = policy.retry_after_max
+        self.started = time.monotonic() if started is None else started
+        if failed is not None:
+            self.failed = _refused(failed, self.cap)
+        elif policy.tries_first:
             try:
-                return attempt()
+                return self.fn()
             except Exception as exc:  # kills and the caller's timeouts (BaseException) pass through
-                self.failed = exc
+                self.failed = _refused(exc, self.cap)
         return policy.retrying(Attempts._next, self)  # type: ignore[no-any-return]
 
     def _next(self) -> T:
@@ -270,7 +278,13 @@ class Attempts(Generic[T]):
         if self.failed is not None:
             failed, self.failed = self.failed, None
             raise failed
-        return self.fn()
+        try:
+            return self.fn()
+        except RateLimited as exc:
+            refused = _refused(exc, self.cap)
+            if refused is exc:
+                raise
+            raise refused from exc
 
 
 def call_with_retries(fn: Callable[[], T], policy: Policy, *,
@@ -286,25 +300,30 @@ def call_with_retries(fn: Callable[[], T], policy: Policy, *,
 
 def with_fallbacks(chain: Sequence[tuple[str, E]], attempt: Callable[[str, E], T], policy: Policy,
                    *, on_wait: Callable[[float], None] | None = None,
-                   on_model: Callable[[str], None] | None = None) -> T:
+                   on_model: Callable[[str], None] | None = None,
+                   failed: Exception | None = None, started: float | None = None) -> T:
     """``attempt(model, endpoint)`` under ``policy`` for each model of ``chain`` in order, until
     one answers; the last error is raised. The next model is tried only for what retrying could
     not fix (a retryable error, an account out of credit, an open circuit), never for a bad
-    request. ``on_model`` hears of each model before it is tried.
+    request. ``on_model`` hears of each model before it is tried. ``failed``: the caller already
+    made the first model's first attempt (at ``started``; ``on_model`` heard of it) and it raised
+    this — see :meth:`Attempts.run`.
 
     >>> with_fallbacks([("a", 1), ("b", 2)], lambda model, n: (model, n), policy_for(0))
     ('a', 1)
     """
     error: Exception | None = None
     for model, endpoint in chain:
-        if on_model is not None:
+        if on_model is not None and failed is None:
             on_model(model)
         try:
-            return call_with_retries(functools.partial(attempt, model, endpoint), policy,
-                                     on_wait=on_wait)
+            return Attempts(functools.partial(attempt, model, endpoint), on_wait).run(
+                policy, failed=failed, started=started)
         except Exception as exc:  # kills and the caller's timeouts are BaseException: they pass
             error = exc
             if not (retryable(exc) or isinstance(exc, (QuotaExceeded, CircuitOpen))):
                 break  # fallbacks are for what retrying could not fix, not for bad requests
+        finally:
+            failed = started = None
     assert error is not None
     raise error

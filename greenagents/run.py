@@ -80,16 +80,17 @@ class Run:
     def _start(self, index: int, fn: Callable[..., Any], args: tuple[Any, ...],
                kwargs: dict[str, Any]) -> None:
         context = contextvars.copy_context()
-        context.run(runs.run_id.set, self.run_id)  # what the execution log records for the call
-        context.run(runs.input_index.set, index)
         if self.spend is not None:
             self.spend.scope(context)
         self.backend.start(context.run, self._work, index, fn, args, kwargs)
 
     def _work(self, index: int, fn: Callable[..., Any], args: tuple[Any, ...],
               kwargs: dict[str, Any]) -> None:
+        # this worker's own context copy: nothing to reset
+        runs.run_id.set(self.run_id)  # what the execution log records for the call
+        runs.input_index.set(index)
         slot = slots.Slot(self.free_slots)
-        slots.current.set(slot)  # this worker's own context copy: nothing to reset
+        slots.current.set(slot)
         with hooks.waiting("slot"):
             slot.acquire()
         try:

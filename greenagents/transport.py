@@ -385,9 +385,12 @@ class GeventPool:
                    "proxy_password": unquote(parts.password) if parts.password else None}
         self.size = size
         self.connect_timeout = connect_timeout
-        # no socket timeout to speak of: the attempt's gevent.Timeout bounds the whole request
+        # no socket timeout once connected: the attempt's gevent.Timeout bounds the whole request.
+        # None, not a large number: gevent arms a timer of its own around every wait of a socket
+        # that has a timeout (measured: ~30 µs of CPU per call, 2,000 calls 50 wide)
         self._client = HTTPClient(host, port, ssl=tls, concurrency=size, headers={},
-                                  connection_timeout=connect_timeout, network_timeout=86_400.0,
+                                  connection_timeout=connect_timeout,
+                                  network_timeout=None,  # type: ignore[arg-type]  # socket.settimeout(None)
                                   ssl_context_factory=_tls_context if tls else None,
                                   block_size=64 * 1024, **via)
         pool = self._client._connection_pool

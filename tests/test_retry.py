@@ -12,7 +12,7 @@ import tenacity
 
 import greenagents as ga
 from greenagents import errors
-from greenagents.retry import Attempts, policy_for
+from greenagents.retry import Attempts, policy_for, with_fallbacks
 from greenagents.testing import Simulator
 
 from .agents import SentimentAgent, SummaryAgent, at
@@ -329,3 +329,28 @@ def test_the_fast_path_replays_its_first_failure_into_tenacity() -> None:
 
     with pytest.raises(errors.ServerError, match="down"):  # the error itself, one attempt only
         Attempts(down).run(policy_for(ga.Retry(max=0)))
+
+
+def test_a_first_attempt_made_by_the_caller_is_taken_over_as_attempt_one() -> None:
+    """Agents make their first attempt themselves (no frames of ours under it); a failure goes to
+    ``with_fallbacks(failed=...)``, which retries it, then the fallbacks, as if it had made it."""
+    models, tried = [], []
+
+    def attempt(model: str, endpoint: int) -> str:
+        tried.append(model)
+        if model == "a":
+            raise errors.ServerError("a is down", status=503)
+        return f"{model}:{endpoint}"
+
+    policy = policy_for(ga.Retry(max=1, backoff="none"))
+    answer = with_fallbacks([("a", 1), ("b", 2)], attempt, policy, on_model=models.append,
+                            failed=errors.ServerError("a is down", status=503),
+                            started=time.monotonic())
+    # one retry of "a" (the caller's attempt counted as the first), then the fallback; the
+    # caller already told on_model of "a"
+    assert (answer, tried, models) == ("b:2", ["a", "b"], ["b"])
+
+    long_wait = errors.RateLimited("slow down", status=429, retry_after=3600.0)
+    with pytest.raises(errors.RetryAfterTooLong, match="retry_after_max") as raised:
+        with_fallbacks([("a", 1)], attempt, policy, failed=long_wait, started=time.monotonic())
+    assert raised.value.__cause__ is long_wait
