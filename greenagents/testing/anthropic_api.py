@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from greenagents.testing.shapes import (
+    PIECE,
     STATUS,
     Answer,
     Chat,
@@ -30,6 +31,7 @@ from greenagents.testing.shapes import (
     message_prompt,
     pieces,
     sse,
+    sse_stamp,
 )
 
 _ERROR_TYPES: dict[ErrorKind, str] = {
@@ -87,11 +89,11 @@ class AnthropicDialect:
         for index, (block, text) in enumerate(zip(_blocks(answer, streaming=True), texts, strict=True)):
             start_block = {"type": "content_block_start", "index": index, "content_block": block}
             yield sse(start_block, "content_block_start"), 0
+            delta = {"type": "input_json_delta" if answer.tool_calls else "text_delta", kind: PIECE}
+            stamp = sse_stamp({"type": "content_block_delta", "index": index, "delta": delta},
+                              "content_block_delta")
             for piece in pieces(text):
-                delta = {"type": "input_json_delta" if answer.tool_calls else "text_delta",
-                         kind: piece}
-                event = {"type": "content_block_delta", "index": index, "delta": delta}
-                yield sse(event, "content_block_delta"), 1
+                yield stamp(piece), 1
             yield sse({"type": "content_block_stop", "index": index}, "content_block_stop"), 0
         end = {"type": "message_delta", "usage": {"output_tokens": answer.completion_tokens},
                "delta": {"stop_reason": _STOP[answer.finish], "stop_sequence": None}}

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from greenagents.testing.shapes import (
+    PIECE,
     STATUS,
     Answer,
     Chat,
@@ -30,6 +31,7 @@ from greenagents.testing.shapes import (
     message_prompt,
     pieces,
     sse,
+    sse_stamp,
 )
 
 _ERROR_TYPES: dict[ErrorKind, tuple[str, str | None]] = {
@@ -88,20 +90,25 @@ class OpenAIDialect:
         head = _envelope(chat, "chat.completion.chunk")
         extra = {"usage": None} if chat.include_usage else {}
 
-        def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+        def body(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
             choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
-            return sse({**head, "choices": [choice], **extra})
+            return {**head, "choices": [choice], **extra}
+
+        def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+            return sse(body(delta, finish))
 
         if not answer.tool_calls:
             yield chunk({"role": "assistant", "content": ""}), 0
+            content = sse_stamp(body({"content": PIECE}))
             for piece in pieces(answer.payload):
-                yield chunk({"content": piece}), 1
+                yield content(piece), 1
         for index, call in enumerate(answer.tool_calls):
             head_delta = {"tool_calls": [_tool_call(call, "", index)]}
             yield chunk({"role": "assistant", **head_delta} if index == 0 else head_delta), 0
+            arguments = sse_stamp(body({"tool_calls": [{"index": index,
+                                                        "function": {"arguments": PIECE}}]}))
             for piece in pieces(call.json):
-                delta = {"index": index, "function": {"arguments": piece}}
-                yield chunk({"tool_calls": [delta]}), 1
+                yield arguments(piece), 1
         yield chunk({}, _FINISH[answer.finish]), 0
         if chat.include_usage:
             yield sse({**head, "choices": [], "usage": _usage(answer)}), 0

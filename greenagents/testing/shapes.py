@@ -14,7 +14,8 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -167,6 +168,28 @@ def sse(data: Any, event: str | None = None) -> bytes:
     line = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"))
     head = f"event: {event}\n" if event else ""
     return f"{head}data: {line}\n\n".encode()
+
+
+#: Where :func:`sse_stamp`'s piece goes: random, so no request can smuggle it into an envelope.
+PIECE = f"\x00piece-{uuid.uuid4().hex}\x00"
+
+
+def sse_stamp(data: Any, event: str | None = None) -> Callable[[str], bytes]:
+    """:func:`sse` for a stream's run of events that differ only in one string: ``data`` holds
+    :data:`PIECE` where the string goes, and the stamp returned turns a piece into its event.
+
+    A streamed answer is hundreds of such events; encoding the envelope once and only the piece
+    per event makes the same bytes (a JSON string encodes the same wherever it sits) at a fraction
+    of the CPU, which the simulator needs to pace thousands of streams at once.
+
+    >>> stamp = sse_stamp({"delta": {"text": PIECE}, "n": 1}, "delta")
+    >>> stamp('a "b"') == sse({"delta": {"text": 'a "b"'}, "n": 1}, "delta")
+    True
+    """
+    head, hole, tail = sse(data, event).partition(json.dumps(PIECE).encode())
+    if not hole:
+        raise ValueError("sse_stamp: data does not hold PIECE")
+    return lambda piece: b"%s%s%s" % (head, json.dumps(piece).encode(), tail)
 
 
 def bearer_token(headers: dict[str, str]) -> str | None:
