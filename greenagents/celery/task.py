@@ -101,13 +101,16 @@ def _call(task: celery.Task, reference: str, args: list[Any], kwargs: dict[str, 
     return data
 
 
-def _call_many(task: celery.Task, calls: list[list[Any]], timeout: float | None = None) -> int:
+def _call_many(task: celery.Task, calls: list[list[Any]], timeout: float | None = None,
+               inbox: str | None = None) -> int:
     """Body of ``greenagents.call_many``: run a chunk of calls, ``[reference, args, kwargs, index,
-    key]`` each, at once; store each one's Result under its key as it finishes; how many calls.
+    key]`` each, at once; store each one's Result under its key as it finishes, and announce it
+    on the dispatcher's ``inbox`` (see :mod:`~greenagents.celery.store`); how many calls.
 
     Calls whose Result is stored already (a redelivered chunk whose worker died midway, or an
-    earlier run of the batch) are not run again. Writes are grouped: whatever finished since the
-    last write goes in one pipeline, at most every ``_WRITE_EVERY_S``, and the rest at the end.
+    earlier run of the batch) are not run again: their stored Result is announced instead. Writes
+    are grouped: whatever finished since the last write goes in one round trip, at most every
+    ``_WRITE_EVERY_S``, and the rest at the end.
     """
     store = ResultStore(task.backend)
     stored = store.read([key for *_, key in calls])
@@ -116,6 +119,7 @@ def _call_many(task: celery.Task, calls: list[list[Any]], timeout: float | None 
     ready: list[tuple[str, dict[str, Any]]] = []
     for (reference, args, kwargs, index, key), known in zip(calls, stored, strict=True):
         if known is not None:
+            ready.append((key, known))
             continue
         keys[index] = key
         target = _loaded(reference, index)
@@ -128,9 +132,9 @@ def _call_many(task: celery.Task, calls: list[list[Any]], timeout: float | None 
         for result in Run(len(todo), timeout=timeout, warn=False).results(todo):
             ready.append((keys[result.index], wire.to_json(result)))  # type: ignore[index]
             if time.monotonic() - written >= _WRITE_EVERY_S:
-                store.write(ready)
+                store.write(ready, inbox)
                 ready, written = [], time.monotonic()
-    store.write(ready)
+    store.write(ready, inbox)
     return len(calls)
 
 
@@ -227,6 +231,9 @@ def app_for(url: str, *, visibility_timeout: float = 3600.0) -> celery.Celery:
     sweep = max(1, min(60, int(visibility_timeout / 4)))  # look for lost messages this often
     app.conf.update(
         task_serializer="json", result_serializer="json", accept_content=["json"],
+        # one result backend (and Redis connection pool) per process, not one per greenlet: under
+        # gevent Celery's "per thread" backend meant a new client and connections per message
+        result_backend_thread_safe=True,
         worker_prefetch_multiplier=1, broker_connection_retry_on_startup=True,
         broker_transport_options={"visibility_timeout": visibility_timeout,
                                   "unacked_restore_interval": sweep,
