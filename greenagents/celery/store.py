@@ -13,6 +13,7 @@ backend, each Result is stored with ``store_result`` and the dispatcher reads th
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -80,6 +81,23 @@ class ResultStore:
         metas = [self.backend.get_task_meta(key) for key in keys]
         return [meta["result"] if meta.get("status") == states.SUCCESS else None for meta in metas]
 
+    def begin(self, task_id: str, info: dict[str, Any],
+              keys: Sequence[str]) -> list[dict[str, Any] | None]:
+        """Mark the message ``task_id`` STARTED (``info``: who runs it), as Celery's
+        ``track_started`` would, and :meth:`read` ``keys``: one round trip on Redis, where
+        Celery's own mark costs two (it reads the state before writing it) and a publish."""
+        if self.client is None:
+            self.backend.store_result(task_id, info, states.STARTED)
+            return self.read(keys)
+        meta = self.encode({"status": states.STARTED, "result": info, "traceback": None,
+                            "children": [], "date_done": None, "task_id": task_id})
+        with self.client.pipeline(transaction=False) as pipe:
+            pipe.set(self.backend.get_key_for_task(task_id), meta, ex=self.backend.expires or None)
+            if keys:
+                pipe.mget([self.backend.get_key_for_task(key) for key in keys])
+            raw = pipe.execute()[1] if keys else []
+        return [None if value is None else self.result(value) for value in raw]
+
     def write(self, items: Iterable[tuple[str, dict[str, Any]]], inbox: str | None = None) -> None:
         """Store each ``(key, Result in wire form)`` (one round trip on Redis), and on Redis
         push a copy of each onto ``inbox`` too."""
@@ -90,7 +108,8 @@ class ResultStore:
             for key, data in items:
                 self.backend.store_result(key, data, states.SUCCESS)
             return
-        done = self.backend.app.now().isoformat()
+        # what Celery's app.now() gives with its default timezone, without its ~100 µs
+        done = datetime.datetime.now(datetime.timezone.utc).isoformat()
         values = [self.encode({"status": states.SUCCESS, "result": data, "traceback": None,
                                "children": [], "date_done": done, "task_id": key})
                   for key, data in items]
