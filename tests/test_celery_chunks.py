@@ -16,6 +16,7 @@ import pytest
 pytest.importorskip("celery", reason="the celery extra is not installed: pip install -e '.[celery]'")
 
 import celery  # installed with the celery extra
+import gevent
 
 import greenagents as ga
 import greenagents.celery as ga_celery
@@ -76,3 +77,41 @@ def test_results_are_written_in_one_pipeline_on_redis(app) -> None:
 def test_a_bad_chunk_size_names_the_fix(app) -> None:
     with pytest.raises(ga.errors.ConfigError, match="chunk_size must be an int >= 1"):
         ga_celery.batch(app, [(divmod, (7, 2), {})], chunk_size=0)
+
+
+def test_a_chunk_announces_each_result_on_its_inbox_once(app) -> None:
+    """The dispatcher reads what workers announce, not every pending key at every poll."""
+    task = app.tasks[ga_celery.CHUNK_TASK_NAME]
+    task.apply(args=[chunk(range(3)), None, "inbox-1"])
+    store = ResultStore(app.backend)
+    collected = store.collect("inbox-1", lambda: pytest.fail("Redis needs no key list"))
+    assert sorted((key, data["value"]) for key, data in collected) == [
+        ("b:0", 0), ("b:1", 1), ("b:2", 4)]
+    assert store.collect("inbox-1", list) == []  # emptied by the first collect
+
+
+def test_a_rerun_chunk_announces_the_results_stored_before(app) -> None:
+    """A later run of the batch has a new inbox: what finished earlier must reach it too."""
+    task = app.tasks[ga_celery.CHUNK_TASK_NAME]
+    ran.clear()
+    task.apply(args=[chunk(range(2)), None, "run-1"])
+    task.apply(args=[chunk(range(3)), None, "run-2"])
+    assert sorted(ran) == [0, 1, 2]  # nothing ran twice
+    assert sorted(key for key, _ in ResultStore(app.backend).collect("run-2", list)) == [
+        "b:0", "b:1", "b:2"]
+
+
+def test_a_chunk_marks_itself_started_and_stores_no_count(app) -> None:
+    """STARTED tells the dispatcher the message left the queue; the task writes it itself (one
+    round trip with the read of stored Results) and Celery writes no SUCCESS meta after it."""
+    task = app.tasks[ga_celery.CHUNK_TASK_NAME]
+    task.apply(args=[chunk(range(1)), None], task_id="b:0:run")
+    meta = app.backend.get_task_meta("b:0:run")
+    assert meta["status"] == "STARTED" and meta["result"]["pid"] > 0
+
+
+def test_workers_share_one_result_backend_across_greenlets(app) -> None:
+    """Under gevent Celery's "per thread" backend was one per greenlet: a new Redis client
+    (and connections) for every message a worker ran."""
+    seen = [gevent.spawn(lambda: app.backend).get() for _ in range(2)]
+    assert seen[0] is seen[1] is app.backend
