@@ -7,8 +7,9 @@ later run of the same batch finds it (and Celery's ``AsyncResult(key)`` reads it
 worker writes the Results that finished together in one script call: each under its key, and a
 copy pushed onto the run's inbox list, which the dispatcher empties at each poll. The dispatcher
 thus reads each Result once, instead of asking again for every pending key at every poll (that
-``MGET`` cost ~40 µs of dispatcher CPU per call in a batch of 2,000 calls of 1 s, py-spy). On another
-backend, each Result is stored with ``store_result`` and the dispatcher reads the pending keys.
+``MGET`` cost ~40 µs of dispatcher CPU per call in a batch of 2,000 calls of 1 s, by py-spy).
+On another backend, each Result is stored with ``store_result`` and the dispatcher reads the
+pending keys.
 """
 
 from __future__ import annotations
