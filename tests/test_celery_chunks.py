@@ -35,6 +35,11 @@ def recorded(n: int) -> int:
     return n * n
 
 
+def odd(n: int) -> dict[str, Any]:
+    """A value orjson refuses (a lone surrogate) beside one JSON cannot say (NaN)."""
+    return {"t": "\ud83d", "x": float("nan"), "n": n}
+
+
 @pytest.fixture
 def app() -> Iterator[celery.Celery]:
     with redis_server() as url:
@@ -115,3 +120,10 @@ def test_workers_share_one_result_backend_across_greenlets(app) -> None:
     (and connections) for every message a worker ran."""
     seen = [gevent.spawn(lambda: app.backend).get() for _ in range(2)]
     assert seen[0] is seen[1] is app.backend
+
+
+def test_results_json_cannot_say_plainly_still_cross_the_store(app) -> None:
+    calls = [["tests.test_celery_chunks:odd", [7], {}, 0, "b:0"]]
+    app.tasks[ga_celery.CHUNK_TASK_NAME].apply(args=[calls, None, "inbox-1"])
+    [(key, data)] = ResultStore(app.backend).collect("inbox-1", list)
+    assert (key, ga_celery.from_json(data).value) == ("b:0", {"t": "\ud83d", "x": None, "n": 7})
