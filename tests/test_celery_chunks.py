@@ -16,7 +16,6 @@ import pytest
 pytest.importorskip("celery", reason="the celery extra is not installed: pip install -e '.[celery]'")
 
 import celery  # installed with the celery extra
-import gevent
 
 import greenagents as ga
 import greenagents.celery as ga_celery
@@ -113,13 +112,6 @@ def test_a_chunk_marks_itself_started_and_stores_no_count(app) -> None:
     task.apply(args=[chunk(range(1)), None], task_id="b:0:run")
     meta = app.backend.get_task_meta("b:0:run")
     assert meta["status"] == "STARTED" and meta["result"]["pid"] > 0
-
-
-def test_workers_share_one_result_backend_across_greenlets(app) -> None:
-    """Under gevent Celery's "per thread" backend was one per greenlet: a new Redis client
-    (and connections) for every message a worker ran."""
-    seen = [gevent.spawn(lambda: app.backend).get() for _ in range(2)]
-    assert seen[0] is seen[1] is app.backend
 
 
 def test_results_json_cannot_say_plainly_still_cross_the_store(app) -> None:

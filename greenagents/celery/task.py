@@ -239,9 +239,6 @@ def app_for(url: str, *, visibility_timeout: float = 3600.0) -> celery.Celery:
     sweep = max(1, min(60, int(visibility_timeout / 4)))  # look for lost messages this often
     app.conf.update(
         task_serializer="json", result_serializer="json", accept_content=["json"],
-        # one result backend (and Redis connection pool) per process, not one per greenlet: under
-        # gevent Celery's "per thread" backend meant a new client and connections per message
-        result_backend_thread_safe=True,
         worker_prefetch_multiplier=1, broker_connection_retry_on_startup=True,
         broker_transport_options={"visibility_timeout": visibility_timeout,
                                   "unacked_restore_interval": sweep,
