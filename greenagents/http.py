@@ -58,7 +58,7 @@ from urllib.parse import urlsplit
 import gevent
 
 from . import state, transport, watchdog
-from .config import settings
+from .config import Settings, settings
 from .errors import (
     AuthError,
     BadRequest,
@@ -174,8 +174,8 @@ def _origin_text(url: str) -> str:
     return f"{scheme}://{host}:{port}"
 
 
-def _wanted_pool_size() -> int:
-    current = settings()
+def _wanted_pool_size(current: Settings | None = None) -> int:
+    current = current or settings()
     return current.http_pool_size or max(current.max_concurrency, MIN_AUTO_POOL_SIZE)
 
 
@@ -208,12 +208,14 @@ def pool_for(url: str) -> HTTPConnectionPool:
     return entry[1]
 
 
-def gevent_pool_for(url: str) -> transport.GeventPool | None:
+def gevent_pool_for(url: str, current: Settings | None = None) -> transport.GeventPool | None:
     """The current client's geventhttpclient pool of ``url``'s origin when that is the chosen
-    transport (see :mod:`greenagents.transport`), else None: urllib3's (:func:`pool_for`)."""
-    if not transport.use_geventhttpclient():
+    transport (see :mod:`greenagents.transport`), else None: urllib3's (:func:`pool_for`).
+    ``current`` is the settings when the caller has them already (one lookup less a request)."""
+    current = current or settings()
+    if not transport.use_geventhttpclient(current.http_transport):
         return None
-    return transport.gevent_pool(_origin(url), _wanted_pool_size(), settings().connect_timeout)
+    return transport.gevent_pool(_origin(url), _wanted_pool_size(current), current.connect_timeout)
 
 
 def close_pools() -> None:
@@ -267,7 +269,7 @@ def request(method: str, url: str, body: bytes | None, headers: Mapping[str, str
     """
     current = settings()
     limit = current.timeout if timeout is None else timeout
-    gevent_pool = gevent_pool_for(url)
+    gevent_pool = gevent_pool_for(url, current)
     pool = pool_for(url) if gevent_pool is None else None
     path = request_target(pool, url)
     deadline = time.monotonic() + limit

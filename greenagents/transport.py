@@ -55,7 +55,7 @@ from typing import TYPE_CHECKING, Any
 from . import state
 from .config import settings
 from .errors import ConfigError
-from .patching import available
+from .patching import available, os_poll
 
 if TYPE_CHECKING:
     import ssl
@@ -117,9 +117,10 @@ def _installed() -> bool:
     return importlib.util.find_spec("geventhttpclient") is not None  # not imported: it imports ssl
 
 
-def use_geventhttpclient() -> bool:
-    """Whether the next request goes over geventhttpclient (see the module docstring)."""
-    wanted = settings().http_transport
+def use_geventhttpclient(wanted: str | None = None) -> bool:
+    """Whether the next request goes over geventhttpclient (see the module docstring);
+    ``wanted`` is ``settings().http_transport`` when the caller has it already."""
+    wanted = wanted or settings().http_transport
     if wanted == "urllib3" or not available():
         return False
     if wanted == "geventhttpclient" and not _installed():
@@ -188,13 +189,11 @@ def _idle_and_open(sock: Any) -> bool:
     """
     import select
 
-    from gevent.monkey import get_original
-
     try:
         fileno = sock.fileno()
         if fileno < 0:
             return False
-        poller = get_original("select", "poll")()
+        poller = os_poll()
         poller.register(fileno, select.POLLIN)
         return not poller.poll(0)
     except (OSError, ValueError):
