@@ -281,7 +281,7 @@ def request(method: str, url: str, body: bytes | None, headers: Mapping[str, str
     try:
         import urllib3
 
-        with watchdog.deadline(deadline) if timer is None else contextlib.nullcontext():
+        with watchdog.deadline(deadline) if timer is None else _BOUNDED_BY_TIMER:
             if gevent_pool is not None:  # only when patched: a gevent.Timeout bounds it
                 raw: Any = gevent_pool.urlopen(method, path, body=body, headers=headers)
             else:
@@ -309,6 +309,11 @@ def request(method: str, url: str, body: bytes | None, headers: Mapping[str, str
         if timer is not None:
             timer.close()
     return HttpResponse(raw.status, Headers(raw.headers.items()), data)
+
+
+#: What stands for the watchdog when a ``gevent.Timeout`` bounds the attempt: one shared
+#: ``nullcontext`` (it holds no state), not one more object per request.
+_BOUNDED_BY_TIMER = contextlib.nullcontext()
 
 
 def request_target(pool: HTTPConnectionPool | None, url: str) -> str:
