@@ -57,7 +57,7 @@ def paired(data: dict[str, list[dict[str, Any]]], ours: str, theirs: str) -> Sam
     back to back, so a ratio within a round sees the same machine load (the machine is shared;
     a ratio of medians taken minutes apart does not)."""
     found = Samples()
-    for mine, other in zip(data.get(ours, []), data.get(theirs, [])):
+    for mine, other in zip(data.get(ours, []), data.get(theirs, []), strict=False):
         if "error" in mine or "error" in other or mine.get("ok") != mine.get("n") \
                 or other.get("ok") != other.get("n"):
             found.add(None, mine.get("error") or other.get("error") or "failed calls")
