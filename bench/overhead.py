@@ -232,7 +232,14 @@ def run(ctx: Context) -> Section:
         "usage and cost; `ga.batch` is the run's feeder and result queue (two queue round trips "
         "per call), the context copy and the slot. Each is a few µs (timed over 20,000 calls in a "
         "row with the HTTP answer canned, 2026-11-30: `Agent.call` 60–65 µs in all, "
-        "`providers.complete` and the output's validation 12–14 µs).",
+        "`providers.complete` and the output's validation 12–14 µs). This table comes from one "
+        "warm process, minutes after the rows above: compare its rows with each other, not with "
+        "the table above. Measured in one sitting (2026-11-30, load 4–6, 5 alternating rounds), "
+        "the fresh-process `ga.batch(Agent)` row and this table's last row agreed within their "
+        "spread (medians 415 and 360 µs, 308–462 and 332–478; both over geventhttpclient, which "
+        "the child picks as `auto` does), while aiohttp by hand ranged 241–414 µs: a gap between "
+        "the two tables is the machine's load at two moments, which is why the goal's ratio is "
+        "also given round by round, each round's two runs back to back.",
         "**Profile** (pyinstrument, one untimed `ga.batch(Agent)` run of the same size):\n\n"
         + (_hotspot_table(profile) if profile else f"not available: {profiled.get('error')}"),
     ])
