@@ -126,6 +126,13 @@ class Headers(Mapping[str, str]):
         pairs = items.items() if isinstance(items, Mapping) else items
         self._data = {name.lower(): value for name, value in pairs}
 
+    @classmethod
+    def lowered(cls, names_in_lower_case: dict[str, str]) -> Headers:
+        """Headers over a dict whose names are lower case already (taken, not copied)."""
+        made = cls.__new__(cls)
+        made._data = names_in_lower_case
+        return made
+
     def __getitem__(self, name: str) -> str:
         return self._data[name.lower()]
 
@@ -308,7 +315,10 @@ def request(method: str, url: str, body: bytes | None, headers: Mapping[str, str
     finally:
         if timer is not None:
             timer.close()
-    return HttpResponse(raw.status, Headers(raw.headers.items()), data)
+    found = raw.headers
+    # geventhttpclient's answers come as a dict lower-cased already (transport._Whole)
+    return HttpResponse(raw.status, Headers.lowered(found) if type(found) is dict
+                        else Headers(found.items()), data)
 
 
 #: What stands for the watchdog when a ``gevent.Timeout`` bounds the attempt: one shared
