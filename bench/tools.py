@@ -282,7 +282,8 @@ def run(ctx: Context) -> Section:
                     "tool_latency": tool_latency, "server_pids": [sim.process.pid,
                                                                   tools.process.pid],
                     "cap_s": cap if key == "pydantic_ai" and size > SMALL else None}
-            report = run_child(spec, timeout=max(600, 2 * cap))
+            started_load = os.getloadavg()[0]
+            report = {**run_child(spec, timeout=max(600, 2 * cap)), "load": started_load}
             reports[(key, size)].append(report)
             summary = report.get("error") or (
                 f"wall {report['wall']:.2f}s cpu {report['cpu']:.2f}s simulator "
@@ -321,6 +322,7 @@ def _row(shape: Shape, key: str, size: int, data: list[dict[str, Any]]) -> list[
     simulator_cpu = samples(data, lambda r: r["servers_cpu"][0], complete=not capped)
     tool_server_cpu = samples(data, lambda r: r["servers_cpu"][1], complete=not capped)
     peak = samples(data, lambda r: r["tool_peak"], complete=False)
+    load = samples(data, lambda r: r["load"], complete=False)
     best = shape.ideal + (TOOLS - 1) * shape.tool_latency if key == "ga_sequential" else shape.ideal
     spread = shape.cores if key == "threads" else 1  # threads run on every core, the rest on one
     floor = samples(data, lambda r: max(best, shape.latency + r["cpu"] / spread),
@@ -333,7 +335,7 @@ def _row(shape: Shape, key: str, size: int, data: list[dict[str, Any]]) -> list[
         ratio_text = f"{wall.median / shape.ideal:.2f}×" if wall.ok else "–"
     return [CONTENDERS[key], str(size), wall_text, ratio_text, f"{best:g} s", cell(floor, " s"),
             cell(cpu, " s"), cell(per_agent, " ms"), cell(simulator_cpu, " s"),
-            cell(tool_server_cpu, " s"), cell(peak)]
+            cell(tool_server_cpu, " s"), cell(peak), cell(load)]
 
 
 def _section(ctx: Context, shape: Shape, points: list[tuple[str, int]],
@@ -369,11 +371,12 @@ def _section(ctx: Context, shape: Shape, points: list[tuple[str, int]],
         "median (min–max). `CPU floor`: the wall time the client's CPU allows, L + CPU "
         f"(the thread pool: L + CPU / {shape.cores} cores; see the reading); `simulator CPU`, "
         "`tool server CPU`: what each server (in its own process) spent during the run; `tool "
-        "peak`: the most tool requests in flight at once. The peer at "
+        "peak`: the most tool requests in flight at once; `load`: the machine's 1-minute load "
+        "average as the row began (other work on the same cores). The peer at "
         f"{n:,} agents is stopped after {shape.cap:g} s. Load average "
         f"{shape.load:.1f} at the start, on a shared 2-core machine: timings are noisy.",
         table(["contender", "agents", "wall time", "÷ ideal", "ideal", "CPU floor", "CPU",
-               "CPU / agent", "simulator CPU", "tool server CPU", "tool peak"], rows),
+               "CPU / agent", "simulator CPU", "tool server CPU", "tool peak", "load"], rows),
         f"**greenagents ÷ ideal: {verdict}** (goal ≤ {GOAL}×).",
         "![tool-using agents](tools.png)",
         _reading(shape, reports),
@@ -409,7 +412,9 @@ def _reading(shape: Shape, reports: dict[tuple[str, int], list[dict[str, Any]]])
         "together, so nothing but sending the first requests happens before the first answers "
         "arrive, L in; the rest of the client's CPU comes after, one core at a time: the wall "
         "time cannot be much below L + the client's CPU (`CPU floor`), and it gets only what the "
-        "servers and everything else on the machine leave of the cores. The CPU per agent with "
+        "servers and everything else on the machine leave of the cores: a wall time well above "
+        "its CPU floor is time the client waited for a core or for the simulator, not work "
+        "(see the load column). The CPU per agent with "
         "sleeping tools is greenagents' own share (two model calls, the loop, three tool "
         "greenlets); the rest of the HTTP rows' is the tools' own `requests` calls (user code, "
         "the tools' HTTP client)." + budget + " At 100 "
