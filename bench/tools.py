@@ -3,9 +3,9 @@
 What it measures: the wall time of N tool-using agents started together, each one model turn of
 L seconds that asks for three tools, the three tool calls (one blocking HTTP request each to a
 local tool server answering after T seconds, through ``requests``), then a second model turn of
-L seconds. Ideal:
-2·L + T (2.5 s at L = 1, T = 0.5). Why: a tool is ordinary blocking code; after patching, one
-agent's three calls and every agent's calls wait on the network together, with no async rewrite.
+L seconds. Ideal: 2·L + T (2.5 s at L = 1, T = 0.5). Why: a tool is ordinary blocking code; after
+patching, one agent's three calls and every agent's calls wait on the network together, with no
+async rewrite.
 The tool server counts its requests in flight: the peak shows how many tool calls really overlapped.
 
 Contenders: greenagents (``ga.batch`` of the agent, ``tool_concurrency`` 8), at N and at 100
@@ -20,7 +20,8 @@ cap (:data:`PEER_CAP_S`): its CPU per agent is tens of milliseconds, so 1,000 ag
 on this machine; the row says how many finished within the cap.
 
 Every row also gives the CPU the simulator and the tool server each spent during the run: all
-three processes share the machine's cores. And a floor for the wall time computed from the
+three processes share the machine's cores (and so does other work: the load average as the row
+began is in the table too). And a floor for the wall time computed from the
 client's CPU: the agents start together, so nothing but sending the first requests can happen
 before the first answers arrive, one latency L in; all the rest of the client's CPU comes after
 (one process, one core at a time). Floor ≈ L + client CPU (for the thread pool, spread over the
