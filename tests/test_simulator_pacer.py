@@ -16,7 +16,6 @@ import openai
 import pytest
 import requests
 
-from greenagents.testing import Simulator
 from greenagents.testing.options import SimOptions
 from greenagents.testing.server import SimApp
 from greenagents.testing.shapes import sse
