@@ -17,6 +17,7 @@ import pytest
 import requests
 
 from greenagents.testing.options import SimOptions
+from greenagents.testing.pacer import Pacer, Stream
 from greenagents.testing.server import SimApp
 from greenagents.testing.shapes import sse
 
@@ -163,3 +164,48 @@ def test_served_by_another_wsgi_server_the_stream_is_paced_by_its_own_greenlet()
     finally:
         server.stop()
     assert len(_text(_events(body)).split()) == WORDS
+
+
+class SocketWire:
+    """The pacer's Wire over one end of a socket pair (no HTTP framing)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+
+    def frame(self, data: bytes) -> bytes:
+        return data
+
+    def send_now(self, raw: bytes) -> int:
+        return self.sock.send(raw)
+
+    def send_rest(self, raw: bytes) -> None:
+        self.sock.sendall(raw)
+
+
+def test_events_that_fail_mid_stream_raise_where_the_stream_is_served() -> None:
+    """A failure in the answer's events (a simulator bug) is raised by ``pace`` in the stream's
+    own greenlet, as it was when that greenlet made every event itself; the pacer carries on."""
+    def events() -> Any:
+        yield b"head ", 0
+        for piece in (b"a ", b"b ", b"c "):
+            yield piece, 1
+        raise ZeroDivisionError("a simulator bug")
+
+    pacer = Pacer()
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        def serve(stream: Stream) -> list[bytes]:
+            sent = []
+            for burst in pacer.pace(stream, SocketWire(ours)):
+                ours.sendall(burst.data)
+                sent.append(burst.data)
+            return sent
+
+        broken = gevent.spawn(serve, Stream(events(), lambda n: 0.01 * n))
+        whole = gevent.spawn(serve, Stream([(b"x", 0), (b"y", 1), (b"z", 1)], lambda n: 0.01 * n))
+        with pytest.raises(ZeroDivisionError, match="a simulator bug"):
+            broken.get(timeout=10)
+        assert whole.get(timeout=10) == [b"x", b"z"]  # y went by the pacer
+        gevent.sleep(0.05)
+        received = theirs.recv(1024)
+    assert received.startswith(b"head ") and b"x" in received and b"y" in received

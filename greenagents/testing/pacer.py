@@ -186,7 +186,10 @@ class Pacer:
                 while heap and heap[0][0] <= now:  # one pass; the overdue get the next one
                     stream = heapq.heappop(heap)[2]
                     if stream.waiter is not None:
-                        self._step(stream)
+                        try:
+                            self._step(stream)
+                        except Exception as exc:  # its events failed: raised where the stream
+                            self._hand_back(stream, exc)  # is served, as they were before
                 if not heap:
                     break
                 self._wake_at = max(heap[0][0], self._next_pass)
@@ -233,7 +236,11 @@ class Pacer:
         heapq.heappush(self._heap, (stream.due, next(self._order), stream))
 
     @staticmethod
-    def _hand_back(stream: Stream, what: Burst | bytes) -> None:
+    def _hand_back(stream: Stream, what: Burst | bytes | Exception) -> None:
         waiter, stream.waiter = stream.waiter, None
-        assert waiter is not None
-        get_hub().loop.run_callback(waiter.switch, what)
+        if waiter is None:  # handed back already
+            return
+        if isinstance(what, Exception):
+            get_hub().loop.run_callback(waiter.throw, what)
+        else:
+            get_hub().loop.run_callback(waiter.switch, what)
