@@ -1,16 +1,18 @@
 """Pacing streamed answers: one greenlet writes every stream's due events, in time order.
 
 A streamed answer is one event per token, ``token_latency`` apart. Paced by a sleep in each
-stream's own greenlet, every token costs a timer, two greenlet switches and the WSGI server's
-write path before its one ``send``: ~33 µs of the simulator's CPU per token at 200 streams of
-50 tokens/s, measured 2026-11-30 — CPU that a benchmark's client then cannot have, where a real
+stream's own greenlet, every token cost a timer, a greenlet wake-up and the WSGI server's write
+path before its one ``send`` — CPU that a benchmark's client then cannot have, where a real
 provider spends its own servers'. Here one greenlet (the ticker) keeps every paced stream in a
-heap by due time, wakes when the earliest is due, and writes each due stream's events straight
-to its socket with one non-blocking ``send``. A stream's own greenlet sleeps through its answer
-and wakes only for what the ticker must not do: the first burst (the HTTP headers go with it),
-the last (the request is accounted for before it goes out, or cut short by a fault), and the rest
-of a write the socket would not take at once (a slow reader then gets back-pressure, as from any
-write).
+heap by due time, wakes at most once per :data:`TICK_S` for all of them, and writes each due
+stream's events straight to its socket with one non-blocking ``send``. A stream's own greenlet
+sleeps through its answer and wakes only for what the ticker must not do: the first burst (the
+HTTP headers go with it), the last (the request is accounted for before it goes out, or cut short
+by a fault), and the rest of a write the socket would not take at once (a slow reader then gets
+back-pressure, as from any write). Measured 2026-11-30 on the shared 2-core machine (load 3-5,
+200 streams of 200 tokens at 50/s, raw-socket client, 2 alternating runs each): 29-32 µs of
+simulator CPU per token before, 23-27 µs with the pacer; the rest is mostly the ``send`` itself
+(loopback TCP, ~7 µs of system time) and building each event.
 
 The schedule is the model's, not the writer's: event *k* is due ``k × token_latency`` after the
 first, so a simulator behind schedule sends a stream's overdue events in one write and catches
