@@ -194,17 +194,18 @@ class Pacer:
                             self._hand_back(stream, exc)  # is served, as they were before
                 if not heap:
                     break
+                end = time.monotonic()
+                if heap[0][0] <= end:  # behind: the next pass at once, the server's reads first
+                    gevent.sleep(0)  # (sleeping out the tick would hand the CPU to others)
+                    continue
                 self._wake_at = max(heap[0][0], self._next_pass)
-                self._sleep(self._wake_at - time.monotonic())
+                self._sleep(self._wake_at - end)
         finally:
             self._ticker, self._wake_at = None, float("inf")
 
     def _sleep(self, delay: float) -> None:
         """``gevent.sleep(delay)`` that :meth:`_wake_early` can cut short. (An Event's timed wait
         costs twice a sleep's CPU, and the ticker sleeps up to once per tick.)"""
-        if delay <= 0:  # behind: let the server read requests between passes
-            gevent.sleep(0)
-            return
         waiter: Waiter[None] = Waiter()
         timer = get_hub().loop.timer(delay)  # a libev (or libuv) watcher
         self._alarm = timer, waiter
