@@ -306,7 +306,7 @@ def run(ctx: Context) -> Section:
         + _budget(n, rate, cpu["ga_stream"], sim_cpu["ga_stream"]) +
         " The simulator paces every stream from one greenlet (greenagents/testing/pacer.py: "
         "each due token is one direct `send`, at most one wake-up per millisecond for all "
-        "streams), and behind schedule sends a stream's overdue tokens in one write; both "
+        "streams while it keeps up), and behind schedule sends a stream's overdue tokens in one write; both "
         "sides' CPU per token falls when they are behind (fewer, larger reads and writes), "
         "so the ones at pace are the second table's. When they are behind, answers arrive "
         "in bursts and a stream's first token waits while the client works through the tokens "

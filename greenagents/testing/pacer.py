@@ -4,7 +4,7 @@ A streamed answer is one event per token, ``token_latency`` apart. Paced by a sl
 stream's own greenlet, every token cost a timer, a greenlet wake-up and the WSGI server's write
 path before its one ``send`` — CPU that a benchmark's client then cannot have, where a real
 provider spends its own servers'. Here one greenlet (the ticker) keeps every paced stream in a
-heap by due time, wakes at most once per :data:`TICK_S` for all of them, and writes each due
+heap by due time, wakes at most once per :data:`TICK_S` while it keeps up, and writes each due
 stream's events straight to its socket with one non-blocking ``send``. A stream's own greenlet
 sleeps through its answer and wakes only for what the ticker must not do: the first burst (the
 HTTP headers go with it), the last (the request is accounted for before it goes out, or cut short
