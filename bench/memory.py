@@ -23,16 +23,24 @@ from bench.harness import Context, Samples, Section, cell, ratio, samples, stand
 GOAL_KB = 15.0  # issue #22: at or below aiohttp's ~15 KB
 # Measured by hand, not by this figure (the breakdown needs tracemalloc and greenlet internals).
 MEASURED_WHY = (
-    ' Why greenagents is above the goal, measured (2026-11-30, tracemalloc and the saved greenl'
-    'et stacks, an Agent call waiting on geventhttpclient): about 5.2 KB of C stack saved per w'
-    'aiting greenlet (16 Python frames from the worker to the socket wait, 10 of them greenagen'
-    "ts' — 24 and 18 before the flatter call path), at least one 4 KB page of the 16 KB data-st"
-    'ack chunk CPython gives each greenlet, ~1.5 KB of geventhttpclient response and header obj'
-    "ects, ~1.1 KB the Greenlet itself, ~1.5 KB the request body and JSON, ~2 KB the Agent's ca"
-    "ll state: ≈ 15 KB before the allocator's slack, so trimming objects alone cannot reach it."
-    ' At C = 10,000 with 1 s calls not every call is in flight at the peak (`peak in flight`), '
-    'which flatters the per-call figure of every contender that did not reach 10,000; with 10 s'
-    ' calls, all 10,000 in flight, greenagents measured 22.5–25 KB steady, 30 KB at the peak.'
+    " Why greenagents is above the goal, measured (2026-11-30, an Agent call waiting on"
+    " geventhttpclient; 1,000 calls of 8 s, all in flight): 17.6 KB per call by RSS, 20.0–20.3"
+    " KB before issue #22's per-call cuts (a run's greenlet keeps 1 spawning frame, not 7; it"
+    " runs in its context instead of under `Context.run`; the agent is called with its inputs"
+    " packed, not through `f(*args, **kwargs)`, a C-level call in CPython 3.11; the request"
+    " body is dropped before the answer is awaited). What is left: 4.3 KB of C stack saved per"
+    " waiting greenlet (a bare geventhttpclient request saves 4.2 KB: no C-level frame of"
+    " greenagents' is left under the wait), at least one 4 KB page of the 16 KB data-stack"
+    " chunk CPython gives each greenlet, ~1.5 KB of geventhttpclient response and header"
+    " objects, ~0.8 KB the Greenlet, ~0.5 KB the request body, ~2 KB the Agent's call state"
+    " (Result, call state, messages, the attempt's timer); tracemalloc counts 12.9 KB per call"
+    " (15.0 before) against 9.7 KB for geventhttpclient in bare greenlets, whose own 14.4 KB at"
+    " C = 10,000 is already near the goal: what greenagents adds above that floor is the"
+    " agent's per-call state, which the call needs while it waits. At C = 10,000 with 1 s"
+    " calls not every call is in flight at the peak (`peak in flight`), which flatters the"
+    " per-call figure of every contender that did not reach 10,000; with 12 s calls, all"
+    " 10,000 in flight, greenagents measured 20.0 KB before the cuts and 17.4 KB after (9,108"
+    " in flight at its peak)."
 )
 
 

@@ -17,6 +17,7 @@ _PALETTE = ["#1f77b4", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#
 # one colour per contender in every figure; greenagents in greens
 _COLOURS = {"ga_batch": "#2ca02c", "ga_each_openai": "#98df8a", "ga_each_urllib3": "#55a868",
             "ga_batch_tracked": "#1b5e20", "ga_batch_no_cooldown": "#b5e7a0", "ga_stream": "#2ca02c",
+            "ga_batch_gc": "#66bb6a",
             "green_urllib3": "#1f77b4", "asyncio_aiohttp": "#ff7f0e", "asyncio_openai": "#9467bd",
             "threads_requests": "#8c564b", "threads_openai": "#e377c2", "threads_tenacity": "#d62728",
             "langchain": "#7f7f7f", "litellm": "#bcbd22", "sequential": "#17becf",

@@ -2,13 +2,17 @@
 
 What it measures: the wall time of N tool-using agents started together, each one model turn of
 L seconds that asks for three tools, the three tool calls (one blocking HTTP request each to a
-local tool server answering after T seconds), then a second model turn of L seconds. Ideal:
-2·L + T (2.5 s at L = 1, T = 0.5). Why: a tool is ordinary blocking code; after patching, one
-agent's three calls and every agent's calls wait on the network together, with no async rewrite.
+local tool server answering after T seconds, through ``requests``), then a second model turn of
+L seconds. Ideal: 2·L + T (2.5 s at L = 1, T = 0.5). Why: a tool is ordinary blocking code; after
+patching, one agent's three calls and every agent's calls wait on the network together, with no
+async rewrite.
 The tool server counts its requests in flight: the peak shows how many tool calls really overlapped.
 
 Contenders: greenagents (``ga.batch`` of the agent, ``tool_concurrency`` 8), at N and at 100
-agents; the same agent with ``tool_concurrency = 1`` (tools one after another in each agent:
+agents, its tools on one shared ``requests.Session``; the same agent with the issue's tool code
+(``requests.get``: a new Session, connection and proxy-environment scan per call), and with tools
+that only sleep T (greenagents' own CPU, without the tools' HTTP client); the same agent with
+``tool_concurrency = 1`` (tools one after another in each agent:
 ideal 2·L + 3·T); the same sync agent code in an unpatched ``ThreadPoolExecutor`` of N threads
 (its tool calls then run in threads too, greenagents' fallback); and pydantic-ai on asyncio (async
 tools on ``httpx``), a peer with parallel tool calls, at 100 and N agents — at N within a time
@@ -16,7 +20,8 @@ cap (:data:`PEER_CAP_S`): its CPU per agent is tens of milliseconds, so 1,000 ag
 on this machine; the row says how many finished within the cap.
 
 Every row also gives the CPU the simulator and the tool server each spent during the run: all
-three processes share the machine's cores. And a floor for the wall time computed from the
+three processes share the machine's cores (and so does other work: the load average as the row
+began is in the table too). And a floor for the wall time computed from the
 client's CPU: the agents start together, so nothing but sending the first requests can happen
 before the first answers arrive, one latency L in; all the rest of the client's CPU comes after
 (one process, one core at a time). Floor ≈ L + client CPU (for the thread pool, spread over the
@@ -42,13 +47,14 @@ GOAL = 1.2
 PEER_CAP_S = (30.0, 60.0, 300.0)
 SMALL = 100  # the second size: greenagents and the peer at a load one core carries easily
 CONTENDERS = {
-    "ga": "greenagents ga.batch, tools in greenlets",
+    "ga": "greenagents ga.batch, tools in greenlets (shared requests.Session)",
+    "ga_get": "greenagents, the issue's tools: requests.get (new Session per call)",
     "ga_sleep": "greenagents, tools that only sleep T (no HTTP)",
     "ga_sequential": "greenagents, tool_concurrency=1 (tools one by one)",
     "threads": "ThreadPoolExecutor(N), same sync agent code, unpatched",
     "pydantic_ai": "pydantic-ai on asyncio (async tools on httpx)",
 }
-GREEN = {"ga": True, "ga_sleep": True, "ga_sequential": True, "threads": False,
+GREEN = {"ga": True, "ga_get": True, "ga_sleep": True, "ga_sequential": True, "threads": False,
          "pydantic_ai": False}
 TOOLS = 3
 
@@ -75,23 +81,27 @@ def _cpu_s(pid: int) -> float:
 # ------------------------------------------------------------------ child side
 
 def _sync_agent(url: str, tools_url: str, width: int, concurrency: int,
-                sleep: float | None = None) -> Any:
-    """The agent every sync contender runs: three tools, each one ``requests`` call (or, given
-    ``sleep``, a sleep of that many seconds instead: the same loop without the tools' HTTP)."""
+                tool: Literal["session", "get", "sleep"] = "session", sleep: float = 0.0) -> Any:
+    """The agent every sync contender runs: three tools, each one ``requests`` call — on one
+    shared Session (``"session"``), or ``requests.get`` as the issue writes it (``"get"``) — or
+    a sleep of ``sleep`` seconds instead (``"sleep"``: the same loop without the tools' HTTP)."""
     import requests
 
     import greenagents as ga
 
     session = requests.Session()
-    # requests scans os.environ for proxy settings on every request (~1 ms of CPU, the largest
-    # cost of a call here); a program making thousands of local calls turns that off.
+    # requests scans os.environ for proxy settings on every request (~0.3 ms of CPU here); a
+    # program making thousands of local calls turns that off. requests.get cannot: it makes a
+    # Session (and a connection) per call.
     session.trust_env = False
     session.mount("http://", requests.adapters.HTTPAdapter(pool_maxsize=width * TOOLS))
 
     def fetch(path: str, params: dict[str, str]) -> str:
-        if sleep is not None:
+        if tool == "sleep":
             time.sleep(sleep)
             return f"{path}: {params}"
+        if tool == "get":
+            return requests.get(f"{tools_url}{path}", params=params, timeout=30).text
         return session.get(f"{tools_url}{path}", params=params, timeout=30).text
 
     def get_weather(city: str, unit: Literal["C", "F"] = "C") -> str:
@@ -120,8 +130,9 @@ def _sync_agent(url: str, tools_url: str, width: int, concurrency: int,
 
 def _run_sync(spec: dict[str, Any], base_url: str, n: int, width: int, finished: list[int]) -> int:
     key = spec["contender"]
+    tool = {"ga_get": "get", "ga_sleep": "sleep"}.get(key, "session")
     agent = _sync_agent(base_url, spec["tools_url"], width, 1 if key == "ga_sequential" else 8,
-                        sleep=spec["tool_latency"] if key == "ga_sleep" else None)
+                        tool=tool, sleep=spec["tool_latency"])
     calls = [f"trip {i}" for i in range(n)]
     if spec["contender"] == "threads":
         from concurrent.futures import ThreadPoolExecutor
@@ -233,8 +244,9 @@ def _points(ctx: Context, n: int) -> list[tuple[str, int]]:
     """``(contender, agents)`` in the table's order: everyone at ``n``; greenagents and the peer
     also at :data:`SMALL` (when ``n`` is larger)."""
     small = [SMALL] if n > SMALL else []
-    return [("ga", n), *(("ga", size) for size in small), ("ga_sleep", n), ("ga_sequential", n),
-            ("threads", n), *(("pydantic_ai", size) for size in small), ("pydantic_ai", n)]
+    return [("ga", n), *(("ga", size) for size in small), ("ga_get", n), ("ga_sleep", n),
+            ("ga_sequential", n), ("threads", n), *(("pydantic_ai", size) for size in small),
+            ("pydantic_ai", n)]
 
 
 def _usable(ctx: Context, key: str) -> bool:
@@ -271,7 +283,8 @@ def run(ctx: Context) -> Section:
                     "tool_latency": tool_latency, "server_pids": [sim.process.pid,
                                                                   tools.process.pid],
                     "cap_s": cap if key == "pydantic_ai" and size > SMALL else None}
-            report = run_child(spec, timeout=max(600, 2 * cap))
+            started_load = os.getloadavg()[0]
+            report = {**run_child(spec, timeout=max(600, 2 * cap)), "load": started_load}
             reports[(key, size)].append(report)
             summary = report.get("error") or (
                 f"wall {report['wall']:.2f}s cpu {report['cpu']:.2f}s simulator "
@@ -310,6 +323,7 @@ def _row(shape: Shape, key: str, size: int, data: list[dict[str, Any]]) -> list[
     simulator_cpu = samples(data, lambda r: r["servers_cpu"][0], complete=not capped)
     tool_server_cpu = samples(data, lambda r: r["servers_cpu"][1], complete=not capped)
     peak = samples(data, lambda r: r["tool_peak"], complete=False)
+    load = samples(data, lambda r: r["load"], complete=False)
     best = shape.ideal + (TOOLS - 1) * shape.tool_latency if key == "ga_sequential" else shape.ideal
     spread = shape.cores if key == "threads" else 1  # threads run on every core, the rest on one
     floor = samples(data, lambda r: max(best, shape.latency + r["cpu"] / spread),
@@ -322,7 +336,7 @@ def _row(shape: Shape, key: str, size: int, data: list[dict[str, Any]]) -> list[
         ratio_text = f"{wall.median / shape.ideal:.2f}×" if wall.ok else "–"
     return [CONTENDERS[key], str(size), wall_text, ratio_text, f"{best:g} s", cell(floor, " s"),
             cell(cpu, " s"), cell(per_agent, " ms"), cell(simulator_cpu, " s"),
-            cell(tool_server_cpu, " s"), cell(peak)]
+            cell(tool_server_cpu, " s"), cell(peak), cell(load)]
 
 
 def _section(ctx: Context, shape: Shape, points: list[tuple[str, int]],
@@ -341,25 +355,29 @@ def _section(ctx: Context, shape: Shape, points: list[tuple[str, int]],
                      f"{shape.tool_latency:g} s → model {shape.latency:g} s", "wall time, s",
                      ["wall time"], {label: (label, values) for label, values in series.items()},
                      goal=GOAL * ideal, goal_label=f"goal: {GOAL}× ideal")
-    ratios = {size: samples(reports[("ga", size)], lambda r: r["wall"])
-              for key, size in points if key == "ga"}
-    verdict = ", ".join(f"{w.median / ideal:.2f}× at {size:,} agents" if w.ok else
-                        f"– at {size:,}" for size, w in ratios.items())
+    tools = {"ga": "shared Session", "ga_get": "the issue's requests.get",
+             "ga_sleep": "sleeping tools"}
+    ratios = {(key, size): samples(reports[(key, size)], lambda r: r["wall"])
+              for key, size in points if key in tools}
+    verdict = ", ".join(f"{w.median / ideal:.2f}× at {size:,} agents ({tools[key]})" if w.ok else
+                        f"– at {size:,} ({tools[key]})" for (key, size), w in ratios.items())
     skipped = "".join(f"\n\n{key}: skipped, {why}." for key, why in ctx.notes.items()
                       if key == "pydantic_ai")
     markdown = "\n\n".join([
         f"{n} agents at once, each: a model turn of {shape.latency:g} s asking for {TOOLS} "
         f"tools, the {TOOLS} tool calls (one `requests` call each to a local tool server "
-        f"answering after {shape.tool_latency:g} s), a second model turn of "
+        f"answering after {shape.tool_latency:g} s: on one shared `requests.Session`, or "
+        "with `requests.get` as the issue writes the tool), a second model turn of "
         f"{shape.latency:g} s. Ideal {ideal:g} s. {ctx.repeat} alternating repetition(s), "
         "median (min–max). `CPU floor`: the wall time the client's CPU allows, L + CPU "
         f"(the thread pool: L + CPU / {shape.cores} cores; see the reading); `simulator CPU`, "
         "`tool server CPU`: what each server (in its own process) spent during the run; `tool "
-        "peak`: the most tool requests in flight at once. The peer at "
+        "peak`: the most tool requests in flight at once; `load`: the machine's 1-minute load "
+        "average as the row began (other work on the same cores). The peer at "
         f"{n:,} agents is stopped after {shape.cap:g} s. Load average "
         f"{shape.load:.1f} at the start, on a shared 2-core machine: timings are noisy.",
         table(["contender", "agents", "wall time", "÷ ideal", "ideal", "CPU floor", "CPU",
-               "CPU / agent", "simulator CPU", "tool server CPU", "tool peak"], rows),
+               "CPU / agent", "simulator CPU", "tool server CPU", "tool peak", "load"], rows),
         f"**greenagents ÷ ideal: {verdict}** (goal ≤ {GOAL}×).",
         "![tool-using agents](tools.png)",
         _reading(shape, reports),
@@ -378,12 +396,16 @@ def _reading(shape: Shape, reports: dict[tuple[str, int], list[dict[str, Any]]])
         return data.median if data.ok else None
 
     budget_s = GOAL * shape.ideal - shape.latency
-    ga, sleeping = per_agent("ga"), per_agent("ga_sleep")
-    budget = "" if ga is None or sleeping is None else (
+    allowed = 1000 * budget_s / n  # ms of client CPU per agent
+    session, issue, sleeping = per_agent("ga"), per_agent("ga_get"), per_agent("ga_sleep")
+    budget = "" if session is None or issue is None or sleeping is None else (
         f" {GOAL}× ideal at {n:,} agents needs the client's CPU within {GOAL}·ideal − L = "
-        f"{budget_s:.1f} s, {1000 * budget_s / n:.1f} ms per agent for two model calls, three "
-        f"tool calls and the loop: with sleeping tools it took {sleeping:.2f} ms, and the "
-        f"tools' three `requests` calls {ga - sleeping:.2f} ms more.")
+        f"{budget_s:.1f} s: {allowed:.1f} ms per agent for two model calls, three tool calls "
+        f"and the loop. greenagents' own share took {sleeping:.2f} ms "
+        f"({'within' if sleeping <= allowed else 'over'} it); the tools' three `requests` calls "
+        f"added {session - sleeping:.2f} ms on a shared Session and {issue - sleeping:.2f} ms as "
+        "`requests.get` (a Session, a connection and a proxy-environment scan per call)"
+        + (", each alone over the budget." if min(session, issue) - sleeping > allowed else "."))
     return (
         "**Reading.** One greenlet per agent and one per tool call: the tool calls of one turn, "
         "and of every agent, wait on the network together (the tool peak is how many did); "
@@ -391,9 +413,12 @@ def _reading(shape: Shape, reports: dict[tuple[str, int], list[dict[str, Any]]])
         "together, so nothing but sending the first requests happens before the first answers "
         "arrive, L in; the rest of the client's CPU comes after, one core at a time: the wall "
         "time cannot be much below L + the client's CPU (`CPU floor`), and it gets only what the "
-        "servers and everything else on the machine leave of the cores. The CPU per agent with "
-        "sleeping tools is greenagents' own share (two model calls and the loop); the rest of "
-        "the first row's is the tools' own `requests` calls (user code)." + budget + " At 100 "
+        "servers and everything else on the machine leave of the cores: a wall time well above "
+        "its CPU floor is time the client waited for a core or for the simulator, not work "
+        "(see the load column). The CPU per agent with "
+        "sleeping tools is greenagents' own share (two model calls, the loop, three tool "
+        "greenlets); the rest of the HTTP rows' is the tools' own `requests` calls (user code, "
+        "the tools' HTTP client)." + budget + " At 100 "
         "agents CPU is not the bound. A thread pool spreads the same code over every core at "
         "several times the CPU per agent; pydantic-ai needs the tools rewritten as coroutines on "
         "an async HTTP client, and its CPU per agent is an order of magnitude above "

@@ -70,9 +70,10 @@ def _outcome(index: int | None, fn: Callable[..., Any], args: tuple[Any, ...],
     start = time.perf_counter()
     try:
         if timeout is not None:
-            value = backend.within(functools.partial(hook or fn, *args, **kwargs), timeout)
+            value = backend.within(functools.partial(hook, args, kwargs) if hook is not None
+                                   else functools.partial(fn, *args, **kwargs), timeout)
         elif hook is not None:  # called here, not through a helper: one frame less per call
-            value = hook(*args, **kwargs)
+            value = hook(args, kwargs)  # packed: see Agent.__greenagents_call__
         else:
             value = fn(*args, **kwargs)
     except gevent.GreenletExit:

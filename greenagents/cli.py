@@ -185,12 +185,17 @@ class _AtLine:
         self.__qualname__ = getattr(target, "__qualname__", type(target).__qualname__)
         self.__module__ = getattr(target, "__module__", __name__)
         if hasattr(target, "__greenagents_call__"):  # an Agent: keep its whole Result
-            self.__greenagents_call__ = self.__call__
+            self.__greenagents_call__ = self._agent_call
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if hasattr(self.target, "__greenagents_call__"):
+            return self._agent_call(args, kwargs)
         runs.input_index.set(self.line)  # this call's own context: nothing to reset
-        hook = getattr(self.target, "__greenagents_call__", self.target)
-        return hook(*args, **kwargs)
+        return self.target(*args, **kwargs)
+
+    def _agent_call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        runs.input_index.set(self.line)
+        return self.target.__greenagents_call__(args, kwargs)  # type: ignore[attr-defined]
 
 
 class _Rows:

@@ -181,7 +181,7 @@ class Client:
         with self.use():
             agent_call = getattr(target, "__greenagents_call__", None)
             if agent_call is not None:
-                result: Result[Any] = agent_call(*args, **inputs)
+                result: Result[Any] = agent_call(args, inputs)
                 return result
             return run_call(target, args, inputs)
 

@@ -58,7 +58,7 @@ from urllib.parse import urlsplit
 import gevent
 
 from . import state, transport, watchdog
-from .config import settings
+from .config import Settings, settings
 from .errors import (
     AuthError,
     BadRequest,
@@ -126,6 +126,13 @@ class Headers(Mapping[str, str]):
         pairs = items.items() if isinstance(items, Mapping) else items
         self._data = {name.lower(): value for name, value in pairs}
 
+    @classmethod
+    def lowered(cls, names_in_lower_case: dict[str, str]) -> Headers:
+        """Headers over a dict whose names are lower case already (taken, not copied)."""
+        made = cls.__new__(cls)
+        made._data = names_in_lower_case
+        return made
+
     def __getitem__(self, name: str) -> str:
         return self._data[name.lower()]
 
@@ -174,8 +181,8 @@ def _origin_text(url: str) -> str:
     return f"{scheme}://{host}:{port}"
 
 
-def _wanted_pool_size() -> int:
-    current = settings()
+def _wanted_pool_size(current: Settings | None = None) -> int:
+    current = current or settings()
     return current.http_pool_size or max(current.max_concurrency, MIN_AUTO_POOL_SIZE)
 
 
@@ -208,12 +215,14 @@ def pool_for(url: str) -> HTTPConnectionPool:
     return entry[1]
 
 
-def gevent_pool_for(url: str) -> transport.GeventPool | None:
+def gevent_pool_for(url: str, current: Settings | None = None) -> transport.GeventPool | None:
     """The current client's geventhttpclient pool of ``url``'s origin when that is the chosen
-    transport (see :mod:`greenagents.transport`), else None: urllib3's (:func:`pool_for`)."""
-    if not transport.use_geventhttpclient():
+    transport (see :mod:`greenagents.transport`), else None: urllib3's (:func:`pool_for`).
+    ``current`` is the settings when the caller has them already (one lookup less a request)."""
+    current = current or settings()
+    if not transport.use_geventhttpclient(current.http_transport):
         return None
-    return transport.gevent_pool(_origin(url), _wanted_pool_size(), settings().connect_timeout)
+    return transport.gevent_pool(_origin(url), _wanted_pool_size(current), current.connect_timeout)
 
 
 def close_pools() -> None:
@@ -267,7 +276,7 @@ def request(method: str, url: str, body: bytes | None, headers: Mapping[str, str
     """
     current = settings()
     limit = current.timeout if timeout is None else timeout
-    gevent_pool = gevent_pool_for(url)
+    gevent_pool = gevent_pool_for(url, current)
     pool = pool_for(url) if gevent_pool is None else None
     path = request_target(pool, url)
     deadline = time.monotonic() + limit
@@ -279,7 +288,7 @@ def request(method: str, url: str, body: bytes | None, headers: Mapping[str, str
     try:
         import urllib3
 
-        with watchdog.deadline(deadline) if timer is None else contextlib.nullcontext():
+        with watchdog.deadline(deadline) if timer is None else _BOUNDED_BY_TIMER:
             if gevent_pool is not None:  # only when patched: a gevent.Timeout bounds it
                 raw: Any = gevent_pool.urlopen(method, path, body=body, headers=headers)
             else:
@@ -306,7 +315,15 @@ def request(method: str, url: str, body: bytes | None, headers: Mapping[str, str
     finally:
         if timer is not None:
             timer.close()
-    return HttpResponse(raw.status, Headers(raw.headers.items()), data)
+    found = raw.headers
+    # geventhttpclient's answers come as a dict lower-cased already (transport._Whole)
+    return HttpResponse(raw.status, Headers.lowered(found) if type(found) is dict
+                        else Headers(found.items()), data)
+
+
+#: What stands for the watchdog when a ``gevent.Timeout`` bounds the attempt: one shared
+#: ``nullcontext`` (it holds no state), not one more object per request.
+_BOUNDED_BY_TIMER = contextlib.nullcontext()
 
 
 def request_target(pool: HTTPConnectionPool | None, url: str) -> str:

@@ -167,7 +167,8 @@ def patch() -> bool:
         return True
 
 
-_os_poll = gevent.monkey.get_original("select", "poll")
+#: The operating system's ``select.poll`` (gevent's would yield): for zero-timeout checks.
+os_poll = gevent.monkey.get_original("select", "poll")
 
 
 class _Poll(gevent.select.poll):
@@ -194,7 +195,7 @@ class _Poll(gevent.select.poll):
     def poll(self, timeout: float | None = None) -> list[tuple[int, int]]:
         if timeout != 0:
             return super().poll(timeout)
-        probe = _os_poll()
+        probe = os_poll()
         for fd, mask in self._masks.items():
             probe.register(fd, mask)
         return probe.poll(0)  # type: ignore[no-any-return]
@@ -253,7 +254,13 @@ def available() -> bool:
     That needs :data:`GREEN_IO_MODULES` patched. When it is False, :func:`greenagents.batch`
     falls back to real threads (and says so).
     """
-    return all(gevent.monkey.is_module_patched(name) for name in GREEN_IO_MODULES)
+    global _available
+    if not _available:  # once patched, a process stays patched (gevent cannot unpatch)
+        _available = all(gevent.monkey.is_module_patched(name) for name in GREEN_IO_MODULES)
+    return _available
+
+
+_available = False  # asked on every request: remembered once True
 
 
 def in_green_context() -> bool:

@@ -82,7 +82,7 @@ class Run:
         context = contextvars.copy_context()
         if self.spend is not None:
             self.spend.scope(context)
-        self.backend.start(context.run, self._work, index, fn, args, kwargs)
+        self.backend.start(self._work, index, fn, args, kwargs, context=context)
 
     def _work(self, index: int, fn: Callable[..., Any], args: tuple[Any, ...],
               kwargs: dict[str, Any]) -> None:

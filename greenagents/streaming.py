@@ -136,7 +136,9 @@ class Stream(Generic[T]):
         self._finished = state is None  # an input or config error: the Result is ready
         self._started = False
         self._inside: Any = None  # the greenlet reading, while it is in the stream's own code
-        self._settled: Event | None = None  # set once finished, for a close() from elsewhere
+        self._reader: Any = None  # the greenlet that started reading
+        self._settled: Event | None = None  # set once finished, for a close() or a result read
+        # from another greenlet than the reader
         if self._finished:
             self._context.run(self._report)
 
@@ -147,13 +149,28 @@ class Stream(Generic[T]):
 
     @property
     def result(self) -> Result[T]:
-        """The call's :class:`~greenagents.Result`; reads the rest of the stream first if needed."""
-        if not self._finished:
+        """The call's :class:`~greenagents.Result`, always a finished one.
+
+        Not read yet: reads the whole stream first. Being read by another greenlet's loop: waits
+        until that loop ends, as a gevent ``Event`` would (so a greenlet watching a stream it
+        does not read gets the whole Result, never one half filled in). Read inside the loop
+        reading the stream, it raises ``RuntimeError``: the Result exists once the loop ends,
+        and :attr:`text` holds the text so far.
+        """
+        if self._finished:
+            return self._result
+        if not self._started:
             try:
                 for _ in self._run():
                     pass
-            except Exception:
+            except Exception:  # it is on the Result
                 pass
+        elif self._reader is getcurrent():
+            raise RuntimeError(f"{self._result.target}: stream.result was read inside the loop "
+                               "reading the stream; it is ready once the loop ends (stream.text "
+                               "is the text so far)")
+        else:
+            self._settled_event().wait()
         return self._result
 
     def __iter__(self) -> Iterator[str]:
@@ -202,9 +219,16 @@ class Stream(Generic[T]):
         if reader is None or reader is getcurrent():
             self._context.run(self._finish, closed)
             return
-        self._settled = settled = Event()
+        settled = self._settled_event()
         gevent.get_hub().loop.run_callback(self._interrupt, reader, closed)
         settled.wait()
+
+    def _settled_event(self) -> Event:
+        """The event set once the Result is settled (made on first need: most streams are read
+        and settled by one greenlet and never need one)."""
+        if self._settled is None:
+            self._settled = Event()
+        return self._settled
 
     def _interrupt(self, reader: Any, closed: StreamClosed) -> None:
         """Raise ``closed`` in the reading greenlet where it waits, which then settles the Result
@@ -253,7 +277,7 @@ class Stream(Generic[T]):
         if self._started:
             raise RuntimeError(f"{self._result.target}: this stream is already being read; a "
                                "stream is read once, by one loop")
-        self._started = True
+        self._started, self._reader = True, getcurrent()
         run, parts = self._context.run, self._parts
         try:
             hit = run(self._begin)

@@ -16,7 +16,6 @@ Each turn's model call is :meth:`Turns.answer` — retries, re-asks and fallback
 from __future__ import annotations
 
 import contextvars
-import functools
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -205,8 +204,7 @@ def _run_calls(state: Turns, tools: dict[str, Tool], calls: Sequence[ToolRequest
     for index, call in enumerate(calls):
         if call.name not in tools:
             finished(index, None)
-    jobs = [(tools[calls[i].name], calls[i].arguments, ToolContext(call_id=calls[i].id, **context))
-            for i in known]
+    jobs = [(tools[calls[i].name], calls[i].arguments, calls[i].id, context) for i in known]
     results = _run_all(jobs, agent.tool_concurrency, agent.tool_timeout,
                        lambda position, result: finished(known[position], result))
     for index, ran in zip(known, results, strict=True):
@@ -228,7 +226,23 @@ def _run_calls(state: Turns, tools: dict[str, Tool], calls: Sequence[ToolRequest
     return messages
 
 
-_Job = tuple[Tool, str | Mapping[str, Any], ToolContext]
+#: One tool call to run: the tool, the model's arguments, the call's id, and what its
+#: :class:`ToolContext` holds besides the id (made only for a tool that takes one).
+_Job = tuple[Tool, str | Mapping[str, Any], str, dict[str, Any]]
+
+
+if TYPE_CHECKING:  # gevent's stubs make Greenlet generic; the class itself is not subscriptable
+    _Greenlet = gevent.Greenlet[Any, Result[Any]]
+else:
+    _Greenlet = gevent.Greenlet
+
+
+class _ToolGreenlet(_Greenlet):
+    """A tool call's greenlet, without the stack of its spawner: gevent records the ten frames
+    that spawned a greenlet (for its debugging tools), ten more objects per tool call for the
+    garbage collector to walk while the call is in flight."""
+
+    spawning_stack_limit = 0
 
 
 def _run_all(jobs: Sequence[_Job], limit: int, timeout: float | None,
@@ -247,23 +261,27 @@ def _run_all(jobs: Sequence[_Job], limit: int, timeout: float | None,
         return runtime.batch([(_run_tool, job, {}) for job in jobs], max_concurrent=limit,
                              timeout=timeout, progress=False, warn_failures=False)
     bound = gevent.lock.Semaphore(limit) if limit < len(jobs) else None
-    running = [gevent.spawn(contextvars.copy_context().run, _run_timed, job, bound, timeout,
-                            None if done is None else functools.partial(done, index))
-               for index, job in enumerate(jobs)]
+    running = []
+    for index, job in enumerate(jobs):
+        greenlet = _ToolGreenlet(_run_timed, index, job, bound, timeout, done)
+        greenlet.gr_context = contextvars.copy_context()
+        greenlet.start()
+        running.append(greenlet)
     try:
-        gevent.joinall(running)
-    finally:  # the call was killed or timed out while its tools ran: they end with it
-        if not all(greenlet.dead for greenlet in running):
-            gevent.killall(running, block=False)
+        gevent.joinall(running)  # returns once every one of them has ended
+    except BaseException:  # the call was killed or timed out while its tools ran: they end with it
+        gevent.killall(running, block=False)
+        raise
     # a greenlet ended by what _run_timed lets through (KeyboardInterrupt...) has no value
     return [greenlet.value or Result(target=job[0].name, error=greenlet.exception)
             for greenlet, job in zip(running, jobs, strict=True)]
 
 
-def _run_timed(job: _Job, bound: gevent.lock.Semaphore | None, timeout: float | None,
-               done: Callable[[Result[Any]], None] | None = None) -> Result[Any]:
-    """One tool call in its own greenlet: its slot of ``tool_concurrency``, its timeout, and its
-    outcome as a Result (only a kill escapes), told to ``done`` too."""
+def _run_timed(index: int, job: _Job, bound: gevent.lock.Semaphore | None,
+               timeout: float | None,
+               done: Callable[[int, Result[Any]], None] | None = None) -> Result[Any]:
+    """Tool call ``index`` in its own greenlet: its slot of ``tool_concurrency``, its timeout,
+    and its outcome as a Result (only a kill escapes), told to ``done`` too."""
     tool = job[0]
     slot = None if bound is None else slots.Slot(bound)
     slots.current.set(slot)  # a backoff inside the tool gives back its own slot, not the agent's
@@ -286,25 +304,27 @@ def _run_timed(job: _Job, bound: gevent.lock.Semaphore | None, timeout: float | 
         if slot is not None:
             slot.release()
     if done is not None:
-        done(result)
+        done(index, result)
     return result
 
 
-def _run_tool(tool: Tool, arguments: str | Mapping[str, Any], context: ToolContext) -> str:
+def _run_tool(tool: Tool, arguments: str | Mapping[str, Any], call_id: str,
+              context: dict[str, Any]) -> str:
     """Run one tool call in its greenlet, told to the hooks' listeners (a ToolCallStarted, then
     a ToolCallEnded with its duration and error: a timeout is the error raised in the tool)."""
+    given = None if tool.context_param is None else ToolContext(call_id=call_id, **context)
     if not hooks.active:
-        return tool.invoke(arguments, context)
-    hooks.emit(hooks.ToolCallStarted(id=context.call_id, name=tool.name,
+        return tool.invoke(arguments, given)
+    hooks.emit(hooks.ToolCallStarted(id=call_id, name=tool.name,
                                      arguments=_as_mapping(arguments)))
     start, error = time.perf_counter(), None
     try:
-        return tool.invoke(arguments, context)
+        return tool.invoke(arguments, given)
     except BaseException as exc:
         error = exc
         raise
     finally:
-        hooks.emit(hooks.ToolCallEnded(id=context.call_id, name=tool.name, error=error,
+        hooks.emit(hooks.ToolCallEnded(id=call_id, name=tool.name, error=error,
                                        duration_s=time.perf_counter() - start))
 
 

@@ -382,3 +382,19 @@ def test_complete_errors_never_contain_the_key(server: LocalServer,
     with pytest.raises(ProviderError, match="check OPENAI_BASE_URL") as refused:
         complete(dead, [{"role": "user", "content": "hi"}])
     assert SECRET not in str(refused.value)
+
+
+def test_a_tuple_of_tool_specs_is_converted_once_and_never_changed() -> None:
+    specs = ({"name": "get_weather", "description": "Weather.",
+              "parameters": {"type": "object", "properties": {}}},)
+    openai, anthropic = OpenAIProvider(), AnthropicProvider()
+    first = openai.build("m", [], tools=specs).body["tools"]
+    assert openai.build("m", [], tools=specs).body["tools"] is first  # made once per tuple
+    assert first == [{"type": "function", "function": specs[0]}]
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}}}
+    for _ in range(2):  # the forced output tool joins a copy, never the shared array
+        body = anthropic.build("claude-haiku-4-5", [], tools=specs, schema=schema).body
+        assert [t["name"] for t in body["tools"]] == ["get_weather", "output"]
+    body = anthropic.build("claude-haiku-4-5", [], tools=specs).body
+    assert [t["name"] for t in body["tools"]] == ["get_weather"]
+    assert "tools" not in anthropic.build("claude-haiku-4-5", []).body

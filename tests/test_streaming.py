@@ -9,6 +9,7 @@ import urllib.request
 from pathlib import Path
 
 import gevent
+import gevent.event
 import pytest
 
 import greenagents as ga
@@ -135,6 +136,38 @@ def test_leaving_the_loop_cancels_the_request(sim_factory, provider: str) -> Non
     assert result.usage.completion_tokens >= 3  # reported, or one per delta seen
     assert _await_status(sim, "disconnected") == {"disconnected": 1}
     assert at(agent, _url(sim, agent)).call(text="again").ok  # the pool is still good
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+def test_result_read_from_another_greenlet_waits_for_the_reader(sim_factory, provider: str) -> None:
+    """Not a half-filled Result while the stream is being read: the whole one, once it ends."""
+    sim = sim_factory(**LONG)
+    agent = at(SummaryAgent, "", model=f"{provider}/sim-model")
+    stream = at(agent, _url(sim, agent)).stream(text="hi")
+    deltas: list[str] = []
+    first = gevent.event.Event()
+
+    def read() -> None:
+        for delta in stream:
+            deltas.append(delta)
+            first.set()
+
+    reader = gevent.spawn(read)
+    assert first.wait(10)
+    result = stream.result  # the reader is mid-stream: ~1 s of deltas to go
+    assert result.ok and result.value == "".join(deltas) == stream.text and len(deltas) > 10
+    assert result.usage is not None and result.usage.completion_tokens > 0
+    reader.get(timeout=10)
+
+
+def test_result_read_inside_the_reading_loop_says_when_it_is_ready(sim: Simulator) -> None:
+    agent = at(SummaryAgent, "", model="openai/sim-model")
+    stream = at(agent, _url(sim, agent)).stream(text="hi")
+    with pytest.raises(RuntimeError, match="inside the loop reading the stream; it is ready "
+                                           "once the loop ends"):
+        for _ in stream:
+            stream.result  # noqa: B018  # the read under test
+    assert isinstance(stream.result.error, errors.StreamClosed)  # the loop was left early
 
 
 def test_close_and_with_cancel_too(sim_factory) -> None:

@@ -63,6 +63,22 @@ def test_arguments_are_validated_and_coerced() -> None:
         made.invoke("{legs:", None)
 
 
+@pytest.mark.parametrize("raw", ["[1, 2]", '"legs"', "3", ["legs"]])
+def test_arguments_that_are_not_an_object_say_so(raw: Any) -> None:
+    with pytest.raises(ToolArgumentsError, match="must be a JSON object matching the tool's schema"):
+        ga.tool(plan).invoke(raw, None)
+
+
+def test_empty_arguments_are_an_empty_object() -> None:
+    def now() -> str:
+        """The time."""
+        return "noon"
+
+    assert ga.tool(now).invoke("", None) == "noon"
+    with pytest.raises(ToolArgumentsError, match=r"legs: Field required"):
+        ga.tool(plan).invoke("", None)
+
+
 def test_methods_of_an_agent_bind_to_an_instance() -> None:
     class Shop(ga.Agent):
         currency = "EUR"

@@ -237,9 +237,11 @@ def complete(endpoint: Endpoint, messages: Sequence[Message], *,
     provider = endpoint.provider
     request = provider.build(endpoint.model, messages, schema=schema, schema_name=schema_name,
                              temperature=temperature, max_tokens=max_tokens, tools=tools)
+    url, body = request.url, transport.dumps(request.body)
+    headers = {**http.JSON_HEADERS, **request.headers}
+    del request  # its body's dicts and lists are not kept (and GC-tracked) while the answer is awaited
     # http.request, not post_json: one frame less under every call's socket wait
-    response = http.request("POST", request.url, transport.dumps(request.body),
-                            {**http.JSON_HEADERS, **request.headers}, timeout=timeout,
+    response = http.request("POST", url, body, headers, timeout=timeout,
                             provider=provider.name, hint=f"check {provider.base_url_env}")
     if on_response is not None:
         on_response(response)

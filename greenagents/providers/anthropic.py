@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..result import Usage
-from .base import Completion, Message, Provider, Request, ToolRequest, text_of
+from .base import Completion, Message, Provider, Request, ToolRequest, ToolsWire, text_of
 
 __all__ = ["API_VERSION", "DEFAULT_MAX_TOKENS", "AnthropicProvider"]
 
@@ -91,6 +91,12 @@ def _turns(messages: Sequence[Message]) -> list[dict[str, Any]]:
     return turns
 
 
+#: Tool specs as Messages API tools (shared by every request: copied before the output tool joins).
+_input_schema_tools = ToolsWire(lambda tools: [
+    {"name": t["name"], "description": t["description"], "input_schema": t["parameters"]}
+    for t in tools])
+
+
 class AnthropicProvider(Provider):
     """Messages API at ``{base_url}/v1/messages``, key in ``x-api-key``."""
 
@@ -123,12 +129,11 @@ class AnthropicProvider(Provider):
             body["system"] = "\n\n".join(system)
         if temperature is not None:
             body["temperature"] = temperature
-        body_tools = [{"name": t["name"], "description": t["description"],
-                       "input_schema": t["parameters"]} for t in tools]
+        body_tools = _input_schema_tools(tools)
         if schema is not None:
             description = schema.get("description") or "Give the answer as this tool's input."
-            body_tools.append({"name": schema_name, "description": description,
-                               "input_schema": schema})
+            body_tools = [*body_tools, {"name": schema_name, "description": description,
+                                        "input_schema": schema}]
             body["tool_choice"] = {"type": "tool", "name": schema_name}
         if body_tools:
             body["tools"] = body_tools

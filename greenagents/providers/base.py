@@ -20,7 +20,7 @@ Tools are ``{"name", "description", "parameters"}``.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,7 +30,7 @@ from ..http import HttpResponse, raise_for_status
 from ..result import Usage
 from ..tokens import text_of
 
-__all__ = ["Completion", "Message", "Provider", "Request", "ToolRequest", "error_code",
+__all__ = ["Completion", "Message", "Provider", "Request", "ToolRequest", "ToolsWire", "error_code",
            "error_message", "text_of"]
 
 Message = Mapping[str, Any]
@@ -74,6 +74,35 @@ class Completion:
     model: str
     finish_reason: str | None = None
     tool_calls: tuple[ToolRequest, ...] = ()
+
+
+class ToolsWire:
+    """A provider's ``tools`` array for a sequence of tool specs, made once per tuple of specs.
+
+    A tool-using agent offers the same tuple (its class's, made once) on every turn of every
+    call; converting it per request made a dozen small objects per turn that the garbage
+    collector then walked. Lists and other sequences are converted each time (they may change).
+    The result is shared by every request: copy it before adding to it.
+
+    >>> wire = ToolsWire(lambda specs: [spec["name"] for spec in specs])
+    >>> specs = ({"name": "a"},)
+    >>> wire(specs) is wire(specs), wire([{"name": "b"}])
+    (True, ['b'])
+    """
+
+    def __init__(self, convert: Callable[[Sequence[Mapping[str, Any]]], list[dict[str, Any]]]):
+        self.convert = convert
+        self.made: dict[int, tuple[Sequence[Mapping[str, Any]], list[dict[str, Any]]]] = {}
+
+    def __call__(self, tools: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        if not isinstance(tools, tuple):
+            return self.convert(tools)
+        hit = self.made.get(id(tools))
+        if hit is None or hit[0] is not tools:
+            if len(self.made) > 256:  # tuples made afresh per call: stay bounded
+                self.made.clear()
+            hit = self.made[id(tools)] = (tools, self.convert(tools))
+        return hit[1]
 
 
 class Provider(ABC):

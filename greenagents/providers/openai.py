@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..result import Usage
-from .base import Completion, Message, Provider, Request, ToolRequest
+from .base import Completion, Message, Provider, Request, ToolRequest, ToolsWire
 
 __all__ = ["OpenAIProvider", "strict_schema"]
 
@@ -114,6 +114,11 @@ def _strict_node(node: Any) -> dict[str, Any]:
     return out
 
 
+#: Tool specs as Chat Completions ``function`` tools (shared by every request: not to be changed).
+_function_tools = ToolsWire(lambda tools: [{"type": "function", "function": dict(t)}
+                                           for t in tools])
+
+
 class OpenAIProvider(Provider):
     """Chat Completions at ``{base_url}/chat/completions`` with a Bearer key (none if no key)."""
 
@@ -146,7 +151,7 @@ class OpenAIProvider(Provider):
             limit = "max_completion_tokens" if _REASONING_MODEL.match(model) else "max_tokens"
             body[limit] = max_tokens
         if tools:
-            body["tools"] = [{"type": "function", "function": dict(t)} for t in tools]
+            body["tools"] = _function_tools(tools)
         if schema is not None:
             body["response_format"] = _response_format(schema, schema_name)
         headers = {"content-type": "application/json"}

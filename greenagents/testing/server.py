@@ -17,6 +17,7 @@ takes the server down. Steering headers let one test bend one request:
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import hmac
 import json
@@ -45,6 +46,7 @@ from greenagents.testing.limits import RateLimiter
 from greenagents.testing.limits import headers as rate_headers
 from greenagents.testing.openai_api import OpenAIDialect
 from greenagents.testing.options import MODELS, SimOptions
+from greenagents.testing.pacer import Pacer, Stream, Wire
 from greenagents.testing.responses_api import ResponsesDialect
 from greenagents.testing.shapes import Answer, Chat, Dialect, ErrorKind, Event, InvalidRequest, digest
 from greenagents.testing.stats import Stats
@@ -64,6 +66,7 @@ _NO_CREDIT = {"openai": "You exceeded your current quota, please check your plan
               "anthropic": "Your credit balance is too low to access the Anthropic API. Please go to "
                            "Plans & Billing to upgrade or purchase credits."}
 _SOCKET_KEY = "greenagents.sim.socket"
+_WIRE_KEY = "greenagents.sim.wire"
 #: Listen queue length (Linux caps it at ``net.core.somaxconn``, 4,096 by default).
 BACKLOG = 4096
 #: Upper bound of the ``hang`` fault when the client never hangs up (server stop ends it sooner).
@@ -101,6 +104,7 @@ class SimApp:
         self.limiter = RateLimiter(options.rpm, options.tpm, options.rate_window)
         self.latency = Latency(options.latency, options.latency_p99, options.token_latency)
         self.batches = BatchStore(options)
+        self.pacer = Pacer()
 
     def snapshot(self) -> dict[str, Any]:
         """The stats as served by ``GET /_sim/stats`` (``batches``: uploads and creates)."""
@@ -209,8 +213,8 @@ class SimApp:
                     self.stats.end(status)
                     status = ""
                 yield chunk
-        except GeneratorExit:  # pywsgi closes us when a write fails: the client hung up
-            status = status and "disconnected"
+        except (GeneratorExit, OSError):  # a write failed (pywsgi's or the pacer's): the client
+            status = status and "disconnected"  # hung up
             raise
         finally:
             if status:
@@ -261,7 +265,7 @@ class SimApp:
                              fault=fault, words=self.options.answer_words)
         self.stats.prompt_tokens += answer.prompt_tokens
         self.stats.completion_tokens += answer.completion_tokens
-        reply = self._success(dialect, chat, answer, fault)
+        reply = self._success(dialect, chat, answer, fault, environ.get(_WIRE_KEY))
         reply.headers += stated
         return reply
 
@@ -278,7 +282,8 @@ class SimApp:
             return _error(dialect, "quota", _NO_CREDIT[dialect.name])
         return _error(dialect, _FAULT_ERRORS[fault], f"Simulated {fault.replace('_', ' ')}.")
 
-    def _success(self, dialect: Dialect, chat: Chat, answer: Answer, fault: str | None) -> Reply:
+    def _success(self, dialect: Dialect, chat: Chat, answer: Answer, fault: str | None,
+                 wire: Wire | None) -> Reply:
         events: Iterable[Event]
         if chat.stream:  # built as sent: a thousand answers due at once start at once
             events = dialect.events(chat, answer)
@@ -294,53 +299,23 @@ class SimApp:
         if fault == "truncated":
             events = list(events)
             cut = len(events) // 2
-        return Reply(200, headers, self._paced(events, cut=cut, key=chat.last_user))
+        return Reply(200, headers, self._paced(events, cut=cut, key=chat.last_user, wire=wire))
 
-    def _paced(self, events: Iterable[Event], *, cut: int, key: str) -> Iterator[bytes]:
-        """Yield events as the model would produce them; event number ``cut`` is sent half, then
-        the connection is dropped (-1: never).
-
-        Each event is due at a fixed time from the first (``token_latency`` per token), not a
-        sleep after the previous one: a simulator behind schedule (thousands of streams on a busy
-        machine) sends the overdue events in one write and catches up, instead of slowing every
-        stream down and blaming the client. It lets other requests in once per catch-up, not once
-        per overdue event: a stream that yielded per event sent nothing until it had caught up,
-        so behind schedule every first token waited a round of all streams per overdue event.
-        For the same reason the first token's moment
-        (``/_sim/first_tokens``) is taken as the chunk holding it is handed to the server to
-        write, not when it was due: a client is late only after that.
-        """
-        due = time.monotonic()
-        pending: list[bytes] = []
-        first = unsent = False  # the first token seen / is in ``pending``
-        behind = False  # an overdue event is in ``pending``: the rest of the run joins it
-
-        def out(chunk: bytes) -> bytes:
-            nonlocal unsent
-            if unsent:
-                self.stats.first_token(key)
-                unsent = False
-            return chunk
-
-        for index, (data, tokens) in enumerate(events):
-            if tokens:
-                due += self.latency.tokens(tokens)
-                wait = due - time.monotonic()
-                if wait > 0:
-                    if pending:
-                        yield out(b"".join(pending))
-                        pending, behind = [], False
-                    gevent.sleep(wait)
-                elif not behind:  # due already: still let other requests in first (2,000
-                    behind = True  # answers due at once otherwise go out before the next
-                    gevent.sleep(0)  # request is read), once per catch-up, not per event
-                if not first:  # sent with the next yield, or the one after a wait
-                    first = unsent = True
-            if index == cut:
-                yield out(b"".join(pending) + data[: len(data) // 2])
+    def _paced(self, events: Iterable[Event], *, cut: int, key: str,
+               wire: Wire | None) -> Iterator[bytes]:
+        """Yield the answer's events as the model would produce them (:mod:`.pacer`: the
+        pacer writes most of a stream straight to ``wire``); event number ``cut`` is sent half,
+        then the connection is dropped (-1: never)."""
+        stream = Stream(events, self.latency.tokens, cut=cut,
+                        on_first=functools.partial(self.stats.first_token, key))
+        for burst in self.pacer.pace(stream, wire):
+            if not burst.final:
+                yield burst.data
+            elif cut >= 0:
+                yield burst.data
                 raise Drop(reset=False)
-            pending.append(data)
-        yield Last(out(b"".join(pending)))
+            else:
+                yield Last(burst.data)
 
 
 class SimHandler(WSGIHandler):
@@ -357,17 +332,33 @@ class SimHandler(WSGIHandler):
         # Every streamed event is one write: try the socket once directly (it is non-blocking
         # under gevent) and leave only the rest, or an error, to pywsgi's path (gevent's
         # sendall waits for room): ~3 µs of CPU per event instead of ~8 (loopback, measured).
-        try:
-            sent = os.write(self.socket.fileno(), data)
-        except OSError:  # full (BlockingIOError) or broken: pywsgi meets it and accounts for it
-            sent = 0
+        sent = self.send_now(data)
         if sent < len(data):
-            super()._sendall(data[sent:])  # type: ignore[misc]  # untyped in gevent
+            self.send_rest(data[sent:])
+
+    # the pacer's Wire (greenagents.testing.pacer): writes of a response outside pywsgi's loop
+
+    def frame(self, data: bytes) -> bytes:
+        """``data`` as pywsgi's ``_write`` frames it (one HTTP/1.1 chunk, unless HTTP/1.0)."""
+        return b"%x\r\n%s\r\n" % (len(data), data) if self.response_use_chunked else data
+
+    def send_now(self, raw: bytes) -> int:
+        """One non-blocking write; 0 when the socket is full or broken (the rest meets it)."""
+        try:
+            sent = os.write(self.socket.fileno(), raw)
+        except OSError:
+            return 0
         self.response_length += sent
+        return sent
+
+    def send_rest(self, raw: bytes) -> None:
+        """pywsgi's own write, which waits for room and accounts for a broken socket."""
+        super()._sendall(raw)  # type: ignore[misc]  # untyped in gevent
 
     def get_environ(self) -> dict[str, Any]:
         environ: dict[str, Any] = super().get_environ()
         environ[_SOCKET_KEY] = self.socket
+        environ[_WIRE_KEY] = self
         return environ
 
     def run_application(self) -> None:
