@@ -34,6 +34,11 @@ def recorded(n: int) -> int:
     return n * n
 
 
+def odd(n: int) -> dict[str, Any]:
+    """A value orjson refuses (a lone surrogate) beside one JSON cannot say (NaN)."""
+    return {"t": "\ud83d", "x": float("nan"), "n": n}
+
+
 @pytest.fixture
 def app() -> Iterator[celery.Celery]:
     with redis_server() as url:
@@ -76,3 +81,41 @@ def test_results_are_written_in_one_pipeline_on_redis(app) -> None:
 def test_a_bad_chunk_size_names_the_fix(app) -> None:
     with pytest.raises(ga.errors.ConfigError, match="chunk_size must be an int >= 1"):
         ga_celery.batch(app, [(divmod, (7, 2), {})], chunk_size=0)
+
+
+def test_a_chunk_announces_each_result_on_its_inbox_once(app) -> None:
+    """The dispatcher reads what workers announce, not every pending key at every poll."""
+    task = app.tasks[ga_celery.CHUNK_TASK_NAME]
+    task.apply(args=[chunk(range(3)), None, "inbox-1"])
+    store = ResultStore(app.backend)
+    collected = store.collect("inbox-1", lambda: pytest.fail("Redis needs no key list"))
+    assert sorted((key, data["value"]) for key, data in collected) == [
+        ("b:0", 0), ("b:1", 1), ("b:2", 4)]
+    assert store.collect("inbox-1", list) == []  # emptied by the first collect
+
+
+def test_a_rerun_chunk_announces_the_results_stored_before(app) -> None:
+    """A later run of the batch has a new inbox: what finished earlier must reach it too."""
+    task = app.tasks[ga_celery.CHUNK_TASK_NAME]
+    ran.clear()
+    task.apply(args=[chunk(range(2)), None, "run-1"])
+    task.apply(args=[chunk(range(3)), None, "run-2"])
+    assert sorted(ran) == [0, 1, 2]  # nothing ran twice
+    assert sorted(key for key, _ in ResultStore(app.backend).collect("run-2", list)) == [
+        "b:0", "b:1", "b:2"]
+
+
+def test_a_chunk_marks_itself_started_and_stores_no_count(app) -> None:
+    """STARTED tells the dispatcher the message left the queue; the task writes it itself (one
+    round trip with the read of stored Results) and Celery writes no SUCCESS meta after it."""
+    task = app.tasks[ga_celery.CHUNK_TASK_NAME]
+    task.apply(args=[chunk(range(1)), None], task_id="b:0:run")
+    meta = app.backend.get_task_meta("b:0:run")
+    assert meta["status"] == "STARTED" and meta["result"]["pid"] > 0
+
+
+def test_results_json_cannot_say_plainly_still_cross_the_store(app) -> None:
+    calls = [["tests.test_celery_chunks:odd", [7], {}, 0, "b:0"]]
+    app.tasks[ga_celery.CHUNK_TASK_NAME].apply(args=[calls, None, "inbox-1"])
+    [(key, data)] = ResultStore(app.backend).collect("inbox-1", list)
+    assert (key, ga_celery.from_json(data).value) == ("b:0", {"t": "\ud83d", "x": None, "n": 7})

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import json
 import logging
 import time
 import uuid
@@ -36,7 +35,7 @@ import celery
 import celery.states
 from pydantic import TypeAdapter
 
-from greenagents import errors, jsonl
+from greenagents import errors
 from greenagents.agent import Agent
 from greenagents.backends import EMPTY, GreenBackend
 from greenagents.celery import chunks, wire
@@ -79,7 +78,7 @@ class _Chunk:
     name: bytes  # its result backend key
     first: int  # the input index of its first call
     payload: list[Any] | None  # dropped once a worker started it: from then on, it is safe
-    calls: dict[bytes, _Sent]  # its calls not finished yet, by their result backend key
+    calls: dict[str, _Sent]  # its calls not finished yet, by their key ("batch_id:index")
     seq: int = -1  # its place in the queue's order, renewed when sent again
 
 
@@ -107,13 +106,15 @@ class _Dispatch:
         self.end = None if deadline is None else time.monotonic() + deadline
         self.backend = app.backend
         self.store = ResultStore(app.backend)
+        self.inbox = f"greenagents-inbox-{batch_id}:{self.run}"  # where workers announce Results
         self.grace = float(app.conf.broker_transport_options.get("visibility_timeout", 3600))
         self.chunks: dict[str, _Chunk] = {}  # by task id, while some of their calls are pending
+        self.waiting: dict[str, _Chunk] = {}  # each pending call's chunk, by the call's key
         self.unstarted: deque[tuple[int, str]] = deque()  # (seq, task id), in the order sent
         self.seq = 0
         self.frontier = -1  # the latest seq seen started or finished
         self.advances: deque[tuple[float, int]] = deque()  # (when, frontier) as it moved on
-        self.next_poll = 0.0  # time.monotonic() of the next look at the stored Results
+        self.next_poll = time.monotonic() + _POLL_S  # the next look at the stored Results
 
     def send(self, calls: Iterable[Any]) -> Iterator[Result[Any]]:
         """Send every call; yield a Result for each one that cannot be sent, and those finished
@@ -121,7 +122,7 @@ class _Dispatch:
         and from a slow iterable (a pipe) while it has not given its next call yet. A chunk goes
         when full, and whenever the dispatcher stops to look at the Results."""
         outputs: dict[Any, TypeAdapter[Any] | None] = {}
-        chunk: list[tuple[bytes, list[Any], _Sent]] = []
+        chunk: list[tuple[str, list[Any], _Sent]] = []
         arrivals = _arrivals(calls, lambda: self.next_poll - time.monotonic())
         with self.app.producer_or_acquire() as producer, _pipelined(producer) as pipeline:
             for arrival in arrivals:
@@ -140,9 +141,8 @@ class _Dispatch:
                     if fn not in outputs:
                         outputs[fn] = _output(fn)
                     key = f"{self.batch_id}:{index}"
-                    entry = json.loads(jsonl.dumps([ref, args, kwargs, index, key]))
-                    name = self.backend.get_key_for_task(key)
-                    chunk.append((name, entry, _Sent(index, target_name(fn), outputs[fn])))
+                    entry = [ref, wire.plain(args), wire.plain(kwargs), index, key]
+                    chunk.append((key, entry, _Sent(index, target_name(fn), outputs[fn])))
                     if len(chunk) >= self.chunk_size:
                         self._send_chunk(chunk, producer)
                         chunk = []
@@ -168,15 +168,16 @@ class _Dispatch:
                 index, call = arrival
                 yield Result(index, call_target(call), error=errors.Timeout(problem))
 
-    def _send_chunk(self, calls: list[tuple[bytes, list[Any], _Sent]], producer: Any) -> None:
+    def _send_chunk(self, calls: list[tuple[str, list[Any], _Sent]], producer: Any) -> None:
         if not calls:
             return
         first = calls[0][2].index
         task_id = f"{self.batch_id}:{first}:{self.run}"
         chunk = _Chunk(task_id, self.backend.get_key_for_task(task_id), first,
-                       [[entry for _, entry, _ in calls], self.timeout],
-                       {name: sent for name, _, sent in calls})
+                       [[entry for _, entry, _ in calls], self.timeout, self.inbox],
+                       {key: sent for key, _, sent in calls})
         self.chunks[chunk.task_id] = chunk
+        self.waiting.update(dict.fromkeys(chunk.calls, chunk))
         self._publish(chunk, producer)
 
     def _publish(self, chunk: _Chunk, producer: Any = None) -> None:
@@ -213,10 +214,11 @@ class _Dispatch:
     def _poll(self) -> Iterator[Result[Any]]:
         """The Results stored since the last poll; notes the messages workers have started.
 
-        Two ``MGET`` calls: the pending messages' task ids (which say who started), then the keys of
-        the calls in those started (no Result can be stored before). Every ``_POLL_S``, or less
-        often when the batch is so large that one poll takes a while: at most a fifth of the
-        dispatcher's time goes to polling.
+        Two round trips: an ``MGET`` of the pending messages' task ids (which say who started),
+        then the Results workers announced on the run's inbox since the last poll (see
+        :mod:`~greenagents.celery.store`). Every ``_POLL_S``, or less often when the batch is so
+        large that one poll takes a while: at most a fifth of the dispatcher's time goes to
+        polling.
         """
         started = time.monotonic()
         chunks = list(self.chunks.values())
@@ -227,16 +229,19 @@ class _Dispatch:
             meta = self.backend.decode_result(value)
             if meta["status"] in celery.states.READY_STATES - {celery.states.SUCCESS}:
                 yield from self._failed(chunk, meta)
-        calls = [(chunk, name) for chunk in self.chunks.values() if chunk.payload is None
-                 for name in chunk.calls]
-        stored = self.backend.mget([name for _, name in calls]) if calls else []
+        finished = self.store.collect(self.inbox, self._stored_keys)
         self.next_poll = started + max(_POLL_S, 5 * (time.monotonic() - started))
-        for (chunk, name), value in zip(calls, stored, strict=True):
-            if value is None:
-                continue
-            data = self.store.result(value)
-            if data is not None:
-                yield wire.from_json(data, self._finished(chunk, name).output)
+        for key, data in finished:
+            owner = self.waiting.get(key)
+            if owner is None:
+                continue  # announced twice: its message ran twice (sent again, or redelivered)
+            self._started(owner)
+            yield wire.from_json(data, self._finished(owner, key).output)
+
+    def _stored_keys(self) -> list[str]:
+        """The keys of the calls whose Result may be stored: those of started messages."""
+        return [key for chunk in self.chunks.values() if chunk.payload is None
+                for key in chunk.calls]
 
     def _started(self, chunk: _Chunk) -> None:
         chunk.payload = None
@@ -244,8 +249,9 @@ class _Dispatch:
             self.frontier = chunk.seq
             self.advances.append((time.monotonic(), chunk.seq))
 
-    def _finished(self, chunk: _Chunk, name: bytes) -> _Sent:
-        sent = chunk.calls.pop(name)
+    def _finished(self, chunk: _Chunk, key: str) -> _Sent:
+        sent = chunk.calls.pop(key)
+        del self.waiting[key]
         if not chunk.calls:
             del self.chunks[chunk.task_id]
         return sent
@@ -254,8 +260,8 @@ class _Dispatch:
         """Celery's own failure of a whole message (revoked, say): its calls' error. (The task
         never raises for a call's own failure: that is stored as the call's Result.)"""
         error = meta["result"]
-        for name in list(chunk.calls):
-            sent = self._finished(chunk, name)
+        for key in list(chunk.calls):
+            sent = self._finished(chunk, key)
             failure = error if isinstance(error, BaseException) else errors.GreenAgentsError(
                 f"Celery reported {meta['status']}: {error}")
             yield Result(sent.index, sent.target, error=failure)
@@ -283,7 +289,8 @@ class _Dispatch:
             self._publish(chunk)
 
     def cancel(self) -> None:
-        """Revoke the messages not finished, so workers skip those still queued.
+        """Revoke the messages not finished, so workers skip those still queued, and drop the
+        run's inbox.
 
         Workers remember revoked ids; a later run of the same ``batch_id`` sends new ones (see
         :mod:`greenagents.celery.task`), so it runs what this one revoked.
@@ -291,6 +298,8 @@ class _Dispatch:
         if self.chunks:
             self.app.control.revoke(list(self.chunks))
         self.chunks.clear()
+        self.waiting.clear()
+        self.store.discard(self.inbox)
 
 
 class _Unpipelined(contextlib.AbstractContextManager["_Unpipelined"]):

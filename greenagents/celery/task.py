@@ -20,9 +20,10 @@ Reliability, and why each setting:
   there the whole worker dies, and the point above applies).
 * ``worker_prefetch_multiplier=1`` — a worker reserves only as many messages as it runs (``-c``),
   so the rest wait in Redis for any worker, and a crash puts back at most ``-c`` messages.
-* ``track_started`` — a worker stores STARTED when it begins a message, which tells the
-  dispatcher it left the queue safely; one the queue handed out but no worker started was lost
-  with its worker, and the dispatcher sends it again (see :mod:`greenagents.celery.dispatch`).
+* **STARTED** — a worker stores STARTED when it begins a message (``track_started``; the chunk
+  task writes it itself, in the round trip that reads its calls' stored Results), which tells
+  the dispatcher it left the queue safely; one the queue handed out but no worker started was
+  lost with its worker, and the dispatcher sends it again (see :mod:`greenagents.celery.dispatch`).
 * **idempotency** — each call has a key, ``"<batch_id>:<index>"``; a message's task id is its
   first call's key plus the run (``"<batch_id>:<index>:<run>"``), so a later run of the same
   batch is not refused by workers that remember the ids an earlier run revoked. Before
@@ -101,21 +102,26 @@ def _call(task: celery.Task, reference: str, args: list[Any], kwargs: dict[str, 
     return data
 
 
-def _call_many(task: celery.Task, calls: list[list[Any]], timeout: float | None = None) -> int:
+def _call_many(task: celery.Task, calls: list[list[Any]], timeout: float | None = None,
+               inbox: str | None = None) -> int:
     """Body of ``greenagents.call_many``: run a chunk of calls, ``[reference, args, kwargs, index,
-    key]`` each, at once; store each one's Result under its key as it finishes; how many calls.
+    key]`` each, at once; store each one's Result under its key as it finishes, and announce it
+    on the dispatcher's ``inbox`` (see :mod:`~greenagents.celery.store`); how many calls.
 
     Calls whose Result is stored already (a redelivered chunk whose worker died midway, or an
-    earlier run of the batch) are not run again. Writes are grouped: whatever finished since the
-    last write goes in one pipeline, at most every ``_WRITE_EVERY_S``, and the rest at the end.
+    earlier run of the batch) are not run again: their stored Result is announced instead. Writes
+    are grouped: whatever finished since the last write goes in one round trip, at most every
+    ``_WRITE_EVERY_S``, and the rest at the end.
     """
     store = ResultStore(task.backend)
-    stored = store.read([key for *_, key in calls])
+    started = {"pid": os.getpid(), "hostname": task.request.hostname}
+    stored = store.begin(task.request.id, started, [key for *_, key in calls])
     keys: dict[int, str] = {}
     todo: list[tuple[int, Any]] = []
     ready: list[tuple[str, dict[str, Any]]] = []
     for (reference, args, kwargs, index, key), known in zip(calls, stored, strict=True):
         if known is not None:
+            ready.append((key, known))
             continue
         keys[index] = key
         target = _loaded(reference, index)
@@ -128,9 +134,9 @@ def _call_many(task: celery.Task, calls: list[list[Any]], timeout: float | None 
         for result in Run(len(todo), timeout=timeout, warn=False).results(todo):
             ready.append((keys[result.index], wire.to_json(result)))  # type: ignore[index]
             if time.monotonic() - written >= _WRITE_EVERY_S:
-                store.write(ready)
+                store.write(ready, inbox)
                 ready, written = [], time.monotonic()
-    store.write(ready)
+    store.write(ready, inbox)
     return len(calls)
 
 
@@ -154,6 +160,12 @@ def import_problem(reference: str, exc: BaseException) -> str:
 # The task options every greenagents task has (see the module's docstring for why).
 _RELIABLE: dict[str, Any] = {"acks_late": True, "reject_on_worker_lost": True,
                              "track_started": True}
+# The chunk task's: it marks itself STARTED (ResultStore.begin: one round trip where Celery's
+# own mark takes two and a publish), and its return value, a count, is not stored (each call's
+# Result is): Celery's SUCCESS write was another two round trips per message. Its failures
+# (revoked, say) are still stored: the dispatcher reads them.
+_CHUNK: dict[str, Any] = {**_RELIABLE, "track_started": False, "ignore_result": True,
+                          "store_errors_even_if_ignored": True}
 
 
 def reference(fn: Callable[..., Any]) -> str:
@@ -208,7 +220,7 @@ def install(app: celery.Celery) -> celery.Task:
     fixes.apply()
     sweeper.install(app)
     app.task(_call, name=TASK_NAME, bind=True, **_RELIABLE)
-    return app.task(_call_many, name=CHUNK_TASK_NAME, bind=True, **_RELIABLE)
+    return app.task(_call_many, name=CHUNK_TASK_NAME, bind=True, **_CHUNK)
 
 
 def app_for(url: str, *, visibility_timeout: float = 3600.0) -> celery.Celery:

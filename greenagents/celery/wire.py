@@ -34,7 +34,13 @@ from greenagents import errors, jsonl
 from greenagents.agent import Agent
 from greenagents.result import Attempt, Result, ToolCall, Usage
 
-__all__ = ["from_json", "to_json"]
+__all__ = ["from_json", "plain", "to_json"]
+
+_orjson: Any
+try:  # the fast extra: the same JSON as jsonl.dumps, ~10× faster on a Result
+    import orjson as _orjson
+except ImportError:  # pragma: no cover - the suite installs it
+    _orjson = None
 
 # What a ProviderError carries besides its message.
 _PROVIDER_FIELDS = ("status", "provider", "retry_after")
@@ -72,6 +78,21 @@ def _error_from_json(data: dict[str, Any]) -> BaseException:
     raise AssertionError("unreachable: BaseException is in every lineage")
 
 
+def plain(value: Any) -> Any:
+    """``value`` in plain JSON types: what reading back :func:`greenagents.jsonl.dumps` of it
+    gives (pydantic models dumped, tuples and sets as lists, NaN as None, ...).
+
+    >>> plain({"at": (1, 2), "score": float("nan"), "tags": {"a"}})
+    {'at': [1, 2], 'score': None, 'tags': ['a']}
+    """
+    if _orjson is not None:
+        try:
+            return _orjson.loads(_orjson.dumps(value, default=jsonl.jsonable))
+        except TypeError:  # what orjson refuses (big ints, lone surrogates, non-str keys)
+            pass
+    return json.loads(jsonl.dumps(value))
+
+
 def to_json(result: Result[Any]) -> dict[str, Any]:
     """``result`` as plain JSON types (what a Celery task returns).
 
@@ -81,7 +102,7 @@ def to_json(result: Result[Any]) -> dict[str, Any]:
     return {
         "index": result.index,
         "target": result.target,
-        "value": json.loads(jsonl.dumps(result.value)),
+        "value": plain(result.value),
         "error": None if result.error is None else _error_to_json(result.error),
         "attempts": result.attempts,
         "duration_s": result.duration_s,
