@@ -40,8 +40,8 @@ import gevent.queue
 
 from .patching import available, how_to_patch
 
-__all__ = ["EMPTY", "Backend", "Expired", "GreenBackend", "NotPatchedWarning", "ThreadBackend",
-           "backend_for"]
+__all__ = ["EMPTY", "Backend", "Expired", "GreenBackend", "NotPatchedWarning", "Task",
+           "ThreadBackend", "backend_for"]
 
 T = TypeVar("T")
 
@@ -86,11 +86,11 @@ class Backend(Protocol):
         """``fn()``, or :class:`Expired` when it takes longer than ``timeout`` seconds."""
 
 
-class _Task(gevent.Greenlet):  # type: ignore[type-arg]  # not subscriptable at run time
-    """A run's greenlet. It keeps one frame of where it was spawned, not gevent's default ten:
-    each is an object the cyclic GC tracks for the call's whole life (seven per call at the depth
-    a batch spawns from: 70,000 at 10,000 in flight), and the spawning frame is what a
-    ``gevent.util.format_run_info`` reader needs."""
+class Task(gevent.Greenlet):  # type: ignore[type-arg]  # not subscriptable at run time
+    """A run's greenlet, and a tool call's. It keeps one frame of where it was spawned, not
+    gevent's default ten: each is an object the cyclic GC tracks for the call's whole life (seven
+    per call at the depth a batch spawns from: 70,000 at 10,000 in flight), and the spawning frame
+    is what a ``gevent.util.format_run_info`` reader needs."""
 
     spawning_stack_limit = 1
 
@@ -102,7 +102,7 @@ class GreenBackend:
 
     def __init__(self) -> None:
         self.group = gevent.pool.Group()
-        self.group.greenlet_class = _Task
+        self.group.greenlet_class = Task
 
     def semaphore(self, value: int) -> gevent.lock.Semaphore:
         return gevent.lock.Semaphore(value)
@@ -112,7 +112,7 @@ class GreenBackend:
 
     def start(self, fn: Callable[..., object], *args: Any, apart: bool = False,
               context: contextvars.Context | None = None) -> gevent.Greenlet[Any, Any]:
-        task = _Task.spawn(fn, *args) if apart else self.group.spawn(fn, *args)
+        task = Task.spawn(fn, *args) if apart else self.group.spawn(fn, *args)
         if context is not None:
             # the greenlet's own context (it has not run yet), not ``context.run`` as its
             # function: one C-level call less under every wait, so less C stack saved per call

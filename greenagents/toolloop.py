@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import gevent
 import gevent.lock
 
-from . import errors, hooks, runtime, slots
+from . import backends, errors, hooks, runtime, slots
 from .asyncbridge import explain_running_loop
 from .errors import ConfigError, ToolError, ToolLoopError, redact
 from .patching import available
@@ -231,20 +231,6 @@ def _run_calls(state: Turns, tools: dict[str, Tool], calls: Sequence[ToolRequest
 _Job = tuple[Tool, str | Mapping[str, Any], str, dict[str, Any]]
 
 
-if TYPE_CHECKING:  # gevent's stubs make Greenlet generic; the class itself is not subscriptable
-    _Greenlet = gevent.Greenlet[Any, Result[Any]]
-else:
-    _Greenlet = gevent.Greenlet
-
-
-class _ToolGreenlet(_Greenlet):
-    """A tool call's greenlet, without the stack of its spawner: gevent records the ten frames
-    that spawned a greenlet (for its debugging tools), ten more objects per tool call for the
-    garbage collector to walk while the call is in flight."""
-
-    spawning_stack_limit = 0
-
-
 def _run_all(jobs: Sequence[_Job], limit: int, timeout: float | None,
              done: Callable[[int, Result[Any]], None] | None = None) -> list[Result[Any]]:
     """Run one turn's tool calls at once, at most ``limit`` together, each within ``timeout``;
@@ -263,7 +249,7 @@ def _run_all(jobs: Sequence[_Job], limit: int, timeout: float | None,
     bound = gevent.lock.Semaphore(limit) if limit < len(jobs) else None
     running = []
     for index, job in enumerate(jobs):
-        greenlet = _ToolGreenlet(_run_timed, index, job, bound, timeout, done)
+        greenlet = backends.Task(_run_timed, index, job, bound, timeout, done)
         greenlet.gr_context = contextvars.copy_context()
         greenlet.start()
         running.append(greenlet)
