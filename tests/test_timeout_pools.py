@@ -30,9 +30,7 @@ CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
 def _timed_out_then_healthy(call: Callable[[int], Any]) -> list[ga.Result[Any]]:
     """A batch stopped by timeout= mid-flight, then the same calls again without a timeout."""
     stopped = ga.each(range(120), call, max_concurrent=120, timeout=0.3)
-    # A timeout cannot preempt CPU: on a loaded machine the 120 starts can take longer than the
-    # latency, and a call whose answer is read before its timer fires is rightly ok.
-    assert sum(not r.ok for r in stopped) >= 100
+    assert not any(r.ok for r in stopped)
     return ga.each(range(20), call, max_concurrent=20, timeout=20)  # within 20 connections
 
 
