@@ -9,21 +9,25 @@ stream's events straight to its socket with one non-blocking ``send``. A stream'
 sleeps through its answer and wakes only for what the ticker must not do: the first burst (the
 HTTP headers go with it), the last (the request is accounted for before it goes out, or cut short
 by a fault), and the rest of a write the socket would not take at once (a slow reader then gets
-back-pressure, as from any write). Measured 2026-11-30 on the shared 2-core machine (load 3-5,
-200 streams of 200 tokens at 50/s, raw-socket client, 2 alternating runs each): 29-32 µs of
-simulator CPU per token before, 23-27 µs with the pacer; the rest is mostly the ``send`` itself
-(loopback TCP, ~7 µs of system time) and building each event.
+back-pressure, as from any write).
 
-The schedule is the model's, not the writer's: event *k* is due ``k × token_latency`` after the
+A due token is the ticker's hot path, run 50,000 times a second in the streaming benchmark: one
+heap pop, the next event from the answer's generator (built as sent, so a thousand answers due at
+once cost nothing up front), one framed ``os.write``, one heap push — no per-token objects beyond
+those, no method lookups through gevent's socket. Measured 2026-11-30 on the shared 2-core
+machine (200 streams of 100 tokens at 50/s, figure 9's client): see the report in
+:mod:`greenagents.testing.server` for the whole request; the rest of a token's cost is the
+``send`` itself (loopback TCP, ~8 µs of system time).
+
+The schedule is the model's, not the writer's: event *k* is due ``k × per_token`` after the
 first, so a simulator behind schedule sends a stream's overdue events in one write and catches
 up, instead of slowing every stream down and blaming the client. The first token's moment
 (``/_sim/first_tokens``) is taken as the write holding it is made: a client is late only after.
 
->>> stream = Stream([(b"head ", 0), (b"a ", 1), (b"b", 1), (b" end", 0)], lambda n: 0.5 * n,
-...                 start=0.0)
->>> stream.take(0.0)  # the head is due at once, the first token half a second later
+>>> stream = Stream([(b"head ", 0), (b"a ", 1), (b"b", 1), (b" end", 0)], 0.5, start=0.0)
+>>> stream.burst(stream.take(0.0))  # the head is due at once, the first token half a second later
 Burst(data=b'head ', first_token=False, final=False, overdue=False)
->>> stream.take(5.0)  # far behind: everything due goes out in one write
+>>> stream.burst(stream.take(5.0))  # far behind: everything due goes out in one write
 Burst(data=b'a b end', first_token=True, final=True, overdue=True)
 """
 
@@ -42,6 +46,10 @@ from greenagents.testing.shapes import Event
 
 #: The ticker wakes at most once per this many seconds, and writes everything due by then.
 TICK_S = 0.001
+#: A stream's writes are made this many at a time (see :meth:`Stream._peek`).
+BATCH = 32
+
+_heappop, _heappush = heapq.heappop, heapq.heappush
 
 
 class Burst(NamedTuple):
@@ -49,72 +57,99 @@ class Burst(NamedTuple):
 
     data: bytes
     first_token: bool  # it holds the answer's first output token
-    final: bool  # nothing follows (the answer's end, or the event a fault cuts in half)
+    final: bool  # nothing follows (the answer's end)
     overdue: bool  # an event was due already when it was looked at: the simulator is behind
 
 
 class Wire(Protocol):
     """The raw side of one HTTP response, for writes made outside the WSGI server's loop."""
 
-    def frame(self, data: bytes) -> bytes:
-        """``data`` as the response's transfer encoding puts it on the wire."""
-        ...
-
-    def send_now(self, raw: bytes) -> int:
-        """Send what the socket takes at once (non-blocking); return how many bytes (0 when it
-        is full or broken)."""
+    def write_now(self, data: bytes) -> bytes:
+        """Frame ``data`` as the response's transfer encoding puts it on the wire and send what
+        the socket takes at once (non-blocking); return the framed rest (``b""``: all sent)."""
         ...
 
     def send_rest(self, raw: bytes) -> None:
-        """Send all of ``raw``, waiting for room; raise ``OSError`` if the client is gone."""
+        """Send all of ``raw`` (already framed), waiting for room; raise ``OSError`` if the
+        client is gone."""
         ...
 
 
 class Stream:
-    """One answer's events and where it stands: event *k* carrying tokens is due
-    ``per_token(tokens so far)`` after ``start``; event number ``cut`` (-1: none) is sent half and
-    ends the stream."""
+    """One answer's events and where it stands: an event carrying *n* tokens is due
+    ``n × per_token`` seconds after the one before it (the first after ``start``); an event
+    carrying none goes with the one before it.
 
-    def __init__(self, events: Iterable[Event], per_token: Callable[[int], float], *,
-                 cut: int = -1, start: float | None = None,
+    :meth:`take` returns the events due; ``first_token``, ``final`` and ``overdue`` then say
+    what they were (see :class:`Burst`).
+    """
+
+    __slots__ = ("due", "on_first", "waiter", "wire", "headers_sent", "first_token", "final",
+                 "overdue", "_bursts", "_batch", "_next", "_taken", "_per_token")
+
+    def __init__(self, events: Iterable[Event], per_token: float, *, start: float | None = None,
                  on_first: Callable[[], None] | None = None) -> None:
-        self._events = enumerate(events)
+        self._bursts = _bursts(events)
         self._per_token = per_token
-        self._cut = cut
+        self._batch: list[tuple[bytes, int]] = []  # the bursts made and not all taken yet
+        self._next = 0  # the index in ``_batch`` of the burst due at ``due``
+        self._taken = 0  # bursts taken, all told: the first token is in the second
         self.due = time.monotonic() if start is None else start
         self.on_first = on_first
-        self._next: tuple[int, bytes] | None = None  # the event due at ``due``, not yet taken
-        self._tokens_seen = False
+        self.first_token = self.final = self.overdue = False
         # set while the stream is paced: whom the ticker wakes, how it writes (None: through
         # the server), and whether the response's headers are out (only then can it write raw)
         self.waiter: Waiter[Burst | bytes] | None = None
         self.wire: Wire | None = None
         self.headers_sent = False
 
-    def take(self, now: float) -> Burst:
-        """The events due by ``now``, joined; the stream then waits for ``due``."""
-        out: list[bytes] = []
-        first = overdue = False
-        if self._next is not None:  # due now: that is why we are called
-            index, data = self._next
-            self._next = None
-            first, self._tokens_seen = not self._tokens_seen, True
-            if index == self._cut:
-                return Burst(data[: len(data) // 2], first, True, overdue)
-            out.append(data)
-        for index, (data, tokens) in self._events:
-            if tokens:
-                self.due += self._per_token(tokens)
-                if self.due > now:
-                    self._next = (index, data)
-                    return Burst(b"".join(out), first, False, overdue)
-                overdue = True
-                first = first or not self._tokens_seen
-                self._tokens_seen = True
-            if index == self._cut:
-                return Burst(b"".join(out) + data[: len(data) // 2], first, True, overdue)
-            out.append(data)
-        return Burst(b"".join(out), first, True, overdue)
+    def take(self, now: float) -> bytes:
+        """The events due by ``now`` (at least those due at ``due``), joined; the stream then
+        waits for ``due``."""
+        taken = self._taken
+        out = [self._peek()[0]]
+        self._next += 1
+        self.overdue = False
+        while (burst := self._peek()) is not None:
+            self.due += self._per_token * burst[1]
+            if self.due > now:
+                break
+            self.overdue = True
+            out.append(burst[0])
+            self._next += 1
+        else:
+            self.final = True
+        self._taken += len(out)
+        self.first_token = taken <= 1 < self._taken
+        return out[0] if len(out) == 1 else b"".join(out)
+
+    def burst(self, data: bytes) -> Burst:
+        """``data``, as just taken, with what it holds."""
+        return Burst(data, self.first_token, self.final, self.overdue)
+
+    def _peek(self) -> tuple[bytes, int] | None:
+        """The burst due at ``due`` (None: the answer is all taken); made :data:`BATCH` at a
+        time, which costs a fraction of making each as it is due (the answer's generator and
+        its encoder stay in the CPU's caches), and bounds what a stream holds."""
+        if self._next == len(self._batch):
+            self._batch, self._next = list(itertools.islice(self._bursts, BATCH)), 0
+            if not self._batch:
+                return None
+        return self._batch[self._next]
+
+
+def _bursts(events: Iterable[Event]) -> Iterator[tuple[bytes, int]]:
+    """The writes of an answer at pace, and the tokens each waits for: the events before the
+    first token (none waits), then each event carrying tokens, with the events carrying none
+    that follow it."""
+    data, tokens = b"", 0
+    for event, count in events:
+        if count:
+            yield data, tokens
+            data, tokens = event, count
+        else:
+            data += event
+    yield data, tokens
 
 
 class Pacer:
@@ -131,7 +166,6 @@ class Pacer:
         self._alarm: tuple[Any, Waiter[None]] | None = None  # the ticker's timer and waiter as it sleeps
         self._wake_at = float("inf")  # when the ticker means to wake; -inf while it works
         self._live = 0  # streams being paced
-        self._next_pass = 0.0
 
     def pace(self, stream: Stream, wire: Wire | None = None) -> Iterator[Burst]:
         """Yield the bursts the caller must send itself through its server, at their due time:
@@ -140,7 +174,7 @@ class Pacer:
         has been recorded (``on_first``) when it is yielded.
         """
         stream.wire = wire
-        burst = stream.take(time.monotonic())
+        burst = stream.burst(stream.take(time.monotonic()))
         self._live += 1
         try:
             while True:
@@ -169,7 +203,7 @@ class Pacer:
         """Put ``stream`` in the heap and sleep until the ticker hands something back."""
         waiter: Waiter[Burst | bytes] = Waiter()
         stream.waiter = waiter
-        heapq.heappush(self._heap, (stream.due, next(self._order), stream))
+        _heappush(self._heap, (stream.due, next(self._order), stream))
         if self._ticker is None:
             self._ticker = gevent.spawn(self._tick)
         elif stream.due < self._wake_at:
@@ -179,29 +213,43 @@ class Pacer:
 
     def _tick(self) -> None:
         """The ticker: write what is due, sleep until the next due time; end when idle."""
-        heap = self._heap
+        heap, monotonic = self._heap, time.monotonic
         try:
             while heap:
                 self._wake_at = float("-inf")
-                now = time.monotonic()
-                self._next_pass = now + self.tick
+                now = monotonic()
                 while heap and heap[0][0] <= now:  # one pass; the overdue get the next one
-                    stream = heapq.heappop(heap)[2]
+                    stream = _heappop(heap)[2]
                     if stream.waiter is not None:
                         try:
-                            self._step(stream)
+                            self._step(stream, now)
                         except Exception as exc:  # its events failed: raised where the stream
                             self._hand_back(stream, exc)  # is served, as they were before
                 if not heap:
                     break
-                end = time.monotonic()
+                end = monotonic()
                 if heap[0][0] <= end:  # behind: the next pass at once, the server's reads first
                     gevent.sleep(0)  # (sleeping out the tick would hand the CPU to others)
                     continue
-                self._wake_at = max(heap[0][0], self._next_pass)
+                self._wake_at = max(heap[0][0], now + self.tick)
                 self._sleep(self._wake_at - end)
         finally:
             self._ticker, self._wake_at = None, float("inf")
+
+    def _step(self, stream: Stream, now: float) -> None:
+        """Write ``stream``'s events due by ``now``, or hand them to its greenlet; reschedule it."""
+        data = stream.take(now)
+        wire = stream.wire
+        if stream.final or wire is None or not stream.headers_sent:
+            self._hand_back(stream, stream.burst(data))
+            return
+        if stream.first_token and stream.on_first is not None:
+            stream.on_first()
+        rest = wire.write_now(data)
+        if rest:
+            self._hand_back(stream, rest)
+        else:
+            _heappush(self._heap, (stream.due, next(self._order), stream))
 
     def _sleep(self, delay: float) -> None:
         """``gevent.sleep(delay)`` that :meth:`_wake_early` can cut short. (An Event's timed wait
@@ -221,22 +269,6 @@ class Pacer:
             timer, waiter = self._alarm
             timer.stop()
             get_hub().loop.run_callback(waiter.switch, None)
-
-    def _step(self, stream: Stream) -> None:
-        """Write ``stream``'s due events, or hand them to its greenlet; reschedule it."""
-        burst = stream.take(time.monotonic())
-        wire = stream.wire
-        if burst.final or wire is None or not stream.headers_sent:
-            self._hand_back(stream, burst)
-            return
-        if burst.first_token and stream.on_first is not None:
-            stream.on_first()
-        raw = wire.frame(burst.data)
-        sent = wire.send_now(raw)
-        if sent < len(raw):
-            self._hand_back(stream, raw[sent:])
-            return
-        heapq.heappush(self._heap, (stream.due, next(self._order), stream))
 
     @staticmethod
     def _hand_back(stream: Stream, what: Burst | bytes | Exception) -> None:

@@ -252,10 +252,10 @@ class SimApp:
             reply = self._fault_error(dialect, fault, headers)
             reply.headers += stated
             return reply
-        rng = random.Random(digest(self.options.seed, "latency", request_hash,
-                                   self.faults.seen[request_hash]))
         steered = _float_header(headers, "x-sim-latency")
-        gevent.sleep(self.latency.first_token(rng) if steered is None else steered)
+        gevent.sleep(self.latency.first_token(lambda: random.Random(digest(
+            self.options.seed, "latency", request_hash, self.faults.seen[request_hash])))
+            if steered is None else steered)
         if fault == "reset":
             raise Drop(reset=True)
         if fault == "hang":
@@ -295,23 +295,24 @@ class SimApp:
             events = _garbled(list(events), sse=chat.stream)
         if not chat.stream:
             headers.append(("Content-Length", str(sum(len(data) for data, _ in events))))
-        cut = -1
-        if fault == "truncated":
+        cut = fault == "truncated"
+        if cut:  # the middle event is sent half, then the connection drops
             events = list(events)
-            cut = len(events) // 2
+            data, tokens = events[len(events) // 2]
+            events = [*events[:len(events) // 2], (data[: len(data) // 2], tokens)]
         return Reply(200, headers, self._paced(events, cut=cut, key=chat.last_user, wire=wire))
 
-    def _paced(self, events: Iterable[Event], *, cut: int, key: str,
+    def _paced(self, events: Iterable[Event], *, cut: bool, key: str,
                wire: Wire | None) -> Iterator[bytes]:
         """Yield the answer's events as the model would produce them (:mod:`.pacer`: the
-        pacer writes most of a stream straight to ``wire``); event number ``cut`` is sent half,
-        then the connection is dropped (-1: never)."""
-        stream = Stream(events, self.latency.tokens, cut=cut,
+        pacer writes most of a stream straight to ``wire``); ``cut``: the connection is dropped
+        after the last."""
+        stream = Stream(events, self.latency.per_token,
                         on_first=functools.partial(self.stats.first_token, key))
         for burst in self.pacer.pace(stream, wire):
             if not burst.final:
                 yield burst.data
-            elif cut >= 0:
+            elif cut:
                 yield burst.data
                 raise Drop(reset=False)
             else:
@@ -321,7 +322,11 @@ class SimApp:
 class SimHandler(WSGIHandler):
     """pywsgi's handler, plus what faults need: the socket in the environ and :class:`Drop`."""
 
+    _held: list[bytes] | None = None  # writes joined into one (see _write_with_headers)
+    _fd = -1  # the socket's file descriptor
+
     def handle(self) -> None:
+        self._fd = self.socket.fileno()  # the pacer writes to it: no lookup per token
         # Streams are many small writes: without TCP_NODELAY, Nagle holds each one until the
         # client ACKs the last, which a delayed ACK puts off by ~40 ms (the end of every stream).
         with contextlib.suppress(OSError):
@@ -329,27 +334,54 @@ class SimHandler(WSGIHandler):
         super().handle()
 
     def _sendall(self, data: bytes) -> None:
+        if self._held is not None:  # the head, held to go out with the first data
+            self._held.append(data)
+            return
         # Every streamed event is one write: try the socket once directly (it is non-blocking
         # under gevent) and leave only the rest, or an error, to pywsgi's path (gevent's
         # sendall waits for room): ~3 µs of CPU per event instead of ~8 (loopback, measured).
-        sent = self.send_now(data)
+        try:
+            sent = os.write(self._fd, data)
+        except OSError:
+            sent = 0
+        self.response_length += sent
         if sent < len(data):
             self.send_rest(data[sent:])
 
+    def _write_with_headers(self, data: bytes) -> None:
+        # pywsgi sends the head and the first data in two writes: one is enough, and the
+        # client's first read then has both
+        held: list[bytes] = []
+        self._held = held
+        try:
+            super()._write_with_headers(data)  # type: ignore[misc]  # untyped in gevent
+        finally:
+            self._held = None
+        self._sendall(b"".join(held))
+
+    def _write(self, data: bytes) -> None:
+        if type(data) is Last and data and self.response_use_chunked:
+            # the answer's last chunk and the chunked body's end in one write, not two
+            self._sendall(b"%x\r\n%s\r\n0\r\n\r\n" % (len(data), data))
+            self.response_use_chunked = False  # the end is out: pywsgi must not send it again
+            return
+        super()._write(data)  # type: ignore[misc]  # untyped in gevent
+
     # the pacer's Wire (greenagents.testing.pacer): writes of a response outside pywsgi's loop
 
-    def frame(self, data: bytes) -> bytes:
-        """``data`` as pywsgi's ``_write`` frames it (one HTTP/1.1 chunk, unless HTTP/1.0)."""
-        return b"%x\r\n%s\r\n" % (len(data), data) if self.response_use_chunked else data
-
-    def send_now(self, raw: bytes) -> int:
-        """One non-blocking write; 0 when the socket is full or broken (the rest meets it)."""
+    def write_now(self, data: bytes) -> bytes:
+        """Frame ``data`` as pywsgi's ``_write`` does (one HTTP/1.1 chunk, unless HTTP/1.0) and
+        make one non-blocking write; return the framed rest (all of it when the socket is
+        full or broken: :meth:`send_rest` meets it)."""
+        if not data:  # (an empty chunk would end the body)
+            return data
+        raw = b"%x\r\n%s\r\n" % (len(data), data) if self.response_use_chunked else data
         try:
-            sent = os.write(self.socket.fileno(), raw)
+            sent = os.write(self._fd, raw)
         except OSError:
-            return 0
+            return raw
         self.response_length += sent
-        return sent
+        return raw[sent:]
 
     def send_rest(self, raw: bytes) -> None:
         """pywsgi's own write, which waits for room and accounts for a broken socket."""

@@ -166,10 +166,13 @@ def pieces(text: str) -> list[str]:
 
 def sse(data: Any, event: str | None = None) -> bytes:
     """Encode one server-sent event; ``data`` is JSON-encoded unless it is already a string."""
-    line = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"))
+    line = data if isinstance(data, str) else _COMPACT.encode(data)
     head = f"event: {event}\n" if event else ""
     return f"{head}data: {line}\n\n".encode()
 
+
+#: ``json.dumps(data, separators=(",", ":"))`` without making an encoder per call.
+_COMPACT = json.JSONEncoder(separators=(",", ":"))
 
 #: Where :func:`sse_stamp`'s piece goes: random, so no request can smuggle it into an envelope.
 PIECE = f"\x00piece-{uuid.uuid4().hex}\x00"
