@@ -84,8 +84,8 @@ class Stream:
     what they were (see :class:`Burst`).
     """
 
-    __slots__ = ("due", "on_first", "waiter", "wire", "headers_sent", "first_token", "final",
-                 "overdue", "_bursts", "_batch", "_next", "_taken", "_per_token")
+    __slots__ = ("_batch", "_bursts", "_next", "_per_token", "_taken", "due", "final",
+                 "first_token", "headers_sent", "on_first", "overdue", "waiter", "wire")
 
     def __init__(self, events: Iterable[Event], per_token: float, *, start: float | None = None,
                  on_first: Callable[[], None] | None = None) -> None:
@@ -107,7 +107,9 @@ class Stream:
         """The events due by ``now`` (at least those due at ``due``), joined; the stream then
         waits for ``due``."""
         taken = self._taken
-        out = [self._peek()[0]]
+        due = self._peek()
+        assert due is not None, "take() after the final burst"
+        out = [due[0]]
         self._next += 1
         self.overdue = False
         while (burst := self._peek()) is not None:

@@ -37,6 +37,7 @@ import gevent
 from gevent.pywsgi import WSGIHandler, WSGIServer
 from gevent.socket import wait_read
 
+from greenagents.testing import request_headers
 from greenagents.testing.answers import compose
 from greenagents.testing.anthropic_api import AnthropicDialect
 from greenagents.testing.batches import PREFIXES, BatchStore
@@ -332,6 +333,10 @@ class SimHandler(WSGIHandler):
         with contextlib.suppress(OSError):
             self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         super().handle()
+
+    def MessageClass(self, fp: Any, *args: Any) -> Any:  # pywsgi names it so
+        """The request's headers, as pywsgi's own parser makes them (:mod:`.request_headers`)."""
+        return request_headers.parse(fp)
 
     def _sendall(self, data: bytes) -> None:
         if self._held is not None:  # the head, held to go out with the first data
