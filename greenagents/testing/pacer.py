@@ -12,12 +12,13 @@ by a fault), and the rest of a write the socket would not take at once (a slow r
 back-pressure, as from any write).
 
 A due token is the ticker's hot path, run 50,000 times a second in the streaming benchmark: one
-heap pop, the next event from the answer's generator (built as sent, so a thousand answers due at
-once cost nothing up front), one framed ``os.write``, one heap push — no per-token objects beyond
-those, no method lookups through gevent's socket. Measured 2026-11-30 on the shared 2-core
-machine (200 streams of 100 tokens at 50/s, figure 9's client): see the report in
-:mod:`greenagents.testing.server` for the whole request; the rest of a token's cost is the
-``send`` itself (loopback TCP, ~8 µs of system time).
+heap pop, the next write of a batch the stream made ahead (:data:`BATCH`), one framed
+``os.write``, one heap push — no per-token objects beyond those, no lookups through gevent's
+socket. Measured 2026-11-30 (``stream_ab.py ga 200 100 50``, medians of 3 alternating runs on
+the shared 2-core machine at load 2-3): 27.0 → 24.0 µs of simulator CPU per token, 57.5 → 50.0
+with 20-token answers (with :mod:`.request_headers`). Most of what is left is the ``send``
+itself (~9-10 µs of loopback TCP per write here), the loop's wake-ups (tens of µs of CPU each on
+this VM, up to one per :data:`TICK_S`) and pywsgi's handling of each request.
 
 The schedule is the model's, not the writer's: event *k* is due ``k × per_token`` after the
 first, so a simulator behind schedule sends a stream's overdue events in one write and catches
@@ -130,9 +131,10 @@ class Stream:
         return Burst(data, self.first_token, self.final, self.overdue)
 
     def _peek(self) -> tuple[bytes, int] | None:
-        """The burst due at ``due`` (None: the answer is all taken); made :data:`BATCH` at a
-        time, which costs a fraction of making each as it is due (the answer's generator and
-        its encoder stay in the CPU's caches), and bounds what a stream holds."""
+        """The burst due at ``due`` (None: the answer is all taken). Bursts are made
+        :data:`BATCH` at a time: the answer's generator and its encoder run warm in the CPU's
+        caches instead of once per due token among a thousand other streams', and a stream
+        holds at most that many."""
         if self._next == len(self._batch):
             self._batch, self._next = list(itertools.islice(self._bursts, BATCH)), 0
             if not self._batch:
