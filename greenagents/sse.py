@@ -39,6 +39,10 @@ class Event(NamedTuple):
     data: bytes
 
 
+def _unnamed(fields: tuple[None, bytes]) -> Event:
+    return tuple.__new__(Event, fields)  # as Event(*fields), without its Python-level __new__
+
+
 class SSEParser:
     """Incremental ``text/event-stream`` parser; :meth:`feed` bytes, get the completed events."""
 
@@ -54,6 +58,10 @@ class SSEParser:
 
         Raises :class:`~greenagents.errors.ProviderError` when one event grows past the limit.
         """
+        if (not self._buffer and not self._skip_lf and data.endswith(b"\n\n")
+                and data.startswith(b"data: ") and data.find(b"\n") == len(data) - 2
+                and b"\r" not in data):  # most reads: one event of one data line, nothing else
+            return [_unnamed((None, data[6:-2]))]
         if self._skip_lf:  # the last feed ended with a CR: a LF now is the rest of its CRLF
             self._skip_lf = False
             if data.startswith(b"\n"):
@@ -82,7 +90,7 @@ class SSEParser:
 def _event(block: bytes) -> Event | None:
     """The event of one block of lines (no blank line inside), or None for comments only."""
     if block.startswith(b"data: ") and b"\n" not in block:  # most events: one data line
-        return Event(None, block[6:])
+        return _unnamed((None, block[6:]))
     name: str | None = None
     data: list[bytes] = []
     for line in block.split(b"\n"):
