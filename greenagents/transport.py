@@ -313,8 +313,9 @@ class _Streamed:
       on the kept-alive connection never inherits a stream's limit either.
     * A plain socket is read as "wait until readable, then one ``recv``": streamed tokens come
       one per read, most reads would find nothing yet, and gevent's ``recv`` tries first (a
-      failed call and an exception per token). TLS sockets keep gevent's ``recv`` (decrypted
-      bytes can be buffered where no readiness shows them).
+      failed call and an exception per token); only after a read that filled the buffer (more
+      is queued) does it try first. TLS sockets keep gevent's ``recv`` (decrypted bytes can be
+      buffered where no readiness shows them).
     * The connection returns to the pool the moment the parser sees the answer's end (the
       library does that); an answer abandoned before it is closed (``close``).
     """
@@ -361,11 +362,13 @@ class _Streamed:
         return data
 
     # the read-side state: the greenlet waiting in _recv (if any) and when its wait must end; the
-    # answer's timer (a gevent loop watcher) while armed, and when it rings
+    # answer's timer (a gevent loop watcher) while armed, and when it rings; whether the last read
+    # filled the buffer (then more is likely queued: read at once, without waiting first)
     _reader: Any = None
     _expiry = 0.0
     _alarm: Any = None
     _alarm_at = float("inf")
+    _full = False
 
     def _recv(self, size: int) -> bytes:
         """One read of the socket, its wait bounded by ``timeout`` and ``deadline``."""
@@ -383,13 +386,24 @@ class _Streamed:
         try:
             if type(sock) is not _plain_socket():
                 return sock.recv(size)  # type: ignore[no-any-return]  # TLS: gevent's own
-            hub, readable, raw = sock.hub, sock._read_event, sock._sock
+            raw = sock._sock
+            if self._full:
+                try:
+                    data: bytes = raw.recv(size)
+                except BlockingIOError:
+                    pass
+                else:
+                    self._full = len(data) == size
+                    return data
+            hub, readable = sock.hub, sock._read_event
             while True:
                 hub.wait(readable)
                 try:
-                    return raw.recv(size)  # type: ignore[no-any-return]
+                    data = raw.recv(size)
                 except BlockingIOError:  # woken with nothing to read after all: wait again
                     continue
+                self._full = len(data) == size
+                return data
         finally:
             self._reader = None
 
