@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import gevent
@@ -97,21 +97,30 @@ class ByteStream:
         """Bound every later read by ``deadline`` (``time.monotonic()``; None: ``timeout`` only);
         ``why`` names the limit in the error (e.g. ``"first_token_timeout"``)."""
         self._deadline, self._why = deadline, why
+        connection: Any = self._raw.connection
+        if isinstance(connection, transport._Streamed):  # it bounds its own waits: no per-read work
+            connection.deadline = deadline
 
     def chunks(self) -> Iterator[bytes]:
         """The body's bytes as the server sends them; raises our errors, never urllib3's."""
-        raw = self._raw
-        # decode_content said again: read_chunked's None means "do not decode" (a gzip stream
-        # came through compressed, and the size cap counted compressed bytes)
-        reads = raw.read_chunked(_READ, decode_content=True) if raw.chunked \
-            else iter(lambda: raw.read1(_READ), b"")
+        raw: Any = self._raw
+        read: Callable[[int], bytes]
+        if raw.chunked:  # urllib3 de-chunks; read_chunked's decode_content None means "do not
+            # decode" (a gzip stream came through compressed, and the size cap counted those bytes)
+            chunked = raw.read_chunked(_READ, decode_content=True)
+            read = lambda _: next(chunked, b"")  # noqa: E731
+        else:
+            read = raw.read1
+        # the socket's timeout is set per read by urllib3's connection; geventhttpclient's answer
+        # bounds its own waits (see set_deadline)
+        per_read = not isinstance(raw.connection, transport._Streamed)
         cap, total = settings().max_response_bytes, 0  # the answer size cap applies to streams too
         try:
             while True:
-                if self._deadline is not None:
+                if per_read and self._deadline is not None:
                     self._bound_read()
-                chunk = next(reads, None)
-                if chunk is None:
+                chunk = read(_READ)
+                if not chunk:
                     self.finished = True
                     return
                 total += len(chunk)
@@ -144,16 +153,16 @@ class ByteStream:
     def _mapped(self, exc: Exception) -> Exception:
         from urllib3.exceptions import ReadTimeoutError
 
-        stalled = isinstance(exc, (TimeoutError, ReadTimeoutError))
-        if stalled and self._deadline is not None and time.monotonic() >= self._deadline - 0.01:
-            return self._late()
+        if isinstance(exc, (TimeoutError, ReadTimeoutError)):  # a wait for data ran out
+            if self._deadline is not None and time.monotonic() >= self._deadline - 0.01:
+                return self._late()
+            # named here, not by transport_error: over geventhttpclient a TimeoutError means a
+            # connect timeout, over urllib3 the whole attempt's (a stream has no such limit)
+            return Timeout(f"{self._provider or 'the server'}: the stream stalled (no data for "
+                           f"timeout={self._timeout:g}s); retry, or raise the timeout",
+                           provider=self._provider)
         mapped = transport_error(exc, self._url, self._provider, None, self._timeout)
-        if mapped is None:
-            if stalled:
-                return Timeout(f"{self._provider or 'the server'}: the stream stalled (no data "
-                               "within the time limit)", provider=self._provider)
-            return exc
-        return mapped
+        return exc if mapped is None else mapped
 
     def close(self) -> None:
         """Give the connection back when the body was read to its end; otherwise close it, so

@@ -27,6 +27,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
+from itertools import chain
 from typing import Any, Protocol
 
 import gevent
@@ -100,15 +101,17 @@ class StreamedTurn:
 
     def deltas(self) -> Iterator[str]:
         """The turn's text deltas for the caller: the first (already read), then each read from
-        the socket as the caller asks for it."""
-        if self.first:
-            yield self.first
-            if available():  # the others' turn: see the module docstring
-                gevent.sleep(0)
-        if self.live is not None:
-            for text in self.live.deltas:
-                if text:  # "" marks a tool call's start (see TextStream)
-                    yield text
+        the socket as the caller asks for it (chained and filtered in C: no generator of its own
+        to resume per delta)."""
+        rest: Iterator[str] = filter(None, self.live.deltas) if self.live is not None else iter(())
+        # "" marks a tool call's start (see TextStream): not a delta for the caller
+        return chain(self._first(), rest) if self.first else rest
+
+    def _first(self) -> Iterator[str]:
+        assert self.first is not None
+        yield self.first
+        if available():  # the others' turn: see the module docstring
+            gevent.sleep(0)
 
     def end(self, error: BaseException | None = None) -> tuple[Completion, bool] | None:
         """Settle the answering attempt, once: ``(its completion, whether the loop goes on)``.

@@ -38,8 +38,8 @@ pytestmark = pytest.mark.usefixtures("http_transport")  # every test over urllib
 
 
 class _Handler(BaseHTTPRequestHandler):
-    """Behaviour by path: /status/<code>?header=value, /hang, /slow, /reset, /truncate, /sse/...,
-    /reply, else echo."""
+    """Behaviour by path: /status/<code>?header=value, /hang, /slow, /reset, /truncate, /sse/...
+    (/sse/late/, /sse/paced/, /sse/stall/, /sse/gzip/), /reply, else echo."""
 
     protocol_version = "HTTP/1.1"  # keep-alive
     server: LocalServer
@@ -87,7 +87,16 @@ class _Handler(BaseHTTPRequestHandler):
             if parts.path.startswith("/sse/late/"):  # the body 0.1 s after the headers
                 self.wfile.flush()
                 time.sleep(0.1)
-            self.wfile.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(data), data))
+            pieces = [data]
+            if parts.path.startswith("/sse/paced/"):  # an event every 0.1 s, each its own chunk
+                pieces = [event + b"\n\n" for event in data.split(b"\n\n") if event]
+            for piece in pieces:
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+                if parts.path.startswith("/sse/paced/"):
+                    time.sleep(0.1)
+            if parts.path.startswith("/sse/stall/"):  # the body, then 1.5 s before its end
+                time.sleep(1.5)
+            self.wfile.write(b"0\r\n\r\n")
         elif parts.path == "/user-agent":
             self._send(200, {}, json.dumps(self.headers.get("user-agent")).encode())
         elif parts.path == "/truncate":

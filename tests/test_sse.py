@@ -18,6 +18,8 @@ STREAMS = {
     "cr": b"data: 1\r\rdata: 2\r\r",
     "multi-line data": b"data: {\ndata:  \"k\": 1\ndata: }\n\n",
     "id and retry ignored": b"id: 7\nretry: 100\ndata: x\n\n",
+    "a cr inside a one-line event": b"data: a\rb\n\ndata: c\n\n",
+    "empty and spaced data": b"data: \n\ndata:  two spaces\n\ndata: [DONE]\n\n",
 }
 
 
@@ -29,6 +31,17 @@ def test_every_split_gives_the_events_of_the_whole(name: str) -> None:
     for cut in range(1, len(body)):
         assert ours([body[:cut], body[cut:]]) == whole, cut
     assert ours([body[i:i + 1] for i in range(len(body))]) == whole
+
+
+@pytest.mark.parametrize("name", STREAMS)
+def test_one_read_per_event_gives_the_events_of_the_whole(name: str) -> None:
+    """The usual case (a read per event, taken by a fast path), also with each event's end in
+    the next read."""
+    body = STREAMS[name]
+    events = [piece + b"\n\n" for piece in body.split(b"\n\n") if piece]
+    assert ours(events) == ours([b"".join(events)])
+    moved = [events[0][:-1]] + [b"\n" + event[:-1] for event in events[1:]] + [b"\n"]
+    assert ours(moved) == ours([b"".join(events)])
 
 
 def test_events_keep_name_and_data() -> None:
