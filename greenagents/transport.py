@@ -417,6 +417,7 @@ class GeventPool:
         credentials = client._proxy_credentials
         self._proxy_auth = None if credentials is None or tls else \
             "Basic " + base64.b64encode(credentials.encode()).decode("ascii")
+        self._heads: dict[tuple[Any, ...], bytes] = {}  # see _head
         pool = client._connection_pool
         pool._is_socket_alive = _idle_and_open  # type: ignore[method-assign]  # see its docstring
         pool._resolve = _CachedLookup(pool._resolve)  # type: ignore[method-assign]
@@ -490,30 +491,43 @@ class GeventPool:
         """The request line and headers ``HTTPClient._build_request`` writes for a POST of
         ``body`` (the same lines, order and checks), or None for what needs the library's own
         path: ``Expect: 100-continue``, ``Transfer-Encoding``, or a target or header it refuses
-        (it raises its ``ValueError``)."""
+        (it raises its ``ValueError``). All but the length is remembered per path and headers
+        (an endpoint's requests differ only in their bodies)."""
+        key = (path, *headers.items())
+        start = self._heads.get(key)
+        if start is None:
+            if len(self._heads) >= 64:  # a few endpoints: never reached but for misuse
+                self._heads.clear()
+            start = self._heads[key] = self._start(path, headers)
+        if not start:
+            return None
+        return start + b"%d\r\n\r\n" % len(body) if start.endswith(b": ") else start
+
+    def _start(self, path: str, headers: Mapping[str, str]) -> bytes:
+        """:meth:`_head` but for the length: the head up to ``Content-Length: `` (or whole when
+        the headers give the length), empty when the library's own path is needed."""
         client = self._client
         fields = {"user-agent": self._agent}
         for name, value in headers.items():
             fields[name.lower()] = (name, value)
         if "expect" in fields or "transfer-encoding" in fields:
-            return None
+            return b""
         if "host" not in fields:
             fields["host"] = ("Host", self._host)
         if self._proxy_auth is not None and "proxy-authorization" not in fields:
             fields["proxy-authorization"] = ("Proxy-Authorization", self._proxy_auth)
-        if "content-length" not in fields:
-            fields["content-length"] = ("Content-Length", str(len(body)))
         if not path.startswith("/") or path.startswith("//") or not _TARGET.fullmatch(path):
-            return None
+            return b""
         if client.use_proxy and not client.ssl:
             path = client._base_url_string[:-1] + path  # a plain-HTTP proxy forwards it
         lines = [f"POST {path} {client.version}"]
         for name, value in fields.values():
             if not _TOKEN.fullmatch(name) or not isinstance(value, str) \
                     or not _VALUE.fullmatch(value):
-                return None
+                return b""
             lines.append(f"{name}: {value}")
-        lines.append("\r\n")
+        # the length last, as the library adds it: the one line that changes between requests
+        lines.append("\r\n" if "content-length" in fields else "Content-Length: ")
         return "\r\n".join(lines).encode("latin-1")
 
     def close(self) -> None:

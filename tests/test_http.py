@@ -531,7 +531,8 @@ def test_a_post_writes_the_head_geventhttpclient_writes(
     try:
         for path, body in (("/v1/chat/completions", b'{"q":1}'), ("/v1/x?y=1", b"")):
             expected = pool._client._build_request("POST", path, body=body, headers=headers)
-            assert pool._head(path, body, headers) == expected.encode("latin-1")
+            for _ in range(2):  # made, then remembered
+                assert pool._head(path, body, headers) == expected.encode("latin-1")
     finally:
         pool.close()
 
