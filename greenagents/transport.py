@@ -387,6 +387,7 @@ class GeventPool:
 
     def __init__(self, scheme: str, host: str, port: int, size: int, connect_timeout: float):
         from geventhttpclient import HTTPClient
+        from geventhttpclient.response import HTTPSocketPoolResponse
 
         tls = scheme == "https"
         proxy = proxy_for(scheme, host, port)
@@ -418,13 +419,16 @@ class GeventPool:
         self._proxy_auth = None if credentials is None or tls else \
             "Basic " + base64.b64encode(credentials.encode()).decode("ascii")
         self._heads: dict[tuple[Any, ...], bytes] = {}  # see _head
-        pool = client._connection_pool
+        self._answer, self._block = HTTPSocketPoolResponse, client.block_size
+        self._pool = pool = client._connection_pool
         pool._is_socket_alive = _idle_and_open  # type: ignore[method-assign]  # see its docstring
         pool._resolve = _CachedLookup(pool._resolve)  # type: ignore[method-assign]
 
     def urlopen(self, method: str, path: str, *, body: bytes | None,
                 headers: Mapping[str, str]) -> BaseHTTPResponse | _Whole:
-        response = self._send(method, path, body, headers)
+        sock, response = self._send(method, path, body, headers)
+        if response is None:  # its headers read here: one frame less under every wait for them
+            response = self._answer(sock, self._pool, block_size=self._block, method=method)
         # lower-cased once, here (three passes over the names were ~7 µs a call)
         found = {key.lower(): value for key, value in response.items()}
         status = int(response.status_code)
@@ -445,7 +449,11 @@ class GeventPool:
         (the caller bounds that wait), ``timeout`` then bounding each wait for data. The result
         has urllib3's streamed-response interface; an encoded answer is decoded by
         ``urllib3.HTTPResponse``, so the size cap counts decoded bytes as over urllib3."""
-        streamed = _Streamed(self._send(method, path, body, headers, _HeaderList), timeout)
+        sock, response = self._send(method, path, body, headers)
+        if response is None:  # the headers kept as the lines they came in (see _HeaderList)
+            response = self._answer(sock, self._pool, block_size=self._block, method=method,
+                                    headers_type=_HeaderList)
+        streamed = _Streamed(response, timeout)
         if "content-encoding" not in streamed.headers:
             return streamed
         import urllib3
@@ -456,28 +464,24 @@ class GeventPool:
             status=streamed.status, preload_content=False, decode_content=True,
             connection=streamed)  # type: ignore[arg-type]  # what ByteStream reads: .sock
 
-    def _send(self, method: str, path: str, body: bytes | None, headers: Mapping[str, str],
-              headers_type: Any = None) -> Any:
-        """Send one request and read its answer's headers: geventhttpclient's ``request``,
-        written directly over its pool for a request with a body that is not idempotent (a POST:
-        what the providers send).
+    def _send(self, method: str, path: str, body: bytes | None,
+              headers: Mapping[str, str]) -> tuple[Any, Any]:
+        """Send one request as geventhttpclient's ``request`` does, written directly over its pool
+        for a POST (what the providers send): ``(the socket it went out on, None)``, the caller
+        then reading the answer's headers (``HTTPSocketPoolResponse``); or ``(None, the
+        answer)`` when the library's own path sent it.
 
         The library's own path merges the headers into its ``Headers`` four times and checks
-        them twice (~30 µs a request, timeit); this builds the same head once
-        (:meth:`_head`). The rest is the library's: its pool (proxy tunnel, TLS, a kept-alive
-        connection that died while idle replaced, :func:`_idle_and_open`), its response parser,
-        and, as in its ``request``, a POST sent once — a connection broken while sending still
-        gives the answer the server wrote before closing (a 413, say), else raises.
+        them twice (~30 µs a request, timeit); this writes the same head (:meth:`_head`). The
+        rest is the library's: its pool (proxy tunnel, TLS, a kept-alive connection that died
+        while idle replaced: :func:`_idle_and_open`), its response parser, and, as in its
+        ``request``, a POST sent once — a connection broken while sending still gives the
+        answer the server wrote before closing (a 413, say), else raises.
         """
-        client = self._client
         head = self._head(path, body, headers) if method == "POST" and body is not None else None
         if head is None:  # the library's own path (it re-sends an idempotent request once on a
-            return client.request(method, path, body=body, headers=headers)  # dead connection)
-        from geventhttpclient.response import HTTPSocketPoolResponse
-
-        pool = client._connection_pool
-        options = {"block_size": client.block_size, "method": method,
-                   "headers_type": headers_type or client.headers_type}
+            return None, self._client.request(method, path, body=body, headers=headers)  # dead one)
+        pool = self._pool
         sock = pool.get_socket()
         try:
             sock.sendall(head + body if body else head)
@@ -485,7 +489,7 @@ class GeventPool:
             if exc.errno not in (errno.ECONNRESET, errno.EPIPE):
                 pool.release_socket(sock)
                 raise
-        return HTTPSocketPoolResponse(sock, pool, **options)
+        return sock, None
 
     def _head(self, path: str, body: bytes, headers: Mapping[str, str]) -> bytes | None:
         """The request line and headers ``HTTPClient._build_request`` writes for a POST of
