@@ -57,19 +57,21 @@ def _raw_socket(base_url: str, n: int) -> Callable[[list[int]], list[Timing]]:
 
     def one(i: int) -> Timing:
         body = json.dumps({"model": MODEL, "messages": messages(i), "stream": True}).encode()
-        start, first, received = time.monotonic(), 0.0, b""
+        start, first, contents, tail = time.monotonic(), 0.0, 0, b""
         with socket.create_connection((host, int(port))) as sock:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: sim\r\nContent-Type: "
                          b"application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
-            while b"data: [DONE]" not in received[-64:]:
+            while b"data: [DONE]" not in tail:  # counted per read: no copy of what came before
                 chunk = sock.recv(65536)
                 if not chunk:
                     break
-                if not first and b'"content":"' in chunk.replace(b'"content":""', b""):
+                found = chunk.count(b'"content":"') - chunk.count(b'"content":""')
+                if found and not first:
                     first = time.monotonic()
-                received += chunk
-        return start, first, received.count(b'"content":"') - 1  # the role chunk's is empty
+                contents += found
+                tail = tail[-16:] + chunk[-64:]  # [DONE] split across two reads
+        return start, first, contents
 
     def run(indices: list[int]) -> list[Timing]:
         greenlets = [gevent.spawn(one, i) for i in indices]
