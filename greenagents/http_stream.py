@@ -193,7 +193,7 @@ def open_stream(url: str, body: Mapping[str, Any], headers: Mapping[str, str], *
     read_timeout = current.timeout if timeout is None else timeout
     payload = transport.dumps(body)
     send = {"content-type": "application/json", "accept": "text/event-stream", **headers}
-    gevent_pool = gevent_pool_for(url)
+    gevent_pool = gevent_pool_for(url, current)
     # geventhttpclient (only when patched): a gevent.Timeout bounds the wait for the headers
     timer = gevent.Timeout(read_timeout) if gevent_pool is not None else None
     try:

@@ -13,7 +13,7 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -21,7 +21,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
-from greenagents import config, http
+from greenagents import config, http, http_stream
 from greenagents.errors import (
     AuthError,
     BadRequest,
@@ -39,7 +39,7 @@ pytestmark = pytest.mark.usefixtures("http_transport")  # every test over urllib
 
 class _Handler(BaseHTTPRequestHandler):
     """Behaviour by path: /status/<code>?header=value, /hang, /slow, /reset, /truncate, /sse/...
-    (/sse/late/, /sse/paced/, /sse/stall/, /sse/gzip/), /reply, else echo."""
+    (/sse/late/, /sse/paced/, /sse/stall/, /sse/gzip/), /bye, /reply, else echo."""
 
     protocol_version = "HTTP/1.1"  # keep-alive
     server: LocalServer
@@ -97,6 +97,9 @@ class _Handler(BaseHTTPRequestHandler):
             if parts.path.startswith("/sse/stall/"):  # the body, then 1.5 s before its end
                 time.sleep(1.5)
             self.wfile.write(b"0\r\n\r\n")
+        elif parts.path == "/bye":  # the echo, then the connection closed without notice
+            self._send(200, {}, body)
+            self.close_connection = True
         elif parts.path == "/user-agent":
             self._send(200, {}, json.dumps(self.headers.get("user-agent")).encode())
         elif parts.path == "/truncate":
@@ -399,7 +402,7 @@ _WIDE = """
     import json, logging, sys, time
     import gevent
     from gevent.pywsgi import WSGIServer
-    from greenagents import config, http
+    from greenagents import config, http, http_stream
 
     n, pool_size = int(sys.argv[1]), (int(sys.argv[2]) or None)
     ports = set()
@@ -452,6 +455,95 @@ def test_small_pool_does_warn(http_transport: str) -> None:
     if http_transport != "urllib3":
         pytest.skip("urllib3's warning; geventhttpclient's pool never discards (it waits)")
     assert _run_wide(100, pool_size=10)["pool_full_warnings"] > 0
+
+
+# -- streamed answers: the same transport behaviours ---------------------------------------------
+
+def _streamed(url: str, headers: Mapping[str, str] | None = None) -> tuple[int, bytes]:
+    with http_stream.open_stream(url, {"q": 1}, headers or {}, provider="openai") as answer:
+        return answer.status, b"".join(answer.chunks())
+
+
+def test_a_stream_goes_through_an_http_proxy(server: LocalServer,
+                                             proxy_env: pytest.MonkeyPatch) -> None:
+    server.reply = (200, {}, b"data: hi\n\n")
+    proxy_env.setenv("HTTP_PROXY", server.url)
+    assert _streamed("http://api.proxied.invalid/sse/v1/chat") == (200, b"data: hi\n\n")
+    target = urlsplit(server.requests[-1][0])
+    assert (target.hostname, target.port or 80, target.path) == ("api.proxied.invalid", 80,
+                                                                 "/sse/v1/chat")
+
+
+def test_a_stream_over_tls_through_a_connect_tunnel(tls_server: tuple[LocalServer, str],
+                                                     proxy_env: pytest.MonkeyPatch) -> None:
+    srv, ca = tls_server
+    srv.reply = (200, {}, b"data: hi\n\n")
+    seen: list[str] = []
+    listener = _tunnel_proxy(seen)
+    proxy_env.setenv("SSL_CERT_FILE", ca)
+    proxy_env.setenv("HTTPS_PROXY", f"http://127.0.0.1:{listener.getsockname()[1]}")
+    try:
+        assert _streamed(f"{srv.url}/sse/v1") == (200, b"data: hi\n\n")
+    finally:
+        listener.close()
+    assert seen and seen[0].startswith(f"CONNECT 127.0.0.1:{srv.server_address[1]} ")
+    assert srv.requests[-1][0] == "/sse/v1"  # inside the tunnel: the path alone
+
+
+def test_a_dead_kept_alive_connection_is_replaced(server: LocalServer) -> None:
+    """The server closed the kept-alive connection after its answer, without saying so: the
+    next request (a stream) goes over a new one, which is then kept."""
+    server.reply = (200, {}, b"data: hi\n\n")
+    assert http.post_json(f"{server.url}/bye", {}, {}).status == 200
+    time.sleep(0.2)  # the server's close arrives
+    for _ in range(3):
+        assert _streamed(f"{server.url}/sse/v1") == (200, b"data: hi\n\n")
+    assert server.connections == 2
+
+
+def test_a_stream_reset_or_refused_is_connection_failed(server: LocalServer) -> None:
+    with pytest.raises(ConnectionFailed, match="broke mid-request"):
+        _streamed(f"{server.url}/reset")
+    with pytest.raises(ConnectionFailed, match="connection refused"):
+        _streamed(f"http://127.0.0.1:{_free_port()}/v1")
+
+
+def test_a_header_that_would_add_a_line_is_refused(server: LocalServer) -> None:
+    headers = {"x-note": "a\r\nX-Injected: 1"}
+    with pytest.raises(ValueError):
+        _streamed(f"{server.url}/sse/v1", headers)
+    with pytest.raises(ValueError):
+        http.post_json(f"{server.url}/echo", {}, headers)
+    assert not server.requests
+
+
+@pytest.mark.parametrize(("origin", "proxy", "headers"), [
+    (("http", "127.0.0.1", 8000), None, {"content-type": "application/json",
+                                         "authorization": "Bearer sk-x"}),
+    (("https", "api.example", 443), None, {"User-Agent": "mine/1", "x-api-key": "k"}),
+    (("http", "api.example", 80), "http://user:p%40ss@127.0.0.1:3128", {"accept": "*/*"}),
+    (("https", "api.example", 8443), "http://user:pw@127.0.0.1:3128", {}),
+    (("http", "::1", 8000), None, {"Host": "override", "Content-Length": "2"}),
+])
+def test_a_post_writes_the_head_geventhttpclient_writes(
+        http_transport: str, proxy_env: pytest.MonkeyPatch, origin: tuple[str, str, int],
+        proxy: str | None, headers: dict[str, str]) -> None:
+    """Its request head is written directly over the library's pool (see GeventPool._send):
+    the same bytes as the library's own request builder, proxies and overrides included."""
+    if http_transport != "geventhttpclient":
+        pytest.skip("geventhttpclient's request head")
+    from greenagents import transport
+
+    if proxy is not None:
+        proxy_env.setenv(f"{origin[0].upper()}_PROXY", proxy)
+    pool = transport.GeventPool(*origin, 10, 5.0)
+    try:
+        for path, body in (("/v1/chat/completions", b'{"q":1}'), ("/v1/x?y=1", b"")):
+            expected = pool._client._build_request("POST", path, body=body, headers=headers)
+            for _ in range(2):  # made, then remembered
+                assert pool._head(path, body, headers) == expected.encode("latin-1")
+    finally:
+        pool.close()
 
 
 # -- choosing the client, and the JSON codec ------------------------------------------------------
