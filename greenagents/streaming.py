@@ -174,9 +174,10 @@ class Stream(Generic[T]):
         return self._result
 
     def __iter__(self) -> Iterator[str]:
-        for item in self._run():
-            if type(item) is str:
-                yield item
+        items = self._run()
+        if self._loop is None:  # no tools, no tool events: every item is text (a layer fewer)
+            return items  # type: ignore[return-value]
+        return (item for item in items if type(item) is str)
 
     def events(self) -> Iterator[StreamEvent]:
         """The stream as typed events: :class:`TextDelta` each (and, for an agent with tools,

@@ -331,9 +331,8 @@ class _Streamed:
       one per read, most reads would find nothing yet, and gevent's ``recv`` tries first (a
       failed call and an exception per token); only after a read that filled the buffer (more
       is queued) does it try first. TLS sockets keep gevent's ``recv`` (decrypted bytes can be
-      buffered where no readiness shows them). These two, with the SSE fast path, took a
-      streamed token from ~46-52 µs to ~31-33 µs of client CPU at 50 tokens/s (medians of
-      alternating runs of 200 streams, 2 cores shared with other jobs; see
+      buffered where no readiness shows them). These two, with the parsing's fast paths, took
+      a streamed token from ~44-52 µs to ~30-33 µs of client CPU at 50 tokens/s (see
       :class:`greenagents.providers.streams.TextStream`).
     * The connection returns to the pool the moment the parser sees the answer's end (the
       library does that); an answer abandoned before it is closed (``close``).

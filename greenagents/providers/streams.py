@@ -204,11 +204,13 @@ class TextStream:
 
     Bytes are read only as the iteration asks for them (nothing in between: no queue, no extra
     greenlet); :meth:`close` abandons the answer (the connection is closed, the server sees it).
-    What a delta costs, socket read to the caller's loop: ~31 µs of client CPU per token at 50
-    tokens/s over geventhttpclient (a raw-socket gevent client: ~30 µs; 46 µs before reads were
-    bounded without a timer per wait and single events took a fast path), of which the parsing
-    here (bytes to text: SSE, JSON, this loop) is 3.5–5.5 µs; medians of 3 alternating runs of
-    ``stream_ab.py ga 200 {200,20} 50`` on 2 cores shared with other jobs.
+    What a delta costs, socket read to the caller's loop, over geventhttpclient at 50 tokens/s
+    (each token its own read): ~30–33 µs of client CPU per token, a raw-socket gevent client
+    ~24 µs, and 44–52 µs before reads were bounded without a timer per wait and the SSE, HTTP
+    and delta layers took their fast paths; of it, the parsing here (SSE, JSON, this loop) is
+    3.5–5.5 µs. Medians of 3 alternating runs each of ``stream_ab.py ga 200 {100,200,20} 50``
+    (CPU of the longer run minus the shorter's, per extra token), 2 cores shared with other
+    jobs at load 2–3, so ±5 µs.
     """
 
     def __init__(self, body: ByteStream, reader: Reader, provider: Provider) -> None:
