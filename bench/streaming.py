@@ -219,18 +219,24 @@ def _cpu_s(process: psutil.Process) -> float:
     return float(times.user + times.system)
 
 
-def _budget(n: int, rate: float, client: Samples, simulator: Samples) -> str:
-    """The reading's arithmetic: the cores this width asks of the machine, from this run."""
+def _budget(n: int, rate: float, client: Samples, simulator: Samples, floor: Samples) -> str:
+    """The reading's arithmetic: the cores this width asks of the machine, and of the client's
+    one core, from this run."""
     if not (client.ok and simulator.ok):
         return ""
     asked = n * rate
     cores = asked * (client.median + simulator.median) / 1e6
+    one_core = (f" A client process runs on one core: at that rate greenagents' CPU per token "
+                f"is {asked * client.median / 1e6:.0%} of it, the raw-socket floor's "
+                f"{asked * floor.median / 1e6:.0%}; a first token waits behind whatever the "
+                "client has queued, so the goal needs the client well under one core, not only "
+                "the machine under its two." if floor.ok else "")
     return (f"At {n:,} streams of {rate:g} tokens/s the machine is asked for {asked:,.0f} tokens/s;"
             f" in this run greenagents' client spent {client.median:.1f} µs of CPU per token and "
             f"the simulator {simulator.median:.1f} µs: {cores:.2f} cores' worth at that rate, of "
             f"the {os.cpu_count()} this machine has, shared with its other load (the load average "
             "above). The first-token goal needs that sum well under the cores left over, or "
-            "tokens queue.")
+            "tokens queue." + one_core)
 
 
 def _values(reports: list[dict[str, Any]], value: Callable[[dict[str, Any]], float]) -> Samples:
@@ -305,9 +311,9 @@ def run(ctx: Context) -> Section:
         "behind, and every later token, first ones of new streams included, comes late. Time "
         f"to first token at this width also holds starting {n} requests at once (each client "
         "opens as many connections), and the machine's other load shows here first. "
-        + _budget(n, rate, cpu["ga_stream"], sim_cpu["ga_stream"]) +
+        + _budget(n, rate, cpu["ga_stream"], sim_cpu["ga_stream"], cpu["raw_socket"]) +
         " The simulator paces every stream from one greenlet (greenagents/testing/pacer.py: "
-        "each due token is one direct `send`, at most one wake-up per millisecond for all "
+        "each due token is one framed `os.write`, at most one wake-up per millisecond for all "
         "streams while it keeps up), and behind schedule sends a stream's overdue tokens in one write; both "
         "sides' CPU per token falls when they are behind (fewer, larger reads and writes). "
         "When they are behind, answers arrive "
