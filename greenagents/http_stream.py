@@ -35,6 +35,7 @@ import gevent
 from . import transport
 from .config import settings
 from .errors import ResponseTooLarge, Timeout
+from .gevent_answers import StreamedAnswer
 from .http import (
     Headers,
     HttpResponse,
@@ -98,7 +99,7 @@ class ByteStream:
         ``why`` names the limit in the error (e.g. ``"first_token_timeout"``)."""
         self._deadline, self._why = deadline, why
         connection: Any = self._raw.connection
-        if isinstance(connection, transport._Streamed):  # it bounds its own waits: no per-read work
+        if isinstance(connection, StreamedAnswer):  # it bounds its own waits: no per-read work
             connection.deadline = deadline
 
     def chunks(self) -> Iterator[bytes]:
@@ -113,7 +114,7 @@ class ByteStream:
             read = raw.read1
         # the socket's timeout is set per read by urllib3's connection; geventhttpclient's answer
         # bounds its own waits (see set_deadline)
-        per_read = not isinstance(raw.connection, transport._Streamed)
+        per_read = not isinstance(raw.connection, StreamedAnswer)
         cap, total = settings().max_response_bytes, 0  # the answer size cap applies to streams too
         try:
             while True:
